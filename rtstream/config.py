@@ -1,0 +1,181 @@
+"""Reading a pipelines file: TOML in, checked pipeline specs out.
+
+A file holds one or more pipelines::
+
+    [pipelines.demo]
+    description = "a tone into a WAV file"
+    capacity = 2                        # channel capacity between stages (optional)
+
+    [[pipelines.demo.stages]]
+    type = "tone"                       # the registered stage type
+    name = "beep"                       # an optional label for errors and reports
+    frequency = 440.0                   # the stage's parameters
+    ...
+
+Strings may use ``${NAME}`` to take values from the environment. Everything read is checked
+here, so that errors name the file, pipeline, stage and key before anything starts.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .errors import ConfigError, StageRef
+from .interpolate import InterpolationError, interpolate
+from .params import show, suggest
+
+DEFAULT_CAPACITY = 2
+MAX_CAPACITY = 1024
+
+_TOP_KEYS = ("pipelines",)
+_PIPELINE_KEYS = ("stages", "capacity", "description")
+STAGE_KEYS = ("type", "name", "capacity")
+"""Keys of a stage table that are not parameters of the stage."""
+
+
+@attrs.frozen
+class StageSpec:
+    """One stage as written: its type, label, output channel capacity and raw parameters."""
+
+    ref: StageRef
+    params: Mapping[str, Any]
+    capacity: int | None
+
+
+@attrs.frozen
+class PipelineSpec:
+    """One pipeline as written, checked for shape but not yet built."""
+
+    name: str
+    description: str
+    capacity: int
+    stages: tuple[StageSpec, ...]
+
+
+@attrs.frozen
+class Config:
+    """A whole pipelines file."""
+
+    file: str
+    pipelines: Mapping[str, PipelineSpec]
+
+    def select(self, names: Iterable[str] = ()) -> list[PipelineSpec]:
+        """The named pipelines (all of them when none are named), in file order."""
+        chosen = list(names)
+        for name in chosen:
+            if name not in self.pipelines:
+                known = ", ".join(repr(n) for n in self.pipelines)
+                hint = suggest(name, list(self.pipelines))
+                raise ConfigError(f"no pipeline named '{name}'{hint}; the file defines {known}", file=self.file)
+        return [spec for name, spec in self.pipelines.items() if not chosen or name in chosen]
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check a pipelines file."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=file) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the file: {exc}", file=file) from None
+    return parse_config(text, file=file, environ=environ)
+
+
+def parse_config(text: str, *, file: str = "<string>", environ: Mapping[str, str] | None = None) -> Config:
+    """Check the text of a pipelines file; ``file`` names it in errors."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", file=file) from None
+    try:
+        _reject_unknown(document, _TOP_KEYS, "top-level key")
+        pipelines = document.get("pipelines")
+        if not isinstance(pipelines, dict) or not pipelines:
+            raise ConfigError("no pipelines defined; add a [pipelines.NAME] table with its stages")
+        specs = {name: _pipeline(name, table, environ) for name, table in pipelines.items()}
+    except ConfigError as exc:
+        raise exc.located(file=file) from None
+    return Config(file=file, pipelines=specs)
+
+
+def _reject_unknown(table: Mapping[str, Any], allowed: Iterable[str], what: str, **where: Any) -> None:
+    allowed = list(allowed)
+    for key in table:
+        if key not in allowed:
+            listed = ", ".join(allowed)
+            raise ConfigError(f"unknown {what} '{key}'{suggest(key, allowed)}; allowed: {listed}", **where, key=key)
+
+
+def _capacity(value: Any, **where: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CAPACITY:
+        raise ConfigError(
+            f"channel capacity must be a whole number from 0 to {MAX_CAPACITY} (channels are bounded), "
+            f"got {show(value)}",
+            key="capacity",
+            **where,
+        )
+    return value
+
+
+def _pipeline(name: str, table: Any, environ: Mapping[str, str] | None) -> PipelineSpec:
+    if not isinstance(table, dict):
+        raise ConfigError(f"must be a table ([pipelines.{name}]), got {show(table)}", pipeline=name)
+    _reject_unknown(table, _PIPELINE_KEYS, "pipeline key", pipeline=name)
+    capacity = _capacity(table.get("capacity", DEFAULT_CAPACITY), pipeline=name)
+    description = table.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"must be a string, got {show(description)}", pipeline=name, key="description")
+    stages = table.get("stages")
+    if stages is None or stages == []:
+        raise ConfigError("the pipeline has no stages; add [[pipelines.NAME.stages]] tables", pipeline=name)
+    if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+        raise ConfigError("must be a list of stage tables", pipeline=name, key="stages")
+    return PipelineSpec(
+        name=name,
+        description=description,
+        capacity=capacity,
+        stages=tuple(_stage(name, i, s, environ) for i, s in enumerate(stages, start=1)),
+    )
+
+
+def _stage(pipeline: str, index: int, table: dict[str, Any], environ: Mapping[str, str] | None) -> StageSpec:
+    kind = table.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise ConfigError(
+            "every stage needs a 'type' naming a registered stage ('rtstream stages' lists them)",
+            pipeline=pipeline,
+            stage=StageRef(index, "?"),
+            key="type",
+        )
+    label = table.get("name")
+    ref = StageRef(index, kind, label if isinstance(label, str) else None)
+    if label is not None and not isinstance(label, str):
+        raise ConfigError(f"must be a string, got {show(label)}", pipeline=pipeline, stage=ref, key="name")
+    capacity = table.get("capacity")
+    if capacity is not None:
+        capacity = _capacity(capacity, pipeline=pipeline, stage=ref)
+    params = {}
+    for key, value in table.items():
+        if key in STAGE_KEYS:
+            continue
+        try:
+            params[key] = _interpolated(value, environ)
+        except InterpolationError as exc:
+            raise ConfigError(str(exc), pipeline=pipeline, stage=ref, key=key) from None
+    return StageSpec(ref=ref, params=params, capacity=capacity)
+
+
+def _interpolated(value: Any, environ: Mapping[str, str] | None) -> Any:
+    if isinstance(value, str):
+        return interpolate(value, environ)
+    if isinstance(value, list):
+        return [_interpolated(v, environ) for v in value]
+    if isinstance(value, dict):
+        return {k: _interpolated(v, environ) for k, v in value.items()}
+    return value

@@ -1,0 +1,87 @@
+"""The errors rtstream raises: each names what was wrong and where."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class StageRef:
+    """Which stage of a pipeline: its position (from 1), its type and its optional label."""
+
+    index: int
+    type: str
+    label: str | None = None
+
+    def __str__(self) -> str:
+        if self.label and self.label != self.type:
+            return f"stage {self.index} '{self.label}' ({self.type})"
+        return f"stage {self.index} ({self.type})"
+
+
+class PipelineError(Exception):
+    """Base of every error rtstream raises about a pipeline."""
+
+
+class ConfigError(PipelineError):
+    """A configuration cannot be used; the message says where: file, pipeline, stage and key.
+
+    Errors are raised where the problem is found, with what is known there, and located
+    further (``located``) as they travel up through the config loader.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        pipeline: str | None = None,
+        stage: StageRef | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.pipeline = pipeline
+        self.stage = stage
+        self.key = key
+        super().__init__(str(self))
+
+    def located(self, **where: object) -> ConfigError:
+        """A copy with the given location fields filled in where they were unknown."""
+        fields = {
+            name: getattr(self, name) if getattr(self, name) is not None else where.get(name)
+            for name in ("file", "pipeline", "stage", "key")
+        }
+        return type(self)(self.message, **fields)
+
+    def __str__(self) -> str:
+        place = []
+        if self.pipeline is not None:
+            place.append(f"pipeline '{self.pipeline}'")
+        if self.stage is not None:
+            place.append(str(self.stage))
+        if self.key is not None:
+            place.append(f"key '{self.key}'")
+        text = ", ".join(place)
+        text = f"{text}: {self.message}" if text else self.message
+        return f"{self.file}: {text}" if self.file else text
+
+
+class FormatMismatch(ConfigError):
+    """Two neighbouring stages cannot agree on the format of the edge between them."""
+
+
+class StageFailed(PipelineError):
+    """A stage raised while running; its pipeline was cancelled."""
+
+    def __init__(self, pipeline: str, stage: StageRef, cause: BaseException) -> None:
+        self.pipeline = pipeline
+        self.stage = stage
+        self.cause = cause
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        cause = type(self.cause).__name__
+        if str(self.cause):
+            cause = f"{cause}: {self.cause}"
+        return f"pipeline '{self.pipeline}', {self.stage} failed: {cause}"

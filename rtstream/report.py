@@ -1,0 +1,107 @@
+"""The run report: per pipeline instance, how it ended and what every stage counted."""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import numpy as np
+
+
+@attrs.frozen
+class StageReport:
+    index: int
+    type: str
+    label: str | None
+    klass: str
+    input: str | None
+    output: str | None
+    statistics: Mapping[str, Any]
+
+
+@attrs.frozen
+class PipelineReport:
+    pipeline: str
+    instance: int
+    status: str
+    """completed (the source ended), stopped (stopped and drained), cancelled (stopped, grace
+    period over) or failed (a stage raised)."""
+    error: str | None
+    duration: float
+    stages: tuple[StageReport, ...]
+
+
+@attrs.frozen
+class RunReport:
+    pipelines: tuple[PipelineReport, ...]
+
+    @property
+    def failed(self) -> bool:
+        return any(p.status == "failed" for p in self.pipelines)
+
+    def to_json(self) -> str:
+        return json.dumps(plain(self), indent=2, allow_nan=False)
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON-ready dicts, lists and scalars (attrs records, enums, numpy scalars)."""
+    if attrs.has(type(value)):
+        return {f.name: plain(getattr(value, f.name)) for f in attrs.fields(type(value))}
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, np.generic):
+        return plain(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _flatten(prefix: str, value: Any, out: list[str]) -> None:
+    if isinstance(value, Mapping):
+        if not value:
+            out.append(f"{prefix}=none")
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
+    elif isinstance(value, float):
+        out.append(f"{prefix}={value:.4g}")
+    elif value is None:
+        out.append(f"{prefix}=-")
+    else:
+        out.append(f"{prefix}={value}")
+
+
+def format_text(report: RunReport) -> str:
+    """A human-readable report: one block per pipeline instance, one line per stage."""
+    lines = []
+    for p in report.pipelines:
+        name = p.pipeline if p.instance == 1 and len(report.pipelines) == 1 else f"{p.pipeline}#{p.instance}"
+        head = f"pipeline '{name}' {p.status} after {p.duration:.2f} s"
+        lines.append(head + (f": {p.error}" if p.error else ""))
+        for s in p.stages:
+            label = f"{s.label} ({s.type})" if s.label and s.label != s.type else s.type
+            fmt = f" -> {s.output}" if s.output else ""
+            lines.append(f"  {s.index} {label} [{s.klass}]{fmt}")
+            fields: list[str] = []
+            _flatten("", plain(s.statistics), fields)
+            lines.extend(_wrap(fields, indent="      ", width=100))
+    return "\n".join(lines)
+
+
+def _wrap(fields: list[str], *, indent: str, width: int) -> list[str]:
+    lines, line = [], indent
+    for field in fields:
+        if line != indent and len(line) + 1 + len(field) > width:
+            lines.append(line)
+            line = indent
+        line += ("" if line == indent else " ") + field
+    if line != indent:
+        lines.append(line)
+    return lines

@@ -1,0 +1,234 @@
+"""Running pipelines: one nursery per pipeline, stages joined by bounded memory channels.
+
+Stages start sink-first with ``nursery.start``, so each finds its downstream ready. The end
+of the stream travels as the closing of channels; backpressure and cancellation come from the
+channels and the nursery. A stage that raises cancels its own pipeline only, and the report
+names the pipeline and the stage; other pipelines (other calls) go on.
+
+Stopping is two-step: :meth:`RunControl.stop` cancels the sources, so the rest drain what is
+in flight, and cancels everything if draining outlasts the grace period;
+:meth:`RunControl.abort` cancels at once. Ctrl-C maps to these when signals are handled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from .errors import StageFailed
+from .pipeline import Pipeline
+from .report import PipelineReport, RunReport, StageReport
+
+log = logging.getLogger(__name__)
+
+
+class RunControl:
+    """Stops the pipelines of one run: gracefully (sources first), then for good."""
+
+    def __init__(self, grace: float = 2.0) -> None:
+        self.grace = grace
+        self.stopping = False
+        self._sources: set[trio.CancelScope] = set()
+        self._pipelines: set[trio.CancelScope] = set()
+
+    def stop(self) -> None:
+        """Stop the sources; cancel whatever has not drained ``grace`` seconds from now."""
+        if self.stopping:
+            return
+        self.stopping = True
+        deadline = trio.current_time() + self.grace
+        for scope in self._sources:
+            scope.cancel()
+        for scope in self._pipelines:
+            scope.deadline = min(scope.deadline, deadline)
+
+    def abort(self) -> None:
+        """Cancel every pipeline now."""
+        self.stopping = True
+        for scope in self._pipelines:
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def _watching(self, scope: trio.CancelScope, *, source: bool) -> Iterator[trio.CancelScope]:
+        scopes = self._sources if source else self._pipelines
+        scopes.add(scope)
+        if self.stopping:
+            if source:
+                scope.cancel()
+            else:
+                scope.deadline = trio.current_time() + self.grace
+        try:
+            yield scope
+        finally:
+            scopes.discard(scope)
+
+    def source_scope(self) -> contextlib.AbstractContextManager[trio.CancelScope]:
+        """Enter around a source's run: :meth:`stop` cancels it."""
+        return self._watching(trio.CancelScope(), source=True)
+
+    def pipeline_scope(self) -> contextlib.AbstractContextManager[trio.CancelScope]:
+        """Hold while a pipeline runs: :meth:`stop` gives it the grace period, :meth:`abort` cancels it."""
+        return self._watching(trio.CancelScope(), source=False)
+
+
+class _TrackedStatus:
+    """A task_status that remembers whether ``started()`` was called."""
+
+    def __init__(self, inner: trio.TaskStatus[None]) -> None:
+        self._inner = inner
+        self.done = False
+
+    def started(self, value: None = None) -> None:
+        self.done = True
+        self._inner.started(value)
+
+
+async def _run_stage(
+    pipeline: Pipeline,
+    index: int,
+    channels: tuple[Any, ...],
+    control: RunControl,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    stage, ref = pipeline.stages[index], pipeline.refs[index]
+    status = _TrackedStatus(task_status)
+    try:
+        if stage.role == "source":
+            with control.source_scope() as scope, scope:
+                await stage.run(*channels, task_status=status)
+            if not status.done:  # stopped before it could start
+                status.started()
+        else:
+            await stage.run(*channels, task_status=status)
+    except trio.BrokenResourceError as exc:
+        downstream = channels[-1]
+        if stage.role != "sink" and downstream.statistics().open_receive_channels == 0:
+            return  # the stage downstream ended; this one ends with it
+        raise StageFailed(pipeline.name, ref, exc) from exc
+    except Exception as exc:
+        raise StageFailed(pipeline.name, ref, exc) from exc
+    finally:
+        for channel in channels:
+            channel.close()
+
+
+async def run_pipeline(
+    pipeline: Pipeline, control: RunControl | None = None, *, raise_on_failure: bool = False
+) -> PipelineReport:
+    """Run one pipeline to its end and report on it.
+
+    A failing stage is logged and reported; with ``raise_on_failure`` its StageFailed is raised.
+    """
+    control = control or RunControl()
+    started = trio.current_time()
+    error = None
+    with control.pipeline_scope() as scope, scope:
+        try:
+            async with trio.open_nursery() as nursery:
+                ends = [trio.open_memory_channel[Any](c) for c in pipeline.capacities]
+                last = len(pipeline.stages) - 1
+                for i in range(last, -1, -1):
+                    inbound = (ends[i - 1][1],) if i > 0 else ()
+                    outbound = (ends[i][0],) if i < last else ()
+                    await nursery.start(_run_stage, pipeline, i, inbound + outbound, control)
+        except* StageFailed as group:
+            error = _first_failure(group)
+            log.error("%s", error)
+    if error is not None and raise_on_failure:
+        raise error
+    if error is not None:
+        status = "failed"
+    elif scope.cancelled_caught:
+        status = "cancelled"
+    elif control.stopping:
+        status = "stopped"
+    else:
+        status = "completed"
+    return PipelineReport(
+        pipeline=pipeline.name,
+        instance=pipeline.instance,
+        status=status,
+        error=str(error) if error else None,
+        duration=trio.current_time() - started,
+        stages=tuple(_stage_report(pipeline, i) for i in range(len(pipeline.stages))),
+    )
+
+
+def _first_failure(group: BaseExceptionGroup[StageFailed]) -> StageFailed:
+    failures = []
+
+    def collect(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                collect(inner)
+        else:
+            failures.append(exc)
+
+    collect(group)
+    return min(failures, key=lambda f: f.stage.index)
+
+
+def _stage_report(pipeline: Pipeline, index: int) -> StageReport:
+    stage, ref = pipeline.stages[index], pipeline.refs[index]
+    stats = stage.statistics()
+    return StageReport(
+        index=ref.index,
+        type=ref.type,
+        label=ref.label,
+        klass=stage.info.klass if hasattr(stage, "info") else stage.role.title(),
+        input=str(pipeline.formats[index - 1]) if index > 0 else None,
+        output=str(pipeline.formats[index]) if index < len(pipeline.formats) else None,
+        statistics=attrs.asdict(stats, recurse=False) if attrs.has(type(stats)) else dict(stats),
+    )
+
+
+async def _watch_sigint(control: RunControl, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        task_status.started()
+        async for _ in signals:
+            if control.stopping:
+                log.warning("interrupted again: cancelling now")
+                control.abort()
+            else:
+                log.warning("interrupted: stopping the sources, draining for up to %.1f s (Ctrl-C again to cancel now)", control.grace)
+                control.stop()
+
+
+async def _stop_after(control: RunControl, seconds: float) -> None:
+    await trio.sleep(seconds)
+    log.info("stopping after %.1f s", seconds)
+    control.stop()
+
+
+async def run_pipelines(
+    pipelines: Sequence[Pipeline],
+    *,
+    grace: float = 2.0,
+    stop_after: float | None = None,
+    handle_signals: bool = False,
+    control: RunControl | None = None,
+) -> RunReport:
+    """Run pipelines concurrently (each a call) until all have ended; report on every one."""
+    control = control or RunControl(grace)
+    reports: list[PipelineReport | None] = [None] * len(pipelines)
+
+    async def run_one(i: int) -> None:
+        reports[i] = await run_pipeline(pipelines[i], control)
+
+    async with trio.open_nursery() as helpers:
+        if handle_signals:
+            await helpers.start(_watch_sigint, control)
+        if stop_after is not None:
+            helpers.start_soon(_stop_after, control, stop_after)
+        async with trio.open_nursery() as calls:
+            for i in range(len(pipelines)):
+                calls.start_soon(run_one, i)
+        helpers.cancel_scope.cancel()
+    return RunReport(tuple(r for r in reports if r is not None))

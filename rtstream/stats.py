@@ -1,0 +1,118 @@
+"""Counters for ``statistics()``: drops by reason, and percentiles in bounded memory."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import attrs
+
+
+@attrs.frozen
+class DropCount:
+    frames: int
+    samples: int
+
+
+class Drops:
+    """Every dropped frame and sample, counted under its reason."""
+
+    __slots__ = ("_frames", "_samples")
+
+    def __init__(self) -> None:
+        self._frames: Counter[str] = Counter()
+        self._samples: Counter[str] = Counter()
+
+    def add(self, reason: str, *, samples: int = 0, frames: int = 1) -> None:
+        self._frames[reason] += frames
+        self._samples[reason] += samples
+
+    @property
+    def frames(self) -> int:
+        return sum(self._frames.values())
+
+    @property
+    def samples(self) -> int:
+        return sum(self._samples.values())
+
+    def snapshot(self) -> dict[str, DropCount]:
+        return {reason: DropCount(self._frames[reason], self._samples[reason]) for reason in sorted(self._frames)}
+
+
+@attrs.frozen
+class Summary:
+    """Percentiles of a series (in its own unit); None when it is empty."""
+
+    count: int
+    p50: float | None
+    p99: float | None
+    max: float | None
+    mean: float | None
+
+
+class Quantiles:
+    """A log-bucketed histogram: percentiles within ~1.1 % in constant memory, O(1) per value.
+
+    Magnitudes below ``resolution`` count as zero; the sign is kept, so early (negative) and
+    late (positive) values of a lateness series fall on the right side of the median.
+    """
+
+    __slots__ = ("_buckets", "_count", "_sum", "_min", "_max", "_resolution")
+
+    _STEPS_PER_OCTAVE = 32
+
+    def __init__(self, resolution: float = 1e-7) -> None:
+        self._buckets: Counter[int] = Counter()
+        self._count = 0
+        self._sum = 0.0
+        self._min = math.inf
+        self._max = -math.inf
+        self._resolution = resolution
+
+    def add(self, value: float) -> None:
+        self._count += 1
+        self._sum += value
+        if value < self._min:
+            self._min = value
+        if value > self._max:
+            self._max = value
+        magnitude = abs(value)
+        if magnitude < self._resolution:
+            self._buckets[0] += 1
+            return
+        step = 1 + int(math.log2(magnitude / self._resolution) * self._STEPS_PER_OCTAVE)
+        self._buckets[step if value > 0 else -step] += 1
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def percentile(self, p: float) -> float | None:
+        """The value below which ``p`` percent of the series lies (None when empty)."""
+        if not self._count:
+            return None
+        rank = p / 100 * (self._count - 1)
+        seen = 0
+        for step in sorted(self._buckets):
+            seen += self._buckets[step]
+            if seen > rank:
+                return min(max(self._value_of(step), self._min), self._max)
+        return self._max
+
+    def _value_of(self, step: int) -> float:
+        if step == 0:
+            return 0.0
+        magnitude = self._resolution * 2 ** ((abs(step) - 0.5) / self._STEPS_PER_OCTAVE)
+        return magnitude if step > 0 else -magnitude
+
+    def summary(self, scale: float = 1.0) -> Summary:
+        """p50, p99, max and mean, each multiplied by ``scale`` (e.g. 1000 for seconds to ms)."""
+        if not self._count:
+            return Summary(0, None, None, None, None)
+        return Summary(
+            count=self._count,
+            p50=self.percentile(50) * scale,  # type: ignore[operator]
+            p99=self.percentile(99) * scale,  # type: ignore[operator]
+            max=self._max * scale,
+            mean=self._sum / self._count * scale,
+        )

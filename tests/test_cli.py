@@ -1,0 +1,203 @@
+"""The command line through click's CliRunner, plus real processes for plugins and Ctrl-C."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rtstream.cli import main
+
+TONE = """
+[pipelines.beep]
+[[pipelines.beep.stages]]
+type = "tone"
+duration = 0.2
+speed = 0
+[[pipelines.beep.stages]]
+type = "null_sink"
+
+[pipelines.other]
+[[pipelines.other.stages]]
+type = "tone"
+duration = 0.1
+speed = 0
+[[pipelines.other.stages]]
+type = "null_sink"
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "p.toml"
+    path.write_text(TONE)
+    return path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_run_prints_a_report_and_writes_json(config, tmp_path):
+    report_path = tmp_path / "report.json"
+    result = invoke("run", str(config), "--report", str(report_path))
+    assert result.exit_code == 0, result.output
+    assert "pipeline 'beep#1' completed" in result.output
+    assert "samples_in=3200" in result.output
+    report = json.loads(report_path.read_text())
+    assert [p["pipeline"] for p in report["pipelines"]] == ["beep", "other"]
+    assert report["pipelines"][0]["stages"][1]["statistics"]["samples_in"] == 3200
+
+
+def test_run_chooses_pipelines_and_instances(config, tmp_path):
+    report_path = tmp_path / "report.json"
+    result = invoke("run", str(config), "-p", "other", "--instances", "3", "--report", str(report_path))
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert [(p["pipeline"], p["instance"]) for p in report["pipelines"]] == [("other", 1), ("other", 2), ("other", 3)]
+
+
+def test_validate(config):
+    result = invoke("validate", str(config))
+    assert result.exit_code == 0
+    assert result.output.splitlines() == [
+        "pipeline 'beep' ok: tone [pcm_s16le 16000 Hz mono] -> null_sink",
+        "pipeline 'other' ok: tone [pcm_s16le 16000 Hz mono] -> null_sink",
+    ]
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_config_errors_are_one_line_and_exit_2(tmp_path, command):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[pipelines.a]\n[[pipelines.a.stages]]\ntype = 'tonee'\n")
+    result = invoke(command, str(bad))
+    assert result.exit_code == 2
+    assert result.output == f"Error: {bad}: pipeline 'a', stage 1 (tonee), key 'type': unknown stage type 'tonee' (did you mean 'tone'?); 'rtstream stages' lists them\n"
+
+
+def test_missing_file_and_unknown_pipeline(config, tmp_path):
+    result = invoke("validate", str(tmp_path / "nope.toml"))
+    assert (result.exit_code, result.output) == (2, f"Error: {tmp_path / 'nope.toml'}: file not found\n")
+    result = invoke("run", str(config), "-p", "beeep")
+    assert result.exit_code == 2
+    assert result.output == f"Error: {config}: no pipeline named 'beeep' (did you mean 'beep'?); the file defines 'beep', 'other'\n"
+
+
+def test_a_failed_run_exits_1(tmp_path):
+    config = tmp_path / "p.toml"
+    config.write_text(textwrap.dedent("""
+        [pipelines.a]
+        [[pipelines.a.stages]]
+        type = "tone"
+        duration = 0.1
+        speed = 0
+        [[pipelines.a.stages]]
+        type = "wav_sink"
+        path = "%s"
+    """ % (tmp_path / "no-such-dir-file" / "x.wav" / "y.wav")))
+    (tmp_path / "no-such-dir-file").write_text("a file where a folder is expected")
+    result = invoke("run", str(config))
+    assert result.exit_code == 1
+    assert "pipeline 'a' failed after" in result.output
+    assert "stage 2 (wav_sink) failed: NotADirectoryError" in result.output
+
+
+def test_stages_and_inspect():
+    result = invoke("stages")
+    assert result.exit_code == 0
+    names = [line.split()[0] for line in result.output.splitlines()]
+    assert {"tone", "wav_source", "wav_sink", "null_sink"} <= set(names)
+    sinks = invoke("stages", "--klass", "sink").output
+    assert all(line.split()[1].startswith("Sink/") for line in sinks.splitlines())
+    result = invoke("inspect", "tone")
+    assert result.exit_code == 0
+    assert "tone (Source/Audio, from rtstream)" in result.output
+    assert "  frequency (number Hz, default 440.0)\n      Frequency of the sine.\n      allowed: greater than 0 and at most 20000\n" in result.output
+    assert "produces: pcm_s16le|pcm_f32le|pcm_mulaw|pcm_alaw" in result.output
+    result = invoke("inspect", "wav_sink")
+    assert "accepts:  pcm_s16le, any rate, mono or stereo" in result.output
+    assert "path (string, required)" in result.output
+
+
+def test_inspect_unknown_stage():
+    result = invoke("inspect", "tonne")
+    assert (result.exit_code, result.output) == (2, "Error: unknown stage type 'tonne' (did you mean 'tone'?); 'rtstream stages' lists them\n")
+
+
+def test_version_and_bad_usage():
+    assert invoke("--version").output.startswith("rtstream, version ")
+    assert invoke("run").exit_code == 2
+
+
+PLUGIN = '''
+import attrs, trio
+from rtstream.registry import register
+from rtstream.stage import Filter
+
+@register("shout", klass="Filter/Test")
+@attrs.frozen(kw_only=True)
+class Shout(Filter):
+    """Passes audio through, loudly."""
+    async def run(self, rx, tx, *, task_status=trio.TASK_STATUS_IGNORED):
+        async with rx, tx:
+            task_status.started()
+            async for frame in rx:
+                await tx.send(frame)
+    def statistics(self):
+        return {}
+'''
+
+
+def _install_fake_plugins(root: Path) -> dict[str, str]:
+    (root / "shoutplugin.py").write_text(PLUGIN)
+    (root / "brokenplugin.py").write_text("raise RuntimeError('plugin bug')\n")
+    for name, module in (("shoutplugin", "shoutplugin"), ("brokenplugin", "brokenplugin")):
+        info = root / f"{name}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(f"[rtstream.stages]\n{name} = {module}\n")
+    return {**os.environ, "PYTHONPATH": str(root)}
+
+
+def test_third_party_stages_load_through_the_entry_point_group(tmp_path):
+    env = _install_fake_plugins(tmp_path)
+    rtstream = [sys.executable, "-m", "rtstream.cli"]
+    listed = subprocess.run([*rtstream, "stages"], env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0
+    assert ["shout", "Filter/Test", "Passes", "audio", "through,", "loudly."] in [l.split() for l in listed.stdout.splitlines()]
+    assert "could not load stage plugin 'brokenplugin' (brokenplugin): RuntimeError: plugin bug" in listed.stderr
+    shown = subprocess.run([*rtstream, "inspect", "shout"], env=env, capture_output=True, text=True, timeout=60)
+    assert "shout (Filter/Test, from shoutplugin)" in shown.stdout
+
+
+def test_ctrl_c_stops_the_sources_and_drains_then_a_second_cancels(tmp_path):
+    config = tmp_path / "p.toml"
+    config.write_text(textwrap.dedent("""
+        [pipelines.endless]
+        [[pipelines.endless.stages]]
+        type = "tone"
+        duration = "none"
+        [[pipelines.endless.stages]]
+        type = "null_sink"
+    """).replace('"none"', "1000.0"))
+    report = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "rtstream.cli", "run", str(config), "--report", str(report)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "interrupted: stopping the sources" in err
+    assert "pipeline 'endless' stopped after" in out
+    data = json.loads(report.read_text())
+    tone, sink = data["pipelines"][0]["stages"]
+    assert tone["statistics"]["samples_out"] == sink["statistics"]["samples_in"] > 0

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rtstream.stats import Drops, Quantiles
+
+
+def test_quantiles_match_numpy_within_the_bucket_width():
+    values = np.random.default_rng(3).lognormal(-7, 1.5, 20000)
+    q = Quantiles()
+    for v in values:
+        q.add(float(v))
+    for p in (50, 90, 99):
+        assert q.percentile(p) == pytest.approx(np.percentile(values, p), rel=0.03)
+    summary = q.summary(scale=1000)
+    assert summary.max == pytest.approx(values.max() * 1000)
+    assert summary.count == 20000
+
+
+@given(st.lists(st.floats(-10, 10, allow_nan=False), min_size=1, max_size=200))
+def test_quantiles_stay_within_the_range_and_keep_sign(values):
+    q = Quantiles()
+    for v in values:
+        q.add(v)
+    for p in (0, 50, 99, 100):
+        assert min(values) <= q.percentile(p) <= max(values)
+    if all(v < -1e-6 for v in values):
+        assert q.percentile(50) < 0
+
+
+def test_empty_quantiles():
+    assert Quantiles().summary().p50 is None
+    assert Quantiles().percentile(50) is None
+
+
+def test_drops_by_reason():
+    drops = Drops()
+    drops.add("late", samples=480)
+    drops.add("late", samples=480)
+    drops.add("overflow", samples=10, frames=2)
+    assert (drops.frames, drops.samples) == (4, 970)
+    snap = drops.snapshot()
+    assert list(snap) == ["late", "overflow"]
+    assert (snap["late"].frames, snap["late"].samples) == (2, 960)
