@@ -1,0 +1,41 @@
+"""Wire payloads to samples: byte counts that split a sample are carried, never lost."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..frames import AudioFormat
+
+
+class PayloadAligner:
+    """Cuts byte payloads of any length into whole sample frames for one format.
+
+    A payload that ends part-way through a sample frame (an odd byte count in PCM16, say)
+    keeps the partial frame and prepends it to the next payload. At the end of an utterance,
+    :meth:`reset` drops what is left and says how many bytes that was, for the drop counters.
+    """
+
+    __slots__ = ("format", "_carry")
+
+    def __init__(self, fmt: AudioFormat) -> None:
+        self.format = fmt
+        self._carry = b""
+
+    @property
+    def carried(self) -> int:
+        """Bytes held back, waiting for the rest of their sample frame."""
+        return len(self._carry)
+
+    def feed(self, payload: bytes) -> np.ndarray:
+        """The whole sample frames available after ``payload`` (possibly none)."""
+        if self._carry:
+            payload = self._carry + payload
+        cut = len(payload) - len(payload) % self.format.frame_bytes
+        self._carry = payload[cut:]
+        return self.format.array(payload[:cut] if cut != len(payload) else payload)
+
+    def reset(self) -> int:
+        """Drop any partial sample frame; return how many bytes were dropped."""
+        dropped = len(self._carry)
+        self._carry = b""
+        return dropped
