@@ -201,3 +201,15 @@ def test_ctrl_c_stops_the_sources_and_drains_then_a_second_cancels(tmp_path):
     data = json.loads(report.read_text())
     tone, sink = data["pipelines"][0]["stages"]
     assert tone["statistics"]["samples_out"] == sink["statistics"]["samples_in"] > 0
+
+
+def test_a_corrupt_wav_is_a_config_error_before_anything_starts(tmp_path):
+    wav = tmp_path / "broken.wav"
+    wav.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt ")
+    config = tmp_path / "p.toml"
+    config.write_text(f'[pipelines.a]\n[[pipelines.a.stages]]\ntype = "wav_source"\npath = "{wav}"\n'
+                      '[[pipelines.a.stages]]\ntype = "null_sink"\n')
+    result = invoke("run", str(config))
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {config}: pipeline 'a', stage 1 (wav_source), key 'path': not a readable PCM WAV file")
+    assert result.output.count("\n") == 1

@@ -10,7 +10,7 @@ from rtstream.frames import AudioChunk
 from rtstream.pipeline import assemble
 from rtstream.runner import RunControl, run_pipeline, run_pipelines
 from rtstream.stage import Filter, Source
-from rtstream.testing import CollectingSink, run_stage
+from rtstream.testing import CollectingSink, run_stage, run_virtual
 
 from helpers import PCM8K, pcm_chunk
 
@@ -200,3 +200,11 @@ async def test_run_stage_helper_times_scripted_input(autojump_clock):
 
 async def _store(result, awaitable):
     result.append(await awaitable)
+
+
+def test_run_virtual_runs_on_a_mock_clock():
+    async def long_wait():
+        await trio.sleep(600)
+        return trio.current_time()
+
+    assert run_virtual(long_wait) == pytest.approx(600)
