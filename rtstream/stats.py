@@ -7,6 +7,36 @@ from collections import Counter
 
 import attrs
 
+from .frames import AudioChunk
+
+
+@attrs.frozen
+class Throughput:
+    """How much audio passed a point: chunks, samples per channel, and seconds."""
+
+    chunks: int
+    samples: int
+    seconds: float
+
+
+class AudioCounter:
+    """Counts the audio chunks that pass a point; ``snapshot()`` gives a :class:`Throughput`."""
+
+    __slots__ = ("chunks", "samples", "seconds")
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.samples = 0
+        self.seconds = 0.0
+
+    def add(self, chunk: AudioChunk) -> None:
+        self.chunks += 1
+        self.samples += len(chunk.data)
+        self.seconds += len(chunk.data) / chunk.format.sample_rate
+
+    def snapshot(self) -> Throughput:
+        return Throughput(self.chunks, self.samples, self.seconds)
+
 
 @attrs.frozen
 class DropCount:

@@ -10,22 +10,13 @@ import trio
 from rtstream.frames import AudioChunk
 from rtstream.registry import register
 from rtstream.stage import ReceiveChannel, Sink
+from rtstream.stats import AudioCounter, Throughput
 
 
 @attrs.frozen
 class NullStatistics:
-    chunks_in: int
-    samples_in: int
-    seconds_in: float
-    events_in: dict[str, int]
-
-
-@attrs.define
-class _Counts:
-    chunks: int = 0
-    samples: int = 0
-    seconds: float = 0.0
-    events: Counter[str] = attrs.Factory(Counter)
+    received: Throughput
+    events: dict[str, int]
 
 
 @register("null_sink", klass="Sink/Debug")
@@ -33,20 +24,17 @@ class _Counts:
 class NullSink(Sink):
     """Discards what it receives, counting audio and events."""
 
-    _counts: _Counts = attrs.field(init=False, factory=_Counts, eq=False, repr=False)
+    _audio: AudioCounter = attrs.field(init=False, factory=AudioCounter, eq=False, repr=False)
+    _events: Counter[str] = attrs.field(init=False, factory=Counter, eq=False, repr=False)
 
     async def run(self, rx: ReceiveChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        counts = self._counts
         async with rx:
             task_status.started()
             async for frame in rx:
                 if type(frame) is AudioChunk:
-                    counts.chunks += 1
-                    counts.samples += frame.samples
-                    counts.seconds += frame.duration
+                    self._audio.add(frame)
                 else:
-                    counts.events[type(frame).__name__] += 1
+                    self._events[type(frame).__name__] += 1
 
     def statistics(self) -> NullStatistics:
-        c = self._counts
-        return NullStatistics(c.chunks, c.samples, c.seconds, dict(sorted(c.events.items())))
+        return NullStatistics(self._audio.snapshot(), dict(sorted(self._events.items())))

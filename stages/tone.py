@@ -14,19 +14,12 @@ from rtstream.frames import SAMPLE_RATES, AudioChunk, AudioFormat, Encoding, Utt
 from rtstream.params import ParamError, param
 from rtstream.registry import register
 from rtstream.stage import SendChannel, Source
+from rtstream.stats import AudioCounter, Throughput
 
 
 @attrs.frozen
 class ToneStatistics:
-    chunks_out: int
-    samples_out: int
-    seconds_out: float
-
-
-@attrs.define
-class _Counts:
-    chunks: int = 0
-    samples: int = 0
+    sent: Throughput
 
 
 @register("tone", klass="Source/Audio")
@@ -48,7 +41,7 @@ class Tone(Source):
     speed: float = param(
         1.0, min=0, max=1000, help="Times real time; 0 sends as fast as the pipeline takes it."
     )
-    _counts: _Counts = attrs.field(init=False, factory=_Counts, eq=False, repr=False)
+    _sent: AudioCounter = attrs.field(init=False, factory=AudioCounter, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.frequency >= self.sample_rate / 2:
@@ -74,7 +67,7 @@ class Tone(Source):
 
     async def run(self, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         fmt = self.format
-        chunk = max(1, round(self.sample_rate * self.chunk_ms / 1000))
+        step = max(1, round(self.sample_rate * self.chunk_ms / 1000))
         total = None if self.duration is None else round(self.duration * self.sample_rate)
         async with tx:
             task_status.started()
@@ -84,13 +77,12 @@ class Tone(Source):
             while total is None or pts < total:
                 if self.speed:
                     await trio.sleep_until(start + pts / self.sample_rate / self.speed)
-                size = chunk if total is None else min(chunk, total - pts)
-                await tx.send(AudioChunk(self.render(pts, size), fmt, pts=pts, utterance="tone"))
+                size = step if total is None else min(step, total - pts)
+                chunk = AudioChunk(self.render(pts, size), fmt, pts=pts, utterance="tone")
+                await tx.send(chunk)
+                self._sent.add(chunk)
                 pts += size
-                self._counts.chunks += 1
-                self._counts.samples = pts
             await tx.send(UtteranceEnd("tone"))
 
     def statistics(self) -> ToneStatistics:
-        c = self._counts
-        return ToneStatistics(c.chunks, c.samples, c.samples / self.sample_rate)
+        return ToneStatistics(self._sent.snapshot())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import attrs
 import trio
@@ -12,20 +13,13 @@ from rtstream.frames import AudioChunk, AudioFormat, Encoding, UtteranceEnd, Utt
 from rtstream.params import ParamError, param
 from rtstream.registry import register
 from rtstream.stage import ReceiveChannel, SendChannel, Sink, Source
+from rtstream.stats import AudioCounter, Throughput
 from rtstream.wavfile import WavError, WavWriter, open_wav
 
 
 @attrs.frozen
 class WavSourceStatistics:
-    chunks_out: int
-    samples_out: int
-    seconds_out: float
-
-
-@attrs.define
-class _Counts:
-    chunks: int = 0
-    samples: int = 0
+    sent: Throughput
 
 
 def _checked_format(source: WavSource) -> AudioFormat:
@@ -52,7 +46,7 @@ class WavSource(Source):
     seed: int = param(0, help="Seed of the random chunk sizes.")
     speed: float = param(1.0, min=0, max=1000, help="Times real time; 0 sends as fast as the pipeline takes it.")
     format: AudioFormat = attrs.field(init=False, default=attrs.Factory(_checked_format, takes_self=True))
-    _counts: _Counts = attrs.field(init=False, factory=_Counts, eq=False, repr=False)
+    _sent: AudioCounter = attrs.field(init=False, factory=AudioCounter, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.min_bytes > self.max_bytes:
@@ -85,29 +79,18 @@ class WavSource(Source):
                         break
                     chunk = AudioChunk(fmt.array(raw), fmt, pts=pts, utterance=utterance)
                     await tx.send(chunk)
+                    self._sent.add(chunk)
                     pts += chunk.samples
-                    self._counts.chunks += 1
-                    self._counts.samples = pts
                 await tx.send(UtteranceEnd(utterance))
 
     def statistics(self) -> WavSourceStatistics:
-        c = self._counts
-        return WavSourceStatistics(c.chunks, c.samples, c.samples / self.format.sample_rate)
+        return WavSourceStatistics(self._sent.snapshot())
 
 
 @attrs.frozen
 class WavSinkStatistics:
-    chunks_in: int
-    samples_in: int
-    seconds_in: float
-    events_in: int
-
-
-@attrs.define
-class _SinkCounts:
-    chunks: int = 0
-    samples: int = 0
-    events: int = 0
+    written: Throughput
+    events: dict[str, int]
 
 
 @register("wav_sink", klass="Sink/File")
@@ -120,26 +103,23 @@ class WavSink(Sink):
     path: str = param(type=str, help="The WAV file to write; its folder is created if needed.")
     format: AudioFormat | None = None
     """The negotiated input format, filled in by :meth:`resolve`."""
-    _counts: _SinkCounts = attrs.field(init=False, factory=_SinkCounts, eq=False, repr=False)
+    _written: AudioCounter = attrs.field(init=False, factory=AudioCounter, eq=False, repr=False)
+    _events: Counter[str] = attrs.field(init=False, factory=Counter, eq=False, repr=False)
 
     def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> WavSink:
         return attrs.evolve(self, format=fmt_in)
 
     async def run(self, rx: ReceiveChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         assert self.format is not None, "wav_sink runs after negotiation"
-        counts = self._counts
         with WavWriter(self.path, self.format) as writer:
             async with rx:
                 task_status.started()
                 async for frame in rx:
                     if type(frame) is AudioChunk:
                         writer.write(frame.data)
-                        counts.chunks += 1
-                        counts.samples += frame.samples
+                        self._written.add(frame)
                     else:
-                        counts.events += 1
+                        self._events[type(frame).__name__] += 1
 
     def statistics(self) -> WavSinkStatistics:
-        c = self._counts
-        seconds = c.samples / self.format.sample_rate if self.format else 0.0
-        return WavSinkStatistics(c.chunks, c.samples, seconds, c.events)
+        return WavSinkStatistics(self._written.snapshot(), dict(sorted(self._events.items())))

@@ -80,7 +80,7 @@ async def test_wav_round_trip_through_the_sink(speech_wav, tmp_path):
     copied, fmt = read_wav(target)
     assert fmt == AudioFormat("pcm_s16le", 16000)
     assert np.array_equal(copied, samples)
-    assert report.stages[1].statistics["samples_in"] == 16000
+    assert report.stages[1].statistics["written"].samples == 16000
 
 
 def _write_raw_wav(path, *, width=2, channels=1, rate=16000):
@@ -118,5 +118,5 @@ async def test_null_sink_counts(autojump_clock):
     sink = NullSink()
     await run_pipeline(assemble("n", [Tone(duration=0.5, sample_rate=8000), sink]))
     stats = sink.statistics()
-    assert (stats.chunks_in, stats.samples_in, stats.seconds_in) == (25, 4000, pytest.approx(0.5))
-    assert stats.events_in == {"UtteranceEnd": 1, "UtteranceStart": 1}
+    assert (stats.received.chunks, stats.received.samples, stats.received.seconds) == (25, 4000, pytest.approx(0.5))
+    assert stats.events == {"UtteranceEnd": 1, "UtteranceStart": 1}

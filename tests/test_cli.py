@@ -49,10 +49,10 @@ def test_run_prints_a_report_and_writes_json(config, tmp_path):
     result = invoke("run", str(config), "--report", str(report_path))
     assert result.exit_code == 0, result.output
     assert "pipeline 'beep#1' completed" in result.output
-    assert "samples_in=3200" in result.output
+    assert "received.samples=3200" in result.output
     report = json.loads(report_path.read_text())
     assert [p["pipeline"] for p in report["pipelines"]] == ["beep", "other"]
-    assert report["pipelines"][0]["stages"][1]["statistics"]["samples_in"] == 3200
+    assert report["pipelines"][0]["stages"][1]["statistics"]["received"]["samples"] == 3200
 
 
 def test_run_chooses_pipelines_and_instances(config, tmp_path):
@@ -200,7 +200,7 @@ def test_ctrl_c_stops_the_sources_and_drains_then_a_second_cancels(tmp_path):
     assert "pipeline 'endless' stopped after" in out
     data = json.loads(report.read_text())
     tone, sink = data["pipelines"][0]["stages"]
-    assert tone["statistics"]["samples_out"] == sink["statistics"]["samples_in"] > 0
+    assert tone["statistics"]["sent"]["samples"] == sink["statistics"]["received"]["samples"] > 0
 
 
 def test_a_corrupt_wav_is_a_config_error_before_anything_starts(tmp_path):
