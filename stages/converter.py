@@ -282,7 +282,9 @@ class Converter(Filter):
     )
     gain_db: float = param(0.0, min=-60, max=40, unit="dB", help="Gain applied to every sample; clipped samples are counted.")
     quality: str = param(
-        "HQ", choices=QUALITIES, help="soxr resampling quality: LQ is muffled above 0.3 × rate; VHQ adds latency."
+        "HQ",
+        choices=QUALITIES,
+        help="soxr resampling recipe: LQ halves the latency but dulls the top of the band; VHQ adds latency.",
     )
     input_format: AudioFormat | None = None
     """The negotiated input format (the chunks' own format is what counts), set by :meth:`resolve`."""
