@@ -126,7 +126,9 @@ def main() -> None:
                 alias = db(spectrum[freqs > in_rate / 2 + 100].max() / spectrum.max())
             rows.append(
                 (
-                    f"{in_rate // 1000}k→{out_rate // 1000}k" if in_rate % 1000 == 0 else f"{in_rate / 1000:g}k→{out_rate // 1000}k",
+                    f"{in_rate // 1000}k→{out_rate // 1000}k"
+                    if in_rate % 1000 == 0
+                    else f"{in_rate / 1000:g}k→{out_rate // 1000}k",
                     f"{quality} {dtype}",
                     f"{speed(x, in_rate, out_rate, quality, dtype, args.repeat):,.0f}× rt",
                     f"{held:.0f} ms",
@@ -137,9 +139,16 @@ def main() -> None:
                 )
             )
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    print(f"soxr recipes, streamed in 20 ms chunks; speech: {args.speech.name if args.speech.is_file() else 'synthetic'}")
+    print(
+        f"soxr recipes, streamed in 20 ms chunks; speech: {args.speech.name if args.speech.is_file() else 'synthetic'}"
+    )
     for i, row in enumerate((header, *rows)):
-        print("  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1])] + [c.rjust(w) for c, w in zip(row[2:], widths[2:], strict=True)]))
+        print(
+            "  ".join(
+                [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+                + [c.rjust(w) for c, w in zip(row[2:], widths[2:], strict=True)]
+            )
+        )
         if i == 0:
             print("  ".join("-" * w for w in widths))
 

@@ -278,9 +278,14 @@ class Converter(Filter):
         help="Output sample rate; unset: what downstream accepts, else the input's.",
     )
     channels: int | None = param(
-        type=int, optional=True, choices=(1, 2), help="Output channels (2 to 1 averages, 1 to 2 copies); unset: as negotiated."
+        type=int,
+        optional=True,
+        choices=(1, 2),
+        help="Output channels (2 to 1 averages, 1 to 2 copies); unset: as negotiated.",
     )
-    gain_db: float = param(0.0, min=-60, max=40, unit="dB", help="Gain applied to every sample; clipped samples are counted.")
+    gain_db: float = param(
+        0.0, min=-60, max=40, unit="dB", help="Gain applied to every sample; clipped samples are counted."
+    )
     quality: str = param(
         "HQ",
         choices=QUALITIES,

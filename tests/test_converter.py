@@ -8,8 +8,8 @@ import attrs
 import numpy as np
 import pytest
 import soxr
-
 from helpers import PCM8K, PCM16K, pcm_chunk
+
 from rtstream.audio.payload import PayloadAligner
 from rtstream.caps import Caps
 from rtstream.config import parse_config
@@ -333,9 +333,18 @@ def build(stage_table: str):
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ("sample_rate = 11025", r"key 'sample_rate': must be one of 8000, 16000, 22050, 24000, 44100, 48000, got 11025$"),
-        ("encoding = 'pcm_u8'", r"key 'encoding': must be one of 'pcm_s16le', 'pcm_f32le', 'pcm_mulaw', 'pcm_alaw', got 'pcm_u8' \(did you mean 'pcm_mulaw'\?\)$"),
-        ("encoding = 'pcm_s24le'", r"key 'encoding': must be one of 'pcm_s16le', .*, got 'pcm_s24le' \(did you mean 'pcm_s16le'\?\)$"),
+        (
+            "sample_rate = 11025",
+            r"key 'sample_rate': must be one of 8000, 16000, 22050, 24000, 44100, 48000, got 11025$",
+        ),
+        (
+            "encoding = 'pcm_u8'",
+            r"key 'encoding': must be one of 'pcm_s16le', 'pcm_f32le', 'pcm_mulaw', 'pcm_alaw', got 'pcm_u8' \(did you mean 'pcm_mulaw'\?\)$",
+        ),
+        (
+            "encoding = 'pcm_s24le'",
+            r"key 'encoding': must be one of 'pcm_s16le', .*, got 'pcm_s24le' \(did you mean 'pcm_s16le'\?\)$",
+        ),
         ("channels = 6", r"key 'channels': must be one of 1, 2, got 6$"),
         ("gain_db = 60", r"key 'gain_db': must be between -60 and 40, got 60.0$"),
         ("quality = 'best'", r"key 'quality': must be one of 'LQ', 'MQ', 'HQ', 'VHQ', got 'best'$"),

@@ -1,6 +1,7 @@
 """G.711 and the encoding conversions, bit-exact against audioop over every input."""
 
 import audioop
+import itertools
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ LAWS = [
 
 def pieces(array: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     bounds = np.cumsum([0, *sizes])
-    return [array[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if a < len(array)] + [array[bounds[-1] :]]
+    return [array[a:b] for a, b in itertools.pairwise(bounds) if a < len(array)] + [array[bounds[-1] :]]
 
 
 @pytest.mark.parametrize(("encode", "decode", "ref_encode", "ref_decode"), LAWS)

@@ -37,7 +37,7 @@ class StreamResampler:
     fewer samples than the input maps to (soxr holds some back), even none.
     """
 
-    __slots__ = ("in_rate", "out_rate", "channels", "_stream", "_silence", "_in_pts", "_out_pts", "_active")
+    __slots__ = ("_active", "_in_pts", "_out_pts", "_silence", "_stream", "channels", "in_rate", "out_rate")
 
     def __init__(self, in_rate: int, out_rate: int, channels: int = 1, *, quality: str = "HQ", pts: int = 0) -> None:
         if quality not in QUALITIES:
