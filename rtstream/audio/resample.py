@@ -3,7 +3,7 @@
 A :class:`StreamResampler` turns a stream of float32 chunks of any size at one rate into a
 stream at another. The filter state is kept across chunks, so the output is the same as
 resampling the whole signal at once (soxr's one-shot result) no matter how the input was cut.
-soxr holds back some output (its filter delay, tens of milliseconds); :meth:`flush` releases
+soxr holds back some output (its filter delay: 20 to 175 ms at HQ, by rates); :meth:`flush` releases
 it at the end of a segment (an utterance), :meth:`clear` drops it (barge-in). Nothing else
 resets the state: not time, not a pause in the input.
 
@@ -37,14 +37,13 @@ class StreamResampler:
     fewer samples than the input maps to (soxr holds some back), even none.
     """
 
-    __slots__ = ("_active", "_in_pts", "_out_pts", "_silence", "_stream", "channels", "in_rate", "out_rate")
+    __slots__ = ("_active", "_in_pts", "_out_pts", "_silence", "_stream", "in_rate", "out_rate")
 
     def __init__(self, in_rate: int, out_rate: int, channels: int = 1, *, quality: str = "HQ", pts: int = 0) -> None:
         if quality not in QUALITIES:
             raise ValueError(f"resampling quality {quality!r} is not supported; use one of {', '.join(QUALITIES)}")
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self.channels = channels
         self._stream = soxr.ResampleStream(in_rate, out_rate, channels, np.float32, quality)
         # enough silence for soxr's flush to reach at least one sample past the exact length
         pad = 2 * -(-in_rate // out_rate) + 1
