@@ -52,6 +52,11 @@ class Encoding(enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    @classmethod
+    def _missing_(cls, value: object) -> Encoding:
+        listed = ", ".join(e.value for e in cls)
+        raise ValueError(f"encoding {value!r} is not supported; use one of {listed}")
+
 
 _DTYPES = {
     Encoding.PCM_S16LE: np.dtype("<i2"),

@@ -31,7 +31,7 @@ def test_bad_rate_and_channels():
         AudioFormat("pcm_s16le", 11025)
     with pytest.raises(ValueError, match=r"^3 channels is not supported; use 1 \(mono\) or 2 \(stereo\)$"):
         AudioFormat("pcm_s16le", 8000, 3)
-    with pytest.raises(ValueError, match="'pcm_s8' is not a valid Encoding"):
+    with pytest.raises(ValueError, match=r"^encoding 'pcm_s8' is not supported; use one of pcm_s16le, pcm_f32le, pcm_mulaw, pcm_alaw$"):
         AudioFormat("pcm_s8", 8000)
 
 

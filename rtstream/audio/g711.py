@@ -2,14 +2,27 @@
 
 Both directions are table lookups: 65,536 codes for encoding (indexed by the PCM16 bit
 pattern) and 256 samples for decoding, built once at import from the reference algorithms.
+
+On a telephony frame (a few hundred samples) numpy's fixed cost per call outweighs the work,
+so small inputs take the path with the fewest numpy calls: ``table.take(pcm)`` with the int16
+samples as indices (a negative sample wraps to the top half of the table, which is exactly
+where its bit pattern points). On long buffers the per-sample cost wins instead: encoding
+indexes by the uint16 view (negative indices are slow in bulk), and decoding looks up two
+codes at a time in a 65,536-entry table of sample pairs, halving the indices numpy must cast.
+``benchmarks/codecs.py`` measures both paths against ``audioop``; ``_BULK`` is the crossover.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 _SEG_ULAW_END = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF], dtype=np.int32)
 _SEG_ALAW_END = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF], dtype=np.int32)
+
+_BULK = 1536
+"""Samples from which the bulk paths win (measured on benchmarks/codecs.py)."""
 
 
 def _build_ulaw_encode() -> np.ndarray:
@@ -47,27 +60,43 @@ def _build_alaw_decode() -> np.ndarray:
     return np.where(a & 0x80, t, -t).astype(np.int16)
 
 
+def _pairs(decode: np.ndarray) -> np.ndarray:
+    """Entry ``i``: the two samples of the code pair whose bytes, read as a native uint16, are ``i``."""
+    return decode[np.arange(65536, dtype=np.uint16).view(np.uint8)].view(np.uint32)
+
+
 ULAW_ENCODE = _build_ulaw_encode()
 ALAW_ENCODE = _build_alaw_encode()
 ULAW_DECODE = _build_ulaw_decode()
 ALAW_DECODE = _build_alaw_decode()
 
 
-def ulaw_encode(pcm: np.ndarray) -> np.ndarray:
-    """PCM16 samples (int16) to μ-law codes (uint8)."""
-    return ULAW_ENCODE[pcm.view(np.uint16)]
+def _encoder(table: np.ndarray, law: str) -> Callable[[np.ndarray], np.ndarray]:
+    take = table.take  # bound once: on a 60 ms frame every attribute lookup shows
+
+    def encode(pcm: np.ndarray) -> np.ndarray:
+        if pcm.size < _BULK:
+            return take(pcm)
+        return take(pcm.view(np.uint16))
+
+    encode.__doc__ = f"PCM16 samples (int16, any shape) to {law} codes (uint8, same shape)."
+    return encode
 
 
-def alaw_encode(pcm: np.ndarray) -> np.ndarray:
-    """PCM16 samples (int16) to A-law codes (uint8)."""
-    return ALAW_ENCODE[pcm.view(np.uint16)]
+def _decoder(table: np.ndarray, law: str) -> Callable[[np.ndarray], np.ndarray]:
+    take = table.take
+    take_pairs = _pairs(table).take
+
+    def decode(codes: np.ndarray) -> np.ndarray:
+        if codes.size < _BULK or codes.shape[-1] % 2 or not codes.flags.c_contiguous:
+            return take(codes)
+        return take_pairs(codes.view(np.uint16)).view(np.int16)
+
+    decode.__doc__ = f"{law} codes (uint8, any shape) to PCM16 samples (int16, same shape)."
+    return decode
 
 
-def ulaw_decode(codes: np.ndarray) -> np.ndarray:
-    """μ-law codes (uint8) to PCM16 samples (int16)."""
-    return ULAW_DECODE[codes]
-
-
-def alaw_decode(codes: np.ndarray) -> np.ndarray:
-    """A-law codes (uint8) to PCM16 samples (int16)."""
-    return ALAW_DECODE[codes]
+ulaw_encode = _encoder(ULAW_ENCODE, "μ-law")
+alaw_encode = _encoder(ALAW_ENCODE, "A-law")
+ulaw_decode = _decoder(ULAW_DECODE, "μ-law")
+alaw_decode = _decoder(ALAW_DECODE, "A-law")
