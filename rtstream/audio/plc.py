@@ -64,7 +64,7 @@ class Concealer:
         self._periods = 1
         self._offset = 0
         self._overlap = 0
-        self._pending_seam: np.ndarray | None = None
+        self._seam_left = 0
 
     def start(self, history: np.ndarray) -> None:
         """Begin concealing after ``history`` (the signal so far, newest last).
@@ -85,6 +85,7 @@ class Concealer:
         self._original_tail[: self._overlap] = buf[self.history_len - self._overlap :]
         self._periods = 1
         self._offset = 0
+        self._seam_left = 0
         self.elapsed = 0
         self.active = True
         self._smooth_tail()
@@ -109,8 +110,7 @@ class Concealer:
             if self.elapsed % self.frame == 0 and self.elapsed in (self.frame, 2 * self.frame):
                 self._add_period(out[done:])
             n = min(len(out) - done, boundary - self.elapsed)
-            self._replay(out[done : done + n], seam=self._pending_seam)
-            self._pending_seam = None
+            self._replay(out[done : done + n])
             done += n
 
     def _add_period(self, upcoming: np.ndarray) -> None:
@@ -124,7 +124,7 @@ class Concealer:
             self._offset -= self.pitch
         self._periods += 1
         self._smooth_tail()
-        self._pending_seam = old if ov else None
+        self._seam_left = ov
 
     def _read(self, out: np.ndarray) -> None:
         """Copy the next samples of the replay loop (before gain) into ``out``."""
@@ -138,11 +138,16 @@ class Concealer:
         g = 1 - _ATTENUATION_PER_10MS * (t - self.frame) / self.frame
         return np.clip(g, 0, 1)[:, None]
 
-    def _replay(self, out: np.ndarray, *, seam: np.ndarray | None) -> None:
+    def _replay(self, out: np.ndarray) -> None:
         self._read(out)
-        if seam is not None:
-            k = min(len(seam), len(out))
-            crossfade(seam[:k], out[:k].copy(), out[:k])
+        if self._seam_left:
+            # fade from the old loop's continuation (kept in the scratch) into the new loop
+            ov = self._overlap
+            done = ov - self._seam_left
+            k = min(self._seam_left, len(out))
+            w = ramp(ov)[done : done + k]
+            out[:k] += (self._scratch[done : done + k] - out[:k]) * (1 - w)
+            self._seam_left -= k
         if self.elapsed + len(out) > self.frame:
             out *= self._gain(self.elapsed, len(out))
         self.elapsed += len(out)

@@ -38,6 +38,8 @@ INTERRUPTION = 0.150
 MAX_WAIT = 0.120
 """The longest a hole is waited for inbound before it is given up: with the last tick of
 concealment that may follow, the run stays below an interruption."""
+RESTART_RUN = 5
+"""This many chunks in a row from further back than the maximum delay: the sender restarted."""
 _MAX_EVENTS = 1024
 _MAX_LOST_RANGES = 64
 _MAX_ARRIVALS = 4096
@@ -126,6 +128,7 @@ class JitterBuffer:
         self._urgent: list[Frame] = []
         self._lost: list[tuple[int, int]] = []
         self._last_chunk = 0
+        self._stale_run = 0
         self._wait = 0
         self._splice = False
         self._run = 0
@@ -164,12 +167,17 @@ class JitterBuffer:
         if self._offset is None or self._anchor_next:
             self._anchor(chunk.pts)
         pos = chunk.pts + self._offset  # type: ignore[operator]
-        if pos - self._write_end > self.max_level or pos + n < start - self.timeline.capacity:
+        stale = pos + n < start - self.max_level
+        self._stale_run = self._stale_run + 1 if stale else 0
+        if pos - self._write_end > self.max_level or self._stale_run >= RESTART_RUN:
             self._c.resyncs += 1
+            self._stale_run = 0
             self._anchor(chunk.pts)
             pos = chunk.pts + self._offset  # type: ignore[operator]
         self._last_chunk = n
         self.estimator.arrival(arrival, pos / self.rate)
+        if pos < start and self.state == "buffering" and not self.out.produced and self.timeline.rewind(pos):
+            start = pos  # nothing played yet: an earlier chunk that arrived second still counts
         if pos < start:
             if pos + n <= start:
                 c.late_losses += 1
@@ -513,7 +521,10 @@ class JitterBuffer:
     def _chunk(self, data: np.ndarray, pts: int) -> AudioChunk:
         self._c.chunks_out += 1
         samples = data if self.fmt.channels > 1 else data[:, 0]
-        return AudioChunk(from_float32(samples, self.fmt.encoding), self.fmt, pts=pts, utterance=self._utterance)
+        encoded = from_float32(samples, self.fmt.encoding)
+        if np.shares_memory(encoded, data):  # float32 output would be a view of the reused buffer
+            encoded = encoded.copy()
+        return AudioChunk(encoded, self.fmt, pts=pts, utterance=self._utterance)
 
     # ------------------------------------------------------------------ statistics
 

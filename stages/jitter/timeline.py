@@ -107,6 +107,13 @@ class Timeline:
                 break
         return passed
 
+    def rewind(self, start: int) -> bool:
+        """Move ``start`` back to an earlier position, if what is buffered still fits; whether it did."""
+        if start > self.start or self.end - start > self.capacity:
+            return False
+        self.start = start
+        return True
+
     def reset(self, start: int) -> int:
         """Drop everything and restart at ``start``; return how many samples were dropped."""
         dropped = self.present
