@@ -66,21 +66,24 @@ class Concealer:
         self._overlap = 0
         self._seam_left = 0
 
-    def start(self, history: np.ndarray) -> None:
+    def start(self, history: np.ndarray, *, pitch: int | None = None) -> None:
         """Begin concealing after ``history`` (the signal so far, newest last).
 
         The last quarter period of ``history`` is rewritten in place to blend into the replay,
-        so it must not have been played yet (``hold`` samples are enough).
+        so it must not have been played yet (``hold`` samples are enough). A known ``pitch``
+        (in samples) skips the search, which needs ``corr_len + pitch_max`` samples of history.
         """
         have = min(len(history), self.history_len)
         buf = self._buffer
         buf[: self.history_len - have] = 0
         buf[self.history_len - have :] = history[len(history) - have :]
-        mono = buf.mean(axis=1) if self.channels > 1 else buf[:, 0]
-        template = mono[-self.corr_len :]
-        region = mono[-self.corr_len - self.pitch_max : len(mono) - self.pitch_min]
-        score = similarity(template, region, floor=_MIN_POWER * self.corr_len)
-        self.pitch = self.pitch_max - int(np.argmax(score))
+        if pitch is None:
+            mono = buf.mean(axis=1) if self.channels > 1 else buf[:, 0]
+            template = mono[-self.corr_len :]
+            region = mono[-self.corr_len - self.pitch_max : len(mono) - self.pitch_min]
+            score = similarity(template, region, floor=_MIN_POWER * self.corr_len)
+            pitch = self.pitch_max - int(np.argmax(score))
+        self.pitch = min(max(pitch, self.pitch_min), self.pitch_max)
         self._overlap = self.pitch // 4
         self._original_tail[: self._overlap] = buf[self.history_len - self._overlap :]
         self._periods = 1

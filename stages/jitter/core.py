@@ -102,13 +102,17 @@ class JitterBuffer:
         self.rate = rate = fmt.sample_rate
         self.tick = fmt.samples_in(s.tick * 1000)
         self.plc = Concealer(rate, fmt.channels)
+        self._back = Concealer(rate, fmt.channels)
+        self._bridge_buf = np.zeros((6 * self.plc.frame, fmt.channels), dtype=np.float32)
+        self._bridge: tuple[int, int, int] | None = None
+        """A hole being concealed from both sides: its start, its end and the backward part's length."""
         self.stretch = TimeStretch(rate, fmt.channels, max_change=s.max_stretch)
         self.hold = self.plc.hold
         self.max_level = round(s.max_delay * rate)
         room = self.tick + self.hold + self.stretch.lag_max
         self.timeline = Timeline(self.max_level + room + self.stretch.lookahead, fmt.channels)
         self.out = OutputQueue(max(self.plc.history_len, self.stretch.lag_max), room, fmt.channels)
-        self._scratch = np.zeros((room + self.stretch.lookahead, fmt.channels), dtype=np.float32)
+        self._scratch = np.zeros((max(room + self.stretch.lookahead, self.plc.history_len), fmt.channels), dtype=np.float32)
         self.estimator = DelayEstimator(
             max_delay=s.max_delay,
             reference="window" if s.direction == "inbound" else "first",
@@ -290,6 +294,7 @@ class JitterBuffer:
     def _reset_playout(self) -> None:
         self.state = "idle"
         self.plc.active = False
+        self._bridge = None
         self.speed.reset()
         self.stretch.budget = 0.0
         self._wait = 0
@@ -382,7 +387,7 @@ class JitterBuffer:
         resume = self.timeline.next_present()
         if lost_end is not None:
             skip = lost_end - start if resume is None else min(lost_end, resume) - start
-            self._conceal(min(need, skip), advance=True)
+            self._conceal(min(need, skip), advance=True, resume=resume if resume == start + skip else None)
         elif resume is not None and skip_hole(
             self.settings.direction,
             self._delay(now),
@@ -397,9 +402,48 @@ class JitterBuffer:
                 self._wait -= repaid
                 self._c.lost_samples += repaid
             if hole > repaid:
-                self._conceal(min(need, hole - repaid), advance=True)
+                self._conceal(min(need, hole - repaid), advance=True, resume=resume)
         else:
             self._conceal(need, advance=False)
+
+    def _open_bridge(self, resume: int) -> None:
+        """Conceal backward from the audio after the hole (time reversed), to fade into across it.
+
+        With a period and a quarter of audio after the hole this works; the backward pitch is
+        searched when there is enough for it, else the forward one is used.
+        """
+        self._bridge = None
+        back = self._back
+        future = self.timeline.read_at(resume, back.history_len, self._scratch)
+        pitch = self.plc.pitch  # the voice hardly changes pitch across a short hole
+        if len(future) < pitch + pitch // 4:
+            return
+        back.start(future[::-1], pitch=pitch if len(future) < back.corr_len + back.pitch_max else None)
+        # (that blended the head of the future into the backward replay)
+        self.timeline.patch(resume, future[: back.hold])
+        length = min(resume - self.timeline.start, len(self._bridge_buf))
+        part = self._bridge_buf[:length]
+        back.fill(part)
+        part[:] = part[::-1].copy()
+        back.active = False
+        self._bridge = (self.timeline.start, resume, length)
+
+    def _blend_bridge(self, out: np.ndarray) -> None:
+        """Cross-fade this stretch of the hole from the forward concealment to the backward one."""
+        hole_start, resume, length = self._bridge  # type: ignore[misc]
+        a = self.timeline.start
+        positions = np.arange(a, a + len(out))
+        w = (0.5 - 0.5 * np.cos(np.pi * (positions - hole_start + 0.5) / (resume - hole_start)))[:, None]
+        back = np.zeros_like(out)
+        offset = positions - (resume - length)
+        inside = offset >= 0
+        back[inside] = self._bridge_buf[offset[inside]]
+        out *= (1 - w).astype(np.float32)
+        out += back * w.astype(np.float32)
+        if a + len(out) >= resume:
+            self.plc.active = False  # the backward side already joins the audio that follows
+            self._bridge = None
+            self._c.merges += 1
 
     def _lost_at(self, pos: int) -> int | None:
         while self._lost and self._lost[0][1] <= pos:
@@ -408,14 +452,23 @@ class JitterBuffer:
             return self._lost[0][1]
         return None
 
-    def _conceal(self, n: int, *, advance: bool) -> None:
-        """Produce ``n`` samples of concealment; ``advance`` moves past lost audio, else it waits."""
+    def _conceal(self, n: int, *, advance: bool, resume: int | None = None) -> None:
+        """Produce ``n`` samples of concealment; ``advance`` moves past lost audio, else it waits.
+
+        When the audio after the hole is here (``resume``), the hole is bridged from both sides.
+        """
         c = self._c
         if not self.plc.active:
             self.plc.start(self.out.history(self.plc.history_len))
             c.concealment_events += 1
         start = self.out.produced
-        self.plc.fill(self.out.reserve(n))
+        out = self.out.reserve(n)
+        self.plc.fill(out)
+        if advance and resume is not None:
+            if self._bridge is None or self._bridge[1] != resume:
+                self._open_bridge(resume)
+            if self._bridge is not None:
+                self._blend_bridge(out)
         self.out.commit(n)
         c.concealed += n
         self._run += n
@@ -435,7 +488,7 @@ class JitterBuffer:
         start = self.out.produced
         merging = self.plc.active or self._splice
         speed = 1.0
-        if not merging and avail >= need and self.estimator.target is not None:
+        if not merging and avail >= need and self.estimator.settled:
             delay, target = self._delay(now), self.target()
             speed = self.speed.decide(now, delay, target, more_coming=self._more_coming())
         if speed != 1.0 and len(x) >= need + (self.stretch.lookahead if speed > 1 else 0):

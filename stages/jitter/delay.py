@@ -7,7 +7,8 @@ slow drift cancel out); outbound, it is the first chunk of the utterance (a TTS 
 so what matters is how far a stall pushed a chunk behind the moment playing could have begun).
 Every half second the largest relative delay seen is added to a histogram of 20 ms buckets
 whose old counts fade by a factor of 0.983 per addition (about 30 s of memory; early on, every
-sample weighs alike). The target is the upper edge of the bucket at the 0.95 quantile.
+sample weighs alike). The target is the upper edge of the bucket at the 0.95 quantile; before
+the first half second is complete, the upper edge of the largest relative delay seen so far.
 """
 
 from __future__ import annotations
@@ -47,9 +48,14 @@ class DelayEstimator:
         self._interval_start: float | None = None
         self._interval_max = 0.0
         self.target: float | None = None
-        """The target delay in seconds; None until the first half second of arrivals is in."""
+        """The target delay in seconds: until the first half second is in, the largest delay so far."""
         self.last = 0.0
         """The relative delay of the latest arrival, seconds."""
+
+    @property
+    def settled(self) -> bool:
+        """The histogram has at least one half second in (before that, the target only rises)."""
+        return self._updates > 0
 
     @property
     def base(self) -> float | None:
@@ -83,7 +89,12 @@ class DelayEstimator:
             self._interval_start = now
             self._interval_max = 0.0
         self._interval_max = max(self._interval_max, rel)
+        if not self._updates:
+            self.target = self._upper_edge(self._interval_max)
         return rel
+
+    def _upper_edge(self, delay: float) -> float:
+        return (min(int(delay / self.bucket), len(self._histogram) - 1) + 1) * self.bucket
 
     def _add(self, delay: float) -> None:
         forget = min(self.forget, self._updates / (self._updates + 1))
@@ -92,4 +103,4 @@ class DelayEstimator:
         hist *= forget
         hist[min(int(delay / self.bucket), len(hist) - 1)] += 1 - forget
         index = int(np.searchsorted(np.cumsum(hist), self.quantile * hist.sum()))
-        self.target = (min(index, len(hist) - 1) + 1) * self.bucket
+        self.target = self._upper_edge(index * self.bucket)

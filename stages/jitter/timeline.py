@@ -83,14 +83,30 @@ class Timeline:
         else:
             ranges.insert(i, [s, e])
 
-    def read(self, n: int, out: np.ndarray) -> np.ndarray:
-        """Copy up to ``n`` samples present from ``start`` into ``out``; return the filled view."""
-        n = min(n, self.available(), len(out))
-        i = self.start % self.capacity
+    def available_at(self, pos: int) -> int:
+        """Samples present without a break from ``pos``."""
+        for s, e in self._ranges:
+            if s <= pos < e:
+                return e - pos
+        return 0
+
+    def read_at(self, pos: int, n: int, out: np.ndarray) -> np.ndarray:
+        """Copy up to ``n`` samples present from ``pos`` into ``out``; return the filled view."""
+        n = min(n, self.available_at(pos), len(out))
+        i = pos % self.capacity
         first = min(n, self.capacity - i)
         out[:first] = self._ring[i : i + first]
         out[first:n] = self._ring[: n - first]
         return out[:n]
+
+    def patch(self, pos: int, data: np.ndarray) -> None:
+        """Rewrite samples that are present (a blend into concealment, say)."""
+        assert self.available_at(pos) >= len(data), "patch outside present audio"
+        self._store(pos, data)
+
+    def read(self, n: int, out: np.ndarray) -> np.ndarray:
+        """Copy up to ``n`` samples present from ``start`` into ``out``; return the filled view."""
+        return self.read_at(self.start, n, out)
 
     def advance(self, n: int) -> int:
         """Move ``start`` on by ``n``; return how many present samples were passed over."""
