@@ -13,9 +13,10 @@ its mean playout delay equals ours (a fair latency budget), filling missing pack
 silence or with the Appendix's concealment; **ours** is ``JitterBuffer(direction="inbound")``.
 Jitter is i.i.d. uniform in [0, J] on a 30 ms path, so at J = 200 ms packets also reorder.
 
-The outbound trace is a TTS pushing chunks of 10-120 ms at 5x real time with stalls of 0.1 to
-0.8 s; the baselines play what has arrived on a 20 ms clock (silence or concealment while
-nothing has), ours buffers with backpressure at 500 ms.
+The outbound trace is a TTS speaking sentence by sentence: each sentence (1-2.5 s) comes in
+chunks of 10-120 ms at 8x real time after a stall of 0.4-1.6 s. The baselines play what has
+arrived on a 10 ms clock from the first chunk on (silence or concealment while nothing has);
+ours buffers with backpressure at 500 ms. Nothing is lost, so stalls show as interruptions.
 
 "stretch" rows use no loss and no jitter: the buffer starts 180 ms above its target and
 drains it (in pauses while within 100 ms of the band, inside speech beyond that). The kernel
@@ -245,20 +246,18 @@ def run_ours(x: np.ndarray, fmt: AudioFormat, trace: Trace, **settings) -> tuple
 
 
 def tts_schedule(n_samples: int, rate: int, rng: np.random.Generator) -> list[tuple[float, int, int]]:
-    """(ready time, start, end): a TTS producing 10-120 ms chunks at 5x real time, with stalls."""
-    chunks, pos, t = [], 0, 0.15
-    next_stall = rng.uniform(0.5, 1.5)
-    long_stall_done = False
+    """(ready time, start, end): sentences of 1-2.5 s, each synthesized at 8x real time in chunks
+    of 10-120 ms after a stall of 0.4-1.6 s (the LLM thinking): about 1.3x real time on average,
+    with stalls that can outlast what was buffered."""
+    chunks, pos, t = [], 0, 0.2
     while pos < n_samples:
-        size = min(int(rng.uniform(0.010, 0.120) * rate), n_samples - pos)
-        t += size / rate / 5
-        if pos / rate > next_stall:
-            stall = 0.8 if not long_stall_done and pos / rate > 4 else rng.uniform(0.1, 0.4)
-            long_stall_done = long_stall_done or stall == 0.8
-            t += stall
-            next_stall = pos / rate + rng.uniform(1.0, 2.5)
-        chunks.append((t, pos, pos + size))
-        pos += size
+        sentence_end = min(n_samples, pos + int(rng.uniform(1.0, 2.5) * rate))
+        while pos < sentence_end:
+            size = min(int(rng.uniform(0.010, 0.120) * rate), sentence_end - pos)
+            t += size / rate / 8
+            chunks.append((t, pos, pos + size))
+            pos += size
+        t += rng.uniform(0.4, 1.6)
     return chunks
 
 
@@ -380,9 +379,14 @@ def main() -> None:
             intr = int(v[:, 7].sum())
             extra = f"  (no buffer: {sum(r[11] for r in values)} interruptions)" if name == "TTS stalls" else ""
             late = f"{100 * m[4]:.2f}/{100 * m[5]:.2f}" if name.startswith(("loss", "bursty", "jitter")) else "-"
+            def fmt(value: float, spec: str) -> str:
+                width = int("".join(ch for ch in spec.split(".")[0] if ch.isdigit()))
+                return "-".rjust(width) if math.isnan(value) else format(value, spec)
+
             print(
-                f"{rate:>5} {name:<15} {100 * m[0]:>5.1f} {m[1]:>5.2f} {m[2]:>5.2f} {m[3]:>5.2f} {m[3] - m[1]:>+6.2f} "
-                f"{late:>17} {m[6]:>8.0f} {intr:>5} {100 * m[8]:>5.1f} {100 * m[9]:>5.2f} {100 * m[10]:>5.2f}{extra}"
+                f"{rate:>5} {name:<15} {100 * m[0]:>5.1f} {fmt(m[1], '>5.2f')} {fmt(m[2], '>5.2f')} {m[3]:>5.2f} "
+                f"{fmt(m[3] - m[1], '>+6.2f')} {late:>17} {fmt(m[6], '>8.0f')} {intr:>5} {100 * m[8]:>5.1f} "
+                f"{100 * m[9]:>5.2f} {100 * m[10]:>5.2f}{extra}"
             )
 
 
