@@ -32,6 +32,7 @@ from rtstream.stats import DropCount, Drops
 
 _REMEMBERED = 4096
 """Sequence numbers (and sent pts ranges) remembered to tell duplicates and retransmissions."""
+_UNSET = object()
 RESYNC = 3000
 """A jump ahead by more packets than this is a restarted sender, not a loss."""
 
@@ -43,7 +44,7 @@ class Stamper:
         self.next_seq = start_seq
         self.mark_last = mark_last
         self._clock = 0
-        self._utterance: Any = ...
+        self._utterance: Any = _UNSET
         self._first = True
         self._expected: int | None = None
         self._sent: deque[tuple[Any, int, int, int, int]] = deque(maxlen=_REMEMBERED)

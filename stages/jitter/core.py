@@ -40,6 +40,8 @@ MAX_WAIT = 0.120
 concealment that may follow, the run stays below an interruption."""
 RESTART_RUN = 5
 """This many chunks in a row from further back than the maximum delay: the sender restarted."""
+_MAX_PENDING_LEVELS = 4
+"""Outbound audio held beyond the ring, in maximum levels, for a caller that ignores ``full``."""
 _MAX_EVENTS = 1024
 _MAX_LOST_RANGES = 64
 _MAX_ARRIVALS = 4096
@@ -124,7 +126,9 @@ class JitterBuffer:
         self.closed = False
         self._offset: int | None = None
         self._anchor_next = False
-        self._pending: tuple[int, np.ndarray] | None = None
+        self._pending: deque[tuple[int, np.ndarray]] = deque()
+        """Outbound audio beyond the ring's room, in order; the stage stops reading meanwhile."""
+        self._pending_samples = 0
         self._write_end = 0
         self._final: int | None = None
         self._events: deque[tuple[int, Event]] = deque()
@@ -146,8 +150,13 @@ class JitterBuffer:
 
     @property
     def full(self) -> bool:
-        """Outbound: the buffer holds its maximum, so the stage stops reading (backpressure)."""
-        return self._pending is not None or self._write_end - self.timeline.start >= self.max_level
+        """Outbound: the buffer holds its maximum, so the stage stops reading (backpressure).
+
+        Inbound it is never full: real-time packets cannot wait, the oldest audio is dropped.
+        """
+        if self.settings.direction == "inbound":
+            return False
+        return bool(self._pending) or self._write_end - self.timeline.start >= self.max_level
 
     @property
     def finished(self) -> bool:
@@ -202,10 +211,11 @@ class JitterBuffer:
                 if pos < start:
                     data, pos = data[start - pos :], start
             self._store(pos, data)
-        elif self._pending is not None:
-            self._pending = (self._pending[0], np.concatenate((self._pending[1], data)))
+        elif self._pending_samples + len(data) > _MAX_PENDING_LEVELS * self.max_level:
+            self.drops.add("overflow", samples=len(data))  # the caller ignored ``full``
         else:
-            self._pending = (pos, data)
+            self._pending.append((pos, data))
+            self._pending_samples += len(data)
             self._refill()
         if self.state == "idle":
             self.state = "buffering"
@@ -224,16 +234,21 @@ class JitterBuffer:
 
     def _refill(self) -> None:
         """Outbound: move what waits outside the ring into it, as far as there is room."""
-        if self._pending is None:
-            return
-        pos, data = self._pending
-        if pos < self.timeline.start:
-            data, pos = data[self.timeline.start - pos :], self.timeline.start
-        room = self.timeline.start + self.timeline.capacity - pos
-        if room <= 0:
-            return
-        self._store(pos, data[:room])
-        self._pending = None if room >= len(data) else (pos + room, data[room:])
+        pending = self._pending
+        while pending:
+            pos, data = pending.popleft()
+            start = self.timeline.start
+            if pos < start:
+                data, pos = data[start - pos :], start
+            room = start + self.timeline.capacity - pos
+            if room < len(data):
+                if room > 0:
+                    self._store(pos, data[:room])
+                    data, pos = data[room:], pos + room
+                pending.appendleft((pos, data))
+                break
+            self._store(pos, data)
+        self._pending_samples = sum(len(d) for _, d in pending)
 
     def event(self, frame: Event, now: float) -> None:
         """Take an event; it keeps its place after the audio that came before it."""
@@ -274,9 +289,9 @@ class JitterBuffer:
         """Barge-in: drop all audio now; the events waiting go out at once, then the Clear."""
         self._c.clears += 1
         dropped = self.timeline.reset(self.timeline.start) + self.out.drop_pending()
-        if self._pending is not None:
-            dropped += len(self._pending[1])
-            self._pending = None
+        dropped += sum(len(d) for _, d in self._pending)
+        self._pending.clear()
+        self._pending_samples = 0
         if dropped:
             self.drops.add("clear", samples=dropped)
         self._urgent.extend(e for _, e in self._pinned)
@@ -328,7 +343,7 @@ class JitterBuffer:
         start = self.timeline.start
         if self._final is not None and start >= self._final:
             return True
-        return self.closed and self._pending is None and self.timeline.end <= start
+        return self.closed and not self._pending and self.timeline.end <= start
 
     def pull(self, now: float) -> list[Frame]:
         """The next tick of output: audio (and the events within it), or nothing while idle or buffering."""

@@ -107,7 +107,6 @@ class JitterBufferStage(Filter):
         async with tx, trio.open_nursery() as nursery:
             nursery.start_soon(read)
             task_status.started()
-            tick = self.tick_ms / 1000
             rate = self.format.sample_rate
             since: float | None = None  # when the current stretch of playing began
             sent = 0
