@@ -284,6 +284,28 @@ def test_outbound_bursts_backpressure_and_play_in_real_time():
     assert t == pytest.approx(3.0 + 0.02, abs=0.05)  # real time, however fast the source
 
 
+def test_outbound_audio_beyond_the_ring_waits_in_order_and_is_bounded():
+    fmt = PCM8K
+    x = speech(6.0)
+    jb = JitterBuffer(fmt, JitterSettings(direction="outbound", max_delay=0.5))
+    jb.put(AudioChunk(x[:8000], fmt, pts=0), 0.0)  # a whole second in one message is taken
+    assert jb.full
+    jb.put(AudioChunk(x[9000:10000], fmt, pts=9000), 0.0)  # a caller that ignores ``full``, with a hole
+    jb.put(AudioChunk(x[10000:48000], fmt, pts=10000), 0.0)  # ...and too much: dropped, counted
+    jb.event(UtteranceEnd("u"), 0.0)
+    jb.close()
+    frames, t = [], 0.0
+    while not jb.finished:
+        frames += jb.pull(t)
+        t += 0.02
+    out = audio(frames)
+    s = jb.statistics()
+    assert s.drops["overflow"].samples == 38000
+    np.testing.assert_array_equal(out[: 8000 - jb.hold], x[: 8000 - jb.hold])
+    np.testing.assert_array_equal(out[9000 + 40 : 10000], x[9000 + 40 : 10000])  # after the bridged hole
+    assert s.lost_samples == 1000 and len(out) == 10000
+
+
 def test_outbound_stall_longer_than_the_buffer_is_an_interruption():
     fmt = PCM8K
     x = speech(2.0)

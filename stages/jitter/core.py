@@ -211,7 +211,7 @@ class JitterBuffer:
                 if pos < start:
                     data, pos = data[start - pos :], start
             self._store(pos, data)
-        elif self._pending_samples + len(data) > _MAX_PENDING_LEVELS * self.max_level:
+        elif self._pending and self._pending_samples + len(data) > _MAX_PENDING_LEVELS * self.max_level:
             self.drops.add("overflow", samples=len(data))  # the caller ignored ``full``
         else:
             self._pending.append((pos, data))
