@@ -1,0 +1,647 @@
+"""The adaptive jitter buffer: chunks with media time and arrival time in, a steady stream out.
+
+A pure core (no I/O, time passed in): :meth:`JitterBuffer.put` and :meth:`~JitterBuffer.event`
+take frames as they arrive, :meth:`~JitterBuffer.pull` hands out the next tick of audio with
+the events that fall in it. Audio is placed on the buffer's own timeline by ``pts``; holes are
+concealed when their time comes (``rtstream.audio.plc``), the level is steered toward the
+target delay by time-stretch within ±5 % (``rtstream.audio.stretch``), and the first good
+audio after a concealment or a skip is merged in with a cross-fade.
+
+Life of a stream: *idle* (nothing to play) → *buffering* (until ``start_delay`` of audio is in,
+or the target when that is larger) → *playing* → back to idle when the input ends or, outbound,
+when an utterance has been played to its ``UtteranceEnd``. Events keep their place: each is
+pinned to the timeline position where it arrived, then to the output sample where that
+position is played. ``Clear`` (barge-in) flushes the audio at once and goes out ahead of
+everything; ``Gap`` marks audio as lost so it is concealed without waiting for it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import attrs
+import numpy as np
+
+from rtstream.audio.codec import from_float32, to_float32
+from rtstream.audio.plc import Concealer
+from rtstream.audio.stretch import TimeStretch
+from rtstream.frames import AudioChunk, AudioFormat, Clear, Event, Frame, Gap, UtteranceEnd, UtteranceStart
+from rtstream.stats import DropCount, Drops, Quantiles, Summary
+
+from .decision import SpeedControl, skip_hole, urgent
+from .delay import DelayEstimator
+from .output import OutputQueue
+from .timeline import Timeline
+
+INTERRUPTION = 0.150
+"""A concealment at least this long is an interruption (NetEq's and WebRTC's threshold)."""
+MAX_WAIT = 0.120
+"""The longest a hole is waited for inbound before it is given up: with the last tick of
+concealment that may follow, the run stays below an interruption."""
+RESTART_RUN = 5
+"""This many chunks in a row from further back than the maximum delay: the sender restarted."""
+_MAX_PENDING_LEVELS = 4
+"""Outbound audio held beyond the ring, in maximum levels, for a caller that ignores ``full``."""
+_MAX_EVENTS = 1024
+_MAX_LOST_RANGES = 64
+_MAX_ARRIVALS = 4096
+
+
+@attrs.frozen(kw_only=True)
+class JitterSettings:
+    """How a :class:`JitterBuffer` behaves; times in seconds."""
+
+    direction: str = "outbound"
+    tick: float = 0.020
+    min_delay: float = 0.020
+    max_delay: float = 0.500
+    start_delay: float = 0.080
+    quantile: float = 0.95
+    forget: float = 0.983
+    max_stretch: float = 0.05
+
+
+@attrs.frozen
+class JitterStatistics:
+    """NetEq-style figures: delays in ms, rates as fractions of the audio handed out."""
+
+    direction: str
+    state: str
+    chunks_in: int
+    samples_in: int
+    chunks_out: int
+    samples_out: int
+    seconds_out: float
+    current_delay_ms: float
+    target_delay_ms: float
+    delay_ms: Summary
+    """Time from arrival to playout of the audio played."""
+    concealment_rate: float
+    accelerate_rate: float
+    decelerate_rate: float
+    concealment_events: int
+    interruptions: int
+    interruption_seconds: float
+    late_losses: int
+    lost_samples: int
+    merges: int
+    prebuffers: int
+    resyncs: int
+    gaps_in: int
+    clears: int
+    drops: dict[str, DropCount]
+
+
+class JitterBuffer:
+    """One stream's adaptive playout buffer in one audio format."""
+
+    def __init__(self, fmt: AudioFormat, settings: JitterSettings | None = None) -> None:
+        s = settings or JitterSettings()
+        if s.direction not in ("inbound", "outbound"):
+            raise ValueError(f"direction must be 'inbound' or 'outbound', got {s.direction!r}")
+        self.fmt = fmt
+        self.settings = s
+        self.rate = rate = fmt.sample_rate
+        self.tick = fmt.samples_in(s.tick * 1000)
+        self.plc = Concealer(rate, fmt.channels)
+        self._back = Concealer(rate, fmt.channels)
+        self._bridge_buf = np.zeros((6 * self.plc.frame, fmt.channels), dtype=np.float32)
+        self._bridge: tuple[int, int, int] | None = None
+        """A hole being concealed from both sides: its start, its end and the backward part's length."""
+        self.stretch = TimeStretch(rate, fmt.channels, max_change=s.max_stretch)
+        self.hold = self.plc.hold
+        self.max_level = round(s.max_delay * rate)
+        room = self.tick + self.hold + self.stretch.lag_max
+        self.timeline = Timeline(self.max_level + room + self.stretch.lookahead, fmt.channels)
+        self.out = OutputQueue(max(self.plc.history_len, self.stretch.lag_max), room, fmt.channels)
+        self._scratch = np.zeros((max(room + self.stretch.lookahead, self.plc.history_len), fmt.channels), dtype=np.float32)
+        self.estimator = DelayEstimator(
+            max_delay=s.max_delay,
+            reference="window" if s.direction == "inbound" else "first",
+            forget=s.forget,
+            quantile=s.quantile,
+        )
+        self.speed = SpeedControl(s.direction, s.max_stretch)
+        self.state = "idle"
+        self.closed = False
+        self._offset: int | None = None
+        self._anchor_next = False
+        self._pending: deque[tuple[int, np.ndarray]] = deque()
+        """Outbound audio beyond the ring's room, in order; the stage stops reading meanwhile."""
+        self._pending_samples = 0
+        self._write_end = 0
+        self._final: int | None = None
+        self._events: deque[tuple[int, Event]] = deque()
+        self._pinned: deque[tuple[int, Event]] = deque()
+        self._urgent: list[Frame] = []
+        self._lost: list[tuple[int, int]] = []
+        self._last_chunk = 0
+        self._stale_run = 0
+        self._wait = 0
+        self._splice = False
+        self._run = 0
+        self._utterance: str | None = None
+        self._arrivals: deque[tuple[int, float]] = deque()
+        self._delays = Quantiles()
+        self.drops = Drops()
+        self._c = _Counters()
+
+    # ------------------------------------------------------------------ input
+
+    @property
+    def full(self) -> bool:
+        """Outbound: the buffer holds its maximum, so the stage stops reading (backpressure).
+
+        Inbound it is never full: real-time packets cannot wait, the oldest audio is dropped.
+        """
+        if self.settings.direction == "inbound":
+            return False
+        return bool(self._pending) or self._write_end - self.timeline.start >= self.max_level
+
+    @property
+    def finished(self) -> bool:
+        """The input has ended and everything has been handed out."""
+        return self.closed and self.state == "idle" and not self._urgent and not self._events and not self._pinned
+
+    def put(self, chunk: AudioChunk, now: float) -> None:
+        """Take a chunk that arrived at ``chunk.arrival`` (or ``now``)."""
+        c = self._c
+        c.chunks_in += 1
+        c.samples_in += chunk.samples
+        if chunk.format != self.fmt:
+            self.drops.add("wrong_format", samples=chunk.samples)
+            return
+        if not chunk.samples:
+            return
+        arrival = now if chunk.arrival is None else chunk.arrival
+        data = to_float32(chunk.data, self.fmt.encoding).reshape(chunk.samples, self.fmt.channels)
+        n = chunk.samples
+        start = self.timeline.start
+        if self._offset is None or self._anchor_next:
+            self._anchor(chunk.pts)
+        pos = chunk.pts + self._offset  # type: ignore[operator]
+        stale = pos + n < start - self.max_level
+        self._stale_run = self._stale_run + 1 if stale else 0
+        if pos - self._write_end > self.max_level or self._stale_run >= RESTART_RUN:
+            self._c.resyncs += 1
+            self._stale_run = 0
+            self._anchor(chunk.pts)
+            pos = chunk.pts + self._offset  # type: ignore[operator]
+        self._last_chunk = n
+        self.estimator.arrival(arrival, pos / self.rate)
+        if pos < start and self.state == "buffering" and not self.out.produced and self.timeline.rewind(pos):
+            start = pos  # nothing played yet: an earlier chunk that arrived second still counts
+        if pos < start:
+            if pos + n <= start:
+                c.late_losses += 1
+                self.drops.add("late", samples=n)
+                return
+            self.drops.add("late", samples=start - pos, frames=0)
+            data, pos = data[start - pos :], start
+        self._final = None
+        self._write_end = max(self._write_end, pos + len(data))
+        if len(self._arrivals) == _MAX_ARRIVALS:
+            self._arrivals.popleft()
+        self._arrivals.append((pos + len(data), arrival))
+        if self.settings.direction == "inbound":
+            excess = pos + len(data) - start - self.max_level
+            if excess > 0:
+                self._skip(excess, "overflow")
+                start = self.timeline.start
+                if pos < start:
+                    data, pos = data[start - pos :], start
+            self._store(pos, data)
+        elif self._pending and self._pending_samples + len(data) > _MAX_PENDING_LEVELS * self.max_level:
+            self.drops.add("overflow", samples=len(data))  # the caller ignored ``full``
+        else:
+            self._pending.append((pos, data))
+            self._pending_samples += len(data)
+            self._refill()
+        if self.state == "idle":
+            self.state = "buffering"
+            c.prebuffers += 1
+
+    def _anchor(self, pts: int) -> None:
+        """Place the next chunk right after what is buffered, whatever its pts says."""
+        self._offset = max(self._write_end, self.timeline.start) - pts
+        self._anchor_next = False
+        self.estimator.restart()
+
+    def _store(self, pos: int, data: np.ndarray) -> None:
+        duplicate = self.timeline.write(pos, data)
+        if duplicate:
+            self.drops.add("duplicate", samples=duplicate)
+
+    def _refill(self) -> None:
+        """Outbound: move what waits outside the ring into it, as far as there is room."""
+        pending = self._pending
+        while pending:
+            pos, data = pending.popleft()
+            start = self.timeline.start
+            if pos < start:
+                data, pos = data[start - pos :], start
+            room = start + self.timeline.capacity - pos
+            if room < len(data):
+                if room > 0:
+                    self._store(pos, data[:room])
+                    data, pos = data[room:], pos + room
+                pending.appendleft((pos, data))
+                break
+            self._store(pos, data)
+        self._pending_samples = sum(len(d) for _, d in pending)
+
+    def event(self, frame: Event, now: float) -> None:
+        """Take an event; it keeps its place after the audio that came before it."""
+        if isinstance(frame, Clear):
+            self._clear(frame)
+            return
+        pos = max(self._write_end, self.timeline.start)
+        if isinstance(frame, Gap):
+            self._gap(frame, pos)
+            return
+        if isinstance(frame, UtteranceStart) and self.settings.direction == "outbound":
+            self._anchor_next = True
+        if isinstance(frame, UtteranceEnd):
+            self._final = pos
+        if len(self._events) == _MAX_EVENTS:
+            self._events.popleft()
+            self.drops.add("event_overflow")
+        self._events.append((pos, frame))
+
+    def close(self) -> None:
+        """The input has ended: play out what is buffered, then finish."""
+        self.closed = True
+
+    def _gap(self, gap: Gap, pos: int) -> None:
+        self._c.gaps_in += 1
+        samples = gap.samples if gap.samples is not None else gap.count * self._last_chunk
+        if gap.pts is not None and self._offset is not None:
+            pos = gap.pts + self._offset
+        end = pos + samples
+        if samples <= 0 or end <= self.timeline.start:
+            return
+        if len(self._lost) == _MAX_LOST_RANGES:
+            self._lost.pop(0)
+        self._lost.append((pos, end))
+        self._lost.sort()
+
+    def _clear(self, frame: Clear) -> None:
+        """Barge-in: drop all audio now; the events waiting go out at once, then the Clear."""
+        self._c.clears += 1
+        dropped = self.timeline.reset(self.timeline.start) + self.out.drop_pending()
+        dropped += sum(len(d) for _, d in self._pending)
+        self._pending.clear()
+        self._pending_samples = 0
+        if dropped:
+            self.drops.add("clear", samples=dropped)
+        self._urgent.extend(e for _, e in self._pinned)
+        self._urgent.extend(e for _, e in self._events)
+        self._urgent.append(frame)
+        self._pinned.clear()
+        self._events.clear()
+        self._lost.clear()
+        self._arrivals.clear()
+        self._write_end = self.timeline.start
+        self._offset = None
+        self._final = None
+        self._reset_playout()
+
+    def _reset_playout(self) -> None:
+        self.state = "idle"
+        self.plc.active = False
+        self._bridge = None
+        self.speed.reset()
+        self.stretch.budget = 0.0
+        self._wait = 0
+        self._splice = False
+        self._end_run()
+
+    # ------------------------------------------------------------------ output
+
+    def target(self) -> float:
+        """The target delay (seconds): the estimate within [min_delay, max_delay]."""
+        s = self.settings
+        estimate = self.estimator.target if self.estimator.target is not None else s.start_delay
+        return min(max(estimate, s.min_delay), s.max_delay)
+
+    def level(self) -> int:
+        """Samples buffered ahead of the play position (holes included) plus those not yet handed out."""
+        return max(self._write_end - self.timeline.start, 0) + self.out.pending
+
+    def _delay(self, now: float) -> float:
+        """The controlled delay: inbound, playout delay over the earliest recent arrival; outbound, the level."""
+        if self.settings.direction == "outbound":
+            return self.level() / self.rate
+        base = self.estimator.base
+        return 0.0 if base is None else now - self.timeline.start / self.rate - base
+
+    def _more_coming(self) -> bool:
+        return not self.closed and self._final is None
+
+    def _exhausted(self) -> bool:
+        """Nothing more will be played before the input says more."""
+        start = self.timeline.start
+        if self._final is not None and start >= self._final:
+            return True
+        return self.closed and not self._pending and self.timeline.end <= start
+
+    def pull(self, now: float) -> list[Frame]:
+        """The next tick of output: audio (and the events within it), or nothing while idle or buffering."""
+        frames, self._urgent = self._urgent, []
+        if self.state == "idle":
+            frames.extend(e for _, e in self._events)
+            self._events.clear()
+        if self.state == "buffering" and self._ready_to_start():
+            self.state = "playing"
+        if self.state != "playing":
+            return frames
+        self._produce(now)
+        n = min(self.tick, self.out.pending)
+        if self._exhausted() and self.out.pending <= self.tick:
+            self._pin_due(self.timeline.start + 1, self.out.produced)
+        self._emit(n, frames)
+        if self._exhausted() and not self.out.pending:
+            frames.extend(e for _, e in self._pinned)
+            self._pinned.clear()
+            self._final = None
+            self._reset_playout()
+        return frames
+
+    def _ready_to_start(self) -> bool:
+        s = self.settings
+        wanted = s.start_delay if s.direction == "inbound" else max(s.start_delay, self.target())
+        level = self._write_end - self.timeline.start
+        return level >= min(round(wanted * self.rate), self.max_level) or self.full or not self._more_coming()
+
+    def _produce(self, now: float) -> None:
+        """Run operations until a tick plus the hold is ready (or nothing more is to come)."""
+        want = self.tick + self.hold
+        while self.out.pending < want:
+            need = want - self.out.pending
+            self._refill()
+            if self.timeline.available():
+                if not self._rebuffering():
+                    self._play(now, need)
+                    continue
+            elif self._exhausted():
+                return
+            else:
+                self._fill_hole(now, need)
+                continue
+            self._conceal(need, advance=False)
+
+    def _rebuffering(self) -> bool:
+        """Outbound, after a stall went silent: keep silent until the target is buffered again."""
+        if self.settings.direction != "outbound" or not self.plc.active or self.plc.elapsed < 6 * self.plc.frame:
+            return False
+        return self._more_coming() and not self.full and self.level() < round(self.target() * self.rate)
+
+    def _fill_hole(self, now: float, need: int) -> None:
+        start = self.timeline.start
+        lost_end = self._lost_at(start)
+        resume = self.timeline.next_present()
+        if lost_end is not None:
+            skip = lost_end - start if resume is None else min(lost_end, resume) - start
+            self._conceal(min(need, skip), advance=True, resume=resume if resume == start + skip else None)
+        elif resume is not None and skip_hole(
+            self.settings.direction,
+            self._delay(now),
+            self.target(),
+            waited=self._run / self.rate,
+            max_wait=MAX_WAIT,
+        ):
+            hole = resume - start
+            repaid = min(self._wait, hole)
+            if repaid:
+                self.timeline.advance(repaid)
+                self._wait -= repaid
+                self._c.lost_samples += repaid
+            if hole > repaid:
+                self._conceal(min(need, hole - repaid), advance=True, resume=resume)
+        else:
+            self._conceal(need, advance=False)
+
+    def _open_bridge(self, resume: int) -> None:
+        """Conceal backward from the audio after the hole (time reversed), to fade into across it.
+
+        With a period and a quarter of audio after the hole this works; the backward pitch is
+        searched when there is enough for it, else the forward one is used.
+        """
+        self._bridge = None
+        back = self._back
+        future = self.timeline.read_at(resume, back.history_len, self._scratch)
+        pitch = self.plc.pitch  # the voice hardly changes pitch across a short hole
+        if len(future) < pitch + pitch // 4:
+            return
+        back.start(future[::-1], pitch=pitch if len(future) < back.corr_len + back.pitch_max else None)
+        # (that blended the head of the future into the backward replay)
+        self.timeline.patch(resume, future[: back.hold])
+        length = min(resume - self.timeline.start, len(self._bridge_buf))
+        part = self._bridge_buf[:length]
+        back.fill(part)
+        part[:] = part[::-1].copy()
+        back.active = False
+        self._bridge = (self.timeline.start, resume, length)
+
+    def _blend_bridge(self, out: np.ndarray) -> None:
+        """Cross-fade this stretch of the hole from the forward concealment to the backward one."""
+        hole_start, resume, length = self._bridge  # type: ignore[misc]
+        a = self.timeline.start
+        positions = np.arange(a, a + len(out))
+        w = (0.5 - 0.5 * np.cos(np.pi * (positions - hole_start + 0.5) / (resume - hole_start)))[:, None]
+        back = np.zeros_like(out)
+        offset = positions - (resume - length)
+        inside = offset >= 0
+        back[inside] = self._bridge_buf[offset[inside]]
+        out *= (1 - w).astype(np.float32)
+        out += back * w.astype(np.float32)
+        if a + len(out) >= resume:
+            self.plc.active = False  # the backward side already joins the audio that follows
+            self._bridge = None
+            self._c.merges += 1
+
+    def _lost_at(self, pos: int) -> int | None:
+        while self._lost and self._lost[0][1] <= pos:
+            self._lost.pop(0)
+        if self._lost and self._lost[0][0] <= pos:
+            return self._lost[0][1]
+        return None
+
+    def _conceal(self, n: int, *, advance: bool, resume: int | None = None) -> None:
+        """Produce ``n`` samples of concealment; ``advance`` moves past lost audio, else it waits.
+
+        When the audio after the hole is here (``resume``), the hole is bridged from both sides.
+        """
+        c = self._c
+        if not self.plc.active:
+            self.plc.start(self.out.history(self.plc.history_len))
+            c.concealment_events += 1
+        start = self.out.produced
+        out = self.out.reserve(n)
+        self.plc.fill(out)
+        if advance and resume is not None:
+            if self._bridge is None or self._bridge[1] != resume:
+                self._open_bridge(resume)
+            if self._bridge is not None:
+                self._blend_bridge(out)
+        self.out.commit(n)
+        c.concealed += n
+        self._run += n
+        self._pin_due(self.timeline.start + (n if advance else 1), start)
+        if advance:
+            self.timeline.advance(n)
+            c.lost_samples += n
+            self._lost_at(self.timeline.start)
+        else:
+            self._wait += n
+
+    def _play(self, now: float, need: int) -> None:
+        """Produce from the audio at the play position: merged, stretched or as it is."""
+        c = self._c
+        avail = self.timeline.available()
+        x = self.timeline.read(need + self.stretch.lookahead, self._scratch)
+        start = self.out.produced
+        merging = self.plc.active or self._splice
+        speed = 1.0
+        if not merging and avail >= need and self.estimator.settled:
+            delay, target = self._delay(now), self.target()
+            speed = self.speed.decide(now, delay, target, more_coming=self._more_coming())
+        if speed != 1.0 and len(x) >= need + (self.stretch.lookahead if speed > 1 else 0):
+            out = self.out.reserve(need)
+            quiet_only = not urgent(self.settings.direction, delay, target)
+            used = self.stretch.render(self.out.history(self.stretch.lag_max), x, out, speed, quiet_only=quiet_only)
+            n = need
+            if used > need:
+                c.accelerated += used - need
+            elif used < need:
+                c.decelerated += need - used
+        else:
+            n = used = min(len(x), need)
+            out = self.out.reserve(n)
+            out[:] = x[:n]
+            self.stretch.observe(out)
+            if merging:
+                if not self.plc.active:
+                    self.plc.start(self.out.history(self.plc.history_len))
+                self.plc.finish(out)
+                c.merges += 1
+                self._splice = False
+        self.out.commit(n)
+        self._end_run()
+        self._wait = 0
+        a = self.timeline.start
+        self._pin_due(a + used, start, a, n)
+        self.timeline.advance(used)
+        self._played_until(self.timeline.start, now)
+
+    def _skip(self, n: int, reason: str) -> None:
+        """Drop the oldest ``n`` samples unplayed (counted); the next audio is merged in."""
+        passed = self.timeline.advance(n)
+        if passed:
+            self.drops.add(reason, samples=passed)
+        self._splice = self.out.produced > 0
+
+    def _end_run(self) -> None:
+        """Real audio resumes: a concealment that lasted long enough was an interruption."""
+        if self._run >= INTERRUPTION * self.rate:
+            self._c.interruptions += 1
+            self._c.interruption_samples += self._run
+        self._run = 0
+
+    def _played_until(self, pos: int, now: float) -> None:
+        arrivals = self._arrivals
+        while arrivals and arrivals[0][0] <= pos:
+            self._delays.add(now - arrivals.popleft()[1])
+
+    def _pin_due(self, before: int, out_pos: int, in_start: int | None = None, out_len: int = 0) -> None:
+        """Pin the events placed before ``before`` to output positions from ``out_pos``.
+
+        With an input span (``in_start``, played into ``out_len`` samples), an event lands at
+        its proportional place in it.
+        """
+        events = self._events
+        while events and events[0][0] < before:
+            pos, event = events.popleft()
+            at = out_pos
+            if in_start is not None and pos > in_start:
+                at += min(out_len, round((pos - in_start) * out_len / max(1, before - in_start)))
+            self._pinned.append((at, event))
+
+    def _emit(self, n: int, frames: list[Frame]) -> None:
+        """Hand out ``n`` samples, split around the events pinned inside them."""
+        first = self.out.emitted
+        data = self.out.take(n)
+        cut = 0
+        pinned = self._pinned
+        while pinned and pinned[0][0] < first + n:
+            at, event = pinned.popleft()
+            if at - first > cut:
+                frames.append(self._chunk(data[cut : at - first], first + cut))
+                cut = at - first
+            frames.append(event)
+            if isinstance(event, UtteranceStart):
+                self._utterance = event.utterance
+            elif isinstance(event, UtteranceEnd):
+                self._utterance = None
+        if cut < n:
+            frames.append(self._chunk(data[cut:], first + cut))
+
+    def _chunk(self, data: np.ndarray, pts: int) -> AudioChunk:
+        self._c.chunks_out += 1
+        samples = data if self.fmt.channels > 1 else data[:, 0]
+        encoded = from_float32(samples, self.fmt.encoding)
+        if np.shares_memory(encoded, data):  # float32 output would be a view of the reused buffer
+            encoded = encoded.copy()
+        return AudioChunk(encoded, self.fmt, pts=pts, utterance=self._utterance)
+
+    # ------------------------------------------------------------------ statistics
+
+    def statistics(self) -> JitterStatistics:
+        c = self._c
+        out = max(self.out.emitted, 1)
+        return JitterStatistics(
+            direction=self.settings.direction,
+            state=self.state,
+            chunks_in=c.chunks_in,
+            samples_in=c.samples_in,
+            chunks_out=c.chunks_out,
+            samples_out=self.out.emitted,
+            seconds_out=self.out.emitted / self.rate,
+            current_delay_ms=self.level() / self.rate * 1000,
+            target_delay_ms=self.target() * 1000,
+            delay_ms=self._delays.summary(1000),
+            concealment_rate=c.concealed / out,
+            accelerate_rate=c.accelerated / out,
+            decelerate_rate=c.decelerated / out,
+            concealment_events=c.concealment_events,
+            interruptions=c.interruptions,
+            interruption_seconds=c.interruption_samples / self.rate,
+            late_losses=c.late_losses,
+            lost_samples=c.lost_samples,
+            merges=c.merges,
+            prebuffers=c.prebuffers,
+            resyncs=c.resyncs,
+            gaps_in=c.gaps_in,
+            clears=c.clears,
+            drops=self.drops.snapshot(),
+        )
+
+
+@attrs.define
+class _Counters:
+    chunks_in: int = 0
+    samples_in: int = 0
+    chunks_out: int = 0
+    concealed: int = 0
+    accelerated: int = 0
+    decelerated: int = 0
+    concealment_events: int = 0
+    interruptions: int = 0
+    interruption_samples: int = 0
+    late_losses: int = 0
+    lost_samples: int = 0
+    merges: int = 0
+    prebuffers: int = 0
+    resyncs: int = 0
+    gaps_in: int = 0
+    clears: int = 0

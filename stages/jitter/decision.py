@@ -1,0 +1,84 @@
+"""What the jitter buffer does with the next tick: the playout speed and the fate of a hole.
+
+The two directions differ in their physics:
+
+* **inbound** (telephony to bot): packets arrive in real time, late or lost. The controlled
+  quantity is the playout delay measured against the earliest arrival of the last two
+  seconds; it is steered to the target by speeding up (when more than a band above it) or
+  slowing down (when below it). A hole is waited for (concealed without moving on) while the
+  playout delay is below the target, since the packet is then probably just late; once the
+  delay reaches the target it is counted lost and skipped.
+* **outbound** (TTS to telephony): the source bursts far ahead of real time, then stalls. A full
+  buffer is welcome (it backs up into the TTS socket instead of growing), so there is no
+  speeding up; below the target, while more of the utterance is still to come, playout slows
+  down to stretch what is buffered over a possible stall. Audio arrives in order, so a hole
+  is never waited for.
+
+Speed changes are at least 50 ms apart, like NetEq's time-scale decisions. A delay change
+inside a word is heard (and costs PESQ points), one in a pause is not: unless the delay is far
+off target, the stretcher only splices in pauses.
+"""
+
+from __future__ import annotations
+
+MIN_INTERVAL = 0.050
+URGENT_EXCESS = 0.100
+"""Inbound delay this far above the band costs more (in latency) than splices inside words."""
+
+
+def band(target: float) -> float:
+    """How far above the target the inbound delay may drift before playout speeds up."""
+    return max(0.020, target / 4)
+
+
+class SpeedControl:
+    """Chooses 1, 1 + change or 1 - change for each tick, with hysteresis and a minimum interval."""
+
+    def __init__(self, direction: str, change: float) -> None:
+        self.direction = direction
+        self.change = change
+        self.speed = 1.0
+        self._since: float | None = None
+
+    def reset(self) -> None:
+        self.speed = 1.0
+        self._since = None
+
+    def decide(self, now: float, delay: float, target: float, *, more_coming: bool) -> float:
+        """The speed for the next tick, given the controlled delay and its target (seconds)."""
+        wanted = self._wanted(delay, target, more_coming)
+        if wanted != self.speed and (self._since is None or now - self._since >= MIN_INTERVAL - 1e-9):
+            self.speed = wanted
+            self._since = now
+        return self.speed
+
+    def _wanted(self, delay: float, target: float, more_coming: bool) -> float:
+        if not self.change:
+            return 1.0
+        if self.direction == "outbound":
+            return 1 - self.change if more_coming and delay < target else 1.0
+        if self.speed > 1:
+            return self.speed if delay > target + band(target) / 2 else 1.0
+        if self.speed < 1:
+            return self.speed if delay < target else 1.0
+        if delay > target + band(target):
+            return 1 + self.change
+        if delay < target:
+            return 1 - self.change
+        return 1.0
+
+
+def urgent(direction: str, delay: float, target: float) -> bool:
+    """Whether the delay is far enough off target to stretch inside speech, not only in pauses."""
+    if direction == "outbound":
+        return delay < target / 2
+    return delay > target + band(target) + URGENT_EXCESS or delay < target - band(target) / 2
+
+
+def skip_hole(direction: str, delay: float, target: float, *, waited: float, max_wait: float) -> bool:
+    """Whether a hole (audio missing while later audio is buffered) is given up as lost now.
+
+    ``waited`` is how long the current concealment has run; waiting stops at ``max_wait`` so a
+    late packet costs a short concealment, never an interruption.
+    """
+    return direction == "outbound" or delay >= target or waited >= max_wait

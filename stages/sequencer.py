@@ -1,0 +1,321 @@
+"""``sequencer``: numbers chunks for the wire, or puts received ones back in order and finds losses.
+
+Sender mode (:class:`Stamper`) gives each chunk a 64-bit sequence number and a media timestamp
+(``pts``, a sample clock that keeps the spacing of the input, so a gap in the input stays a gap)
+and flags it FIRST or CONTINUATION in its utterance. Audio sent again (a pts range of the same
+utterance already sent) keeps its original number and timestamp and is flagged RETRANSMIT. With
+``mark_last``, each chunk waits for the next frame so the one before ``UtteranceEnd`` can be
+flagged LAST; that costs up to one chunk of delay, so it is off by default.
+
+Receiver mode (:class:`Reorderer`) unwraps 16- or 32-bit wire numbers into 64 bits (nearest to
+the highest seen), holds chunks that arrive ahead of a missing one, and releases them in order.
+A missing chunk is given up after the window (milliseconds since the first chunk after it
+arrived, or a number of chunks received after it): a ``Gap`` frame goes out in its place, with
+the pts and samples it spanned when the neighbours tell. Duplicates and chunks arriving after
+their gap are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+import attrs
+import trio
+
+from rtstream.frames import AudioChunk, ChunkFlags, Frame, Gap, UtteranceEnd, UtteranceStart
+from rtstream.params import param
+from rtstream.registry import register
+from rtstream.stage import Filter, ReceiveChannel, SendChannel
+from rtstream.stats import DropCount, Drops
+
+_REMEMBERED = 4096
+"""Sequence numbers (and sent pts ranges) remembered to tell duplicates and retransmissions."""
+_UNSET = object()
+RESYNC = 3000
+"""A jump ahead by more packets than this is a restarted sender, not a loss."""
+
+
+class Stamper:
+    """Sender side: sequence numbers, media timestamps and utterance flags."""
+
+    def __init__(self, *, start_seq: int = 0, mark_last: bool = False) -> None:
+        self.next_seq = start_seq
+        self.mark_last = mark_last
+        self._clock = 0
+        self._utterance: Any = _UNSET
+        self._first = True
+        self._expected: int | None = None
+        self._sent: deque[tuple[Any, int, int, int, int]] = deque(maxlen=_REMEMBERED)
+        self._held: AudioChunk | None = None
+        self.drops = Drops()
+        self.stamped = 0
+        self.retransmits = 0
+
+    def put(self, frame: Frame) -> list[Frame]:
+        """Frames to send now, in order."""
+        out: list[Frame] = []
+        if self._held is not None:
+            last = isinstance(frame, UtteranceEnd)
+            held = self._held
+            self._held = None
+            out.append(attrs.evolve(held, flags=held.flags | ChunkFlags.LAST) if last else held)
+        if isinstance(frame, UtteranceStart):
+            self._first = True
+            self._expected = None
+            self._utterance = frame.utterance
+        if not isinstance(frame, AudioChunk):
+            out.append(frame)
+            return out
+        stamped = self._stamp(frame)
+        if stamped is not None:
+            if self.mark_last and not stamped.flags & ChunkFlags.RETRANSMIT:
+                self._held = stamped
+            else:
+                out.append(stamped)
+        return out
+
+    def flush(self) -> list[Frame]:
+        """The end of the input: release a held chunk."""
+        held, self._held = self._held, None
+        return [] if held is None else [held]
+
+    def _stamp(self, chunk: AudioChunk) -> AudioChunk | None:
+        if chunk.utterance != self._utterance:
+            self._first, self._expected, self._utterance = True, None, chunk.utterance
+        if self._expected is not None and chunk.pts < self._expected:
+            return self._resend(chunk)
+        if self._expected is not None:
+            self._clock += chunk.pts - self._expected
+        flags = ChunkFlags.FIRST if self._first else ChunkFlags.CONTINUATION
+        self._first = False
+        seq, pts = self.next_seq, self._clock
+        self.next_seq += 1
+        self._clock += chunk.samples
+        self._expected = chunk.end_pts
+        self._sent.append((chunk.utterance, chunk.pts, chunk.end_pts, seq, pts))
+        self.stamped += 1
+        return attrs.evolve(chunk, seq=seq, pts=pts, flags=chunk.flags | flags)
+
+    def _resend(self, chunk: AudioChunk) -> AudioChunk | None:
+        for utterance, start, end, seq, pts in reversed(self._sent):
+            if utterance == chunk.utterance and start <= chunk.pts < end:
+                self.retransmits += 1
+                flags = chunk.flags | ChunkFlags.RETRANSMIT | ChunkFlags.CONTINUATION
+                return attrs.evolve(chunk, seq=seq, pts=pts + chunk.pts - start, flags=flags)
+        self.drops.add("stale_retransmit", samples=chunk.samples)
+        return None
+
+
+@attrs.frozen
+class ReorderStatistics:
+    received: int
+    released: int
+    reordered: int
+    duplicates: int
+    lost: int
+    late: int
+    gaps: int
+    resyncs: int
+    unsequenced: int
+    max_held: int
+
+
+class Reorderer:
+    """Receiver side: unwrap, reorder within a window, drop duplicates, report losses as gaps."""
+
+    def __init__(self, *, wire_bits: int = 64, window: float = 60.0, unit: str = "ms", max_held: int = 256) -> None:
+        if wire_bits not in (16, 32, 64):
+            raise ValueError(f"wire_bits must be 16, 32 or 64, got {wire_bits}")
+        if unit not in ("ms", "packets"):
+            raise ValueError(f"unit must be 'ms' or 'packets', got {unit!r}")
+        self.modulus = 1 << wire_bits
+        self.window = window / 1000 if unit == "ms" else window
+        self.unit = unit
+        self.max_held = max_held
+        self.next: int | None = None
+        self._highest: int | None = None
+        self._held: dict[int, tuple[AudioChunk, float]] = {}
+        self._released: deque[int] = deque()
+        self._released_set: set[int] = set()
+        self._end_pts: int | None = None
+        self.drops = Drops()
+        self._c = dict.fromkeys(("received", "released", "reordered", "lost", "late", "gaps", "resyncs", "unsequenced", "max_held"), 0)
+
+    def unwrap(self, seq: int) -> int:
+        """The 64-bit number nearest the highest seen that ``seq`` is the wire form of."""
+        if self.modulus == 1 << 64 or self._highest is None:
+            return seq
+        half = self.modulus >> 1
+        diff = (seq - self._highest) % self.modulus
+        return self._highest + (diff - self.modulus if diff >= half else diff)
+
+    @property
+    def deadline(self) -> float | None:
+        """When the oldest wait ends (ms windows), if anything waits."""
+        if self.unit != "ms" or not self._held:
+            return None
+        return min(at for _, at in self._held.values()) + self.window
+
+    def put(self, chunk: AudioChunk, now: float) -> list[Frame]:
+        c = self._c
+        c["received"] += 1
+        if chunk.seq is None:
+            c["unsequenced"] += 1
+            return [chunk]
+        ext = self.unwrap(chunk.seq)
+        arrival = now if chunk.arrival is None else chunk.arrival
+        out: list[Frame] = []
+        if self.next is None:
+            self.next = ext
+        elif ext - self.next > RESYNC or self.next - ext > RESYNC:
+            c["resyncs"] += 1
+            out.extend(self.flush())
+            self.next, self._highest, self._end_pts = ext, None, None
+        if ext < self.next:
+            if ext in self._released_set:
+                self.drops.add("duplicate", samples=chunk.samples)
+            else:
+                c["late"] += 1
+                self.drops.add("late", samples=chunk.samples)
+            return out
+        if ext in self._held:
+            self.drops.add("duplicate", samples=chunk.samples)
+            return out
+        if self._highest is not None and ext < self._highest:
+            c["reordered"] += 1
+        self._highest = ext if self._highest is None else max(self._highest, ext)
+        self._held[ext] = (attrs.evolve(chunk, seq=ext), arrival)
+        c["max_held"] = max(c["max_held"], len(self._held))
+        self._release(out)
+        while self._held and (len(self._held) > self.max_held or (self.unit == "packets" and len(self._held) >= self.window)):
+            self._give_up(out)
+        return out
+
+    def poll(self, now: float) -> list[Frame]:
+        """Give up the missing chunks whose window has passed."""
+        out: list[Frame] = []
+        while self._held and self.deadline is not None and now >= self.deadline:
+            self._give_up(out)
+        return out
+
+    def flush(self) -> list[Frame]:
+        """The end of the input: release everything held, with gaps for what is missing."""
+        out: list[Frame] = []
+        while self._held:
+            self._give_up(out)
+        return out
+
+    def _release(self, out: list[Frame]) -> None:
+        while self.next in self._held:
+            chunk, _ = self._held.pop(self.next)
+            out.append(chunk)
+            self._remember(self.next)
+            self._end_pts = chunk.end_pts
+            self._c["released"] += 1
+            self.next += 1
+
+    def _remember(self, seq: int) -> None:
+        if len(self._released) == _REMEMBERED:
+            self._released_set.discard(self._released.popleft())
+        self._released.append(seq)
+        self._released_set.add(seq)
+
+    def _give_up(self, out: list[Frame]) -> None:
+        """Declare everything before the first held chunk lost, then release what follows."""
+        first = min(self._held)
+        count = first - self.next  # type: ignore[operator]
+        chunk = self._held[first][0]
+        pts = self._end_pts
+        samples = chunk.pts - pts if pts is not None and chunk.pts > pts else None
+        out.append(Gap(seq=self.next, count=count, pts=pts if samples else None, samples=samples, reason="lost"))
+        self._c["lost"] += count
+        self._c["gaps"] += 1
+        self.next = first
+        self._release(out)
+
+    def statistics(self) -> ReorderStatistics:
+        return ReorderStatistics(duplicates=self.drops.snapshot().get("duplicate", DropCount(0, 0)).frames, **self._c)
+
+
+@attrs.frozen
+class SequencerStatistics:
+    mode: str
+    stamped: int
+    retransmits: int
+    receiver: ReorderStatistics | None
+    drops: dict[str, DropCount]
+
+
+@register("sequencer", klass="Filter/Network")
+@attrs.frozen(kw_only=True)
+class Sequencer(Filter):
+    """Numbers chunks for the wire (sender), or reorders received ones and reports losses as gaps (receiver)."""
+
+    mode: str = param("sender", choices=("sender", "receiver"), help="sender stamps; receiver reorders and finds gaps.")
+    start_seq: int = param(0, min=0, max=(1 << 63) - 1, help="Sender: the first sequence number.")
+    mark_last: bool = param(
+        False, help="Sender: hold each chunk until the next frame, to flag the last of an utterance (adds a chunk of delay)."
+    )
+    wire_bits: int = param(64, choices=(16, 32, 64), unit="bits", help="Receiver: width of the wire sequence numbers.")
+    window: float = param(60.0, gt=0, max=10000, help="Receiver: how long a missing chunk is waited for.")
+    window_unit: str = param("ms", choices=("ms", "packets"), help="Receiver: the window in milliseconds or in chunks.")
+    max_held: int = param(256, min=1, max=65536, help="Receiver: most chunks held while waiting (then the oldest gap is given up).")
+    _core: list[Any] = attrs.field(init=False, factory=list, eq=False, repr=False)
+
+    def _make(self) -> Stamper | Reorderer:
+        core: Stamper | Reorderer
+        if self.mode == "sender":
+            core = Stamper(start_seq=self.start_seq, mark_last=self.mark_last)
+        else:
+            core = Reorderer(wire_bits=self.wire_bits, window=self.window, unit=self.window_unit, max_held=self.max_held)
+        self._core.append(core)
+        return core
+
+    async def run(
+        self,
+        rx: ReceiveChannel,
+        tx: SendChannel,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        core = self._make()
+        async with rx, tx:
+            task_status.started()
+            if isinstance(core, Stamper):
+                async for frame in rx:
+                    for out in core.put(frame):
+                        await tx.send(out)
+            else:
+                await self._receive(core, rx, tx)
+            for out in core.flush():
+                await tx.send(out)
+
+    @staticmethod
+    async def _receive(core: Reorderer, rx: ReceiveChannel, tx: SendChannel) -> None:
+        while True:
+            deadline = core.deadline
+            frame = None
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                try:
+                    frame = await rx.receive()
+                except trio.EndOfChannel:
+                    return
+            now = trio.current_time()
+            if frame is None:
+                outs = core.poll(now)
+            elif isinstance(frame, AudioChunk):
+                outs = core.put(frame, now)
+            else:
+                outs = [frame]
+            for out in outs:
+                await tx.send(out)
+
+    def statistics(self) -> SequencerStatistics:
+        core = self._core[0] if self._core else None
+        if isinstance(core, Reorderer):
+            return SequencerStatistics(self.mode, 0, 0, core.statistics(), core.drops.snapshot())
+        if isinstance(core, Stamper):
+            return SequencerStatistics(self.mode, core.stamped, core.retransmits, None, core.drops.snapshot())
+        return SequencerStatistics(self.mode, 0, 0, None, {})

@@ -1,0 +1,368 @@
+"""The jitter buffer core on simulated time: timeline, delay estimate, playout decisions."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import PCM8K, PCM16K
+from rtstream.frames import AudioChunk, AudioFormat, Clear, Gap, UtteranceEnd, UtteranceStart, WordTimings
+from stages.jitter.core import JitterBuffer, JitterSettings
+from stages.jitter.decision import SpeedControl, skip_hole, urgent
+from stages.jitter.delay import DelayEstimator
+from stages.jitter.timeline import Timeline
+
+P = 160  # 20 ms at 8 kHz
+
+
+def speech(seconds: float, rate: int = 8000) -> np.ndarray:
+    """Voiced, speech-like int16 audio with pauses, deterministic."""
+    t = np.arange(round(seconds * rate)) / rate
+    f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    wave = np.sin(2 * np.pi * np.cumsum(f0) / rate) + 0.5 * np.sin(4 * np.pi * np.cumsum(f0) / rate)
+    envelope = (np.sin(2 * np.pi * 1.3 * t) > -0.6).astype(float)
+    return (6000 * wave * envelope).astype(np.int16)
+
+
+def run(jb, packets, *, until: float, tick: float = 0.02):
+    """packets: (arrival, chunk or event). Returns the frames pulled every tick."""
+    packets = sorted(packets, key=lambda p: p[0])
+    frames, i, t = [], 0, 0.0
+    while t < until:
+        while i < len(packets) and packets[i][0] <= t + 1e-9:
+            at, item = packets[i]
+            i += 1
+            if isinstance(item, AudioChunk):
+                jb.put(item, at)
+            else:
+                jb.event(item, at)
+        if i == len(packets):
+            jb.close()
+        frames.extend(jb.pull(t))
+        t += tick
+    return frames
+
+
+def audio(frames) -> np.ndarray:
+    return np.concatenate([f.data for f in frames if isinstance(f, AudioChunk)])
+
+
+def packetize(x, *, delays=None, drop=(), fmt=PCM8K, size=P, base=0.03):
+    out = []
+    for k in range(len(x) // size):
+        if k in drop:
+            continue
+        arrival = k * size / fmt.sample_rate + base + (0 if delays is None else delays[k])
+        out.append((arrival, AudioChunk(x[k * size : (k + 1) * size], fmt, pts=k * size, seq=k, arrival=arrival)))
+    return out
+
+
+# ---------------------------------------------------------------- timeline
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 150), st.integers(1, 40)), min_size=1, max_size=30), st.integers(0, 100))
+def test_timeline_matches_a_simple_model(writes, advance):
+    tl = Timeline(256, 1)
+    model = np.full(400, np.nan)
+    for pos, n in writes:
+        data = np.arange(pos, pos + n, dtype=np.float32)[:, None]
+        dup = tl.write(pos, data)
+        assert dup == np.count_nonzero(~np.isnan(model[pos : pos + n]))
+        model[pos : pos + n] = np.arange(pos, pos + n)
+    passed = tl.advance(advance)
+    assert passed == np.count_nonzero(~np.isnan(model[:advance]))
+    model[:advance] = np.nan
+    avail = tl.available()
+    rest = model[advance:]
+    expected = len(rest) if not np.isnan(rest).any() else int(np.argmax(np.isnan(rest)))
+    assert avail == expected
+    out = np.zeros((300, 1), np.float32)
+    np.testing.assert_array_equal(tl.read(300, out)[:, 0], rest[:avail])
+    present = np.flatnonzero(~np.isnan(model))
+    assert tl.next_present() == (None if avail or not len(present) else present[0])
+    assert tl.present == len(present)
+
+
+def test_timeline_wraps_around_the_ring():
+    tl = Timeline(100, 1)
+    tl.advance(90)
+    tl.write(90, np.arange(50, dtype=np.float32)[:, None])
+    out = np.zeros((60, 1), np.float32)
+    np.testing.assert_array_equal(tl.read(60, out)[:, 0], np.arange(50))
+    with pytest.raises(AssertionError):
+        tl.write(150, np.zeros((50, 1), np.float32))
+
+
+# ---------------------------------------------------------------- delay estimate
+
+
+def test_target_covers_the_jitter_and_forgets_it():
+    est = DelayEstimator(max_delay=0.5)
+    rng = np.random.default_rng(0)
+    for k in range(500):  # 10 s of 20 ms packets with up to 120 ms of jitter
+        est.arrival(k * 0.02 + rng.uniform(0, 0.12), k * 0.02)
+    assert est.target == pytest.approx(0.12, abs=0.021)
+    for k in range(500, 6000):  # 110 s without jitter: the histogram forgets
+        est.arrival(k * 0.02, k * 0.02)
+    assert est.target == pytest.approx(0.02)
+
+
+def test_outbound_reference_is_the_first_chunk_of_the_utterance():
+    est = DelayEstimator(max_delay=0.5, reference="first")
+    # a burst of 1 s of audio in 0.1 s, then a 1.5 s stall: the chunk at 1 s is 0.6 s late
+    for k in range(50):
+        est.arrival(0.002 * k, 0.02 * k)
+    assert est.arrival(1.6, 1.0) == pytest.approx(0.6)
+    est.restart()
+    assert est.arrival(5.0, 0.0) == 0.0
+
+
+def test_decisions():
+    assert skip_hole("outbound", 0, 1, waited=0, max_wait=0.1)
+    assert not skip_hole("inbound", 0.05, 0.1, waited=0, max_wait=0.1)
+    assert skip_hole("inbound", 0.05, 0.1, waited=0.1, max_wait=0.1)
+    assert urgent("inbound", 0.3, 0.02) and not urgent("inbound", 0.1, 0.02)
+    control = SpeedControl("inbound", 0.05)
+    assert control.decide(0.0, 0.2, 0.1, more_coming=True) == 1.05
+    assert control.decide(0.02, 0.05, 0.1, more_coming=True) == 1.05  # 50 ms between changes
+    assert control.decide(0.06, 0.05, 0.1, more_coming=True) == 1.0  # back to normal first
+    assert control.decide(0.12, 0.05, 0.1, more_coming=True) == 0.95
+    out = SpeedControl("outbound", 0.05)
+    assert out.decide(0.0, 1.0, 0.1, more_coming=True) == 1.0  # never faster outbound
+    assert out.decide(0.1, 0.05, 0.1, more_coming=True) == 0.95
+    assert out.decide(0.2, 0.05, 0.1, more_coming=False) == 1.0
+
+
+# ---------------------------------------------------------------- the buffer
+
+
+def inbound(**kw):
+    """An inbound buffer that starts near its 20 ms target, so only the case under test stretches."""
+    kw.setdefault("start_delay", 0.04)
+    return JitterBuffer(PCM8K, JitterSettings(direction="inbound", **kw))
+
+
+def test_clean_stream_passes_bit_exact():
+    x = speech(3.0)
+    jb = inbound()
+    out = audio(run(jb, packetize(x), until=4.0))
+    s = jb.statistics()
+    assert s.concealment_events == 0 and s.late_losses == 0 and s.drops == {}
+    np.testing.assert_array_equal(out[: len(x)], x[: len(out)])
+    assert s.accelerate_rate == s.decelerate_rate == 0 and len(out) == len(x)
+    assert jb.finished
+
+
+def test_excess_delay_is_drained_in_pauses_only():
+    x = speech(4.0)
+    jb = inbound(start_delay=0.12)  # 100 ms over target: drained, but not urgently
+    out = audio(run(jb, packetize(x), until=5.0))
+    s = jb.statistics()
+    assert s.accelerate_rate > 0 and s.concealment_events == 0
+    assert len(out) == pytest.approx(len(x) - s.accelerate_rate * s.samples_out, abs=1)
+    # every sample of speech (outside the pauses) is played untouched, in order
+    voiced = x[x != 0]
+    np.testing.assert_array_equal(out[out != 0][: len(voiced)], voiced[: np.count_nonzero(out)])
+
+
+def test_a_lost_packet_is_concealed_once_and_merged():
+    x = speech(2.0)
+    jb = inbound()
+    out = audio(run(jb, packetize(x, drop={40}), until=3.0))
+    s = jb.statistics()
+    assert s.concealment_events == 1 and s.merges == 1 and s.interruptions == 0
+    assert s.lost_samples == P
+    assert s.concealment_rate == pytest.approx(P / s.samples_out)
+    assert len(out) == len(x)
+    start, end = 40 * P, 41 * P
+    # like G.711 Appendix I, the quarter period before the loss blends into the replay
+    np.testing.assert_array_equal(out[: start - jb.hold], x[: start - jb.hold])
+    assert np.abs(out[start:end].astype(int)).max() > 1000  # concealed with speech-like sound, not silence
+    np.testing.assert_array_equal(out[end + 40 :], x[end + 40 :])  # after the merge, the real audio
+
+
+def test_reordering_within_the_delay_loses_nothing():
+    x = speech(2.0)
+    packets = packetize(x)
+    # swap neighbours: every 5th packet arrives 30 ms late, after the next one
+    packets = [(at + (0.03 if k % 5 == 0 else 0), chunk) for k, (at, chunk) in enumerate(packets)]
+    jb = inbound(start_delay=0.08)
+    out = audio(run(jb, packets, until=3.0))
+    s = jb.statistics()
+    assert s.late_losses == 0 and s.lost_samples == 0
+    np.testing.assert_array_equal(out[: 20 * P], x[: 20 * P])
+
+
+def test_a_packet_later_than_its_playout_is_a_late_loss():
+    x = speech(3.0)
+    delays = np.zeros(len(x) // P)
+    delays[100] = 1.0  # a second late: long after it was played or given up
+    jb = inbound()
+    run(jb, packetize(x, delays=delays), until=5.0)
+    s = jb.statistics()
+    assert s.late_losses == 1 and s.drops["late"].samples == P
+    assert s.interruptions == 0
+
+
+def test_waiting_for_a_late_packet_raises_the_delay_instead_of_losing_it():
+    x = speech(2.0)
+    delays = np.zeros(len(x) // P)
+    delays[30:] = 0.06  # the path gets 60 ms slower for good
+    jb = inbound()
+    out = audio(run(jb, packetize(x, delays=delays), until=3.0))
+    s = jb.statistics()
+    assert s.late_losses == 0 and s.concealment_events >= 1 and s.interruptions == 0
+    assert s.lost_samples == 0
+    assert len(out) > len(x)  # the wait was inserted, nothing skipped
+
+
+def test_gap_frames_are_concealed_without_waiting():
+    x = speech(1.0)
+    packets = packetize(x, drop={10, 11})
+    packets.append((packets[9][0] + 0.001, Gap(seq=10, count=2, pts=10 * P, samples=2 * P)))
+    jb = inbound(start_delay=0.1)
+    out = audio(run(jb, packets, until=2.0))
+    s = jb.statistics()
+    assert s.gaps_in == 1 and s.lost_samples == 2 * P and s.concealment_events == 1
+    assert len(out) == len(x) - round(s.accelerate_rate * s.samples_out)
+    assert not any(isinstance(f, Gap) for f in run(inbound(), packets, until=2.0))
+
+
+def test_clear_flushes_at_once_and_events_keep_their_place():
+    fmt = PCM8K
+    x = speech(1.0)
+    jb = JitterBuffer(fmt, JitterSettings(direction="outbound"))
+    jb.event(UtteranceStart("u1", "hello"), 0.0)
+    for k in range(25):
+        jb.put(AudioChunk(x[k * P : (k + 1) * P], fmt, pts=k * P), 0.0)
+        if k == 9:
+            jb.event(WordTimings("u1", ()), 0.0)
+    frames = jb.pull(0.0)
+    assert isinstance(frames[0], UtteranceStart) and isinstance(frames[1], AudioChunk)
+    for i in range(1, 12):
+        frames += jb.pull(i * 0.02)
+    played = 0
+    for f in frames:
+        if isinstance(f, WordTimings):
+            break
+        played += f.samples if isinstance(f, AudioChunk) else 0
+    assert played == 10 * P  # the word timings sit right after the 10th chunk
+    assert sum(f.samples for f in frames if isinstance(f, AudioChunk)) == 12 * P
+    jb.event(Clear(), 0.2)
+    jb.event(UtteranceEnd("u1"), 0.2)
+    after = jb.pull(0.2)
+    assert [type(f) for f in after] == [Clear, UtteranceEnd]  # nothing buffered: the end goes out at once
+    s = jb.statistics()
+    assert s.clears == 1 and s.drops["clear"].samples == 25 * P - 12 * P
+    assert jb.state == "idle"
+    assert jb.pull(0.22) == []
+
+
+def test_outbound_bursts_backpressure_and_play_in_real_time():
+    fmt = PCM8K
+    x = speech(3.0)
+    jb = JitterBuffer(fmt, JitterSettings(direction="outbound", max_delay=0.3))
+    k = 0
+    out, t = [], 0.0
+    jb.event(UtteranceStart("u"), 0.0)
+    while not jb.finished and t < 5:
+        while not jb.full and k < len(x) // P:  # the TTS pushes whenever there is room
+            jb.put(AudioChunk(x[k * P : (k + 1) * P], fmt, pts=k * P, utterance="u"), t)
+            k += 1
+        if k == len(x) // P and not jb.closed:
+            jb.event(UtteranceEnd("u"), t)
+            jb.close()
+        assert jb.level() <= round(0.3 * 8000) + P + jb.tick + jb.hold
+        out += jb.pull(t)
+        t += 0.02
+    assert jb.finished
+    np.testing.assert_array_equal(audio(out), x[: len(audio(out))])
+    assert len(audio(out)) == len(x) // P * P
+    assert isinstance(out[-1], UtteranceEnd)
+    assert all(f.utterance == "u" for f in out if isinstance(f, AudioChunk))
+    assert t == pytest.approx(3.0 + 0.02, abs=0.05)  # real time, however fast the source
+
+
+def test_outbound_audio_beyond_the_ring_waits_in_order_and_is_bounded():
+    fmt = PCM8K
+    x = speech(6.0)
+    jb = JitterBuffer(fmt, JitterSettings(direction="outbound", max_delay=0.5))
+    jb.put(AudioChunk(x[:8000], fmt, pts=0), 0.0)  # a whole second in one message is taken
+    assert jb.full
+    jb.put(AudioChunk(x[9000:10000], fmt, pts=9000), 0.0)  # a caller that ignores ``full``, with a hole
+    jb.put(AudioChunk(x[10000:48000], fmt, pts=10000), 0.0)  # ...and too much: dropped, counted
+    jb.event(UtteranceEnd("u"), 0.0)
+    jb.close()
+    frames, t = [], 0.0
+    while not jb.finished:
+        frames += jb.pull(t)
+        t += 0.02
+    out = audio(frames)
+    s = jb.statistics()
+    assert s.drops["overflow"].samples == 38000
+    np.testing.assert_array_equal(out[: 8000 - jb.hold], x[: 8000 - jb.hold])
+    np.testing.assert_array_equal(out[9000 + 40 : 10000], x[9000 + 40 : 10000])  # after the bridged hole
+    assert s.lost_samples == 1000 and len(out) == 10000
+
+
+def test_outbound_stall_longer_than_the_buffer_is_an_interruption():
+    fmt = PCM8K
+    x = speech(2.0)
+    packets = [(0.0, UtteranceStart("u"))]
+    for k in range(len(x) // P):
+        at = 0.0 if k < 25 else 1.0 + (k - 25) * 0.005  # 0.5 s at once, a stall, then the rest fast
+        packets.append((at, AudioChunk(x[k * P : (k + 1) * P], fmt, pts=k * P)))
+    packets.append((1.5, UtteranceEnd("u")))
+    jb = JitterBuffer(fmt, JitterSettings(direction="outbound"))
+    out = run(jb, packets, until=3.0)
+    s = jb.statistics()
+    assert s.interruptions == 1 and 0.15 <= s.interruption_seconds <= 0.6
+    assert s.decelerate_rate > 0 or s.concealment_rate > 0
+    assert s.lost_samples == 0 and s.drops == {}  # no good audio dropped
+    assert len(audio(out)) >= len(x)
+
+
+def test_inbound_overflow_drops_the_oldest_and_counts_it():
+    x = speech(2.0)
+    packets = [(1.0, c) for _, c in packetize(x)]  # everything at once, after a long outage
+    jb = inbound(max_delay=0.2)
+    out = run(jb, packets, until=2.0)
+    s = jb.statistics()
+    assert s.drops["overflow"].samples == len(x) // P * P - 1600
+    assert len(audio(out)) <= 1600 + P
+
+
+def test_a_jump_in_pts_resynchronizes():
+    x = speech(1.0)
+    packets = packetize(x)
+    ahead = [(at + 1.0, AudioChunk(c.data, c.format, pts=c.pts + 10**9, arrival=at + 1.0)) for at, c in packets]
+    back = [(at + 2.0, AudioChunk(c.data, c.format, pts=c.pts, arrival=at + 2.0)) for at, c in packets]
+    jb = inbound()
+    out = audio(run(jb, packets + ahead + back, until=3.5))
+    s = jb.statistics()
+    assert s.resyncs == 2  # a leap ahead at once; back to the start after five stale chunks
+    assert s.late_losses == 4
+    assert len(out) >= 3 * len(x) - 6 * P
+
+
+def test_wrong_format_and_empty_chunks_are_counted_not_fatal():
+    jb = inbound()
+    jb.put(AudioChunk(np.zeros(160, np.int16), PCM16K), 0.0)
+    jb.put(AudioChunk(np.zeros(0, np.int16), PCM8K), 0.0)
+    assert jb.statistics().drops["wrong_format"].samples == 160
+    assert jb.pull(0.0) == []
+
+
+@pytest.mark.parametrize("encoding", ["pcm_mulaw", "pcm_f32le"])
+def test_other_encodings_and_stereo_pass_through(encoding):
+    from rtstream.audio.codec import from_int16
+
+    fmt = AudioFormat(encoding, 16000, 2)
+    x = speech(0.5, 16000)
+    stereo = np.stack([x, x // 2], axis=1)
+    data = from_int16(stereo, fmt.encoding)
+    packets = [(k * 0.02, AudioChunk(data[k * 320 : (k + 1) * 320], fmt, pts=k * 320)) for k in range(25)]
+    jb = JitterBuffer(fmt, JitterSettings(direction="inbound", start_delay=0.04))
+    out = audio(run(jb, packets, until=1.0))
+    np.testing.assert_array_equal(out, data[: len(out)])

@@ -1,0 +1,125 @@
+"""The jitter_buffer stage on virtual time: its clock, backpressure, events and barge-in."""
+
+import numpy as np
+import pytest
+import trio
+
+from helpers import PCM8K, pcm_chunk
+from rtstream.errors import ConfigError
+from rtstream.frames import AudioChunk, AudioFormat, Clear, UtteranceEnd, UtteranceStart
+from rtstream.params import ParamError
+from rtstream.pipeline import assemble
+from rtstream.runner import run_pipeline
+from rtstream.testing import CollectingSink, ScriptedSource, run_stage, run_stages
+from stages.jitter.stage import JitterBufferStage
+from stages.sequencer import Sequencer
+
+
+def burst(seconds: float, *, size: int = 160, utterance: str = "u"):
+    n = round(seconds * 8000) // size
+    return [UtteranceStart(utterance)] + [pcm_chunk(size, pts=k * size, seed=k, utterance=utterance) for k in range(n)] + [
+        UtteranceEnd(utterance)
+    ]
+
+
+async def test_tick_clock_plays_a_burst_in_real_time(autojump_clock):
+    script = burst(2.0, size=333)
+    out = await run_stage(JitterBufferStage(), script)
+    source = np.concatenate([f.data for f in script if isinstance(f, AudioChunk)])
+    np.testing.assert_array_equal(out.audio(), source)
+    assert isinstance(out.frames[0], UtteranceStart) and isinstance(out.frames[-1], UtteranceEnd)
+    times = [t for t, f in out.received if isinstance(f, AudioChunk)]
+    assert np.allclose(np.diff(times), 0.02)  # one 20 ms block per tick
+    assert times[-1] - times[0] == pytest.approx(2.0 - 0.02, abs=0.021)
+    stats = out.report.stages[1].statistics
+    assert stats["concealment_events"] == 0 and stats["state"] == "idle"
+
+
+async def test_backpressure_holds_the_source_at_the_maximum(autojump_clock):
+    script = burst(3.0)
+    source = ScriptedSource(script=script)
+    seen = []
+
+    async def watch():
+        while True:
+            await trio.sleep(0.1)
+            seen.append(trio.current_time())
+
+    stage = JitterBufferStage(max_delay_ms=200.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        out = await run_stages([source, stage])
+        nursery.cancel_scope.cancel()
+    # the source could send everything at once, but the buffer held it to ~200 ms ahead
+    assert out.report.duration == pytest.approx(3.0, abs=0.1)
+    assert out.report.stages[1].statistics["drops"] == {}
+    assert len(out.audio()) == 3 * 8000
+
+
+async def test_pull_clock_follows_the_consumer(autojump_clock):
+    script = burst(1.0)
+    taken = []
+
+    async def consume(rx):
+        async with rx:
+            async for frame in rx:
+                taken.append((trio.current_time(), frame))
+                await trio.sleep(0.06)  # a pacer that takes a block every 60 ms
+
+    send, receive = trio.open_memory_channel(0)
+    stage = JitterBufferStage(clock="pull").resolve(PCM8K, PCM8K)
+    source_tx, source_rx = trio.open_memory_channel(100)
+    for frame in script:
+        source_tx.send_nowait(frame)
+    source_tx.close()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume, receive)
+        await stage.run(source_rx, send)
+    chunk_times = [t for t, f in taken if isinstance(f, AudioChunk)]
+    assert np.allclose(np.diff(chunk_times), 0.06)
+    assert sum(f.samples for _, f in taken if isinstance(f, AudioChunk)) == 8000
+
+
+async def test_pull_clock_without_a_pacer_stays_near_real_time(autojump_clock):
+    out = await run_stage(JitterBufferStage(clock="pull"), burst(4.0))
+    assert len(out.audio()) == 4 * 8000
+    assert out.times[-1] >= 4.0 - 1.0 - 0.05  # never more than a second ahead of real time
+
+
+async def test_clear_goes_out_at_once_and_drops_the_rest(autojump_clock):
+    # the TTS sent 0.8 s at once; the caller barges in at 0.5 s (the source stops sending audio)
+    script = [(0.0, f) for f in burst(0.8)[:-1]] + [(0.5, Clear("barge-in")), (0.5, UtteranceEnd("u"))]
+    out = await run_stage(JitterBufferStage(), script)
+    clear_at = next(t for t, f in out.received if isinstance(f, Clear))
+    assert clear_at == pytest.approx(0.5, abs=0.021)
+    assert [type(f) for f in out.frames[-2:]] == [Clear, UtteranceEnd]
+    assert not any(isinstance(f, AudioChunk) for f in out.frames[out.frames.index(out.events[-2]) :])
+    stats = out.report.stages[1].statistics
+    assert stats["clears"] == 1 and stats["drops"]["clear"].samples == pytest.approx(0.3 * 8000, abs=200)
+
+
+async def test_inbound_through_the_sequencer_conceals_a_loss(autojump_clock):
+    chunks = [pcm_chunk(160, pts=k * 160, seq=k % 65536, seed=k) for k in range(50) if k != 20]
+    script = [(k * 0.02, c) for k, c in enumerate(chunks)]
+    stages = [Sequencer(mode="receiver", wire_bits=16, window=2, window_unit="packets"), JitterBufferStage(direction="inbound")]
+    out = await run_stages(stages, script)
+    stats = out.report.stages[2].statistics
+    assert stats["gaps_in"] == 1 and stats["lost_samples"] == 160 and stats["concealment_events"] == 1
+    assert len(out.audio()) == 50 * 160 - round(stats["accelerate_rate"] * stats["samples_out"])
+
+
+def test_parameters_are_checked():
+    with pytest.raises(ParamError, match="^min_delay_ms: must not exceed max_delay_ms"):
+        JitterBufferStage(min_delay_ms=600.0)
+    with pytest.raises(ParamError, match="^tick_ms: must be one of 10.0, 20.0, got 15.0$"):
+        JitterBufferStage(tick_ms=15.0)
+    with pytest.raises(ConfigError, match="22050 Hz"):
+        assemble("x", [ScriptedSource(script=(), format=AudioFormat("pcm_s16le", 22050)), JitterBufferStage(tick_ms=10.0), CollectingSink()])
+
+
+async def test_statistics_before_and_after_a_run(autojump_clock):
+    stage = JitterBufferStage()
+    assert stage.statistics() == {"state": "not started"}
+    report = await run_pipeline(assemble("p", [ScriptedSource(script=burst(0.2)), stage, CollectingSink()]))
+    assert report.status == "completed"
+
