@@ -32,7 +32,7 @@ from rtstream.audio.codec import from_float32
 from rtstream.frames import SAMPLE_RATES, AudioFormat, Encoding
 from rtstream.params import ParamError, param
 
-from ..netem import NetEm, NetEmStatistics, Impairments
+from ..netem import Impairments, NetEm, NetEmStatistics
 from ..speech import synthesize
 
 log = logging.getLogger(__name__)
