@@ -85,7 +85,10 @@ class StageFailed(PipelineError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        cause = type(self.cause).__name__
-        if str(self.cause):
-            cause = f"{cause}: {self.cause}"
+        error = self.cause
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]  # a stage's own nursery wrapped it: name the error itself
+        cause = type(error).__name__
+        if str(error):
+            cause = f"{cause}: {error}"
         return f"pipeline '{self.pipeline}', {self.stage} failed: {cause}"

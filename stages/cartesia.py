@@ -38,7 +38,7 @@ from rtstream.registry import register
 from rtstream.stage import SendChannel, Source
 from rtstream.stats import Drops
 
-from .wsclient import Backoff, ConnectFailed, connect, peer
+from .wsclient import Backoff, ConnectFailed, open_connection, peer
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,15 @@ class Utterance:
         self.context_done = False
         self.error: tuple[int, str] | None = None
         """(status, error code) of an error reply ending the current context."""
+        self._failures = 0
+        self._progress = 0
+
+    def failed(self) -> int:
+        """Count a failed attempt; how many failed in a row since the resume point last moved."""
+        if self.resume_from > self._progress:
+            self._progress, self._failures = self.resume_from, 0
+        self._failures += 1
+        return self._failures
 
     @property
     def finished(self) -> bool:
@@ -361,88 +370,92 @@ class CartesiaTTS(Source):
         counts = self._counts
         base = self._base_request(fmt)
         backoff = Backoff(self.backoff_initial, self.backoff_max)
+        headers = [(b"Cartesia-Version", self.version.encode())]
+        if self.api_key is not None:
+            headers.append((b"X-API-Key", self.api_key.encode()))
+        texts = iter(enumerate(self.utterances, 1))
+        utterance: Utterance | None = None
         pts = seq = 0
-        async with tx, trio.open_nursery() as nursery:
-            ws = await self._connect(nursery, backoff)
-            task_status.started()
-            for n, text in enumerate(self.utterances, 1):
-                utterance = Utterance(
-                    f"utt-{n}", strip_tags(text).split(), fmt, base, counts=counts, pts=pts, seq_base=seq,
-                    chunk_words=self.chunk_words, sequence_field=self.sequence_field,
-                    max_message_bytes=self.max_message_bytes, timestamps=self.timestamps,
-                )
-                counts.utterances += 1
-                await tx.send(UtteranceStart(utterance.utterance, text))
-                ws = await self._speak(nursery, ws, utterance, tx, backoff)
-                pts, seq = utterance.pts, utterance.seq_next
-                await tx.send(UtteranceEnd(utterance.utterance))
-                if self.gap:
-                    await trio.sleep(self.gap)
-            with trio.move_on_after(1):
-                await ws.aclose()
-            nursery.cancel_scope.cancel()
-
-    async def _speak(
-        self, nursery: trio.Nursery, ws: WebSocketConnection, utterance: Utterance, tx: SendChannel, backoff: Backoff
-    ) -> WebSocketConnection:
-        """Speak one utterance to its end, resuming on new contexts as needed; the connection in use after."""
-        failures = 0
-        while not utterance.finished:
-            if failures > self.reconnect_attempts:
-                self._counts.utterances_failed += 1
-                log.warning("cartesia_tts: giving up %s after %d failed attempts", utterance.utterance, failures)
-                return ws
-            try:
-                for request in utterance.requests():
-                    await ws.send_message(request)
-                while not utterance.context_done:
-                    with trio.fail_after(self.response_timeout):
-                        message = await ws.get_message()
-                    try:
-                        frames = utterance.receive(message, trio.current_time())
-                    except Malformed as exc:
-                        self._log_malformed(str(exc), message)
-                        continue
-                    for frame in frames:
-                        await tx.send(frame)
-            except (ConnectionClosed, trio.TooSlowError) as exc:
-                failures += 1
-                utterance.lost()
-                log.warning("cartesia_tts: lost %s on %s (%s); resuming from word %d",
-                            utterance.context_id, peer(self.url), type(exc).__name__, utterance.resume_from)
-                with trio.move_on_after(1):
-                    await ws.aclose()
+        started = False
+        async with tx:
+            while True:
+                try:
+                    async with open_connection(self.url, headers=headers, timeout=self.connect_timeout) as ws:
+                        counts.connects += 1
+                        if not started:
+                            task_status.started()
+                            started = True
+                        while True:
+                            if utterance is None:
+                                n, text = next(texts, (0, None))
+                                if text is None:
+                                    return
+                                utterance = Utterance(
+                                    f"utt-{n}", strip_tags(text).split(), fmt, base, counts=counts, pts=pts, seq_base=seq,
+                                    chunk_words=self.chunk_words, sequence_field=self.sequence_field,
+                                    max_message_bytes=self.max_message_bytes, timestamps=self.timestamps,
+                                )
+                                counts.utterances += 1
+                                await tx.send(UtteranceStart(utterance.utterance, text))
+                            await self._speak(ws, utterance, tx, backoff)
+                            pts, seq = utterance.pts, utterance.seq_next
+                            await tx.send(UtteranceEnd(utterance.utterance))
+                            utterance = None
+                            if self.gap:
+                                await trio.sleep(self.gap)
+                except ConnectFailed as exc:
+                    if exc.status is not None or backoff.attempt >= self.reconnect_attempts:
+                        raise
+                    log.warning("cartesia_tts: %s; retrying", exc)
+                except (ConnectionClosed, trio.TooSlowError) as exc:
+                    assert utterance is not None
+                    utterance.lost()
+                    log.warning("cartesia_tts: lost %s on %s (%s); resuming from word %d",
+                                utterance.context_id, peer(self.url), type(exc).__name__, utterance.resume_from)
+                    if self._give_up(utterance):
+                        await tx.send(UtteranceEnd(utterance.utterance))
+                        utterance = None
                 await trio.sleep(backoff.next_delay())
-                ws = await self._connect(nursery, backoff)
-                continue
+
+    async def _speak(self, ws: WebSocketConnection, utterance: Utterance, tx: SendChannel, backoff: Backoff) -> None:
+        """Speak one utterance to its end on ``ws``, on new contexts after error replies.
+
+        ConnectionClosed or TooSlowError (no answer within ``response_timeout``) when the
+        connection fails.
+        """
+        while not utterance.finished:
+            for request in utterance.requests():
+                await ws.send_message(request)
+            while not utterance.context_done:
+                with trio.fail_after(self.response_timeout):
+                    message = await ws.get_message()
+                try:
+                    frames = utterance.receive(message, trio.current_time())
+                except Malformed as exc:
+                    self._log_malformed(str(exc), message)
+                    continue
+                for frame in frames:
+                    await tx.send(frame)
             if utterance.error is not None:
-                failures += 1
                 log.warning("cartesia_tts: %s answered %s for %s; resuming from word %d",
                             peer(self.url), utterance.error, utterance.context_id, utterance.resume_from)
+                if self._give_up(utterance):
+                    return
                 await trio.sleep(backoff.next_delay())
-            else:
-                backoff.reset()
-        return ws
+        backoff.reset()
+
+    def _give_up(self, utterance: Utterance) -> bool:
+        """Count a failed attempt; True (and counted) when the utterance is abandoned."""
+        if utterance.failed() <= self.reconnect_attempts:
+            return False
+        self._counts.utterances_failed += 1
+        log.warning("cartesia_tts: giving up %s after %d failed attempts in a row", utterance.utterance,
+                    self.reconnect_attempts + 1)
+        return True
 
     def _log_malformed(self, reason: str, message: str | bytes) -> None:
         if self._counts.malformed[reason] == 1:
             log.warning("cartesia_tts: malformed message from %s (%s, counted from now on): %.80r", peer(self.url), reason, message)
-
-    async def _connect(self, nursery: trio.Nursery, backoff: Backoff) -> WebSocketConnection:
-        headers = [(b"Cartesia-Version", self.version.encode())]
-        if self.api_key is not None:
-            headers.append((b"X-API-Key", self.api_key.encode()))
-        while True:
-            try:
-                ws = await connect(nursery, self.url, headers=headers, timeout=self.connect_timeout)
-            except ConnectFailed as exc:
-                if exc.status is not None or backoff.attempt >= self.reconnect_attempts:
-                    raise
-                log.warning("cartesia_tts: %s; retrying", exc)
-                await trio.sleep(backoff.next_delay())
-                continue
-            self._counts.connects += 1
-            return ws
 
     def statistics(self) -> CartesiaStatistics:
         c = self._counts

@@ -29,7 +29,7 @@ from rtstream.registry import register
 from rtstream.stage import ReceiveChannel, Sink
 from rtstream.stats import DropCount, Drops, Quantiles, Summary
 
-from .wsclient import Backoff, ConnectFailed, connect, peer
+from .wsclient import Backoff, ConnectFailed, open_connection, peer
 
 log = logging.getLogger(__name__)
 
@@ -391,11 +391,9 @@ class TelephonySink(Sink):
     async def run(self, rx: ReceiveChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         state = self._state
         link = state.link = self.link()
+        call = trio.CancelScope()
         async with rx, trio.open_nursery() as nursery:
-            backoff = Backoff(self.backoff_initial, self.backoff_max)
-            ws = await self._connect(nursery, backoff)
-            call = trio.CancelScope()
-            nursery.start_soon(self._keep_connected, nursery, ws, backoff, call)
+            await nursery.start(self._keep_connected, call)
             task_status.started()
             with call:
                 async for frame in rx:
@@ -412,37 +410,36 @@ class TelephonySink(Sink):
                         await state.changed.park()
             nursery.cancel_scope.cancel()
 
-    async def _connect(self, nursery: trio.Nursery, backoff: Backoff) -> WebSocketConnection:
-        """Connect, retrying with backoff; ConnectFailed after ``reconnect_attempts`` retries (or a refusal)."""
+    async def _keep_connected(self, call: trio.CancelScope, *, task_status: trio.TaskStatus[None]) -> None:
+        """Hold the connection: reconnect with backoff when it drops; end the call if the far end hangs up.
+
+        ConnectFailed when the far end refuses, or after ``reconnect_attempts`` failures in a row.
+        """
+        link = self._state.link
+        backoff = Backoff(self.backoff_initial, self.backoff_max)
+        started = False
         while True:
             try:
-                ws = await connect(nursery, self.url, timeout=self.connect_timeout)
+                async with open_connection(self.url, timeout=self.connect_timeout) as ws:
+                    link.connect()
+                    if not started:
+                        task_status.started()
+                        started = True
+                    backoff.reset()
+                    await self._converse(ws)
             except ConnectFailed as exc:
                 if exc.status is not None or backoff.attempt >= self.reconnect_attempts:
                     raise
                 log.warning("telephony_ws: %s; retrying", exc)
-                await trio.sleep(backoff.next_delay())
-                continue
-            self._state.link.connect()
-            backoff.reset()
-            return ws
-
-    async def _keep_connected(
-        self, nursery: trio.Nursery, ws: WebSocketConnection, backoff: Backoff, call: trio.CancelScope
-    ) -> None:
-        """Run the connection; reconnect when it drops; end the call when the far end hangs up."""
-        link = self._state.link
-        while True:
-            await self._converse(ws)
-            link.disconnect()
-            self._state.poke()
-            if ws.closed is not None and ws.closed.code == 1000:
-                log.info("telephony_ws: %s ended the stream", peer(self.url))
-                call.cancel()
-                return
-            log.warning("telephony_ws: lost %s (%s); reconnecting", peer(self.url), ws.closed)
+            else:
+                link.disconnect()
+                self._state.poke()
+                if ws.closed is not None and ws.closed.code == 1000:
+                    log.info("telephony_ws: %s ended the stream", peer(self.url))
+                    call.cancel()
+                    return
+                log.warning("telephony_ws: lost %s (%s); reconnecting", peer(self.url), ws.closed)
             await trio.sleep(backoff.next_delay())
-            ws = await self._connect(nursery, backoff)
 
     async def _converse(self, ws: WebSocketConnection) -> None:
         state = self._state
@@ -476,8 +473,6 @@ class TelephonySink(Sink):
                     state.poke()
             except ConnectionClosed:
                 nursery.cancel_scope.cancel()
-        with trio.CancelScope(shield=True), trio.move_on_after(0.5):
-            await ws.aclose()
 
     def statistics(self) -> TelephonyStatistics:
         link = self._state.link or self.link()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-import trio
-from trio_websocket import HandshakeError, WebSocketConnection, connect_websocket_url
+from trio_websocket import HandshakeError, WebSocketConnection, open_websocket_url
 
 MAX_MESSAGE_BYTES = 16 << 20
 """The library's hard bound on one incoming message; stages count smaller oversize limits themselves."""
+CLOSE_TIMEOUT = 1.0
 
 
 class Backoff:
@@ -47,18 +49,32 @@ class ConnectFailed(Exception):
         self.status = status
 
 
-async def connect(
-    nursery: trio.Nursery, url: str, *, headers: list[tuple[bytes, bytes]] | None = None, timeout: float
-) -> WebSocketConnection:
-    """Open a client connection to ``url`` (its reader runs in ``nursery``); ConnectFailed if it cannot be."""
+@contextlib.asynccontextmanager
+async def open_connection(
+    url: str, *, headers: list[tuple[bytes, bytes]] | None = None, timeout: float
+) -> AsyncIterator[WebSocketConnection]:
+    """A client connection to ``url`` for the body of the block; ConnectFailed if it cannot be opened.
+
+    Errors raised in the body (a ConnectionClosed, say) come out as they are.
+    """
+    opened = False
     try:
-        with trio.fail_after(timeout):
-            return await connect_websocket_url(nursery, url, extra_headers=headers, max_message_size=MAX_MESSAGE_BYTES)
-    except trio.TooSlowError:
-        raise ConnectFailed(f"{peer(url)}: no connection within {timeout:g} s") from None
+        async with open_websocket_url(
+            url, extra_headers=headers, max_message_size=MAX_MESSAGE_BYTES,
+            connect_timeout=timeout, disconnect_timeout=CLOSE_TIMEOUT,
+        ) as ws:
+            opened = True
+            yield ws
     except HandshakeError as exc:
+        if opened:
+            return  # the peer was too slow to finish the closing handshake: the connection is gone anyway
         status = getattr(exc, "status_code", None)
-        detail = f"refused with HTTP {status}" if status else str(exc) or type(exc).__name__
-        raise ConnectFailed(f"{peer(url)}: {detail}", status) from None
+        if status:
+            raise ConnectFailed(f"{peer(url)}: refused with HTTP {status}", status) from None
+        cause = exc.__cause__ or exc
+        detail = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+        raise ConnectFailed(f"{peer(url)}: {detail}") from None
     except OSError as exc:
+        if opened:
+            raise
         raise ConnectFailed(f"{peer(url)}: {exc.strerror or exc}") from None
