@@ -42,9 +42,13 @@ class Session(Protocol):
     def next_due(self) -> float | None: ...
 
 
-async def converse(ws: WebSocketConnection, session: Session, *, peer: str) -> None:
-    """Run ``session`` on ``ws`` until either side closes; :data:`DISCONNECT` drops the connection."""
+async def converse(ws: WebSocketConnection, session: Session, *, peer: str) -> bool:
+    """Run ``session`` on ``ws`` until either side closes; :data:`DISCONNECT` drops the connection.
+
+    True when the session dropped it, False when the peer closed it.
+    """
     wake = trio.Event()
+    dropped = False
 
     async def read(cancel_scope: trio.CancelScope) -> None:
         try:
@@ -62,9 +66,10 @@ async def converse(ws: WebSocketConnection, session: Session, *, peer: str) -> N
                 for item in session.pop_due(trio.current_time()):
                     if item is DISCONNECT:
                         log.info("%s: dropping the connection from %s as configured", peer, ws.remote)
+                        dropped = True
                         await ws.aclose(1011, "simulated disconnect")
                         nursery.cancel_scope.cancel()
-                        return
+                        return dropped
                     await ws.send_message(item)
                 due = session.next_due()
                 with trio.move_on_at(math.inf if due is None else due):
@@ -73,3 +78,4 @@ async def converse(ws: WebSocketConnection, session: Session, *, peer: str) -> N
                     wake = trio.Event()
         except ConnectionClosed:
             nursery.cancel_scope.cancel()
+    return dropped

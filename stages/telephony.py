@@ -114,6 +114,7 @@ class TelephonyLink:
         self._regroup = regroup
         self._queue: deque[tuple[str, Any]] = deque()
         self._queued_samples = 0
+        self._in_flight = 0
         self.stream_id: str | None = None
         self.connected = False
         self._mark_times: dict[str, float] = {}
@@ -153,10 +154,12 @@ class TelephonyLink:
                 self._queue_media(rest)
 
     def _queue_media(self, payload: bytes) -> None:
+        """Queue a frame; beyond it, keep at most ``hold`` of older audio, dropping the oldest."""
         samples = len(payload) // self.format.frame_bytes
         self._queue.append(("media", payload))
         self._queued_samples += samples
-        while self._queued_samples > self._hold_samples and self._drop_oldest_media("outage" if not self.ready else "backlog"):
+        reason = "outage" if not self.ready else "backlog"
+        while self._queued_samples - samples > self._hold_samples and self._drop_oldest_media(reason):
             pass
 
     def _drop_oldest_media(self, reason: str) -> bool:
@@ -194,16 +197,17 @@ class TelephonyLink:
         self.connects += 1
         self.stream_id = None
 
-    def disconnect(self) -> None:
+    def disconnect(self, *, lost: bool = True) -> None:
+        """The connection closed: ``lost`` (counted) unless the stream ended and the sink closed it."""
         if self.connected:
             self.connected = False
-            self.disconnects += 1
+            self.disconnects += lost
         self._mark_times.clear()  # a new stream will not echo the old one's marks
 
     @property
-    def queued(self) -> int:
-        """Items waiting to be sent."""
-        return len(self._queue)
+    def pending(self) -> int:
+        """Messages queued or being sent."""
+        return len(self._queue) + self._in_flight
 
     def abandon(self) -> None:
         """Give up on what is still queued (at the end of the stream), counting the audio dropped."""
@@ -221,6 +225,7 @@ class TelephonyLink:
             return None
         kind, value = self._queue.popleft()
         self.messages_sent += 1
+        self._in_flight += 1
         if kind == "media":
             samples = len(value) // self.format.frame_bytes
             self._queued_samples -= samples
@@ -233,8 +238,13 @@ class TelephonyLink:
         self.clears_sent += 1
         return kind, self._clear()
 
+    def sent(self) -> None:
+        """The message last popped went out."""
+        self._in_flight -= 1
+
     def lost_in_flight(self, kind: str) -> None:
-        """A popped message could not be sent (the connection broke under it)."""
+        """The message last popped could not be sent (the connection broke under it)."""
+        self._in_flight -= 1
         self.messages_sent -= 1
         if kind == "media":
             self.drops.add("send_failed")
@@ -322,6 +332,8 @@ class TelephonyLink:
 @attrs.define
 class _State:
     link: TelephonyLink | None = None
+    closing: bool = False
+    """The stream has ended: close the connection once nothing is pending."""
     changed: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
     """Woken whenever the link changes: a frame queued, a message sent or received, a disconnect."""
 
@@ -347,7 +359,9 @@ class TelephonySink(Sink):
         help="Audio rate; none lets negotiation pick one the protocol carries.",
     )
     marks: bool = param(True, help="Send a mark (Plivo: checkpoint) at each utterance end; raw streams have none.")
-    hold_ms: float = param(1000.0, min=0, max=60_000, unit="ms", help="Audio held while disconnected; older audio is dropped.")
+    hold_ms: float = param(
+        1000.0, min=0, max=60_000, unit="ms", help="Audio held (besides the newest frame) while disconnected; older audio is dropped."
+    )
     reconnect_attempts: int = param(5, min=0, max=1000, help="Attempts in a row to reconnect before the call fails.")
     backoff_initial: float = param(0.1, gt=0, max=60, unit="s", help="First reconnect delay; it doubles (with jitter) per attempt.")
     backoff_max: float = param(2.0, gt=0, max=600, unit="s", help="Longest reconnect delay.")
@@ -402,11 +416,16 @@ class TelephonySink(Sink):
                 link.finish()
                 state.poke()
                 with trio.move_on_after(self.drain_timeout):
-                    while link.queued:
+                    while link.pending:
                         await state.changed.park()
                 link.abandon()
                 with trio.move_on_after(self.linger):
                     while link.awaiting_echoes and link.connected:
+                        await state.changed.park()
+                state.closing = True
+                state.poke()
+                with trio.move_on_after(self.drain_timeout):
+                    while link.connected:
                         await state.changed.park()
             nursery.cancel_scope.cancel()
 
@@ -427,6 +446,10 @@ class TelephonySink(Sink):
                         started = True
                     backoff.reset()
                     await self._converse(ws)
+                    if self._state.closing:
+                        link.disconnect(lost=False)
+                        self._state.poke()
+                        return
             except ConnectFailed as exc:
                 if exc.status is not None or backoff.attempt >= self.reconnect_attempts:
                     raise
@@ -462,6 +485,9 @@ class TelephonySink(Sink):
                 while True:
                     item = link.pop(trio.current_time())
                     if item is None:
+                        if state.closing:
+                            nursery.cancel_scope.cancel()
+                            return
                         await state.changed.park()
                         continue
                     kind, message = item
@@ -470,6 +496,7 @@ class TelephonySink(Sink):
                     except ConnectionClosed:
                         link.lost_in_flight(kind)
                         raise
+                    link.sent()
                     state.poke()
             except ConnectionClosed:
                 nursery.cancel_scope.cancel()

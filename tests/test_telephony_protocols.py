@@ -204,11 +204,11 @@ def test_link_holds_audio_while_down_up_to_its_bound():
         link.push(tone(PCM8, 480, pts=480 * i), 0.0)
     assert link.pop(0.0) is None
     stats = link.statistics()
-    assert stats.drops["outage"].samples == 480 * 7 and stats.drops["outage"].frames == 7
+    assert stats.drops["outage"].samples == 480 * 6 and stats.drops["outage"].frames == 6
     link.connect()
-    sent = [link.pop(0.0) for _ in range(3)]
+    sent = [link.pop(0.0) for _ in range(4)]
     assert all(kind == "media" for kind, _ in sent) and link.pop(0.0) is None
-    assert sent[0][1] == tone(PCM8, 480, pts=480 * 7).tobytes()  # the newest 180 ms kept (within 200)
+    assert sent[0][1] == tone(PCM8, 480, pts=480 * 6).tobytes()  # the newest frame and 180 ms (within 200) before it
 
 
 def test_json_protocols_wait_for_start_before_sending():

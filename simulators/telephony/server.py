@@ -75,9 +75,8 @@ class TelephonyServer:
             with self._writer(number) as writer:
                 for message in call.opening():
                     await ws.send_message(message)
-                await converse(ws, _RecordingCall(call, writer), peer=f"telephony simulator call {number}")
-            reason = ws.closed
-            call.closed = "simulator" if reason is not None and reason.code == 1011 else "bridge"
+                dropped = await converse(ws, _RecordingCall(call, writer), peer=f"telephony simulator call {number}")
+            call.closed = "simulator" if dropped else "bridge"
         finally:
             self.active -= 1
             if not self.active:
