@@ -182,8 +182,9 @@ def simulate(
             click.echo(f"{info.name:<12}  {info.description}")
         return
     try:
+        registry.get_service(service_type)
         service = build_service(service_spec(service_type, {"type": service_type, **_key_values(settings)}))
-    except ConfigError as exc:
+    except (registry.UnknownService, ConfigError) as exc:
         raise Problem(str(exc)) from None
     report_file = _open_for_writing(report_path) if report_path else None
 
