@@ -22,8 +22,9 @@ import binascii
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import trio
@@ -31,7 +32,17 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from rtstream.audio.payload import PayloadAligner
 from rtstream.caps import Caps
-from rtstream.frames import SAMPLE_RATES, AudioChunk, AudioFormat, Encoding, Frame, UtteranceEnd, UtteranceStart, Word, WordTimings
+from rtstream.frames import (
+    SAMPLE_RATES,
+    AudioChunk,
+    AudioFormat,
+    Encoding,
+    Frame,
+    UtteranceEnd,
+    UtteranceStart,
+    Word,
+    WordTimings,
+)
 from rtstream.markup import MarkupError, strip_tags
 from rtstream.params import ParamError, param
 from rtstream.registry import register
@@ -264,7 +275,7 @@ class Utterance:
         self.lost()
         return []
 
-    _HANDLERS = {"chunk": _chunk, "timestamps": _timestamps_message, "done": _done, "flush_done": _flush_done,
+    _HANDLERS: ClassVar[dict[str, Callable[..., list[Frame]]]] = {"chunk": _chunk, "timestamps": _timestamps_message, "done": _done, "flush_done": _flush_done,
                  "error": _error}
 
 
@@ -377,11 +388,13 @@ class CartesiaTTS(Source):
         utterance: Utterance | None = None
         pts = seq = 0
         started = False
+        refused_in_row = 0
         async with tx:
             while True:
                 try:
                     async with open_connection(self.url, headers=headers, timeout=self.connect_timeout) as ws:
                         counts.connects += 1
+                        refused_in_row = 0
                         if not started:
                             task_status.started()
                             started = True
@@ -404,11 +417,15 @@ class CartesiaTTS(Source):
                             if self.gap:
                                 await trio.sleep(self.gap)
                 except ConnectFailed as exc:
-                    if exc.status is not None or backoff.attempt >= self.reconnect_attempts:
+                    refused_in_row += 1
+                    if exc.status is not None or refused_in_row > self.reconnect_attempts:
                         raise
                     log.warning("cartesia_tts: %s; retrying", exc)
                 except (ConnectionClosed, trio.TooSlowError) as exc:
-                    assert utterance is not None
+                    if utterance is None:  # lost between utterances: nothing to resume
+                        log.warning("cartesia_tts: lost %s (%s); reconnecting", peer(self.url), type(exc).__name__)
+                        await trio.sleep(backoff.next_delay())
+                        continue
                     utterance.lost()
                     log.warning("cartesia_tts: lost %s on %s (%s); resuming from word %d",
                                 utterance.context_id, peer(self.url), type(exc).__name__, utterance.resume_from)

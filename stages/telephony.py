@@ -116,6 +116,7 @@ class TelephonyLink:
         self._queued_samples = 0
         self._in_flight = 0
         self.stream_id: str | None = None
+        self._media_head = ""
         self.connected = False
         self._mark_times: dict[str, float] = {}
         self.drops = Drops()
@@ -195,7 +196,7 @@ class TelephonyLink:
     def connect(self) -> None:
         self.connected = True
         self.connects += 1
-        self.stream_id = None
+        self._set_stream(None)
 
     def disconnect(self, *, lost: bool = True) -> None:
         """The connection closed: ``lost`` (counted) unless the stream ended and the sink closed it."""
@@ -252,14 +253,19 @@ class TelephonyLink:
     # -- the protocols -------------------------------------------------------------------------
 
     def _media(self, payload: bytes) -> str | bytes:
-        p = self.protocol
-        if p == "raw":
+        if self.protocol == "raw":
             return payload
-        data = base64.b64encode(payload).decode("ascii")
-        if p == "plivo":
-            return ('{"event":"playAudio","media":{"contentType":"%s","sampleRate":%d,"payload":"%s"}}'
-                    % (_PLIVO_TYPE[self.format.encoding], self.format.sample_rate, data))
-        return '{"event":"media","%s":%s,"media":{"payload":"%s"}}' % (_STREAM_KEY[p], json.dumps(self.stream_id), data)
+        return self._media_head + base64.b64encode(payload).decode("ascii") + '"}}'
+
+    def _set_stream(self, stream_id: str | None) -> None:
+        """Take the stream id; build the start of every media message once, not per frame."""
+        self.stream_id = stream_id
+        if self.protocol == "plivo":
+            kind, rate = _PLIVO_TYPE[self.format.encoding], self.format.sample_rate
+            self._media_head = '{"event":"playAudio","media":{"contentType":"%s","sampleRate":%d,"payload":"' % (kind, rate)
+        elif self.protocol != "raw":
+            key = _STREAM_KEY[self.protocol]
+            self._media_head = '{"event":"media","%s":%s,"media":{"payload":"' % (key, json.dumps(stream_id))
 
     def _mark(self, name: str) -> str:
         key = _STREAM_KEY[self.protocol]
@@ -299,7 +305,7 @@ class TelephonyLink:
             sid = sid if isinstance(sid, str) else data.get(key)
             if not isinstance(sid, str):
                 return "start_without_stream_id"
-            self.stream_id = sid
+            self._set_stream(sid)
         elif event == _ECHO_EVENT[self.protocol]:
             mark = data if self.protocol == "plivo" else data.get("mark")
             name = mark.get("name") if isinstance(mark, dict) else None

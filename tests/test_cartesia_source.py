@@ -8,18 +8,17 @@ import logging
 import numpy as np
 import pytest
 import trio
+from sims import tts_server
 from trio_websocket import WebSocketRequest
 
 from rtstream.errors import StageFailed
-from rtstream.frames import AudioChunk, AudioFormat, UtteranceEnd, UtteranceStart, WordTimings
+from rtstream.frames import AudioFormat, UtteranceEnd, UtteranceStart, WordTimings
 from rtstream.params import ParamError
 from rtstream.testing import run_stage
 from simulators.speech import synthesize
 from simulators.tts import TtsSession, TtsSettings, audio_of
 from simulators.websocket import converse, serve
 from stages.cartesia import CartesiaTTS, Counts, Malformed, Utterance
-
-from sims import tts_server
 
 PCM8 = AudioFormat("pcm_s16le", 8000)
 TEXT = "Hello there [pause 200ms] and welcome, this is the bridge."
@@ -163,8 +162,8 @@ async def test_negotiation_asks_the_service_for_what_downstream_takes():
 class _Vandal:
     """A TTS session that slips malformed messages between the real ones."""
 
-    BAD = ["{not json", json.dumps({"type": "karaoke", "context_id": "utt-1"}),
-           json.dumps({"type": "chunk", "data": "@@@", "context_id": "utt-1"}), "x" * 5000, b"\x00\x01"]
+    BAD = ("{not json", json.dumps({"type": "karaoke", "context_id": "utt-1"}),
+           json.dumps({"type": "chunk", "data": "@@@", "context_id": "utt-1"}), "x" * 5000, b"\x00\x01")
 
     def __init__(self, session):
         self.session = session
@@ -233,7 +232,7 @@ async def test_an_error_reply_resumes_on_the_same_connection():
                                               backoff_initial=0.01))
     stats = out.report.stages[0].statistics
     assert stats["service_errors"] == {"internal_error": 1} and stats["connects"] == 1 and stats["contexts"] == 2
-    assert [w.text for f in out.events if isinstance(f, WordTimings) for w in f.words] == "One two three four five six.".split()
+    assert [w.text for f in out.events if isinstance(f, WordTimings) for w in f.words] == ["One", "two", "three", "four", "five", "six."]
 
 
 async def test_a_refused_key_fails_the_stage_with_the_status():

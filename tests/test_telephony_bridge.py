@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import trio
+from sims import telephony_server
 
 from rtstream.audio import g711
 from rtstream.errors import StageFailed
@@ -11,8 +12,6 @@ from rtstream.testing import run_stages
 from rtstream.wavfile import read_wav
 from stages.telephony import TelephonySink
 from stages.tone import Tone
-
-from sims import telephony_server
 
 P99_BOUND_MS = 25.0
 """Receiver inter-arrival p99: generous, for a busy CI machine (the tone source paces in real time)."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rtstream.audio import g711
-from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, UtteranceEnd, UtteranceStart
+from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, UtteranceEnd
 from rtstream.params import ParamError
 from simulators.telephony import TelephonyCall, TelephonySettings
 from stages.telephony import Regrouper, TelephonyLink, TelephonySink

@@ -3,7 +3,6 @@
 import base64
 import json
 
-import numpy as np
 import pytest
 
 from rtstream.frames import SAMPLE_RATES, AudioFormat, Encoding

@@ -5,11 +5,10 @@ import json
 
 import pytest
 import trio
+from sims import tts_server
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from simulators.tts import TtsServer, TtsSettings, serve_tts
-
-from sims import tts_server
 
 REQUEST = {"model_id": "sonic-3", "voice": {"mode": "id", "id": "v"}, "add_timestamps": True,
            "output_format": {"container": "raw", "encoding": "pcm_mulaw", "sample_rate": 8000}}
