@@ -74,6 +74,7 @@ class Counts:
     service_errors: Counter[str] = attrs.Factory(Counter)
     malformed: Counter[str] = attrs.Factory(Counter)
     stale: int = 0
+    first_arrival: float | None = None
     drops: Drops = attrs.Factory(Drops)
 
 
@@ -235,7 +236,10 @@ class Utterance:
             self.seq_next = max(self.seq_next, seq + 1)
         else:
             seq = None
-        self._counts.chunks += 1
+        counts = self._counts
+        counts.chunks += 1
+        if counts.first_arrival is None:
+            counts.first_arrival = now
         if not len(samples):
             return []
         chunk = AudioChunk(samples, self.format, pts=self.pts, seq=seq, arrival=now, utterance=self.utterance)
@@ -295,6 +299,8 @@ class CartesiaStatistics:
     service_errors: dict[str, int]
     malformed: dict[str, int]
     stale_messages: int
+    first_arrival: float | None
+    """``trio.current_time()`` when the first audio arrived (for first-audio latency)."""
     drops: dict[str, Any]
 
 
@@ -482,5 +488,5 @@ class CartesiaTTS(Source):
             samples_out=c.samples, seconds_out=c.samples / rate, word_timings=c.word_timings, connects=c.connects,
             resumes=c.resumes, repeated_seconds=c.repeated_seconds, restarts=c.restarts,
             service_errors=dict(sorted(c.service_errors.items())), malformed=dict(sorted(c.malformed.items())),
-            stale_messages=c.stale, drops=c.drops.snapshot(),
+            stale_messages=c.stale, first_arrival=c.first_arrival, drops=c.drops.snapshot(),
         )

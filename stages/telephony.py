@@ -98,6 +98,8 @@ class TelephonyStatistics:
     padded_bytes: int
     connects: int
     disconnects: int
+    first_sent: float | None
+    """``trio.current_time()`` when the first media message went out (for first-audio latency)."""
     incoming: dict[str, int]
     malformed: dict[str, int]
     drops: dict[str, DropCount]
@@ -123,6 +125,7 @@ class TelephonyLink:
         self.frames_in = self.messages_sent = self.samples_sent = 0
         self.marks_sent = self.marks_echoed = self.clears_sent = self.clears_unmapped = 0
         self.connects = self.disconnects = 0
+        self.first_sent: float | None = None
         self.mark_delay = Quantiles()
         self.incoming: Counter[str] = Counter()
         self.malformed: Counter[str] = Counter()
@@ -231,6 +234,8 @@ class TelephonyLink:
             samples = len(value) // self.format.frame_bytes
             self._queued_samples -= samples
             self.samples_sent += samples
+            if self.first_sent is None:
+                self.first_sent = now
             return kind, self._media(value)
         if kind == "mark":
             self.marks_sent += 1
@@ -329,6 +334,7 @@ class TelephonyLink:
             padded_bytes=self._regroup.padded if self._regroup else 0,
             connects=self.connects,
             disconnects=self.disconnects,
+            first_sent=self.first_sent,
             incoming=dict(sorted(self.incoming.items())),
             malformed=dict(sorted(self.malformed.items())),
             drops=self.drops.snapshot(),

@@ -132,6 +132,7 @@ async def test_speech_arrives_as_synthesized_with_word_timings():
     assert [c.pts for c in chunks] == list(np.cumsum([0] + [c.samples for c in chunks[:-1]]))
     stats = out.report.stages[0].statistics
     assert stats["malformed"] == {} and stats["word_timings"] == len(spoken) and stats["contexts"] == 1
+    assert stats["first_arrival"] == chunks[0].arrival
 
 
 async def test_a_file_of_lines_in_pieces_and_random_odd_chunks(tmp_path):

@@ -206,8 +206,9 @@ def test_link_holds_audio_while_down_up_to_its_bound():
     stats = link.statistics()
     assert stats.drops["outage"].samples == 480 * 6 and stats.drops["outage"].frames == 6
     link.connect()
-    sent = [link.pop(0.0) for _ in range(4)]
-    assert all(kind == "media" for kind, _ in sent) and link.pop(0.0) is None
+    sent = [link.pop(3.0) for _ in range(4)]
+    assert all(kind == "media" for kind, _ in sent) and link.pop(3.0) is None
+    assert link.statistics().first_sent == 3.0
     assert sent[0][1] == tone(PCM8, 480, pts=480 * 6).tobytes()  # the newest frame and 180 ms (within 200) before it
 
 
