@@ -132,7 +132,7 @@ class TelephonyLink:
 
     # -- frames in -----------------------------------------------------------------------------
 
-    def push(self, frame: Any, now: float) -> None:
+    def push(self, frame: Any) -> None:
         """Queue what ``frame`` means on the wire."""
         kind = type(frame)
         if kind is AudioChunk:
@@ -423,7 +423,7 @@ class TelephonySink(Sink):
             task_status.started()
             with call:
                 async for frame in rx:
-                    link.push(frame, trio.current_time())
+                    link.push(frame)
                     state.poke()
                 link.finish()
                 state.poke()

@@ -60,11 +60,11 @@ def test_each_protocol_end_to_end(protocol, fmt, frame):
     for i in range(10):
         chunk = tone(fmt, frame, pts=i * frame)
         sent.append(chunk.data)
-        link.push(chunk, i * period)
+        link.push(chunk)
         heard = pump(link, call, i * period)
         expected = g711.ulaw_decode(chunk.data) if fmt.encoding is Encoding.PCM_MULAW else chunk.data
         assert np.array_equal(heard, expected)
-    link.push(UtteranceEnd("u1"), 10 * period)
+    link.push(UtteranceEnd("u1"))
     pump(link, call, 10 * period)
     report = call.report()
     assert report["frames"] == 10 and report["wrong_size"] == 0 and report["errors"] == {}
@@ -86,8 +86,8 @@ def test_twilio_wire_format_and_mark_echo_after_playout():
     sid = start["streamSid"]
     assert start["start"]["mediaFormat"] == {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
     link = connected("twilio", ULAW, call)
-    link.push(tone(ULAW, 160), 0.0)
-    link.push(UtteranceEnd("utt-1"), 0.0)
+    link.push(tone(ULAW, 160))
+    link.push(UtteranceEnd("utt-1"))
     media = json.loads(link.pop(0.0)[1])
     assert media["event"] == "media" and media["streamSid"] == sid
     assert base64.b64decode(media["media"]["payload"]) == tone(ULAW, 160).data.tobytes()
@@ -106,8 +106,8 @@ def test_clear_drops_queued_audio_and_echoes_pending_marks_at_once():
     for i in range(5):
         call.receive(link._media(tone(ULAW, 160).tobytes()), 0.0)
     call.receive(link._mark("a"), 0.0)
-    link.push(tone(ULAW, 160), 0.0)
-    link.push(Clear(), 0.0)
+    link.push(tone(ULAW, 160))
+    link.push(Clear())
     kind, message = link.pop(0.0)
     assert kind == "clear" and json.loads(message)["event"] == "clear" and link.pop(0.0) is None
     call.receive(message, 0.01)
@@ -119,12 +119,12 @@ def test_clear_drops_queued_audio_and_echoes_pending_marks_at_once():
 def test_plivo_checkpoint_and_clear_answers():
     call = TelephonyCall(TelephonySettings(protocol="plivo", playout_delay=0), 1)
     link = connected("plivo", ULAW, call)
-    link.push(tone(ULAW, 160), 0.0)
-    link.push(UtteranceEnd("u"), 0.0)
+    link.push(tone(ULAW, 160))
+    link.push(UtteranceEnd("u"))
     pump(link, call, 0.0)
     [played] = call.pop_due(1.0)
     assert json.loads(played) == {"event": "playedStream", "streamId": call.stream_id, "name": "u"}
-    link.push(Clear(), 1.0)
+    link.push(Clear())
     pump(link, call, 1.0)
     [cleared] = call.pop_due(1.0)
     assert json.loads(cleared) == {"event": "clearedAudio", "streamId": call.stream_id}
@@ -201,7 +201,7 @@ def test_link_holds_audio_while_down_up_to_its_bound():
     link.connect()
     link.disconnect()
     for i in range(10):
-        link.push(tone(PCM8, 480, pts=480 * i), 0.0)
+        link.push(tone(PCM8, 480, pts=480 * i))
     assert link.pop(0.0) is None
     stats = link.statistics()
     assert stats.drops["outage"].samples == 480 * 6 and stats.drops["outage"].frames == 6
@@ -215,7 +215,7 @@ def test_link_holds_audio_while_down_up_to_its_bound():
 def test_json_protocols_wait_for_start_before_sending():
     link = TelephonyLink("twilio", ULAW, marks=True, hold=1.0)
     link.connect()
-    link.push(tone(ULAW, 160), 0.0)
+    link.push(tone(ULAW, 160))
     assert link.pop(0.0) is None
     link.receive(json.dumps({"event": "start", "streamSid": "MZ1", "start": {"streamSid": "MZ1"}}), 0.0)
     assert json.loads(link.pop(0.0)[1])["streamSid"] == "MZ1"

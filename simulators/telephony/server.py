@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 from typing import Any
 
 import attrs
@@ -22,8 +21,6 @@ from rtstream.wavfile import WavWriter
 
 from ..websocket import converse, serve
 from .protocol import TelephonyCall, TelephonySettings
-
-log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1 << 20
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import logging
 import random
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -34,8 +33,6 @@ from rtstream.params import ParamError, param
 
 from ..netem import Impairments, NetEm, NetEmStatistics
 from ..speech import synthesize
-
-log = logging.getLogger(__name__)
 
 SEQUENCE_FIELD = "seq"
 ENCODINGS = tuple(e.value for e in Encoding)
