@@ -1,18 +1,27 @@
-"""The ``rtstream`` command: run, validate, stages, inspect."""
+"""The ``rtstream`` command: run, validate, simulate, stages, inspect."""
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
+import math
 import sys
-from typing import NoReturn, TextIO
+import tomllib
+from typing import Any, NoReturn, TextIO
 
+import attrs
 import click
 
 from . import __version__, registry
-from .config import load_config
+from .config import Config, PipelineSpec, load_config, service_spec
 from .errors import ConfigError
-from .pipeline import Pipeline, build_pipeline
+from .params import ParamInfo
+from .pipeline import Endpoints, Pipeline, build_pipeline, build_service
+from .report import plain
+from .service import Service
+
+LOOPBACK = "127.0.0.1"
+
 
 class Problem(click.ClickException):
     """A usage or configuration error: one line on stderr, exit status 2."""
@@ -20,16 +29,38 @@ class Problem(click.ClickException):
     exit_code = 2
 
 
-def _build(file: str, names: tuple[str, ...], instances: int = 1) -> list[Pipeline]:
-    try:
-        config = load_config(file)
+@attrs.frozen
+class _Plan:
+    """A checked pipelines file: the chosen pipelines and the services they use."""
+
+    config: Config
+    specs: list[PipelineSpec]
+    services: dict[str, Service]
+
+    def pipelines(self, endpoints: Endpoints, instances: int = 1) -> list[Pipeline]:
         return [
-            build_pipeline(spec, file=config.file, instance=k)
-            for spec in config.select(names)
+            build_pipeline(spec, file=self.config.file, instance=k, endpoints=endpoints)
+            for spec in self.specs
             for k in range(1, instances + 1)
         ]
+
+    def placeholder_endpoints(self) -> dict[str, dict[str, str]]:
+        """Addresses for checking the stages before the services listen."""
+        return {name: service.endpoints(LOOPBACK, 0) for name, service in self.services.items()}
+
+
+def _plan(file: str, names: tuple[str, ...], instances: int = 1) -> _Plan:
+    """Everything in FILE checked (services and pipelines), or a Problem naming what is wrong."""
+    try:
+        config = load_config(file)
+        specs = config.select(names)
+        built = {name: build_service(spec, file=config.file) for name, spec in config.services.items()}
+        used = {name for spec in specs for name in spec.services}
+        plan = _Plan(config, specs, {name: s for name, s in built.items() if name in used})
+        plan.pipelines(plan.placeholder_endpoints(), instances)
     except ConfigError as exc:
         raise Problem(str(exc)) from None
+    return plan
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,14 +97,25 @@ def run(file: str, names: tuple[str, ...], instances: int, duration: float | Non
     """
     import trio
 
-    from .report import format_text
-    from .runner import run_pipelines
+    from .report import RunReport, format_text
+    from .runner import open_services, run_pipelines
 
-    pipelines = _build(file, names, instances)
+    plan = _plan(file, names, instances)
     report_file = _open_for_writing(report_path) if report_path else None
-    report = trio.run(
-        functools.partial(run_pipelines, pipelines, grace=grace, stop_after=duration, handle_signals=True)
-    )
+
+    async def run_all() -> RunReport | ConfigError:
+        async with open_services(plan.services, host=LOOPBACK, grace=grace) as endpoints:
+            try:
+                pipelines = plan.pipelines(endpoints, instances)
+            except ConfigError as exc:
+                return exc
+            report = await run_pipelines(pipelines, grace=grace, stop_after=duration, handle_signals=True)
+        reports = {name: service.report() for name, service in plan.services.items()}
+        return attrs.evolve(report, services={name: r for name, r in reports.items() if r is not None})
+
+    report = trio.run(run_all)
+    if isinstance(report, ConfigError):
+        raise Problem(str(report))
     click.echo(format_text(report))
     if report_file is not None:
         with report_file:
@@ -92,8 +134,9 @@ def _open_for_writing(path: str) -> TextIO:
 @click.argument("file", type=click.Path(dir_okay=False))
 @pipeline_option
 def validate(file: str, names: tuple[str, ...]) -> None:
-    """Check FILE (parameters, stage order, formats) without running anything."""
-    for pipeline in _build(file, names):
+    """Check FILE (services, parameters, stage order, formats) without running anything."""
+    plan = _plan(file, names)
+    for pipeline in plan.pipelines(plan.placeholder_endpoints()):
         chain = " -> ".join(
             f"{ref.label or ref.type}" + (f" [{fmt}]" if i < len(pipeline.formats) else "")
             for i, (ref, fmt) in enumerate(zip(pipeline.refs, [*pipeline.formats, None], strict=True))
@@ -115,13 +158,85 @@ def stages(klass: str) -> None:
 
 
 @main.command()
-@click.argument("stage")
-def inspect(stage: str) -> None:
-    """Describe STAGE: klass, formats and every parameter."""
+@click.argument("service_type", required=False, metavar="[TYPE]")
+@click.argument("settings", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--host", default=LOOPBACK, show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port to listen on; 0 takes a free one.")
+@click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after this many seconds (default: at Ctrl-C).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the report as JSON to this file.")
+def simulate(
+    service_type: str | None, settings: tuple[str, ...], host: str, port: int, duration: float | None, report_path: str | None
+) -> None:
+    """Run one service (a simulator) alone until Ctrl-C, then print its report.
+
+    Settings are the service's parameters as KEY=VALUE with TOML values, e.g.
+    'rtstream simulate telephony protocol=twilio' or 'rtstream simulate tts rtf=1 pattern=[320,640]';
+    'rtstream inspect TYPE' lists them. With no TYPE, list the service types.
+    """
+    import signal
+
+    import trio
+
+    if service_type is None:
+        for info in registry.services():
+            click.echo(f"{info.name:<12}  {info.description}")
+        return
     try:
-        info = registry.get(stage)
-    except registry.UnknownStage as exc:
+        registry.get_service(service_type)
+        service = build_service(service_spec(service_type, {"type": service_type, **_key_values(settings)}))
+    except (registry.UnknownService, ConfigError) as exc:
         raise Problem(str(exc)) from None
+    report_file = _open_for_writing(report_path) if report_path else None
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(service.serve, host, port)
+            click.echo(f"{service_type} listening on {service.endpoints(host, bound)['url']} (Ctrl-C stops it)")
+            sys.stdout.flush()
+            with trio.open_signal_receiver(signal.SIGINT) as signals, trio.move_on_after(duration or math.inf):
+                async for _ in signals:
+                    break
+            nursery.cancel_scope.cancel()
+
+    trio.run(serve)
+    report = service.report()
+    if report is not None:
+        text = json.dumps(plain(report), indent=2, allow_nan=False)
+        click.echo(text)
+        if report_file is not None:
+            with report_file:
+                report_file.write(text + "\n")
+
+
+def _key_values(settings: tuple[str, ...]) -> dict[str, Any]:
+    """KEY=VALUE words as a table; a value is read as TOML, or as a bare string if it is not TOML."""
+    table: dict[str, Any] = {}
+    for word in settings:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise Problem(f"'{word}' is not a setting; write KEY=VALUE")
+        try:
+            table[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            table[key] = value
+    return table
+
+
+@main.command()
+@click.argument("name", metavar="TYPE")
+def inspect(name: str) -> None:
+    """Describe a stage type (klass, formats, parameters) or a service type."""
+    try:
+        info = registry.get(name)
+    except registry.UnknownStage as exc:
+        try:
+            service = registry.get_service(name)
+        except registry.UnknownService:
+            raise Problem(str(exc)) from None
+        click.echo(f"{service.name} (Service, from {service.origin})")
+        click.echo(f"  {service.description}")
+        _echo_params(service.params)
+        return
     cls = info.cls
     click.echo(f"{info.name} ({info.klass}, from {info.origin})")
     click.echo(f"  {info.description}")
@@ -131,11 +246,15 @@ def inspect(stage: str) -> None:
         click.echo(f"  accepts:  {cls.accepts}")
     if cls.role != "sink":
         click.echo(f"  produces: {'the format it receives' if cls.produces is None else cls.produces}")
+    _echo_params(info.params)
+
+
+def _echo_params(params: list[ParamInfo]) -> None:
     click.echo("")
     click.echo("Parameters")
-    if not info.params:
+    if not params:
         click.echo("  (none)")
-    for p in info.params:
+    for p in params:
         default = "required" if p.default is None else f"default {p.default}"
         unit = f" {p.unit}" if p.unit else ""
         click.echo(f"  {p.name} ({p.type}{unit}, {default})")

@@ -12,7 +12,15 @@ A file holds one or more pipelines::
     frequency = 440.0                   # the stage's parameters
     ...
 
-Strings may use ``${NAME}`` to take values from the environment. Everything read is checked
+A file may also declare services: servers that ``rtstream run`` starts in-process on free
+loopback ports before the pipelines, and stops after them (the simulators, say)::
+
+    [services.tts]
+    type = "tts"                        # a registered service type
+    rtf = 3.0                           # its parameters
+
+Strings may use ``${NAME}`` to take values from the environment, and ``${services.NAME.KEY}``
+for an address of a declared service (``url``, ``host``, ``port``). Everything read is checked
 here, so that errors name the file, pipeline, stage and key before anything starts.
 """
 
@@ -26,13 +34,13 @@ from typing import Any
 import attrs
 
 from .errors import ConfigError, StageRef
-from .interpolate import InterpolationError, interpolate
+from .interpolate import InterpolationError, Template, interpolate
 from .params import show, suggest
 
 DEFAULT_CAPACITY = 2
 MAX_CAPACITY = 1024
 
-_TOP_KEYS = ("pipelines",)
+_TOP_KEYS = ("pipelines", "services")
 _PIPELINE_KEYS = ("stages", "capacity", "description")
 STAGE_KEYS = ("type", "name", "capacity")
 """Keys of a stage table that are not parameters of the stage."""
@@ -55,6 +63,17 @@ class PipelineSpec:
     description: str
     capacity: int
     stages: tuple[StageSpec, ...]
+    services: tuple[str, ...] = ()
+    """The services its stages refer to."""
+
+
+@attrs.frozen
+class ServiceSpec:
+    """One service as written: its name, type and raw parameters."""
+
+    name: str
+    type: str
+    params: Mapping[str, Any]
 
 
 @attrs.frozen
@@ -63,6 +82,7 @@ class Config:
 
     file: str
     pipelines: Mapping[str, PipelineSpec]
+    services: Mapping[str, ServiceSpec] = attrs.field(factory=dict)
 
     def select(self, names: Iterable[str] = ()) -> list[PipelineSpec]:
         """The named pipelines (all of them when none are named), in file order."""
@@ -95,13 +115,41 @@ def parse_config(text: str, *, file: str = "<string>", environ: Mapping[str, str
         raise ConfigError(f"invalid TOML: {exc}", file=file) from None
     try:
         _reject_unknown(document, _TOP_KEYS, "top-level key")
+        services = document.get("services", {})
+        if not isinstance(services, dict):
+            raise ConfigError("must be a table of [services.NAME] tables", key="services")
+        service_specs = {name: service_spec(name, table, environ) for name, table in services.items()}
         pipelines = document.get("pipelines")
         if not isinstance(pipelines, dict) or not pipelines:
             raise ConfigError("no pipelines defined; add a [pipelines.NAME] table with its stages")
-        specs = {name: _pipeline(name, table, environ) for name, table in pipelines.items()}
+        specs = {name: _pipeline(name, table, environ, list(service_specs)) for name, table in pipelines.items()}
     except ConfigError as exc:
         raise exc.located(file=file) from None
-    return Config(file=file, pipelines=specs)
+    return Config(file=file, pipelines=specs, services=service_specs)
+
+
+def service_spec(name: str, table: Any, environ: Mapping[str, str] | None = None) -> ServiceSpec:
+    """Check one ``[services.NAME]`` table (its ``type`` and parameters)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"must be a table ([services.{name}]), got {show(table)}", service=name)
+    kind = table.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise ConfigError(
+            "every service needs a 'type' naming a registered service ('rtstream simulate' lists them)",
+            service=name,
+            key="type",
+        )
+    params = {}
+    for key, value in table.items():
+        if key == "type":
+            continue
+        try:
+            params[key] = _interpolated(value, environ)
+        except InterpolationError as exc:
+            raise ConfigError(str(exc), service=name, key=key) from None
+        if _templates(params[key]):
+            raise ConfigError("a service's parameters cannot refer to services", service=name, key=key)
+    return ServiceSpec(name=name, type=kind, params=params)
 
 
 def _reject_unknown(table: Mapping[str, Any], allowed: Iterable[str], what: str, **where: Any) -> None:
@@ -123,7 +171,7 @@ def _capacity(value: Any, **where: Any) -> int:
     return value
 
 
-def _pipeline(name: str, table: Any, environ: Mapping[str, str] | None) -> PipelineSpec:
+def _pipeline(name: str, table: Any, environ: Mapping[str, str] | None, services: list[str]) -> PipelineSpec:
     if not isinstance(table, dict):
         raise ConfigError(f"must be a table ([pipelines.{name}]), got {show(table)}", pipeline=name)
     _reject_unknown(table, _PIPELINE_KEYS, "pipeline key", pipeline=name)
@@ -136,15 +184,20 @@ def _pipeline(name: str, table: Any, environ: Mapping[str, str] | None) -> Pipel
         raise ConfigError("the pipeline has no stages; add [[pipelines.NAME.stages]] tables", pipeline=name)
     if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
         raise ConfigError("must be a list of stage tables", pipeline=name, key="stages")
+    stage_specs = tuple(_stage(name, i, s, environ, services) for i, s in enumerate(stages, start=1))
+    used = {ref.service for spec in stage_specs for value in spec.params.values() for t in _templates(value) for ref in t.refs}
     return PipelineSpec(
         name=name,
         description=description,
         capacity=capacity,
-        stages=tuple(_stage(name, i, s, environ) for i, s in enumerate(stages, start=1)),
+        stages=stage_specs,
+        services=tuple(s for s in services if s in used),
     )
 
 
-def _stage(pipeline: str, index: int, table: dict[str, Any], environ: Mapping[str, str] | None) -> StageSpec:
+def _stage(
+    pipeline: str, index: int, table: dict[str, Any], environ: Mapping[str, str] | None, services: list[str]
+) -> StageSpec:
     kind = table.get("type")
     if not isinstance(kind, str) or not kind:
         raise ConfigError(
@@ -168,7 +221,39 @@ def _stage(pipeline: str, index: int, table: dict[str, Any], environ: Mapping[st
             params[key] = _interpolated(value, environ)
         except InterpolationError as exc:
             raise ConfigError(str(exc), pipeline=pipeline, stage=ref, key=key) from None
+        for template in _templates(params[key]):
+            for service in (r.service for r in template.refs):
+                if service not in services:
+                    known = f"the file declares: {', '.join(services)}" if services else "add a [services.NAME] table"
+                    raise ConfigError(
+                        f"unknown service '{service}'{suggest(service, services)} in {template.source!r}; {known}",
+                        pipeline=pipeline,
+                        stage=ref,
+                        key=key,
+                    )
     return StageSpec(ref=ref, params=params, capacity=capacity)
+
+
+def _templates(value: Any) -> list[Template]:
+    """The service templates in a parameter value (a string, or a list or table of them)."""
+    if isinstance(value, Template):
+        return [value]
+    if isinstance(value, list):
+        return [t for v in value for t in _templates(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _templates(v)]
+    return []
+
+
+def fill_services(value: Any, endpoints: Mapping[str, Mapping[str, str]]) -> Any:
+    """``value`` with every service template filled from ``endpoints`` (InterpolationError if it cannot be)."""
+    if isinstance(value, Template):
+        return value.fill(endpoints)
+    if isinstance(value, list):
+        return [fill_services(v, endpoints) for v in value]
+    if isinstance(value, dict):
+        return {k: fill_services(v, endpoints) for k, v in value.items()}
+    return value
 
 
 def _interpolated(value: Any, environ: Mapping[str, str] | None) -> Any:

@@ -24,7 +24,7 @@ class PipelineError(Exception):
 
 
 class ConfigError(PipelineError):
-    """A configuration cannot be used; the message says where: file, pipeline, stage and key.
+    """A configuration cannot be used; the message says where: file, service or pipeline, stage and key.
 
     Errors are raised where the problem is found, with what is known there, and located
     further (``located``) as they travel up through the config loader.
@@ -35,12 +35,14 @@ class ConfigError(PipelineError):
         message: str,
         *,
         file: str | None = None,
+        service: str | None = None,
         pipeline: str | None = None,
         stage: StageRef | None = None,
         key: str | None = None,
     ) -> None:
         self.message = message
         self.file = file
+        self.service = service
         self.pipeline = pipeline
         self.stage = stage
         self.key = key
@@ -50,12 +52,14 @@ class ConfigError(PipelineError):
         """A copy with the given location fields filled in where they were unknown."""
         fields = {
             name: getattr(self, name) if getattr(self, name) is not None else where.get(name)
-            for name in ("file", "pipeline", "stage", "key")
+            for name in ("file", "service", "pipeline", "stage", "key")
         }
         return type(self)(self.message, **fields)
 
     def __str__(self) -> str:
         place = []
+        if self.service is not None:
+            place.append(f"service '{self.service}'")
         if self.pipeline is not None:
             place.append(f"pipeline '{self.pipeline}'")
         if self.stage is not None:
@@ -81,7 +85,10 @@ class StageFailed(PipelineError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        cause = type(self.cause).__name__
-        if str(self.cause):
-            cause = f"{cause}: {self.cause}"
+        error = self.cause
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]  # a stage's own nursery wrapped it: name the error itself
+        cause = type(error).__name__
+        if str(error):
+            cause = f"{cause}: {error}"
         return f"pipeline '{self.pipeline}', {self.stage} failed: {cause}"

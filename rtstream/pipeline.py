@@ -10,17 +10,23 @@ constraint do not meet, the error names both stages and both formats.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 
 from . import registry
 from .caps import Caps
-from .config import DEFAULT_CAPACITY, PipelineSpec, StageSpec
+from .config import DEFAULT_CAPACITY, PipelineSpec, ServiceSpec, StageSpec, fill_services
 from .errors import ConfigError, FormatMismatch, StageRef
 from .frames import AudioFormat
+from .interpolate import InterpolationError
 from .params import ParamError, params_of, suggest
+from .service import Service
 from .stage import Filter, Sink, Source, Stage
+
+Endpoints = Mapping[str, Mapping[str, str]]
+"""Per service name, its addresses (``url``, ``host``, ``port``...)."""
 
 
 @attrs.frozen
@@ -36,10 +42,15 @@ class Pipeline:
     instance: int = 1
 
 
-def build_pipeline(spec: PipelineSpec, *, file: str | None = None, instance: int = 1) -> Pipeline:
-    """Instantiate every stage of ``spec`` and negotiate formats; ConfigError on any problem."""
+def build_pipeline(
+    spec: PipelineSpec, *, file: str | None = None, instance: int = 1, endpoints: Endpoints | None = None
+) -> Pipeline:
+    """Instantiate every stage of ``spec`` and negotiate formats; ConfigError on any problem.
+
+    ``endpoints`` fills the stages' ``${services.NAME.KEY}`` references.
+    """
     try:
-        stages = [_instantiate(s) for s in spec.stages]
+        stages = [_instantiate(s, endpoints or {}) for s in spec.stages]
         capacities = [s.capacity if s.capacity is not None else spec.capacity for s in spec.stages[:-1]]
         return assemble(spec.name, stages, refs=[s.ref for s in spec.stages], capacities=capacities, instance=instance)
     except ConfigError as exc:
@@ -73,30 +84,52 @@ def assemble(
     return Pipeline(name, tuple(resolved), tuple(refs), tuple(formats), tuple(capacities), instance)
 
 
-def _instantiate(spec: StageSpec) -> Stage:
+def build_service(spec: ServiceSpec, *, file: str | None = None) -> Service:
+    """Instantiate the service ``spec`` declares; ConfigError naming the file, service and key."""
+    try:
+        try:
+            info = registry.get_service(spec.type)
+        except registry.UnknownService as exc:
+            raise ConfigError(str(exc), key="type") from None
+        return _construct(info.cls, info.name, spec.params)
+    except ConfigError as exc:
+        raise exc.located(file=file, service=spec.name) from None
+
+
+def _instantiate(spec: StageSpec, endpoints: Endpoints) -> Stage:
     try:
         info = registry.get(spec.ref.type)
     except registry.UnknownStage as exc:
         raise ConfigError(str(exc), stage=spec.ref, key="type") from None
-    params = params_of(info.cls)
+    params = {}
+    for key, value in spec.params.items():
+        try:
+            params[key] = fill_services(value, endpoints)
+        except InterpolationError as exc:
+            raise ConfigError(str(exc), stage=spec.ref, key=key) from None
+    try:
+        return _construct(info.cls, info.name, params)
+    except ConfigError as exc:
+        raise exc.located(stage=spec.ref) from None
+
+
+def _construct(cls: type, type_name: str, given: Mapping[str, Any]) -> Any:
+    """``cls(**given)``, checked: unknown and missing parameters and bad values are ConfigErrors."""
+    params = params_of(cls)
     names = [p.name for p in params]
-    for key in spec.params:
+    for key in given:
         if key not in names:
             listed = ", ".join(names) or "none"
-            raise ConfigError(
-                f"unknown parameter '{key}'{suggest(key, names)}; {info.name} takes: {listed}",
-                stage=spec.ref,
-                key=key,
-            )
+            raise ConfigError(f"unknown parameter '{key}'{suggest(key, names)}; {type_name} takes: {listed}", key=key)
     for p in params:
-        if p.default is None and p.name not in spec.params:
-            raise ConfigError(f"required parameter missing: {p.help}", stage=spec.ref, key=p.name)
+        if p.default is None and p.name not in given:
+            raise ConfigError(f"required parameter missing: {p.help}", key=p.name)
     try:
-        return info.cls(**spec.params)
+        return cls(**given)
     except ParamError as exc:
-        raise ConfigError(exc.message, stage=spec.ref, key=exc.key) from None
+        raise ConfigError(exc.message, key=exc.key) from None
     except ValueError as exc:
-        raise ConfigError(str(exc), stage=spec.ref) from None
+        raise ConfigError(str(exc)) from None
 
 
 def _check_roles(stages: Sequence[Stage], refs: Sequence[StageRef]) -> None:

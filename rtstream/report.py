@@ -38,6 +38,8 @@ class PipelineReport:
 @attrs.frozen
 class RunReport:
     pipelines: tuple[PipelineReport, ...]
+    services: Mapping[str, Any] = attrs.field(factory=dict)
+    """Per service that reports, its report (printed after the pipelines)."""
 
     @property
     def failed(self) -> bool:
@@ -92,6 +94,9 @@ def format_text(report: RunReport) -> str:
             fields: list[str] = []
             _flatten("", plain(s.statistics), fields)
             lines.extend(_wrap(fields, indent="      ", width=100))
+    for name, service_report in report.services.items():
+        lines.append(f"service '{name}' report:")
+        lines.append(json.dumps(plain(service_report), indent=2, allow_nan=False))
     return "\n".join(lines)
 
 

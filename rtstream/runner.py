@@ -8,6 +8,9 @@ names the pipeline and the stage; other pipelines (other calls) go on.
 Stopping is two-step: :meth:`RunControl.stop` cancels the sources, so the rest drain what is
 in flight, and cancels everything if draining outlasts the grace period;
 :meth:`RunControl.abort` cancels at once. Ctrl-C maps to these when signals are handled.
+
+Services (servers the pipelines talk to, such as the simulators) run around the pipelines:
+:func:`open_services` starts them on free loopback ports and stops them afterwards.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -24,6 +27,7 @@ import trio
 from .errors import StageFailed
 from .pipeline import Pipeline
 from .report import PipelineReport, RunReport, StageReport
+from .service import Service
 
 log = logging.getLogger(__name__)
 
@@ -232,3 +236,30 @@ async def run_pipelines(
                 calls.start_soon(run_one, i)
         helpers.cancel_scope.cancel()
     return RunReport(tuple(r for r in reports if r is not None))
+
+
+LOOPBACK = "127.0.0.1"
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    services: Mapping[str, Service], *, host: str = LOOPBACK, grace: float = 2.0
+) -> AsyncIterator[dict[str, dict[str, str]]]:
+    """Start ``services`` on free ports of ``host``; yield each one's endpoints by name.
+
+    On the way out each service gets up to ``grace`` seconds to see its clients leave (so it
+    has seen all they sent), then all are cancelled.
+    """
+    async with trio.open_nursery() as nursery:
+        endpoints = {}
+        for name, service in services.items():
+            port = await nursery.start(service.serve, host, 0)
+            endpoints[name] = service.endpoints(host, port)
+            log.info("service '%s' (%s) listening on %s", name, service.info.name, endpoints[name].get("url", port))
+        try:
+            yield endpoints
+        finally:
+            with trio.move_on_after(grace):
+                for service in services.values():
+                    await service.wait_idle()
+            nursery.cancel_scope.cancel()

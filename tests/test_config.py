@@ -44,7 +44,7 @@ def stages(*tables: str) -> str:
     ("text", "message"),
     [
         ("[pipelines.a\n", r"^p.toml: invalid TOML: Expected '\]' at the end of a table declaration \(at line 1, column 13\)$"),
-        ("x = 1\n", r"^p.toml: key 'x': unknown top-level key 'x'; allowed: pipelines$"),
+        ("x = 1\n", r"^p.toml: key 'x': unknown top-level key 'x'; allowed: pipelines, services$"),
         ("", r"^p.toml: no pipelines defined; add a \[pipelines.NAME\] table with its stages$"),
         ("[pipelines.a]\nstages = []\n", r"^p.toml: pipeline 'a': the pipeline has no stages; add \[\[pipelines.NAME.stages\]\] tables$"),
         ("[pipelines.a]\nstage = 1\n", r"^p.toml: pipeline 'a', key 'stage': unknown pipeline key 'stage' \(did you mean 'stages'\?\); allowed: stages, capacity, description$"),

@@ -1,0 +1,82 @@
+"""The simulators as service types: ``tts`` (Cartesia protocol) and ``telephony`` (media streams).
+
+rtstream loads this module through the ``rtstream.services`` entry point; a pipelines file
+then declares them (``[services.tts] type = "tts"``) and ``rtstream simulate tts`` runs one alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import trio
+
+from rtstream.params import ParamError, param
+from rtstream.registry import register_service
+from rtstream.service import Service
+
+from .telephony import TelephonyServer, TelephonySettings, serve_telephony
+from .tts import TtsServer, TtsSettings, serve_tts
+from .tts.server import PATH as TTS_PATH
+
+
+@attrs.define
+class _Running:
+    server: Any = None
+
+
+@register_service("tts")
+@attrs.frozen(kw_only=True)
+class TtsService(TtsSettings, Service):
+    """A Cartesia-protocol TTS simulator: speech-like audio in chunks, with timestamps and impairments."""
+
+    api_key: str | None = param(type=str, optional=True, secret=True, help="Require this API key from clients; none accepts any.")
+    _running: _Running = attrs.field(init=False, factory=_Running, eq=False, repr=False)
+
+    def endpoints(self, host: str, port: int) -> dict[str, str]:
+        return {**super().endpoints(host, port), "url": f"ws://{host}:{port}{TTS_PATH}"}
+
+    async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        self._running.server = TtsServer(self, api_key=self.api_key)
+        await serve_tts(self, host, port, server=self._running.server, task_status=task_status)
+
+    async def wait_idle(self) -> None:
+        if self._running.server is not None:
+            await self._running.server.wait_idle()
+
+    def report(self) -> dict[str, Any] | None:
+        return None if self._running.server is None else self._running.server.report()
+
+
+@register_service("telephony")
+@attrs.frozen(kw_only=True)
+class TelephonyService(TelephonySettings, Service):
+    """A telephony media-stream simulator (raw, twilio, plivo, exotel) that checks and times every frame."""
+
+    record: str | None = param(
+        type=str, optional=True, help="Write each call's audio to this WAV file; {call} stands for the call number."
+    )
+    report_calls: int = param(20, min=0, help="Calls listed one by one in the report (all are counted in the totals).")
+    _running: _Running = attrs.field(init=False, factory=_Running, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.record is not None:
+            try:
+                self.record.format(call=1)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ParamError("record", f"only {{call}} may stand in braces, got {self.record!r} ({exc})") from None
+
+    def endpoints(self, host: str, port: int) -> dict[str, str]:
+        return {**super().endpoints(host, port), "url": f"ws://{host}:{port}/{self.protocol}"}
+
+    async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        self._running.server = TelephonyServer(self, record=self.record, report_calls=self.report_calls)
+        await serve_telephony(self, host, port, server=self._running.server, task_status=task_status)
+
+    async def wait_idle(self) -> None:
+        if self._running.server is not None:
+            await self._running.server.wait_idle()
+
+    def report(self) -> dict[str, Any] | None:
+        return None if self._running.server is None else self._running.server.report()

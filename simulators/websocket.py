@@ -1,0 +1,81 @@
+"""The simulators' WebSocket shell: serving a handler, running a sans-I/O session on a connection."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from .netem import DISCONNECT
+
+log = logging.getLogger(__name__)
+
+
+async def serve(
+    handler: Callable[[WebSocketRequest], Awaitable[None]],
+    host: str,
+    port: int,
+    *,
+    max_message_size: int,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``handler`` on ``host:port`` (0: any free port) until cancelled; start with the port."""
+    async with trio.open_nursery() as nursery:
+        listening = await nursery.start(
+            functools.partial(serve_websocket, handler, host, port, None, max_message_size=max_message_size)
+        )
+        task_status.started(listening.port)
+
+
+class Session(Protocol):
+    """A sans-I/O peer: fed messages with their arrival time, it says what to send and when."""
+
+    def receive(self, message: str | bytes, now: float) -> None: ...
+
+    def pop_due(self, now: float) -> list[Any]: ...
+
+    def next_due(self) -> float | None: ...
+
+
+async def converse(ws: WebSocketConnection, session: Session, *, peer: str) -> bool:
+    """Run ``session`` on ``ws`` until either side closes; :data:`DISCONNECT` drops the connection.
+
+    True when the session dropped it, False when the peer closed it.
+    """
+    wake = trio.Event()
+    dropped = False
+
+    async def read(cancel_scope: trio.CancelScope) -> None:
+        try:
+            while True:
+                message = await ws.get_message()
+                session.receive(message, trio.current_time())
+                wake.set()
+        except ConnectionClosed:
+            cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read, nursery.cancel_scope)
+        try:
+            while True:
+                for item in session.pop_due(trio.current_time()):
+                    if item is DISCONNECT:
+                        log.info("%s: dropping the connection from %s as configured", peer, ws.remote)
+                        dropped = True
+                        await ws.aclose(1011, "simulated disconnect")
+                        nursery.cancel_scope.cancel()
+                        return dropped
+                    await ws.send_message(item)
+                due = session.next_due()
+                with trio.move_on_at(math.inf if due is None else due):
+                    await wake.wait()
+                if wake.is_set():
+                    wake = trio.Event()
+        except ConnectionClosed:
+            nursery.cancel_scope.cancel()
+    return dropped

@@ -1,0 +1,492 @@
+"""``cartesia_tts``: speech from a Cartesia-protocol TTS WebSocket (the real service or the simulator).
+
+Each utterance (the transcript, or each line of a transcript file) is spoken on a context of
+its own: the source sends the text with speech tags stripped, in one request or a few words at
+a time (``continue: true``), and turns the responses into frames: ``UtteranceStart`` with the
+transcript as written, audio chunks (whole samples, an odd byte carried into the next chunk,
+``arrival`` stamped, ``seq`` from the simulator's sequence field when present), ``WordTimings``
+from the timestamps, ``UtteranceEnd``.
+
+:class:`Utterance` is the sans-I/O core: requests out, messages in, frames out. Malformed
+messages (not JSON, bad base64, unknown type, oversize...) are counted, logged once per kind
+with the peer, and skipped. When the connection drops or the service answers with an error,
+the utterance resumes on a new context from the first word whose audio had not fully arrived
+(known from the word timestamps; without them, from the start of the lost context), after an
+exponential backoff with jitter.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from rtstream.audio.payload import PayloadAligner
+from rtstream.caps import Caps
+from rtstream.frames import (
+    SAMPLE_RATES,
+    AudioChunk,
+    AudioFormat,
+    Encoding,
+    Frame,
+    UtteranceEnd,
+    UtteranceStart,
+    Word,
+    WordTimings,
+)
+from rtstream.markup import MarkupError, strip_tags
+from rtstream.params import ParamError, param
+from rtstream.registry import register
+from rtstream.stage import SendChannel, Source
+from rtstream.stats import Drops
+
+from .wsclient import Backoff, ConnectFailed, open_connection, peer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "wss://api.cartesia.ai/tts/websocket"
+RATE_LIMITED = 429
+
+
+@attrs.define
+class Counts:
+    """What the source counted over its whole run."""
+
+    utterances: int = 0
+    utterances_failed: int = 0
+    contexts: int = 0
+    chunks: int = 0
+    samples: int = 0
+    word_timings: int = 0
+    resumes: int = 0
+    repeated_seconds: float = 0.0
+    restarts: int = 0
+    connects: int = 0
+    service_errors: Counter[str] = attrs.Factory(Counter)
+    malformed: Counter[str] = attrs.Factory(Counter)
+    stale: int = 0
+    first_arrival: float | None = None
+    drops: Drops = attrs.Factory(Drops)
+
+
+class Malformed(Exception):
+    """A message that cannot be used; the argument is the reason counted."""
+
+
+class Utterance:
+    """One utterance's conversation with the service, sans I/O.
+
+    :meth:`requests` gives the messages that (re)start it on a new context; :meth:`receive`
+    takes each message with the time it arrived and gives the frames it makes; :meth:`lost`
+    says the context was lost (a dropped connection, a timeout) and moves the resume point.
+    """
+
+    def __init__(
+        self,
+        utterance: str,
+        words: list[str],
+        fmt: AudioFormat,
+        base_request: dict[str, Any],
+        *,
+        counts: Counts,
+        pts: int,
+        seq_base: int,
+        chunk_words: int = 0,
+        sequence_field: str | None = None,
+        max_message_bytes: int = 1 << 20,
+        timestamps: bool = True,
+    ) -> None:
+        self.utterance = utterance
+        self.words = words
+        self.format = fmt
+        self._base = base_request
+        self._counts = counts
+        self.pts = pts
+        """The pts of the next sample (stream time)."""
+        self.seq_next = seq_base
+        """One past the highest sequence number given so far (stream-wide)."""
+        self._seq_base = seq_base
+        self._chunk_words = chunk_words
+        self._seq_field = sequence_field
+        self._max_bytes = max_message_bytes
+        self._timestamps = timestamps
+        self._aligner = PayloadAligner(fmt)
+        self.context_id: str | None = None
+        self._attempt = 0
+        self.resume_from = 0
+        """Index in ``words`` of the first word the current context speaks."""
+        self._context_start = 0.0
+        """Seconds of the utterance's audio received before the current context."""
+        self._context_samples = 0
+        self._word_ends: list[float] = []
+        """End times (in the context) of its words timed so far."""
+        self.context_done = False
+        self.error: tuple[int, str] | None = None
+        """(status, error code) of an error reply ending the current context."""
+        self._failures = 0
+        self._progress = 0
+
+    def failed(self) -> int:
+        """Count a failed attempt; how many failed in a row since the resume point last moved."""
+        if self.resume_from > self._progress:
+            self._progress, self._failures = self.resume_from, 0
+        self._failures += 1
+        return self._failures
+
+    @property
+    def finished(self) -> bool:
+        """Every word has been spoken."""
+        return self.context_done and self.error is None
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of this utterance's audio received so far."""
+        return self._context_start + self._context_samples / self.format.sample_rate
+
+    def requests(self) -> list[str]:
+        """Open a new context for the words not yet spoken; the requests to send on it."""
+        self._attempt += 1
+        self.context_id = self.utterance if self._attempt == 1 else f"{self.utterance}-r{self._attempt - 1}"
+        self._counts.contexts += 1
+        self.context_done = False
+        self.error = None
+        self._seq_base = self.seq_next
+        words = self.words[self.resume_from :]
+        step = self._chunk_words or max(len(words), 1)
+        pieces = [" ".join(words[i : i + step]) + " " for i in range(0, len(words), step)] or [""]
+        out = []
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            request = {**self._base, "transcript": piece.rstrip() if last else piece, "context_id": self.context_id,
+                       "continue": not last}
+            out.append(json.dumps(request))
+        return out
+
+    def lost(self) -> None:
+        """The current context was lost: resume from the first word whose audio did not all arrive.
+
+        The audio received past the end of the last complete word will be heard again; it is
+        counted in ``repeated_seconds``. Without timestamps the whole context is repeated.
+        """
+        received = self._context_samples / self.format.sample_rate
+        done = sum(1 for end in self._word_ends if end <= received + 1e-9)
+        if self._context_samples:
+            self._counts.resumes += 1
+            self._counts.restarts += not self._timestamps
+            self._counts.repeated_seconds += received - (self._word_ends[done - 1] if done else 0.0)
+        self.resume_from += done
+        self._next_context()
+
+    def _next_context(self) -> None:
+        if self._aligner.reset():
+            self._counts.drops.add("partial_sample")
+        self._context_start = self.seconds
+        self._context_samples = 0
+        self._word_ends = []
+
+    def receive(self, message: str | bytes, now: float) -> list[Frame]:
+        """The frames a message makes; a malformed one is counted and makes none."""
+        try:
+            return self._receive(message, now)
+        except Malformed as exc:
+            self._counts.malformed[str(exc)] += 1
+            raise
+
+    def _receive(self, message: str | bytes, now: float) -> list[Frame]:
+        if isinstance(message, bytes):
+            raise Malformed("binary_message")
+        if len(message) > self._max_bytes:
+            raise Malformed("oversize")
+        try:
+            data = json.loads(message)
+        except json.JSONDecodeError:
+            raise Malformed("bad_json") from None
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            raise Malformed("bad_shape")
+        kind = data["type"]
+        handler = self._HANDLERS.get(kind)
+        if handler is None:
+            raise Malformed("unknown_type")
+        if data.get("context_id") != self.context_id:
+            self._counts.stale += 1
+            return []
+        return handler(self, data, now)
+
+    def _chunk(self, data: dict[str, Any], now: float) -> list[Frame]:
+        encoded = data.get("data")
+        if not isinstance(encoded, str):
+            raise Malformed("bad_shape")
+        try:
+            payload = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise Malformed("bad_base64") from None
+        samples = self._aligner.feed(payload)
+        seq = data.get(self._seq_field) if self._seq_field else None
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            seq += self._seq_base
+            self.seq_next = max(self.seq_next, seq + 1)
+        else:
+            seq = None
+        counts = self._counts
+        counts.chunks += 1
+        if counts.first_arrival is None:
+            counts.first_arrival = now
+        if not len(samples):
+            return []
+        chunk = AudioChunk(samples, self.format, pts=self.pts, seq=seq, arrival=now, utterance=self.utterance)
+        self.pts += len(samples)
+        self._context_samples += len(samples)
+        self._counts.samples += len(samples)
+        return [chunk]
+
+    def _timestamps_message(self, data: dict[str, Any], now: float) -> list[Frame]:
+        stamps = data.get("word_timestamps")
+        try:
+            words, starts, ends = stamps["words"], stamps["start"], stamps["end"]
+            if not len(words) == len(starts) == len(ends):
+                raise ValueError
+            offset = self._context_start
+            timed = tuple(Word(str(w), offset + float(s), offset + float(e)) for w, s, e in zip(words, starts, ends))
+        except (TypeError, KeyError, ValueError):
+            raise Malformed("bad_timestamps") from None
+        self._word_ends += [float(e) for e in ends]
+        self._counts.word_timings += len(timed)
+        return [WordTimings(self.utterance, timed)] if timed else []
+
+    def _done(self, data: dict[str, Any], now: float) -> list[Frame]:
+        self.context_done = True
+        self._next_context()
+        return []
+
+    def _flush_done(self, data: dict[str, Any], now: float) -> list[Frame]:
+        return []
+
+    def _error(self, data: dict[str, Any], now: float) -> list[Frame]:
+        status = data.get("status_code")
+        code = data.get("error_code") or data.get("title") or "error"
+        self.error = (status if isinstance(status, int) else 0, str(code))
+        self._counts.service_errors[str(code)] += 1
+        self.context_done = True
+        self.lost()
+        return []
+
+    _HANDLERS: ClassVar[dict[str, Callable[..., list[Frame]]]] = {"chunk": _chunk, "timestamps": _timestamps_message, "done": _done, "flush_done": _flush_done,
+                 "error": _error}
+
+
+@attrs.frozen
+class CartesiaStatistics:
+    utterances: int
+    utterances_failed: int
+    contexts: int
+    chunks: int
+    samples_out: int
+    seconds_out: float
+    word_timings: int
+    connects: int
+    resumes: int
+    repeated_seconds: float
+    restarts: int
+    service_errors: dict[str, int]
+    malformed: dict[str, int]
+    stale_messages: int
+    first_arrival: float | None
+    """``trio.current_time()`` when the first audio arrived (for first-audio latency)."""
+    drops: dict[str, Any]
+
+
+def _read_lines(path: str) -> tuple[str, ...]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParamError("transcript_file", f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+@register("cartesia_tts", klass="Source/Network")
+@attrs.frozen(kw_only=True)
+class CartesiaTTS(Source):
+    """Speech from a Cartesia-protocol TTS WebSocket, one context per utterance, resuming after drops."""
+
+    produces = Caps(tuple(Encoding), SAMPLE_RATES, (1,))
+
+    url: str = param(DEFAULT_URL, help="The TTS WebSocket (the simulator: '${services.NAME.url}').")
+    api_key: str | None = param(
+        type=str, optional=True, secret=True, help="API key, sent as the X-API-Key header; write '${CARTESIA_API_KEY}'."
+    )
+    version: str = param("2026-03-01", help="The Cartesia-Version header.")
+    model_id: str = param("sonic-3", help="The TTS model.")
+    voice_id: str = param("a0e99841-438c-4a64-b679-ae501e7d6091", help="The voice (by id).")
+    language: str = param("en", help="Language of the transcript.")
+    transcript: str | None = param(type=str, optional=True, help="What to say (speech tags allowed); one utterance.")
+    transcript_file: str | None = param(type=str, optional=True, help="A UTF-8 file: each non-empty line one utterance.")
+    encoding: Encoding | None = param(type=Encoding, optional=True, help="Encoding to ask for; none lets negotiation choose.")
+    sample_rate: int | None = param(
+        type=int, optional=True, choices=SAMPLE_RATES, unit="Hz", help="Rate to ask for; none lets negotiation choose."
+    )
+    timestamps: bool = param(True, help="Ask for word timestamps (WordTimings frames; exact resume points).")
+    chunk_words: int = param(0, min=0, max=1000, help="Send the text this many words per request (continue: true); 0 sends it whole.")
+    gap: float = param(0.0, min=0, max=60, unit="s", help="Pause between one utterance's end and the next one's request.")
+    sequence_field: str | None = param(
+        "seq", type=str, optional=True, help="Chunk-number field to copy into AudioChunk.seq (the simulator's 'seq')."
+    )
+    max_message_bytes: int = param(1 << 20, min=1024, max=8 << 20, unit="bytes", help="Larger messages are dropped and counted.")
+    response_timeout: float = param(10.0, gt=0, max=600, unit="s", help="Silence on an open context after which it counts as lost.")
+    reconnect_attempts: int = param(5, min=0, max=1000, help="Attempts in a row to (re)connect or resume before giving up.")
+    backoff_initial: float = param(0.1, gt=0, max=60, unit="s", help="First retry delay; it doubles (with jitter) per attempt.")
+    backoff_max: float = param(2.0, gt=0, max=600, unit="s", help="Longest retry delay.")
+    connect_timeout: float = param(5.0, gt=0, max=600, unit="s", help="Time allowed for one connection attempt.")
+    format: AudioFormat | None = None
+    """The negotiated output format, filled in by :meth:`resolve`."""
+    utterances: tuple[str, ...] = attrs.field(init=False)
+    _counts: Counts = attrs.field(init=False, factory=Counts, eq=False, repr=False)
+
+    @utterances.default
+    def _utterances(self) -> tuple[str, ...]:
+        if (self.transcript is None) == (self.transcript_file is None):
+            raise ParamError("transcript", "give either transcript or transcript_file (one of them)")
+        lines = (self.transcript,) if self.transcript is not None else _read_lines(self.transcript_file)
+        for i, line in enumerate(lines, 1):
+            try:
+                strip_tags(line)
+            except MarkupError as exc:
+                where = "transcript" if self.transcript is not None else f"transcript_file line {i}"
+                raise ParamError("transcript" if self.transcript is not None else "transcript_file", f"{where}: {exc}") from None
+        return lines
+
+    def output_caps(self, fmt_in: AudioFormat | None) -> Caps:
+        return Caps(
+            (self.encoding,) if self.encoding else tuple(Encoding),
+            (self.sample_rate,) if self.sample_rate else SAMPLE_RATES,
+            (1,),
+        )
+
+    def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CartesiaTTS:
+        return attrs.evolve(self, format=fmt_out)
+
+    def _base_request(self, fmt: AudioFormat) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "voice": {"mode": "id", "id": self.voice_id},
+            "language": self.language,
+            "output_format": {"container": "raw", "encoding": fmt.encoding.value, "sample_rate": fmt.sample_rate},
+            "add_timestamps": self.timestamps,
+        }
+
+    async def run(self, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        fmt = self.format or self.output_caps(None).fixate()
+        counts = self._counts
+        base = self._base_request(fmt)
+        backoff = Backoff(self.backoff_initial, self.backoff_max)
+        headers = [(b"Cartesia-Version", self.version.encode())]
+        if self.api_key is not None:
+            headers.append((b"X-API-Key", self.api_key.encode()))
+        texts = iter(enumerate(self.utterances, 1))
+        utterance: Utterance | None = None
+        pts = seq = 0
+        started = False
+        refused_in_row = 0
+        async with tx:
+            while True:
+                try:
+                    async with open_connection(self.url, headers=headers, timeout=self.connect_timeout) as ws:
+                        counts.connects += 1
+                        refused_in_row = 0
+                        if not started:
+                            task_status.started()
+                            started = True
+                        while True:
+                            if utterance is None:
+                                n, text = next(texts, (0, None))
+                                if text is None:
+                                    return
+                                utterance = Utterance(
+                                    f"utt-{n}", strip_tags(text).split(), fmt, base, counts=counts, pts=pts, seq_base=seq,
+                                    chunk_words=self.chunk_words, sequence_field=self.sequence_field,
+                                    max_message_bytes=self.max_message_bytes, timestamps=self.timestamps,
+                                )
+                                counts.utterances += 1
+                                await tx.send(UtteranceStart(utterance.utterance, text))
+                            await self._speak(ws, utterance, tx, backoff)
+                            pts, seq = utterance.pts, utterance.seq_next
+                            await tx.send(UtteranceEnd(utterance.utterance))
+                            utterance = None
+                            if self.gap:
+                                await trio.sleep(self.gap)
+                except ConnectFailed as exc:
+                    refused_in_row += 1
+                    if exc.status is not None or refused_in_row > self.reconnect_attempts:
+                        raise
+                    log.warning("cartesia_tts: %s; retrying", exc)
+                except (ConnectionClosed, trio.TooSlowError) as exc:
+                    if utterance is None:  # lost between utterances: nothing to resume
+                        log.warning("cartesia_tts: lost %s (%s); reconnecting", peer(self.url), type(exc).__name__)
+                        await trio.sleep(backoff.next_delay())
+                        continue
+                    utterance.lost()
+                    log.warning("cartesia_tts: lost %s on %s (%s); resuming from word %d",
+                                utterance.context_id, peer(self.url), type(exc).__name__, utterance.resume_from)
+                    if self._give_up(utterance):
+                        await tx.send(UtteranceEnd(utterance.utterance))
+                        utterance = None
+                await trio.sleep(backoff.next_delay())
+
+    async def _speak(self, ws: WebSocketConnection, utterance: Utterance, tx: SendChannel, backoff: Backoff) -> None:
+        """Speak one utterance to its end on ``ws``, on new contexts after error replies.
+
+        ConnectionClosed or TooSlowError (no answer within ``response_timeout``) when the
+        connection fails.
+        """
+        while not utterance.finished:
+            for request in utterance.requests():
+                await ws.send_message(request)
+            while not utterance.context_done:
+                with trio.fail_after(self.response_timeout):
+                    message = await ws.get_message()
+                try:
+                    frames = utterance.receive(message, trio.current_time())
+                except Malformed as exc:
+                    self._log_malformed(str(exc), message)
+                    continue
+                for frame in frames:
+                    await tx.send(frame)
+            if utterance.error is not None:
+                log.warning("cartesia_tts: %s answered %s for %s; resuming from word %d",
+                            peer(self.url), utterance.error, utterance.context_id, utterance.resume_from)
+                if self._give_up(utterance):
+                    return
+                await trio.sleep(backoff.next_delay())
+        backoff.reset()
+
+    def _give_up(self, utterance: Utterance) -> bool:
+        """Count a failed attempt; True (and counted) when the utterance is abandoned."""
+        if utterance.failed() <= self.reconnect_attempts:
+            return False
+        self._counts.utterances_failed += 1
+        log.warning("cartesia_tts: giving up %s after %d failed attempts in a row", utterance.utterance,
+                    self.reconnect_attempts + 1)
+        return True
+
+    def _log_malformed(self, reason: str, message: str | bytes) -> None:
+        if self._counts.malformed[reason] == 1:
+            log.warning("cartesia_tts: malformed message from %s (%s, counted from now on): %.80r", peer(self.url), reason, message)
+
+    def statistics(self) -> CartesiaStatistics:
+        c = self._counts
+        rate = self.format.sample_rate if self.format else 1
+        return CartesiaStatistics(
+            utterances=c.utterances, utterances_failed=c.utterances_failed, contexts=c.contexts, chunks=c.chunks,
+            samples_out=c.samples, seconds_out=c.samples / rate, word_timings=c.word_timings, connects=c.connects,
+            resumes=c.resumes, repeated_seconds=c.repeated_seconds, restarts=c.restarts,
+            service_errors=dict(sorted(c.service_errors.items())), malformed=dict(sorted(c.malformed.items())),
+            stale_messages=c.stale, first_arrival=c.first_arrival, drops=c.drops.snapshot(),
+        )

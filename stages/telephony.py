@@ -1,0 +1,518 @@
+"""``telephony_ws``: frames out to a telephony media socket (raw, Twilio, Plivo, Exotel).
+
+The sink connects to the telephony side (client mode), sends each audio frame as the
+protocol's media message the moment it arrives (a pacer upstream keeps the clock), marks
+every utterance end, and turns a :class:`~rtstream.frames.Clear` into the protocol's clear.
+
+:class:`TelephonyLink` is the sans-I/O core: frames and incoming messages in, messages to send
+out, through one bounded queue. While the connection is down (or before a JSON protocol's
+``start`` named the stream), frames wait in that queue up to ``hold_ms`` of audio; older ones
+are dropped and counted. The trio shell reconnects with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections import Counter, deque
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from rtstream.caps import Caps
+from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, UtteranceEnd
+from rtstream.params import ParamError, param
+from rtstream.registry import register
+from rtstream.stage import ReceiveChannel, Sink
+from rtstream.stats import DropCount, Drops, Quantiles, Summary
+
+from .wsclient import Backoff, ConnectFailed, open_connection, peer
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("raw", "twilio", "plivo", "exotel")
+_CAPS = {
+    "raw": {Encoding.PCM_S16LE: (8000, 16000)},
+    "twilio": {Encoding.PCM_MULAW: (8000,)},
+    "plivo": {Encoding.PCM_MULAW: (8000,), Encoding.PCM_S16LE: (8000, 16000)},
+    "exotel": {Encoding.PCM_S16LE: (8000, 16000, 24000), Encoding.PCM_MULAW: (8000,)},
+}
+"""What each protocol carries: encodings and, for each, the sample rates."""
+_DEFAULT_ENCODING = {"raw": Encoding.PCM_S16LE, "twilio": Encoding.PCM_MULAW, "plivo": Encoding.PCM_MULAW,
+                     "exotel": Encoding.PCM_S16LE}
+_PLIVO_TYPE = {Encoding.PCM_MULAW: "audio/x-mulaw", Encoding.PCM_S16LE: "audio/x-l16"}
+_STREAM_KEY = {"twilio": "streamSid", "plivo": "streamId", "exotel": "stream_sid"}
+_ECHO_EVENT = {"twilio": "mark", "plivo": "playedStream", "exotel": "mark"}
+
+
+class Regrouper:
+    """Exotel's rule: send chunks of a multiple of ``multiple`` bytes, at least ``least``, at most ``most``."""
+
+    def __init__(self, multiple: int, least: int, most: int, silence: int) -> None:
+        self.multiple, self.least, self.most = multiple, least, most
+        self._silence = bytes([silence])
+        self._buffer = bytearray()
+        self.padded = 0
+
+    def push(self, payload: bytes) -> list[bytes]:
+        """Whole chunks available after ``payload``."""
+        self._buffer += payload
+        out = []
+        while len(self._buffer) >= max(self.least, self.multiple):
+            size = min(len(self._buffer), self.most)
+            size -= size % self.multiple
+            out.append(bytes(self._buffer[:size]))
+            del self._buffer[:size]
+        return out
+
+    def flush(self) -> bytes | None:
+        """What is left, padded with silence to a whole chunk (None when nothing is left)."""
+        if not self._buffer:
+            return None
+        size = max(self.least, -(-len(self._buffer) // self.multiple) * self.multiple)
+        self.padded += size - len(self._buffer)
+        chunk = bytes(self._buffer) + self._silence * (size - len(self._buffer))
+        self._buffer.clear()
+        return chunk
+
+    def reset(self) -> int:
+        """Drop what is buffered; return how many bytes that was."""
+        dropped = len(self._buffer)
+        self._buffer.clear()
+        return dropped
+
+
+@attrs.frozen
+class TelephonyStatistics:
+    frames_in: int
+    messages_sent: int
+    seconds_sent: float
+    marks_sent: int
+    marks_echoed: int
+    mark_delay_ms: Summary
+    clears_sent: int
+    clears_unmapped: int
+    padded_bytes: int
+    connects: int
+    disconnects: int
+    first_sent: float | None
+    """``trio.current_time()`` when the first media message went out (for first-audio latency)."""
+    incoming: dict[str, int]
+    malformed: dict[str, int]
+    drops: dict[str, DropCount]
+
+
+class TelephonyLink:
+    """The protocol and the queue of one media stream, sans I/O (see the module docstring)."""
+
+    def __init__(self, protocol: str, fmt: AudioFormat, *, marks: bool, hold: float, regroup: Regrouper | None = None) -> None:
+        self.protocol = protocol
+        self.format = fmt
+        self._marks = marks and protocol != "raw"
+        self._hold_samples = round(hold * fmt.sample_rate)
+        self._regroup = regroup
+        self._queue: deque[tuple[str, Any]] = deque()
+        self._queued_samples = 0
+        self._in_flight = 0
+        self.stream_id: str | None = None
+        self._media_head = ""
+        self.connected = False
+        self._mark_times: dict[str, float] = {}
+        self.drops = Drops()
+        self.frames_in = self.messages_sent = self.samples_sent = 0
+        self.marks_sent = self.marks_echoed = self.clears_sent = self.clears_unmapped = 0
+        self.connects = self.disconnects = 0
+        self.first_sent: float | None = None
+        self.mark_delay = Quantiles()
+        self.incoming: Counter[str] = Counter()
+        self.malformed: Counter[str] = Counter()
+
+    # -- frames in -----------------------------------------------------------------------------
+
+    def push(self, frame: Any) -> None:
+        """Queue what ``frame`` means on the wire."""
+        kind = type(frame)
+        if kind is AudioChunk:
+            self.frames_in += 1
+            payload = frame.tobytes()
+            for piece in self._regroup.push(payload) if self._regroup else (payload,):
+                self._queue_media(piece)
+        elif kind is UtteranceEnd:
+            self._flush_regroup()
+            if self._marks:
+                self._queue.append(("mark", frame.utterance))
+        elif kind is Clear:
+            self.clear()
+
+    def finish(self) -> None:
+        """The stream ended: send what the regrouper holds."""
+        self._flush_regroup()
+
+    def _flush_regroup(self) -> None:
+        if self._regroup is not None:
+            rest = self._regroup.flush()
+            if rest is not None:
+                self._queue_media(rest)
+
+    def _queue_media(self, payload: bytes) -> None:
+        """Queue a frame; beyond it, keep at most ``hold`` of older audio, dropping the oldest."""
+        samples = len(payload) // self.format.frame_bytes
+        self._queue.append(("media", payload))
+        self._queued_samples += samples
+        reason = "outage" if not self.ready else "backlog"
+        while self._queued_samples - samples > self._hold_samples and self._drop_oldest_media(reason):
+            pass
+
+    def _drop_oldest_media(self, reason: str) -> bool:
+        for i, (kind, payload) in enumerate(self._queue):
+            if kind == "media":
+                del self._queue[i]
+                samples = len(payload) // self.format.frame_bytes
+                self._queued_samples -= samples
+                self.drops.add(reason, samples=samples)
+                return True
+        return False
+
+    def clear(self) -> None:
+        """Barge-in: queued audio is dropped, and the far end is told to drop what it buffered."""
+        if self._regroup is not None:
+            dropped = self._regroup.reset()
+            if dropped:
+                self.drops.add("cleared", samples=dropped // self.format.frame_bytes)
+        while self._drop_oldest_media("cleared"):
+            pass
+        if self.protocol == "raw":
+            self.clears_unmapped += 1
+        else:
+            self._queue.append(("clear", None))
+
+    # -- connection ----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Connected and, for the JSON protocols, told the stream id."""
+        return self.connected and (self.protocol == "raw" or self.stream_id is not None)
+
+    def connect(self) -> None:
+        self.connected = True
+        self.connects += 1
+        self._set_stream(None)
+
+    def disconnect(self, *, lost: bool = True) -> None:
+        """The connection closed: ``lost`` (counted) unless the stream ended and the sink closed it."""
+        if self.connected:
+            self.connected = False
+            self.disconnects += lost
+        self._mark_times.clear()  # a new stream will not echo the old one's marks
+
+    @property
+    def pending(self) -> int:
+        """Messages queued or being sent."""
+        return len(self._queue) + self._in_flight
+
+    def abandon(self) -> None:
+        """Give up on what is still queued (at the end of the stream), counting the audio dropped."""
+        while self._drop_oldest_media("unsent_at_end"):
+            pass
+        self._queue.clear()
+
+    @property
+    def awaiting_echoes(self) -> int:
+        return len(self._mark_times)
+
+    def pop(self, now: float) -> tuple[str, str | bytes] | None:
+        """The next message to send and its kind (media, mark, clear), if the stream is ready."""
+        if not self.ready or not self._queue:
+            return None
+        kind, value = self._queue.popleft()
+        self.messages_sent += 1
+        self._in_flight += 1
+        if kind == "media":
+            samples = len(value) // self.format.frame_bytes
+            self._queued_samples -= samples
+            self.samples_sent += samples
+            if self.first_sent is None:
+                self.first_sent = now
+            return kind, self._media(value)
+        if kind == "mark":
+            self.marks_sent += 1
+            self._mark_times[value] = now
+            return kind, self._mark(value)
+        self.clears_sent += 1
+        return kind, self._clear()
+
+    def sent(self) -> None:
+        """The message last popped went out."""
+        self._in_flight -= 1
+
+    def lost_in_flight(self, kind: str) -> None:
+        """The message last popped could not be sent (the connection broke under it)."""
+        self._in_flight -= 1
+        self.messages_sent -= 1
+        if kind == "media":
+            self.drops.add("send_failed")
+
+    # -- the protocols -------------------------------------------------------------------------
+
+    def _media(self, payload: bytes) -> str | bytes:
+        if self.protocol == "raw":
+            return payload
+        return self._media_head + base64.b64encode(payload).decode("ascii") + '"}}'
+
+    def _set_stream(self, stream_id: str | None) -> None:
+        """Take the stream id; build the start of every media message once, not per frame."""
+        self.stream_id = stream_id
+        if self.protocol == "plivo":
+            kind, rate = _PLIVO_TYPE[self.format.encoding], self.format.sample_rate
+            self._media_head = '{"event":"playAudio","media":{"contentType":"%s","sampleRate":%d,"payload":"' % (kind, rate)
+        elif self.protocol != "raw":
+            key = _STREAM_KEY[self.protocol]
+            self._media_head = '{"event":"media","%s":%s,"media":{"payload":"' % (key, json.dumps(stream_id))
+
+    def _mark(self, name: str) -> str:
+        key = _STREAM_KEY[self.protocol]
+        if self.protocol == "plivo":
+            return json.dumps({"event": "checkpoint", key: self.stream_id, "name": name})
+        return json.dumps({"event": "mark", key: self.stream_id, "mark": {"name": name}})
+
+    def _clear(self) -> str:
+        event = "clearAudio" if self.protocol == "plivo" else "clear"
+        return json.dumps({"event": event, _STREAM_KEY[self.protocol]: self.stream_id})
+
+    def receive(self, message: str | bytes, now: float) -> str | None:
+        """Take a message from the telephony side; the reason if it was malformed (counted)."""
+        if self.protocol == "raw":
+            self.incoming["binary" if isinstance(message, bytes) else "text"] += 1
+            return None
+        reason = self._receive_json(message, now)
+        if reason is not None:
+            self.malformed[reason] += 1
+        return reason
+
+    def _receive_json(self, message: str | bytes, now: float) -> str | None:
+        if isinstance(message, bytes):
+            return "binary_frame"
+        try:
+            data = json.loads(message)
+        except json.JSONDecodeError:
+            return "bad_json"
+        if not isinstance(data, dict) or not isinstance(data.get("event"), str):
+            return "bad_shape"
+        event = data["event"]
+        self.incoming[event] += 1
+        key = _STREAM_KEY[self.protocol]
+        if event == "start":
+            start = data.get("start")
+            sid = start.get(key) if isinstance(start, dict) else None
+            sid = sid if isinstance(sid, str) else data.get(key)
+            if not isinstance(sid, str):
+                return "start_without_stream_id"
+            self._set_stream(sid)
+        elif event == _ECHO_EVENT[self.protocol]:
+            mark = data if self.protocol == "plivo" else data.get("mark")
+            name = mark.get("name") if isinstance(mark, dict) else None
+            sent = self._mark_times.pop(name, None) if isinstance(name, str) else None
+            if sent is None:
+                return "unknown_mark"
+            self.marks_echoed += 1
+            self.mark_delay.add(now - sent)
+        return None
+
+    def statistics(self) -> TelephonyStatistics:
+        return TelephonyStatistics(
+            frames_in=self.frames_in,
+            messages_sent=self.messages_sent,
+            seconds_sent=self.samples_sent / self.format.sample_rate,
+            marks_sent=self.marks_sent,
+            marks_echoed=self.marks_echoed,
+            mark_delay_ms=self.mark_delay.summary(scale=1000),
+            clears_sent=self.clears_sent,
+            clears_unmapped=self.clears_unmapped,
+            padded_bytes=self._regroup.padded if self._regroup else 0,
+            connects=self.connects,
+            disconnects=self.disconnects,
+            first_sent=self.first_sent,
+            incoming=dict(sorted(self.incoming.items())),
+            malformed=dict(sorted(self.malformed.items())),
+            drops=self.drops.snapshot(),
+        )
+
+
+@attrs.define
+class _State:
+    link: TelephonyLink | None = None
+    closing: bool = False
+    """The stream has ended: close the connection once nothing is pending."""
+    changed: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
+    """Woken whenever the link changes: a frame queued, a message sent or received, a disconnect."""
+
+    def poke(self) -> None:
+        self.changed.unpark_all()
+
+
+@register("telephony_ws", klass="Sink/Network")
+@attrs.frozen(kw_only=True)
+class TelephonySink(Sink):
+    """Sends frames to a telephony media WebSocket (raw PCM16, Twilio, Plivo or Exotel), reconnecting when it drops."""
+
+    accepts = Caps((Encoding.PCM_S16LE, Encoding.PCM_MULAW), (8000, 16000, 24000), (1,))
+
+    url: str = param(type=str, help="The media WebSocket to connect to (ws:// or wss://).")
+    protocol: str = param("raw", choices=PROTOCOLS, help="raw (binary PCM16 frames), twilio, plivo or exotel.")
+    encoding: Encoding | None = param(
+        type=Encoding, optional=True,
+        help="Audio encoding; none takes the protocol's (raw and exotel pcm_s16le, twilio and plivo pcm_mulaw).",
+    )
+    sample_rate: int | None = param(
+        type=int, optional=True, choices=(8000, 16000, 24000), unit="Hz",
+        help="Audio rate; none lets negotiation pick one the protocol carries.",
+    )
+    marks: bool = param(True, help="Send a mark (Plivo: checkpoint) at each utterance end; raw streams have none.")
+    hold_ms: float = param(
+        1000.0, min=0, max=60_000, unit="ms", help="Audio held (besides the newest frame) while disconnected; older audio is dropped."
+    )
+    reconnect_attempts: int = param(5, min=0, max=1000, help="Attempts in a row to reconnect before the call fails.")
+    backoff_initial: float = param(0.1, gt=0, max=60, unit="s", help="First reconnect delay; it doubles (with jitter) per attempt.")
+    backoff_max: float = param(2.0, gt=0, max=600, unit="s", help="Longest reconnect delay.")
+    connect_timeout: float = param(5.0, gt=0, max=600, unit="s", help="Time allowed for one connection attempt.")
+    drain_timeout: float = param(2.0, min=0, max=600, unit="s", help="At the end, time allowed to send what is queued.")
+    linger: float = param(1.0, min=0, max=600, unit="s", help="At the end, time to wait for the echoes of marks sent.")
+    exotel_multiple: int = param(320, min=1, unit="bytes", help="Exotel: chunk sizes are a multiple of this.")
+    exotel_min_bytes: int = param(3200, min=0, unit="bytes", help="Exotel: smallest chunk (100 ms of 8 kHz PCM16).")
+    exotel_max_bytes: int = param(100_000, min=1, unit="bytes", help="Exotel: largest chunk.")
+    format: AudioFormat | None = None
+    """The negotiated input format, filled in by :meth:`resolve`."""
+    _state: _State = attrs.field(init=False, factory=_State, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        carried = _CAPS[self.protocol]
+        if self.encoding is not None and self.encoding not in carried:
+            listed = ", ".join(e.value for e in carried)
+            raise ParamError("encoding", f"{self.protocol} streams carry {listed}, got {self.encoding.value!r}")
+        rates = {r for e, rs in carried.items() if self.encoding in (None, e) for r in rs}
+        if self.sample_rate is not None and self.sample_rate not in rates:
+            raise ParamError("sample_rate", f"{self.protocol} streams carry {'|'.join(map(str, sorted(rates)))} Hz, got {self.sample_rate}")
+        if self.exotel_min_bytes > self.exotel_max_bytes:
+            raise ParamError("exotel_min_bytes", f"must not exceed exotel_max_bytes ({self.exotel_max_bytes})")
+
+    def input_caps(self) -> Caps:
+        encoding = self.encoding or _DEFAULT_ENCODING[self.protocol]
+        rates = _CAPS[self.protocol][encoding]
+        return Caps((encoding,), (self.sample_rate,) if self.sample_rate else rates, (1,))
+
+    def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> TelephonySink:
+        return attrs.evolve(self, format=fmt_in)
+
+    def link(self) -> TelephonyLink:
+        """A fresh core for this configuration."""
+        fmt = self.format or self.input_caps().fixate()
+        regroup = None
+        if self.protocol == "exotel":
+            regroup = Regrouper(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes, fmt.encoding.silence)
+        return TelephonyLink(self.protocol, fmt, marks=self.marks, hold=self.hold_ms / 1000, regroup=regroup)
+
+    async def run(self, rx: ReceiveChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        state = self._state
+        link = state.link = self.link()
+        call = trio.CancelScope()
+        async with rx, trio.open_nursery() as nursery:
+            await nursery.start(self._keep_connected, call)
+            task_status.started()
+            with call:
+                async for frame in rx:
+                    link.push(frame)
+                    state.poke()
+                link.finish()
+                state.poke()
+                with trio.move_on_after(self.drain_timeout):
+                    while link.pending:
+                        await state.changed.park()
+                link.abandon()
+                with trio.move_on_after(self.linger):
+                    while link.awaiting_echoes and link.connected:
+                        await state.changed.park()
+                state.closing = True
+                state.poke()
+                with trio.move_on_after(self.drain_timeout):
+                    while link.connected:
+                        await state.changed.park()
+            nursery.cancel_scope.cancel()
+
+    async def _keep_connected(self, call: trio.CancelScope, *, task_status: trio.TaskStatus[None]) -> None:
+        """Hold the connection: reconnect with backoff when it drops; end the call if the far end hangs up.
+
+        ConnectFailed when the far end refuses, or after ``reconnect_attempts`` failures in a row.
+        """
+        link = self._state.link
+        backoff = Backoff(self.backoff_initial, self.backoff_max)
+        started = False
+        while True:
+            try:
+                async with open_connection(self.url, timeout=self.connect_timeout) as ws:
+                    link.connect()
+                    if not started:
+                        task_status.started()
+                        started = True
+                    backoff.reset()
+                    await self._converse(ws)
+                    if self._state.closing:
+                        link.disconnect(lost=False)
+                        self._state.poke()
+                        return
+            except ConnectFailed as exc:
+                if exc.status is not None or backoff.attempt >= self.reconnect_attempts:
+                    raise
+                log.warning("telephony_ws: %s; retrying", exc)
+            else:
+                link.disconnect()
+                self._state.poke()
+                if ws.closed is not None and ws.closed.code == 1000:
+                    log.info("telephony_ws: %s ended the stream", peer(self.url))
+                    call.cancel()
+                    return
+                log.warning("telephony_ws: lost %s (%s); reconnecting", peer(self.url), ws.closed)
+            await trio.sleep(backoff.next_delay())
+
+    async def _converse(self, ws: WebSocketConnection) -> None:
+        state = self._state
+        link = state.link
+
+        async def read(cancel_scope: trio.CancelScope) -> None:
+            try:
+                while True:
+                    message = await ws.get_message()
+                    reason = link.receive(message, trio.current_time())
+                    if reason is not None and link.malformed[reason] == 1:
+                        log.warning("telephony_ws: malformed message from %s (%s): %.80r", peer(self.url), reason, message)
+                    state.poke()
+            except ConnectionClosed:
+                cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read, nursery.cancel_scope)
+            try:
+                while True:
+                    item = link.pop(trio.current_time())
+                    if item is None:
+                        if state.closing:
+                            nursery.cancel_scope.cancel()
+                            return
+                        await state.changed.park()
+                        continue
+                    kind, message = item
+                    try:
+                        await ws.send_message(message)
+                    except ConnectionClosed:
+                        link.lost_in_flight(kind)
+                        raise
+                    link.sent()
+                    state.poke()
+            except ConnectionClosed:
+                nursery.cancel_scope.cancel()
+
+    def statistics(self) -> TelephonyStatistics:
+        link = self._state.link or self.link()
+        return link.statistics()

@@ -1,0 +1,36 @@
+"""Simulators on loopback for the socket tests: start one, get its URL."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import AsyncIterator
+
+import trio
+
+from simulators.telephony import TelephonyServer, TelephonySettings, serve_telephony
+from simulators.tts import TtsServer, TtsSettings, serve_tts
+
+
+@contextlib.asynccontextmanager
+async def tts_server(settings: TtsSettings | None = None, **kw) -> AsyncIterator[tuple[str, TtsServer]]:
+    """A TTS simulator on a free loopback port: (its URL, the server)."""
+    settings = settings or TtsSettings(**kw)
+    server = TtsServer(settings)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(functools.partial(serve_tts, settings, "127.0.0.1", 0, server=server))
+        yield f"ws://127.0.0.1:{port}/tts/websocket", server
+        nursery.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def telephony_server(record: str | None = None, **kw) -> AsyncIterator[tuple[str, TelephonyServer]]:
+    """A telephony simulator on a free loopback port: (its URL, the server)."""
+    settings = TelephonySettings(**kw)
+    server = TelephonyServer(settings, record=record)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(functools.partial(serve_telephony, settings, "127.0.0.1", 0, server=server))
+        yield f"ws://127.0.0.1:{port}/", server
+        with trio.move_on_after(2):
+            await server.wait_idle()
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,251 @@
+"""``cartesia_tts``: the sans-I/O utterance core, then the stage against the simulator on loopback."""
+
+import base64
+import functools
+import json
+import logging
+
+import numpy as np
+import pytest
+import trio
+from sims import tts_server
+from trio_websocket import WebSocketRequest
+
+from rtstream.errors import StageFailed
+from rtstream.frames import AudioFormat, UtteranceEnd, UtteranceStart, WordTimings
+from rtstream.params import ParamError
+from rtstream.testing import run_stage
+from simulators.speech import synthesize
+from simulators.tts import TtsSession, TtsSettings, audio_of
+from simulators.websocket import converse, serve
+from stages.cartesia import CartesiaTTS, Counts, Malformed, Utterance
+
+PCM8 = AudioFormat("pcm_s16le", 8000)
+TEXT = "Hello there [pause 200ms] and welcome, this is the bridge."
+CLEAN = "Hello there and welcome, this is the bridge."
+
+
+def utterance(words="one two three", fmt=PCM8, **kw):
+    return Utterance("utt-1", words.split(), fmt, {"model_id": "m"}, counts=Counts(), pts=0, seq_base=0, **kw)
+
+
+def chunk(data: bytes, context="utt-1", **extra):
+    return json.dumps({"type": "chunk", "data": base64.b64encode(data).decode(), "context_id": context, **extra})
+
+
+# -- the core ------------------------------------------------------------------------------------
+
+
+def test_requests_split_words_and_continue():
+    u = utterance("a b c d e", chunk_words=2)
+    requests = [json.loads(r) for r in u.requests()]
+    assert [(r["transcript"], r["continue"], r["context_id"]) for r in requests] == [
+        ("a b ", True, "utt-1"), ("c d ", True, "utt-1"), ("e", False, "utt-1")]
+    assert all(r["model_id"] == "m" for r in requests)
+
+
+def test_odd_byte_counts_are_carried_and_seq_and_arrival_stamped():
+    u = utterance(sequence_field="seq")
+    u.requests()
+    [a] = u.receive(chunk(b"\x01\x00\x02", seq=0), 5.0)
+    [b] = u.receive(chunk(b"\x00\x03\x00", seq=1), 6.0)
+    assert a.data.tolist() == [1] and b.data.tolist() == [2, 3]
+    assert (a.pts, b.pts, a.seq, b.seq, a.arrival, b.arrival) == (0, 1, 0, 1, 5.0, 6.0)
+
+
+@pytest.mark.parametrize("message,reason", [
+    (b"\x00", "binary_message"), ("{", "bad_json"), ("[1]", "bad_shape"), ('{"type": "song"}', "unknown_type"),
+    ('{"type": "chunk", "data": "!!", "context_id": "utt-1"}', "bad_base64"),
+    ('{"type": "chunk", "context_id": "utt-1"}', "bad_shape"),
+    ('{"type": "timestamps", "context_id": "utt-1", "word_timestamps": {"words": ["a"], "start": [], "end": []}}',
+     "bad_timestamps"),
+    ("x" * 2000, "oversize"),
+])
+def test_malformed_messages_are_counted(message, reason):
+    u = utterance(max_message_bytes=1024)
+    u.requests()
+    with pytest.raises(Malformed, match=f"^{reason}$"):
+        u.receive(message, 0.0)
+    assert u._counts.malformed == {reason: 1}
+
+
+def test_messages_of_other_contexts_are_stale():
+    u = utterance()
+    u.requests()
+    assert u.receive(chunk(b"\x00\x00", context="old"), 0.0) == [] and u._counts.stale == 1
+
+
+def test_resume_from_the_first_word_not_fully_received():
+    u = utterance("one two three four")
+    u.requests()
+    u.receive(chunk(b"\x00\x00" * 8000), 0.0)  # 1 s of audio
+    u.receive(json.dumps({"type": "timestamps", "context_id": "utt-1",
+                          "word_timestamps": {"words": ["one", "two"], "start": [0.0, 0.5], "end": [0.4, 0.9]}}), 0.0)
+    u.lost()
+    assert u.resume_from == 2 and u._counts.resumes == 1 and u._counts.repeated_seconds == pytest.approx(0.1)
+    [request] = [json.loads(r) for r in u.requests()]
+    assert request["transcript"] == "three four" and request["context_id"] == "utt-1-r1"
+    [timing] = u.receive(json.dumps({"type": "timestamps", "context_id": "utt-1-r1",
+                                     "word_timestamps": {"words": ["three"], "start": [0.0], "end": [0.3]}}), 0.0)
+    assert timing.words[0].start == pytest.approx(1.0)  # utterance time: after the second already heard
+    [c] = u.receive(chunk(b"\x00\x00", context="utt-1-r1"), 0.0)
+    assert c.pts == 8000
+
+
+def test_an_error_reply_resumes_and_a_done_finishes():
+    u = utterance("one two")
+    u.requests()
+    u.receive(json.dumps({"type": "error", "status_code": 429, "error_code": "concurrency_limited",
+                          "context_id": "utt-1", "done": True}), 0.0)
+    assert u.error == (429, "concurrency_limited") and not u.finished and u.resume_from == 0
+    u.requests()
+    u.receive(json.dumps({"type": "done", "done": True, "context_id": "utt-1-r1"}), 0.0)
+    assert u.finished and u._counts.service_errors == {"concurrency_limited": 1}
+
+
+def test_transcript_parameters_are_checked(tmp_path):
+    with pytest.raises(ParamError, match="^transcript: give either transcript or transcript_file"):
+        CartesiaTTS()
+    with pytest.raises(ParamError, match=r"^transcript: transcript: unknown tag .*'\[shout\]' at character 3$"):
+        CartesiaTTS(transcript="Hi [shout] there")
+    path = tmp_path / "lines.txt"
+    path.write_text("First line.\n\n  Second [breath] line.  \n")
+    assert CartesiaTTS(transcript_file=str(path)).utterances == ("First line.", "Second [breath] line.")
+
+
+# -- the stage against the simulator -------------------------------------------------------------
+
+
+async def test_speech_arrives_as_synthesized_with_word_timings():
+    with trio.fail_after(15):
+        async with tts_server(rtf=50, first_byte_latency=0.01) as (url, _):
+            out = await run_stage(CartesiaTTS(url=url, transcript=TEXT, sample_rate=8000, encoding="pcm_s16le"))
+    assert out.frames[0] == UtteranceStart("utt-1", TEXT)
+    assert out.frames[-1] == UtteranceEnd("utt-1")
+    assert np.array_equal(out.audio(), audio_of(CLEAN, PCM8))
+    _, spoken = synthesize(CLEAN, 8000)
+    words = [w for f in out.events if isinstance(f, WordTimings) for w in f.words]
+    assert [(w.text, w.start, w.end) for w in words] == [(w.text, w.start / 8000, w.end / 8000) for w in spoken]
+    chunks = out.chunks
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    assert all(c.arrival is not None for c in chunks)
+    assert [c.pts for c in chunks] == list(np.cumsum([0] + [c.samples for c in chunks[:-1]]))
+    stats = out.report.stages[0].statistics
+    assert stats["malformed"] == {} and stats["word_timings"] == len(spoken) and stats["contexts"] == 1
+    assert stats["first_arrival"] == chunks[0].arrival
+
+
+async def test_a_file_of_lines_in_pieces_and_random_odd_chunks(tmp_path):
+    path = tmp_path / "lines.txt"
+    path.write_text("First of two.\nAnd the second one, longer.\n")
+    with trio.fail_after(15):
+        async with tts_server(rtf=50, first_byte_latency=0, chunking="random", min_bytes=101, max_bytes=777) as (url, _):
+            out = await run_stage(CartesiaTTS(url=url, transcript_file=str(path), chunk_words=2, sample_rate=16000))
+    starts = [f for f in out.events if isinstance(f, UtteranceStart)]
+    assert [s.text for s in starts] == ["First of two.", "And the second one, longer."]
+    fmt = AudioFormat("pcm_s16le", 16000)
+    expected = np.concatenate([audio_of("First of two.", fmt), audio_of("And the second one, longer.", fmt)])
+    assert np.array_equal(out.audio(), expected)
+    chunks = out.chunks
+    assert [c.seq for c in chunks] == list(range(len(chunks)))  # stream-wide across the two contexts
+
+
+async def test_negotiation_asks_the_service_for_what_downstream_takes():
+    from rtstream.caps import Caps
+
+    with trio.fail_after(15):
+        async with tts_server(rtf=50, first_byte_latency=0) as (url, _):
+            out = await run_stage(CartesiaTTS(url=url, transcript="Hi."), accept=Caps.of(AudioFormat("pcm_mulaw", 8000)))
+    assert out.chunks[0].format == AudioFormat("pcm_mulaw", 8000)
+    assert np.array_equal(out.audio(), audio_of("Hi.", AudioFormat("pcm_mulaw", 8000)))
+
+
+class _Vandal:
+    """A TTS session that slips malformed messages between the real ones."""
+
+    BAD = ("{not json", json.dumps({"type": "karaoke", "context_id": "utt-1"}),
+           json.dumps({"type": "chunk", "data": "@@@", "context_id": "utt-1"}), "x" * 5000, b"\x00\x01")
+
+    def __init__(self, session):
+        self.session = session
+        self.sent = 0
+
+    def receive(self, message, now):
+        self.session.receive(message, now)
+
+    def pop_due(self, now):
+        out = []
+        for m in self.session.pop_due(now):
+            if self.sent < len(self.BAD) and '"chunk"' in m:
+                out.append(self.BAD[self.sent])
+                self.sent += 1
+            out.append(m)
+        return out
+
+    def next_due(self):
+        return self.session.next_due()
+
+
+async def test_malformed_server_messages_are_counted_and_logged_while_the_call_goes_on(caplog):
+    settings = TtsSettings(rtf=50, first_byte_latency=0)
+
+    async def handler(request: WebSocketRequest):
+        ws = await request.accept()
+        await converse(ws, _Vandal(TtsSession(settings)), peer="vandal")
+
+    caplog.set_level(logging.WARNING, logger="stages.cartesia")
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(functools.partial(serve, handler, "127.0.0.1", 0, max_message_size=1 << 20))
+            source = CartesiaTTS(url=f"ws://127.0.0.1:{port}/tts/websocket", transcript="Still going strong.",
+                                 sample_rate=8000, max_message_bytes=4096)
+            out = await run_stage(source)
+            nursery.cancel_scope.cancel()
+    assert np.array_equal(out.audio(), audio_of("Still going strong.", PCM8))
+    assert out.report.stages[0].statistics["malformed"] == {
+        "bad_base64": 1, "bad_json": 1, "binary_message": 1, "oversize": 1, "unknown_type": 1}
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(f"malformed message from ws://127.0.0.1:{port}/tts/websocket (bad_json" in m for m in logged)
+
+
+async def test_a_dropped_connection_resumes_on_a_new_context_from_the_lost_word():
+    text = "One two three four five six seven eight nine ten."
+    with trio.fail_after(20):
+        async with tts_server(rtf=50, first_byte_latency=0, disconnect_after=20) as (url, server):
+            source = CartesiaTTS(url=url, transcript=text, sample_rate=8000, backoff_initial=0.01, backoff_max=0.05)
+            out = await run_stage(source)
+            await trio.testing.wait_all_tasks_blocked()
+            report = server.report()
+    stats = out.report.stages[0].statistics
+    assert stats["connects"] >= 2 and stats["resumes"] == stats["connects"] - 1 == report["net_disconnected"]
+    assert stats["utterances_failed"] == 0
+    timed = [w.text for f in out.events if isinstance(f, WordTimings) for w in f.words]
+    assert timed == text.split()  # every word timed once, in order: resumed from the first unfinished word
+    words = [w for f in out.events if isinstance(f, WordTimings) for w in f.words]
+    assert all(a.end <= b.start for a, b in zip(words, words[1:]))
+    assert out.audio().size / 8000 >= words[-1].end
+
+
+async def test_an_error_reply_resumes_on_the_same_connection():
+    with trio.fail_after(15):
+        async with tts_server(rtf=50, first_byte_latency=0, error_after=8) as (url, _):
+            out = await run_stage(CartesiaTTS(url=url, transcript="One two three four five six.", sample_rate=8000,
+                                              backoff_initial=0.01))
+    stats = out.report.stages[0].statistics
+    assert stats["service_errors"] == {"internal_error": 1} and stats["connects"] == 1 and stats["contexts"] == 2
+    assert [w.text for f in out.events if isinstance(f, WordTimings) for w in f.words] == ["One", "two", "three", "four", "five", "six."]
+
+
+async def test_a_refused_key_fails_the_stage_with_the_status():
+    from simulators.services import TtsService
+
+    service = TtsService(api_key="right", rtf=50)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(service.serve, "127.0.0.1", 0)
+            url = service.endpoints("127.0.0.1", port)["url"]
+            out = await run_stage(CartesiaTTS(url=url, transcript="Hi.", api_key="right", sample_rate=8000))
+            assert out.chunks
+            with pytest.raises(StageFailed, match=r"ConnectFailed: ws://127.0.0.1:\d+/tts/websocket: refused with HTTP 401$"):
+                await run_stage(CartesiaTTS(url=url, transcript="Hi.", api_key="wrong", sample_rate=8000))
+            nursery.cancel_scope.cancel()
