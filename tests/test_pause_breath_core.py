@@ -308,3 +308,25 @@ def test_timing_problems_are_counted():
     }
     (comma, _), (semicolon, _) = out.cuts()
     assert comma == 3200 and 5200 <= semicolon <= 5600  # in the gap, then where the words overlap
+
+
+def test_utterances_in_a_row_each_move_their_own_timings_and_pts_run_on():
+    audio = _audio()
+    first = utterance(TEXT, SPANS, audio, uid="A", place="after")
+    second = utterance("One, two", SPANS[:2], audio[:8800], uid="B", place="split", pts=len(audio))
+    out = shape([*first, *second[:-1]], **EXACT)  # B never gets its UtteranceEnd: the input just ends
+    assert [c.pts for c in out.chunks] == list(np.cumsum([0] + [c.samples for c in out.chunks[:-1]]))
+    assert out.cuts() == [(4400, 1200), (8800, 4000), (17200, 4800), (len(audio) + 4400, 1200)]
+    timed = {e.utterance: e for e in out.events if isinstance(e, WordTimings) and len(e.words) > 1}
+    assert timed["A"].words[-1].start == pytest.approx(SPANS[-1][0] + 1.25)
+    second_word = [e for e in out.events if isinstance(e, WordTimings) and e.utterance == "B"][1].words[0]
+    assert second_word.start == pytest.approx(SPANS[1][0] + 0.15)  # only B's own comma moves it
+    assert [type(f).__name__ for f in out.events].count("UtteranceEnd") == 1
+
+
+def test_a_new_utterance_ends_the_one_before():
+    audio = _audio()
+    first = utterance(TEXT, SPANS, audio, uid="A", place="before")[:-1]  # no UtteranceEnd
+    out = shape([*first, UtteranceStart("B", ""), *chunks(audio[:100], 100, uid="B", pts=len(audio))], **EXACT)
+    assert [p for p, _ in out.cuts()] == [4400, 8800, 17200]
+    assert out.chunks[-1].pts == len(audio) + 10000

@@ -63,6 +63,16 @@ async def test_without_timings_audio_waits_no_longer_than_max_wait(autojump_cloc
     assert stats["held_max_seconds"] == pytest.approx(0.26)
 
 
+async def test_audio_goes_out_the_moment_its_timings_arrive(autojump_clock):
+    audio = speech(SPANS, LENGTH)
+    body = chunks(audio, 160)
+    words = WordTimings("u", tuple(Word(w, a, b) for w, (a, b) in zip(["Hello", "world", "How", "are", "you", "Fine"], SPANS, strict=True)))
+    script = [(0.0, UtteranceStart("u", TEXT)), *((0.0, c) for c in body), (1.0, words), (9.0, UtteranceEnd("u"))]
+    out = await run_stage(PauseBreath(**EXACT, max_wait=5.0), script)
+    assert out.times[1] == 1.0 and out.times[-2] == 1.0  # held until the timings, released on them
+    assert out.report.stages[1].statistics["pauses"] == {"comma": 1, "period": 1, "question": 1}
+
+
 async def test_timings_later_than_max_wait_skip_only_the_boundaries_they_missed(autojump_clock):
     audio = speech(SPANS, LENGTH)
     body = chunks(audio, 160)

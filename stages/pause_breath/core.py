@@ -211,7 +211,6 @@ class PauseBreathCore:
             return
         elif kind is WordTimings:
             self._take_timings(frame)  # type: ignore[arg-type]
-            return
         elif kind is UtteranceStart:
             self._start(frame, now)  # type: ignore[arg-type]
         elif kind is UtteranceEnd:

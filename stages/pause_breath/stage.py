@@ -84,7 +84,7 @@ class PauseBreath(Filter):
     deep_breath_after: float = param(
         8.0, min=0, max=60, unit="s", help="Speech since the last breath after which a sentence-end breath is deep."
     )
-    breath_level: float = param(-20.0, min=-60, max=0, unit="dB", help="Level of a normal breath relative to the speech RMS.")
+    breath_level: float = param(-24.0, min=-60, max=0, unit="dB", help="Level of a normal breath relative to the speech RMS.")
     breath_normal: tuple[float, float] = _range((0.18, 0.26), "Length of a normal breath.")
     breath_deep: tuple[float, float] = _range((0.25, 0.30), "Length of a deep breath.")
     breath_quick: tuple[float, float] = _range((0.10, 0.15), "Length of a quick breath.")
