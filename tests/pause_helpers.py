@@ -132,7 +132,9 @@ def shape(frames, *, fmt=FMT, times=None, **params):
     for i, frame in enumerate(frames):
         now = 0.0 if times is None else times[i]
         while core.deadline() <= now:
-            core.poll(core.deadline())
+            due = core.deadline()
+            core.poll(due)
+            assert core.deadline() > due, "a poll at the deadline let nothing go: the stage would spin"
             out += core.ready
             core.ready.clear()
         core.push(frame, now)

@@ -330,3 +330,34 @@ def test_a_new_utterance_ends_the_one_before():
     out = shape([*first, UtteranceStart("B", ""), *chunks(audio[:100], 100, uid="B", pts=len(audio))], **EXACT)
     assert [p for p, _ in out.cuts()] == [4400, 8800, 17200]
     assert out.chunks[-1].pts == len(audio) + 10000
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0, 1.5), st.floats(-0.2, 1.5)), max_size=8),
+    st.lists(st.sampled_from(["one,", "two.", "Three?", "[breath]", "four", "[pause 50ms]"]), min_size=1, max_size=8),
+    st.lists(st.floats(0, 0.3), min_size=1, max_size=12),
+    st.sampled_from([7, 160, 333, 700]),
+    st.integers(0, 14),
+    st.booleans(),
+)
+def test_any_timings_at_any_time_never_hang_lose_or_reorder(raw, tokens, steps, size, at, ended):
+    """Timings that are wrong, partial, overlapping, past the audio, or late: the stream still flows."""
+    audio = speech([(0.1, 0.3), (0.5, 0.9)], 1.2, floor=50)
+    words = WordTimings("u", tuple(Word(f"w{i}", a, b) for i, (a, b) in enumerate(raw)))
+    body = chunks(audio, size)
+    frames = [UtteranceStart("u", " ".join(tokens)), *body, UtteranceEnd("u")] if ended else [UtteranceStart("u", " ".join(tokens)), *body]
+    frames.insert(min(at, len(frames)), words)
+    frames += [UtteranceStart("v", "Next, please."), *chunks(audio[:400], 160, uid="v", pts=len(audio))]
+    times = list(np.cumsum([steps[i % len(steps)] for i in range(len(frames))]))
+    out = shape(frames, times=times, max_wait=0.2, max_hold=0.5)
+    sent = np.concatenate([f.data for f in frames if isinstance(f, AudioChunk)])
+    kept = out.without_insertions()
+    assert len(out.audio()) == len(sent) + out.counts.inserted_samples
+    near = np.zeros(len(sent), dtype=bool)
+    for position, _ in out.cuts():
+        near[max(position - FADE, 0) : position + FADE] = True
+    assert len(kept) == len(sent) and np.array_equal(kept[~near], sent[~near])  # in order, none lost
+    kinds = [type(f).__name__ for f in out.events if not isinstance(f, WordTimings)]
+    assert kinds == [type(f).__name__ for f in frames if isinstance(f, UtteranceStart | UtteranceEnd)]
+    assert sum(isinstance(f, WordTimings) for f in out.events) == 1

@@ -73,6 +73,16 @@ async def test_audio_goes_out_the_moment_its_timings_arrive(autojump_clock):
     assert out.report.stages[1].statistics["pauses"] == {"comma": 1, "period": 1, "question": 1}
 
 
+async def test_timings_that_run_past_the_audio_do_not_stall_the_utterance_end(autojump_clock):
+    audio = speech([(0.1, 0.5), (0.6, 0.7)], 0.75)  # "world" is cut short: its timing says it ends at 1.0 s
+    words = WordTimings("u", (Word("Hello", *SPANS[0]), Word("world", *SPANS[1])))
+    script = [UtteranceStart("u", "Hello, world, again"), words, *chunks(audio, 160), UtteranceEnd("u")]
+    out = await run_stage(PauseBreath(max_wait=0.25), [*((0.0, f) for f in script), (3.0, UtteranceStart("v", ""))])
+    ended = next(t for t, f in out.received if isinstance(f, UtteranceEnd))
+    assert ended == pytest.approx(0.25)
+    assert out.report.stages[1].statistics["skipped"] == {"missing_timings": 1}
+
+
 async def test_timings_later_than_max_wait_skip_only_the_boundaries_they_missed(autojump_clock):
     audio = speech(SPANS, LENGTH)
     body = chunks(audio, 160)

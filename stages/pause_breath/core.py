@@ -236,10 +236,7 @@ class PauseBreathCore:
     def flush(self) -> None:
         """The input ended: resolve what can be, skip the rest, let everything go."""
         self._flushing = True
-        if self._current is not None:
-            self._end(self._current)
-            self._held.append(_Held(None, self._current))
-            self._current = None
+        self._end_current(math.inf)
         self._drain(math.inf)
 
     # -- input ---------------------------------------------------------------------------------
@@ -258,9 +255,7 @@ class PauseBreathCore:
         self._held_samples += chunk.samples
 
     def _start(self, frame: UtteranceStart, now: float) -> None:
-        if self._current is not None:  # a new utterance ends the one before
-            self._end(self._current)
-            self._held.append(_Held(None, self._current, arrived=now))
+        self._end_current(now)  # a new utterance ends the one before
         self.counts.utterances += 1
         script = None
         try:
@@ -289,6 +284,13 @@ class PauseBreathCore:
             utt.length = utt.received
         if self._current is utt:
             self._current = None
+
+    def _end_current(self, now: float) -> None:
+        """End the current utterance where no UtteranceEnd came: it closes at this point of the stream."""
+        utt = self._current
+        if utt is not None:
+            self._end(utt)
+            self._held.append(_Held(None, utt, arrived=now))
 
     def _take_timings(self, frame: WordTimings) -> None:
         utt = self._open.get(frame.utterance) or self._recent.get(frame.utterance)
@@ -418,6 +420,8 @@ class PauseBreathCore:
                 limit = lo - fade
             else:
                 limit = utt.safe_point(k) - fade
+                if utt.length is not None:  # timings that run past the audio
+                    limit = min(limit, utt.length)
             if limit > utt.released:
                 return limit
             # Nothing more can go out until timings or audio come in; the bounds decide how long to wait.
