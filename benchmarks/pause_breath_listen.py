@@ -87,10 +87,11 @@ def espeak(text: str) -> tuple[np.ndarray, int, list[tuple[float, float]]]:
     spans = []
     for i, start in enumerate(starts):
         stop = starts[i + 1] if i + 1 < len(starts) else len(audio)
+        base = start // hop * hop
         frames = np.flatnonzero(loud[start // hop : max(stop // hop, start // hop + 1)])
-        first = start + (frames[0] * hop if frames.size else 0)
-        last = min(start // hop * hop + (frames[-1] + 1) * hop, stop) if frames.size else start
-        spans.append((max(first, start) / rate, max(last, first) / rate))
+        first = max(base + frames[0] * hop, start) if frames.size else start
+        last = min(base + (frames[-1] + 1) * hop, stop) if frames.size else start
+        spans.append((first / rate, max(last, first) / rate))
     return audio, rate, spans
 
 

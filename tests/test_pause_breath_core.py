@@ -361,3 +361,15 @@ def test_any_timings_at_any_time_never_hang_lose_or_reorder(raw, tokens, steps, 
     kinds = [type(f).__name__ for f in out.events if not isinstance(f, WordTimings)]
     assert kinds == [type(f).__name__ for f in frames if isinstance(f, UtteranceStart | UtteranceEnd)]
     assert sum(isinstance(f, WordTimings) for f in out.events) == 1
+
+
+def test_timings_held_back_are_bounded(monkeypatch):
+    import stages.pause_breath.core as core_module
+
+    monkeypatch.setattr(core_module, "_MAX_PENDING", 2)
+    audio = _audio()
+    one_by_one = [WordTimings("u", (Word(w, a, b),)) for w, (a, b) in zip(["Hello", "world", "How", "are", "you", "Fine"], SPANS, strict=True)]
+    out = shape([UtteranceStart("u", TEXT), *one_by_one, *chunks(audio, 160), UtteranceEnd("u")], **EXACT)
+    assert out.counts.timing_issues == {"released_early": 4}
+    assert sum(isinstance(e, WordTimings) for e in out.events) == 6
+    assert out.cuts() == [(4400, 1200), (8800, 4000), (17200, 4800)]  # the audio is shaped all the same

@@ -53,7 +53,7 @@ _QUICK_SCALE = 0.85
 """A sentence-end breath is a quick one when speech runs this much faster than the reference."""
 _RECENT = 16
 """Ended utterances remembered, so timings that come after their audio still move right."""
-_MAX_PENDING = 256
+_MAX_PENDING = 4096
 """Timing messages an utterance holds back at most while the shift of their words is open."""
 
 
