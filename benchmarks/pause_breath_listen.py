@@ -56,16 +56,21 @@ def espeak(text: str) -> tuple[np.ndarray, int, list[tuple[float, float]]]:
 
     class Event(ctypes.Structure):
         _fields_ = [
-            ("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
-            ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
-            ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8),
+            ("type", ctypes.c_int),
+            ("unique_identifier", ctypes.c_uint),
+            ("text_position", ctypes.c_int),
+            ("length", ctypes.c_int),
+            ("audio_position", ctypes.c_int),
+            ("sample", ctypes.c_int),
+            ("user_data", ctypes.c_void_p),
+            ("id", ctypes.c_char * 8),
         ]
 
     pieces: list[bytes] = []
     events_at: list[tuple[int, int]] = []  # (character offset, sample) of each word event
 
     @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(Event))
-    def collect(wav, count, events):  # noqa: ANN001, ANN202  (a C callback)
+    def collect(wav, count, events):
         if count > 0:
             pieces.append(ctypes.string_at(wav, 2 * count))
         i = 0
@@ -132,7 +137,9 @@ def _loud_frames(audio: np.ndarray, rate: int) -> np.ndarray:
     return level > level.max() - SILENCE_DB
 
 
-def segment(audio: np.ndarray, rate: int, *, min_gap: float = 0.02, min_word: float = 0.05) -> list[tuple[float, float]]:
+def segment(
+    audio: np.ndarray, rate: int, *, min_gap: float = 0.02, min_word: float = 0.05
+) -> list[tuple[float, float]]:
     """Word-like stretches of loud audio: dips shorter than ``min_gap`` are inside a word."""
     loud = _loud_frames(audio if audio.ndim == 1 else audio.mean(axis=1), rate)
     edges = np.flatnonzero(np.diff(np.concatenate(([0], loud.astype(np.int8), [0]))))
@@ -171,7 +178,9 @@ def frames_for(text: str, audio: np.ndarray, fmt: AudioFormat, spans: list[tuple
     return [*frames, UtteranceEnd("demo")]
 
 
-async def shape(name: str, text: str, audio: np.ndarray, fmt: AudioFormat, spans, stage: PauseBreath, out: Path) -> None:
+async def shape(
+    name: str, text: str, audio: np.ndarray, fmt: AudioFormat, spans, stage: PauseBreath, out: Path
+) -> None:
     words = read_script(text).words
     if len(words) != len(spans):
         sys.exit(f"{name}: the transcript has {len(words)} words but the audio has {len(spans)}")
@@ -193,9 +202,13 @@ async def shape(name: str, text: str, audio: np.ndarray, fmt: AudioFormat, spans
             position += chunk.samples
             continue
         k = int(np.searchsorted(ends, position, side="right"))  # inserted chunks carry no sequence number
-        print(f"  {words[k - 1] if k else '(before the first)':<24} {position / rate:>9.2f}s {chunk.samples / rate:>8.3f}s")
+        print(
+            f"  {words[k - 1] if k else '(before the first)':<24} {position / rate:>9.2f}s {chunk.samples / rate:>8.3f}s"
+        )
     print(f"  pauses {stats['pauses']}, breaths {stats['breaths']}")
-    print(f"  inserted {stats['seconds_inserted']:.2f} s: {len(audio) / rate:.2f} s -> {len(collected.audio()) / rate:.2f} s")
+    print(
+        f"  inserted {stats['seconds_inserted']:.2f} s: {len(audio) / rate:.2f} s -> {len(collected.audio()) / rate:.2f} s"
+    )
     print(f"  held at most {stats['held_max_seconds'] * 1000:.0f} ms; skipped: {stats['skipped'] or 'none'}")
     print(f"  listen: {before}  then  {after}")
 

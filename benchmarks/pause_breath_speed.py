@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from pause_breath_listen import frames_for, guessed_transcript, segment
+
 from rtstream.audio.breath import breath
 from rtstream.frames import UtteranceStart, WordTimings
 from rtstream.markup import BREATH_TYPES
@@ -69,7 +69,9 @@ def main() -> None:
         ("timings after all the audio", after, PauseBreath(max_hold=min(60.0, seconds + 1))),
     ]
     print(f"{args.wav}: looped to {seconds:.1f} s, {fmt}, {len(spans)} words, 20 ms chunks\n")
-    print(f"{'run':<38} {'p50 µs':>8} {'p99 µs':>8} {'max µs':>9} {'ms per s':>9} {'x real time':>12} {'ratio':>6} {'inserted':>9}")
+    print(
+        f"{'run':<38} {'p50 µs':>8} {'p99 µs':>8} {'max µs':>9} {'ms per s':>9} {'x real time':>12} {'ratio':>6} {'inserted':>9}"
+    )
     reference = None
     for name, frames, config in runs:
         per_push, total, counts = run(frames, config, fmt)

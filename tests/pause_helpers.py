@@ -16,19 +16,19 @@ from stages.pause_breath.script import read_script
 
 RATE = 8000
 FMT = AudioFormat("pcm_s16le", RATE)
-EXACT = dict(
-    comma=(0.15, 0.15),
-    period=(0.5, 0.5),
-    question=(0.6, 0.6),
-    exclamation=(0.4, 0.4),
-    semicolon=(0.35, 0.35),
-    colon=(0.3, 0.3),
-    sentence=(0.45, 0.45),
-    dash=(0.2, 0.2),
-    emphasis=(0.25, 0.25),
-    reference_rate=None,
-    breath_probability=0.0,
-)
+EXACT = {
+    "comma": (0.15, 0.15),
+    "period": (0.5, 0.5),
+    "question": (0.6, 0.6),
+    "exclamation": (0.4, 0.4),
+    "semicolon": (0.35, 0.35),
+    "colon": (0.3, 0.3),
+    "sentence": (0.45, 0.45),
+    "dash": (0.2, 0.2),
+    "emphasis": (0.25, 0.25),
+    "reference_rate": 0.0,
+    "breath_probability": 0.0,
+}
 """Settings under which every pause has one length and nothing is random."""
 
 

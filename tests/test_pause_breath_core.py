@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pause_helpers import EXACT, RATE, chunks, shape, speech, utterance
 
 from rtstream.audio.splice import fade_in
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Gap, UtteranceEnd, UtteranceStart, Word, WordTimings
 from rtstream.markup import MarkupError
-
-from pause_helpers import EXACT, FMT, RATE, chunks, shape, speech, utterance
 
 FADE = 40  # 5 ms at 8 kHz
 
@@ -57,7 +56,9 @@ def test_word_timings_move_by_what_was_inserted_before_each_word():
 def test_the_output_does_not_depend_on_chunking_or_when_timings_come(place, sizes):
     audio = _audio(floor=300)
     reference = shape(utterance(TEXT, SPANS, audio), seed=4, breath_probability=1.0, breath_min_interval=0)
-    out = shape(utterance(TEXT, SPANS, audio, sizes=sizes, place=place), seed=4, breath_probability=1.0, breath_min_interval=0)
+    out = shape(
+        utterance(TEXT, SPANS, audio, sizes=sizes, place=place), seed=4, breath_probability=1.0, breath_min_interval=0
+    )
     assert np.array_equal(out.audio(), reference.audio())
     assert out.cuts() == reference.cuts()
     assert out.counts.breaths == reference.counts.breaths and sum(out.counts.breaths.values()) == 2
@@ -68,7 +69,7 @@ def test_random_lengths_stay_in_their_ranges_and_follow_the_seed():
     spans = [(0.1 + 0.5 * i, 0.4 + 0.5 * i) for i in range(40)]
     audio = speech(spans, 20.2)
     one, again, two = (
-        shape(utterance(text, spans, audio), seed=seed, reference_rate=None, breath_probability=0) for seed in (1, 1, 2)
+        shape(utterance(text, spans, audio), seed=seed, reference_rate=0.0, breath_probability=0) for seed in (1, 1, 2)
     )
     assert np.array_equal(one.audio(), again.audio())
     assert one.cuts() != two.cuts()
@@ -88,7 +89,11 @@ def _words_and_gaps(draw_lengths, draw_gaps):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(80, 2400), st.sampled_from(["", ",", ".", "?", "!", ";", ":", " —"])), min_size=1, max_size=8),
+    st.lists(
+        st.tuples(st.integers(80, 2400), st.sampled_from(["", ",", ".", "?", "!", ";", ":", " —"])),
+        min_size=1,
+        max_size=8,
+    ),
     st.lists(st.integers(0, 1600), min_size=9, max_size=9),
     st.lists(st.integers(1, 900), min_size=1, max_size=4),
     st.sampled_from(["before", "after", "split"]),
@@ -110,9 +115,13 @@ def test_a_cut_never_falls_inside_a_word(words, gaps, sizes, place, tagged, seed
     audio = speech(seconds, length / RATE, floor=100, seed=seed)
     out = shape(
         utterance(text, seconds, audio, sizes=sizes, place=place, words=[f"w{k}" for k in range(len(words))]),
-        seed=seed, breath_probability=0.5, breath_min_interval=0,
+        seed=seed,
+        breath_probability=0.5,
+        breath_min_interval=0,
     )
-    windows = [(0, spans[0][0])] + [(spans[k - 1][1], spans[k][0]) for k in range(1, len(spans))] + [(spans[-1][1], length)]
+    windows = (
+        [(0, spans[0][0])] + [(spans[k - 1][1], spans[k][0]) for k in range(1, len(spans))] + [(spans[-1][1], length)]
+    )
     for position, _ in out.cuts():
         assert any(lo <= position <= hi for lo, hi in windows), (position, windows)
     assert len(out.audio()) == len(audio) + out.counts.inserted_samples
@@ -130,10 +139,8 @@ def test_every_joint_is_faded_and_no_sharper_than_the_signal():
     # a crest of the wave (20 + 80 m at 100 Hz), so the cut has to open the wave where it is highest
     t = np.arange(18400) / RATE
     audio = np.rint(20000 * np.sin(2 * np.pi * 100 * t)).astype(np.int16)
-    edges = [820, 4020, 8020, 9600, 9700, 14420, 18000]
-    spans = [(a / RATE, b / RATE) for a, b in zip(edges, edges[1:], strict=False)]
-    spans[2:4] = [(8020 / RATE, 9600 / RATE), (9700 / RATE, 11000 / RATE)]
-    spans[4] = (11000 / RATE, 14420 / RATE)
+    bounds = [(820, 4020), (4020, 8020), (8020, 9600), (9700, 11000), (11000, 14420), (14420, 18000)]
+    spans = [(a / RATE, b / RATE) for a, b in bounds]
     out = shape(utterance(TEXT, spans, audio, sizes=[33, 170]), **EXACT)
     assert [p for p, _ in out.cuts()] == [4020, 8020, 14420]
     result = out.audio().astype(np.float64)
@@ -147,18 +154,27 @@ def test_every_joint_is_faded_and_no_sharper_than_the_signal():
         after = result[end - 1 : end + FADE + 1]
         assert np.max(np.abs(np.diff(before))) <= 1.2 * own
         assert np.max(np.abs(np.diff(after))) <= 1.2 * own
-        assert np.array_equal(out.audio()[begin - FADE : begin], np.rint(audio[position - FADE : position] * fade[::-1]))
+        assert np.array_equal(
+            out.audio()[begin - FADE : begin], np.rint(audio[position - FADE : position] * fade[::-1])
+        )
         assert np.array_equal(out.audio()[end : end + FADE], np.rint(audio[position : position + FADE] * fade))
     # without the fades the same joints would click: the tone is far from zero at some of them
     assert max(abs(int(audio[p])) for p, _ in out.cuts()) > 1.5 * own
 
 
 def test_tags_are_honoured_at_their_word():
-    text = '[breath] Hello, [pause 300ms] world [emphasis] now. [breath type="deep"] Yes [sigh] ok [breath type="quick"]'
+    text = (
+        '[breath] Hello, [pause 300ms] world [emphasis] now. [breath type="deep"] Yes [sigh] ok [breath type="quick"]'
+    )
     spans = [(0.2, 0.5), (0.6, 0.9), (1.0, 1.2), (1.4, 1.6), (1.8, 2.0)]
     out = shape(
-        utterance(text, spans, speech(spans, 2.4)), **EXACT, breath_gap=0.05,
-        breath_normal=(0.2, 0.2), breath_deep=(0.3, 0.3), breath_quick=(0.1, 0.1), breath_sigh=(0.5, 0.5),
+        utterance(text, spans, speech(spans, 2.4)),
+        **EXACT,
+        breath_gap=0.05,
+        breath_normal=(0.2, 0.2),
+        breath_deep=(0.3, 0.3),
+        breath_quick=(0.1, 0.1),
+        breath_sigh=(0.5, 0.5),
     )
     g = 400  # breath_gap
     assert out.cuts() == [
@@ -180,8 +196,10 @@ def test_tags_are_honoured_at_their_word():
 def test_breaths_sit_at_their_level_below_the_speech():
     spans = [(0.1 + 0.6 * i, 0.6 + 0.6 * i) for i in range(6)]
     audio = speech(spans, 3.8, level=6000)
-    out = shape(utterance("a b c. [breath] D e f", spans, audio), **EXACT, breath_level=-12.0, breath_normal=(0.25, 0.25))
-    segment = [c for c in out.chunks if c.seq is None][0].data.astype(np.float64)
+    out = shape(
+        utterance("a b c. [breath] D e f", spans, audio), **EXACT, breath_level=-12.0, breath_normal=(0.25, 0.25)
+    )
+    segment = next(c for c in out.chunks if c.seq is None).data.astype(np.float64)
     breath_rms = np.sqrt(np.mean(segment[4000 : 4000 + 2000] ** 2))
     speech_rms = np.sqrt(np.mean(audio[800:4000].astype(np.float64) ** 2))
     assert 20 * np.log10(breath_rms / speech_rms) == pytest.approx(-12.0, abs=0.5)
@@ -205,17 +223,21 @@ def test_sentence_breaths_follow_probability_interval_and_length_of_speech():
 def test_faster_speech_gets_shorter_pauses_within_the_limits():
     def comma_after(word_seconds, **kw):
         spans = [(0.1, 0.1 + word_seconds), (0.2 + word_seconds, 0.3 + 2 * word_seconds)]
-        out = shape(utterance("abcdefghij, abcdefghij", spans, speech(spans, 0.5 + 2 * word_seconds)), **{**EXACT, **kw})
+        out = shape(
+            utterance("abcdefghij, abcdefghij", spans, speech(spans, 0.5 + 2 * word_seconds)), **{**EXACT, **kw}
+        )
         return out.cuts()[0][1] / RATE
 
-    at_reference = dict(reference_rate=10.0, rate_scale=(0.6, 2.0), comma=(0.2, 0.2))
+    at_reference = {"reference_rate": 10.0, "rate_scale": (0.6, 2.0), "comma": (0.2, 0.2)}
     assert comma_after(1.0, **at_reference) == pytest.approx(0.2, abs=1 / RATE)  # 10 letters in 1 s: the reference
     assert comma_after(0.5, **at_reference) == pytest.approx(0.2 * 10 / ((10 + 10) / 1.5), abs=1 / RATE)
     assert comma_after(0.1, **at_reference) == pytest.approx(0.12, abs=1 / RATE)  # 0.55 unclamped
-    assert comma_after(0.5, **{**at_reference, "reference_rate": None}) == pytest.approx(0.2, abs=1 / RATE)
+    assert comma_after(0.5, **{**at_reference, "reference_rate": 0.0}) == pytest.approx(0.2, abs=1 / RATE)
 
 
-@pytest.mark.parametrize("fmt", [AudioFormat("pcm_f32le", 48000, 2), AudioFormat("pcm_s16le", 16000, 2), AudioFormat("pcm_f32le", 22050)])
+@pytest.mark.parametrize(
+    "fmt", [AudioFormat("pcm_f32le", 48000, 2), AudioFormat("pcm_s16le", 16000, 2), AudioFormat("pcm_f32le", 22050)]
+)
 def test_float_stereo_and_other_rates(fmt):
     audio = speech(SPANS, LENGTH, fmt=fmt, floor=50)
     frames = utterance(TEXT, SPANS, audio, fmt=fmt, sizes=fmt.sample_rate // 50, place="split")
@@ -291,7 +313,9 @@ def test_a_malformed_tag_leaves_the_utterance_unshaped_or_fails(caplog):
     frames = utterance("Hello, [paws 3s] world. How are you? Fine", SPANS, audio)
     out = shape(frames)
     assert np.array_equal(out.audio(), audio) and out.counts.markup_errors == 1
-    assert "utterance 'u': unknown tag (known: breath, sigh, pause, emphasis): '[paws 3s]' at character 7" in caplog.text
+    assert (
+        "utterance 'u': unknown tag (known: breath, sigh, pause, emphasis): '[paws 3s]' at character 7" in caplog.text
+    )
     with pytest.raises(MarkupError, match=r"^utterance 'u': unknown tag .*: '\[paws 3s\]' at character 7$"):
         shape(frames, on_bad_markup="fail")
 
@@ -299,12 +323,26 @@ def test_a_malformed_tag_leaves_the_utterance_unshaped_or_fails(caplog):
 def test_timing_problems_are_counted():
     spans = [(0.1, 0.3), (0.5, 0.7), (0.65, 0.9)]  # the last two overlap
     audio = speech(spans, 1.0)
-    words = (Word("One", 0.1, 0.3), Word("—", 0.35, 0.35), Word("tow", 0.5, 0.7), Word("three", 0.65, 0.9), Word("four", 0.9, 0.95))
-    frames = [UtteranceStart("u", "One, two; three"), WordTimings("u", words), *chunks(audio, 160), UtteranceEnd("u"),
-              WordTimings("nobody", (Word("x", 0, 1),))]
+    words = (
+        Word("One", 0.1, 0.3),
+        Word("—", 0.35, 0.35),
+        Word("tow", 0.5, 0.7),
+        Word("three", 0.65, 0.9),
+        Word("four", 0.9, 0.95),
+    )
+    frames = [
+        UtteranceStart("u", "One, two; three"),
+        WordTimings("u", words),
+        *chunks(audio, 160),
+        UtteranceEnd("u"),
+        WordTimings("nobody", (Word("x", 0, 1),)),
+    ]
     out = shape(frames, **EXACT)
     assert dict(out.counts.timing_issues) == {
-        "beyond_text": 1, "overlapping_words": 1, "text_mismatch": 1, "unknown_utterance": 1,
+        "beyond_text": 1,
+        "overlapping_words": 1,
+        "text_mismatch": 1,
+        "unknown_utterance": 1,
     }
     (comma, _), (semicolon, _) = out.cuts()
     assert comma == 3200 and 5200 <= semicolon <= 5600  # in the gap, then where the words overlap
@@ -346,7 +384,11 @@ def test_any_timings_at_any_time_never_hang_lose_or_reorder(raw, tokens, steps, 
     audio = speech([(0.1, 0.3), (0.5, 0.9)], 1.2, floor=50)
     words = WordTimings("u", tuple(Word(f"w{i}", a, b) for i, (a, b) in enumerate(raw)))
     body = chunks(audio, size)
-    frames = [UtteranceStart("u", " ".join(tokens)), *body, UtteranceEnd("u")] if ended else [UtteranceStart("u", " ".join(tokens)), *body]
+    frames = (
+        [UtteranceStart("u", " ".join(tokens)), *body, UtteranceEnd("u")]
+        if ended
+        else [UtteranceStart("u", " ".join(tokens)), *body]
+    )
     frames.insert(min(at, len(frames)), words)
     frames += [UtteranceStart("v", "Next, please."), *chunks(audio[:400], 160, uid="v", pts=len(audio))]
     times = list(np.cumsum([steps[i % len(steps)] for i in range(len(frames))]))
@@ -368,7 +410,10 @@ def test_timings_held_back_are_bounded(monkeypatch):
 
     monkeypatch.setattr(core_module, "_MAX_PENDING", 2)
     audio = _audio()
-    one_by_one = [WordTimings("u", (Word(w, a, b),)) for w, (a, b) in zip(["Hello", "world", "How", "are", "you", "Fine"], SPANS, strict=True)]
+    one_by_one = [
+        WordTimings("u", (Word(w, a, b),))
+        for w, (a, b) in zip(["Hello", "world", "How", "are", "you", "Fine"], SPANS, strict=True)
+    ]
     out = shape([UtteranceStart("u", TEXT), *one_by_one, *chunks(audio, 160), UtteranceEnd("u")], **EXACT)
     assert out.counts.timing_issues == {"released_early": 4}
     assert sum(isinstance(e, WordTimings) for e in out.events) == 6

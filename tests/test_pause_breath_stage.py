@@ -6,6 +6,7 @@ import attrs
 import numpy as np
 import pytest
 import trio
+from pause_helpers import EXACT, chunks, shape, speech, utterance
 
 from rtstream.config import parse_config
 from rtstream.errors import ConfigError, FormatMismatch, StageFailed
@@ -14,8 +15,6 @@ from rtstream.pipeline import assemble, build_pipeline
 from rtstream.testing import CollectingSink, ScriptedSource, run_stage, run_stages
 from stages.pause_breath import PauseBreath
 from stages.tone import Tone
-
-from pause_helpers import EXACT, FMT, chunks, shape, speech, utterance
 
 TEXT = "Hello, world. How are you? Fine"
 SPANS = [(0.10, 0.50), (0.60, 1.00), (1.20, 1.40), (1.45, 1.60), (1.65, 2.00), (2.30, 2.60)]
@@ -66,7 +65,10 @@ async def test_without_timings_audio_waits_no_longer_than_max_wait(autojump_cloc
 async def test_audio_goes_out_the_moment_its_timings_arrive(autojump_clock):
     audio = speech(SPANS, LENGTH)
     body = chunks(audio, 160)
-    words = WordTimings("u", tuple(Word(w, a, b) for w, (a, b) in zip(["Hello", "world", "How", "are", "you", "Fine"], SPANS, strict=True)))
+    words = WordTimings(
+        "u",
+        tuple(Word(w, a, b) for w, (a, b) in zip(["Hello", "world", "How", "are", "you", "Fine"], SPANS, strict=True)),
+    )
     script = [(0.0, UtteranceStart("u", TEXT)), *((0.0, c) for c in body), (1.0, words), (9.0, UtteranceEnd("u"))]
     out = await run_stage(PauseBreath(**EXACT, max_wait=5.0), script)
     assert out.times[1] == 1.0 and out.times[-2] == 1.0  # held until the timings, released on them
@@ -114,7 +116,10 @@ async def test_waiting_on_downstream_does_not_count_against_max_wait(autojump_cl
     # A's timings come after B's first chunks: releasing A takes 3 s of a slow downstream while
     # B's first chunks are held; B's timings are next in line and must still be in time.
     audio = speech(SPANS, LENGTH)
-    first, second = utterance(TEXT, SPANS, audio, uid="A", place="after"), utterance(TEXT, SPANS, audio, uid="B", place="after")
+    first, second = (
+        utterance(TEXT, SPANS, audio, uid="A", place="after"),
+        utterance(TEXT, SPANS, audio, uid="B", place="after"),
+    )
     frames = [*first[:-1], *second[:12], first[-1], *second[12:]]
     sink = _SlowSink()
     out = await run_stages([PauseBreath(**EXACT, max_wait=0.1), sink], frames)
@@ -137,11 +142,16 @@ async def test_barge_in_drops_what_is_held_and_later_audio_flows(autojump_clock)
 
 
 async def test_a_malformed_tag_fails_the_stage_naming_tag_and_position(autojump_clock):
-    frames = utterance("Hello, [breath type=deep] world", [(0.1, 0.4), (0.5, 0.8)], speech([(0.1, 0.4), (0.5, 0.8)], 1.0))
-    with pytest.raises(StageFailed, match=(
-        r"^pipeline 'test', stage 2 \(pause_breath\) failed: MarkupError: utterance 'u': malformed breath tag "
-        r"\(write \[breath\] or \[breath type=\"deep\"\]\): '\[breath type=deep\]' at character 7$"
-    )):
+    frames = utterance(
+        "Hello, [breath type=deep] world", [(0.1, 0.4), (0.5, 0.8)], speech([(0.1, 0.4), (0.5, 0.8)], 1.0)
+    )
+    with pytest.raises(
+        StageFailed,
+        match=(
+            r"^pipeline 'test', stage 2 \(pause_breath\) failed: MarkupError: utterance 'u': malformed breath tag "
+            r"\(write \[breath\] or \[breath type=\"deep\"\]\): '\[breath type=deep\]' at character 7$"
+        ),
+    ):
         await run_stage(PauseBreath(on_bad_markup="fail"), frames)
     out = await run_stage(PauseBreath(), frames)
     assert out.report.stages[1].statistics["markup_errors"] == 1
@@ -151,9 +161,14 @@ def test_caps_take_pcm_in_any_rate_and_layout_and_ask_for_a_converter_before_g71
     stereo = AudioFormat("pcm_f32le", 48000, 2)
     pipeline = assemble("p", [ScriptedSource(script=(), format=stereo), PauseBreath(), CollectingSink()])
     assert pipeline.formats == (stereo, stereo) and pipeline.stages[1].format == stereo
-    with pytest.raises(FormatMismatch, match=r"^stage 1 \(ScriptedSource\) produces pcm_mulaw 8000 Hz mono, but stage 2 "
-                       r"\(pause_breath\) accepts only pcm_s16le\|pcm_f32le, any rate, mono or stereo; add a converter"):
-        assemble("p", [ScriptedSource(script=(), format=AudioFormat("pcm_mulaw", 8000)), PauseBreath(), CollectingSink()])
+    with pytest.raises(
+        FormatMismatch,
+        match=r"^stage 1 \(ScriptedSource\) produces pcm_mulaw 8000 Hz mono, but stage 2 "
+        r"\(pause_breath\) accepts only pcm_s16le\|pcm_f32le, any rate, mono or stereo; add a converter",
+    ):
+        assemble(
+            "p", [ScriptedSource(script=(), format=AudioFormat("pcm_mulaw", 8000)), PauseBreath(), CollectingSink()]
+        )
 
 
 def _build(table: str):
@@ -175,12 +190,17 @@ def test_config_from_toml_and_its_errors():
     [pipeline] = _build("comma = [0.05, 0.1]\nseed = 7\nreference_rate = 12.5")
     stage = pipeline.stages[1]
     assert stage.comma == (0.05, 0.1) and stage.seed == 7 and stage.reference_rate == 12.5
-    with pytest.raises(ConfigError, match=(
-        r"^p.toml: pipeline 'p', stage 2 \(pause_breath\), key 'period': "
-        r"must be two numbers \[low, high\] with low <= high, got \[0.6, 0.4\]$"
-    )):
+    with pytest.raises(
+        ConfigError,
+        match=(
+            r"^p.toml: pipeline 'p', stage 2 \(pause_breath\), key 'period': "
+            r"must be two numbers \[low, high\] with low <= high, got \[0.6, 0.4\]$"
+        ),
+    ):
         _build("period = [0.6, 0.4]")
-    with pytest.raises(ConfigError, match=r"key 'question': must be two numbers \[low, high\] with low <= high, got \[0.5\]$"):
+    with pytest.raises(
+        ConfigError, match=r"key 'question': must be two numbers \[low, high\] with low <= high, got \[0.5\]$"
+    ):
         _build("question = [0.5]")
     with pytest.raises(ConfigError, match=r"key 'comma': must be between 0 and 10, got 20.0$"):
         _build("comma = [0.1, 20]")

@@ -9,10 +9,23 @@ from stages.pause_breath.script import classify, read_script
 
 
 def test_punctuation_and_tags_land_on_their_boundaries():
-    script = read_script('Hello, [breath] how are you? [pause 300ms] I am [emphasis] fine; thanks: really! Well… ok. [sigh]')
+    script = read_script(
+        "Hello, [breath] how are you? [pause 300ms] I am [emphasis] fine; thanks: really! Well… ok. [sigh]"
+    )
     assert script.words == ("Hello,", "how", "are", "you?", "I", "am", "fine;", "thanks:", "really!", "Well…", "ok.")
     assert script.punctuation == (
-        None, "comma", None, None, "question", None, None, "semicolon", "colon", "exclamation", "sentence", "period",
+        None,
+        "comma",
+        None,
+        None,
+        "question",
+        None,
+        None,
+        "semicolon",
+        "colon",
+        "exclamation",
+        "sentence",
+        "period",
     )
     assert script.marks[1] == (Mark("breath", 1, 7, breath_type="normal"),)
     assert script.marks[4] == (Mark("pause", 4, 29, seconds=0.3),)

@@ -21,7 +21,7 @@ class SpeechLevel:
     level depends only on the audio. Levels are RMS values of samples scaled to [-1, 1).
     """
 
-    __slots__ = ("_block", "_scale", "_fill", "_partial", "_total", "_count", "_gate")
+    __slots__ = ("_block", "_count", "_fill", "_gate", "_partial", "_scale", "_total")
 
     def __init__(self, fmt: AudioFormat) -> None:
         self._block = max(1, fmt.sample_rate * BLOCK_MS // 1000)

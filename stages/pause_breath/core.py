@@ -276,7 +276,8 @@ class PauseBreathCore:
         return [
             k
             for k in range(n + 1)
-            if script.marks[k] or (0 < k < n and script.punctuation[k] is not None and ranges[script.punctuation[k]][1] > 0)
+            if script.marks[k]
+            or (0 < k < n and script.punctuation[k] is not None and ranges[script.punctuation[k]][1] > 0)
         ]
 
     def _end(self, utt: _Utterance) -> None:
@@ -484,7 +485,9 @@ class PauseBreathCore:
             and since >= config.breath_min_interval
             and rng.random() < config.breath_probability
         ):
-            kinds.append("deep" if since >= config.deep_breath_after else "quick" if scale <= _QUICK_SCALE else "normal")
+            kinds.append(
+                "deep" if since >= config.deep_breath_after else "quick" if scale <= _QUICK_SCALE else "normal"
+            )
         if kinds:
             utt.last_breath = spoken
         breaths = tuple((kind, round(_uniform(rng, config.breath_ranges[kind]) * rate)) for kind in kinds)
@@ -494,7 +497,7 @@ class PauseBreathCore:
     def _rate_scale(self, utt: _Utterance, k: int) -> float:
         """How much longer than at the reference rate pauses are, from the words before boundary ``k``."""
         reference = self.config.reference_rate
-        if reference is None:
+        if not reference:
             return 1.0
         timed = min(k, len(utt.starts))
         rate = (utt.letters[timed] + reference * _RATE_PRIOR) / (utt.spoken[timed] + _RATE_PRIOR)
@@ -554,7 +557,9 @@ class PauseBreathCore:
             chunk = item.frame
             a, b = max(start - item.offset, 0), min(stop - item.offset, chunk.samples)  # type: ignore[union-attr]
             data = chunk.data.copy()  # type: ignore[union-attr]
-            data[a:b] = apply_gain(data[a:b], curve[item.offset + a - start : item.offset + b - start], self.format.encoding)
+            data[a:b] = apply_gain(
+                data[a:b], curve[item.offset + a - start : item.offset + b - start], self.format.encoding
+            )
             item.frame = attrs.evolve(chunk, data=data)
 
     def _release(self, item: _Held, stop: int) -> None:

@@ -22,8 +22,42 @@ SENTENCE_ENDS = frozenset({"period", "question", "exclamation", "sentence"})
 _CLOSERS = "\"')]}»”’"
 _OPENERS = "\"'([{«“‘"
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st vs etc approx dept est fig inc ltd co corp vol mt ave rd blvd jan feb apr "
-    "jun jul aug sep sept oct nov dec".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "vs",
+        "etc",
+        "approx",
+        "dept",
+        "est",
+        "fig",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "vol",
+        "mt",
+        "ave",
+        "rd",
+        "blvd",
+        "jan",
+        "feb",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+    ]
 )
 _DASHES = ("—", "–", "--")
 

@@ -68,9 +68,12 @@ class PauseBreath(Filter):
     sentence: tuple[float, float] = _range((0.30, 0.50), "Pause at another sentence boundary: an ellipsis (… or ...).")
     dash: tuple[float, float] = _range((0.15, 0.25), "Pause at a dash standing between words (— or –).")
     emphasis: tuple[float, float] = _range((0.15, 0.25), "Pause before a word marked [emphasis].")
-    reference_rate: float | None = param(
-        14.0, type=float, optional=True, gt=0, max=100, unit="letters/s",
-        help="Speech rate at which pauses take their nominal length; faster speech gets shorter pauses. None: no scaling.",
+    reference_rate: float = param(
+        14.0,
+        min=0,
+        max=100,
+        unit="letters/s",
+        help="Speech rate at which pauses take their nominal length; faster speech gets shorter pauses. 0: no scaling.",
     )
     rate_scale: tuple[float, float] = param(
         (0.7, 1.4), type=(float,), gt=0, max=5, help="Limits of the speech-rate factor on pause lengths: [least, most]."
@@ -84,7 +87,9 @@ class PauseBreath(Filter):
     deep_breath_after: float = param(
         8.0, min=0, max=60, unit="s", help="Speech since the last breath after which a sentence-end breath is deep."
     )
-    breath_level: float = param(-24.0, min=-60, max=0, unit="dB", help="Level of a normal breath relative to the speech RMS.")
+    breath_level: float = param(
+        -24.0, min=-60, max=0, unit="dB", help="Level of a normal breath relative to the speech RMS."
+    )
     breath_normal: tuple[float, float] = _range((0.18, 0.26), "Length of a normal breath.")
     breath_deep: tuple[float, float] = _range((0.25, 0.30), "Length of a deep breath.")
     breath_quick: tuple[float, float] = _range((0.10, 0.15), "Length of a quick breath.")
@@ -92,15 +97,24 @@ class PauseBreath(Filter):
     breath_gap: float = param(0.04, min=0, max=1, unit="s", help="Silence between a breath and the speech after it.")
     fade_ms: float = param(5.0, gt=0, max=50, unit="ms", help="Fade on each side of every joint, against clicks.")
     max_wait: float = param(
-        0.5, gt=0, max=10, unit="s",
+        0.5,
+        gt=0,
+        max=10,
+        unit="s",
         help="Longest audio waits for its word timings before it goes out unshaped (waiting on downstream does not count).",
     )
     max_hold: float = param(
-        4.0, gt=0, max=60, unit="s", help="Most audio held waiting for word timings; beyond it the oldest goes out unshaped."
+        4.0,
+        gt=0,
+        max=60,
+        unit="s",
+        help="Most audio held waiting for word timings; beyond it the oldest goes out unshaped.",
     )
     seed: int = param(0, help="Seed of the random pause lengths and breaths (the same seed, the same output).")
     on_bad_markup: str = param(
-        "warn", choices=("warn", "fail"), help="A malformed tag in a transcript: log it and leave that utterance unshaped, or fail."
+        "warn",
+        choices=("warn", "fail"),
+        help="A malformed tag in a transcript: log it and leave that utterance unshaped, or fail.",
     )
     format: AudioFormat | None = None
     """The negotiated format, filled in by :meth:`resolve`."""
@@ -177,4 +191,3 @@ class PauseBreath(Filter):
             timing_issues=dict(sorted(c.timing_issues.items())),
             markup_errors=c.markup_errors,
         )
-
