@@ -43,15 +43,17 @@ def quietest_point(samples: np.ndarray, lo: int, hi: int, window: int) -> int:
         raise ValueError(f"cut range [{lo}, {hi}] is outside the {len(samples)} samples given")
     if lo == hi:
         return lo
-    power = np.square(samples, dtype=np.float64)
+    # Energies in integer 16-bit units, so running totals are exact: a silent stretch sums to exactly 0
+    # and equally quiet cuts tie exactly, however loud the audio before them.
+    units = samples.astype(np.int64) if samples.dtype.kind in "iu" else np.rint(samples * 32768.0).astype(np.int64)
+    power = units * units
     if power.ndim == 2:
         power = power.sum(axis=1)
+    total = np.concatenate(([0], np.cumsum(power)))
     half = max(window // 2, 1)
-    # A direct moving sum (not a difference of running totals), so a silent stretch sums to exactly 0.
-    sums = np.convolve(power, np.ones(2 * half))
     cuts = np.arange(lo, hi + 1)
-    counts = np.minimum(cuts + half, len(samples)) - np.maximum(cuts - half, 0)
-    energy = sums[cuts + half - 1] / np.maximum(counts, 1)
-    least = energy.min()
-    quiet = cuts[energy <= least * (1 + 1e-9)]
+    start = np.maximum(cuts - half, 0)
+    stop = np.minimum(cuts + half, len(samples))
+    energy = (total[stop] - total[start]) / np.maximum(stop - start, 1)
+    quiet = cuts[energy == energy.min()]
     return int(quiet[np.argmin(np.abs(2 * quiet - (lo + hi)))])

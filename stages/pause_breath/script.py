@@ -72,11 +72,6 @@ class Script:
     marks: tuple[tuple[Mark, ...], ...]
     """Per boundary: the tags that bind to it, in transcript order."""
 
-    @property
-    def letters(self) -> tuple[int, ...]:
-        """Letters and digits per spoken word (what a speech rate counts)."""
-        return tuple(sum(ch.isalnum() for ch in word) for word in self.words)
-
 
 def is_spoken(word: str) -> bool:
     """Whether a word is spoken (has a letter or digit), not punctuation alone."""
