@@ -31,6 +31,11 @@ EXACT = {
 }
 """Settings under which every pause has one length and nothing is random."""
 
+TEXT = "Hello, world. How are you? Fine"
+SPANS = [(0.10, 0.50), (0.60, 1.00), (1.20, 1.40), (1.45, 1.60), (1.65, 2.00), (2.30, 2.60)]
+LENGTH = 2.7
+"""A short utterance: a comma, a period and a question mark, each in a silent gap."""
+
 
 def speech(spans, length, *, fmt=FMT, floor=0, level=8000, seed=0):
     """Words as loud noisy tones over ``spans`` (seconds), a noise floor of ``floor`` between them."""

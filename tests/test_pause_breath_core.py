@@ -4,17 +4,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pause_helpers import EXACT, RATE, chunks, shape, speech, utterance
+from pause_helpers import EXACT, LENGTH, RATE, SPANS, TEXT, chunks, shape, speech, utterance
 
 from rtstream.audio.splice import fade_in
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Gap, UtteranceEnd, UtteranceStart, Word, WordTimings
 from rtstream.markup import MarkupError
 
 FADE = 40  # 5 ms at 8 kHz
-
-TEXT = "Hello, world. How are you? Fine"
-SPANS = [(0.10, 0.50), (0.60, 1.00), (1.20, 1.40), (1.45, 1.60), (1.65, 2.00), (2.30, 2.60)]
-LENGTH = 2.7
 
 
 def _audio(**kw):

@@ -6,7 +6,7 @@ import attrs
 import numpy as np
 import pytest
 import trio
-from pause_helpers import EXACT, chunks, shape, speech, utterance
+from pause_helpers import EXACT, LENGTH, SPANS, TEXT, chunks, shape, speech, utterance
 
 from rtstream.config import parse_config
 from rtstream.errors import ConfigError, FormatMismatch, StageFailed
@@ -15,10 +15,6 @@ from rtstream.pipeline import assemble, build_pipeline
 from rtstream.testing import CollectingSink, ScriptedSource, run_stage, run_stages
 from stages.pause_breath import PauseBreath
 from stages.tone import Tone
-
-TEXT = "Hello, world. How are you? Fine"
-SPANS = [(0.10, 0.50), (0.60, 1.00), (1.20, 1.40), (1.45, 1.60), (1.65, 2.00), (2.30, 2.60)]
-LENGTH = 2.7
 
 
 def _real_time(frames, period=0.02, samples=160):
