@@ -33,6 +33,7 @@ class MarkupError(ValueError):
     """A malformed tag; ``position`` is its character offset in the transcript."""
 
     def __init__(self, message: str, tag: str, position: int) -> None:
+        self.message = message
         self.tag = tag
         self.position = position
         super().__init__(f"{message}: {tag!r} at character {position}")

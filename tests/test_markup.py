@@ -62,3 +62,13 @@ def test_mark_word_indices_point_at_the_following_word(tokens):
         else:
             seen += 1
     assert [m.word for m in markup.marks] == expected
+
+
+def test_a_markup_error_keeps_its_parts_for_callers_that_add_context():
+    with pytest.raises(MarkupError) as caught:
+        parse("one [pause 0s] two")
+    assert (caught.value.message, caught.value.tag, caught.value.position) == (
+        "pause length must be more than 0 and at most 10 s",
+        "[pause 0s]",
+        4,
+    )
