@@ -56,6 +56,7 @@ from rtstream.params import ParamError, param
 from rtstream.registry import register
 from rtstream.stage import Filter, ReceiveChannel, SendChannel
 from rtstream.stats import DropCount, Drops, Quantiles, Summary
+from rtstream.timers import sleep_until
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,11 @@ class FramePacer:
         self._pts = 0
         self._out: list[Frame] = []
         self._stalled = False
+        self._starved = False
+        self._unread: Frame | object | None = None
+        """An item the stage read for a hungry :meth:`due`, not yet processed."""
+        self.hungry = False
+        self.hungry_until = math.inf
         self._warned = False
 
         self.frames_in = 0
@@ -208,28 +214,37 @@ class FramePacer:
     def due(self, now: float, take: Take) -> list[Frame]:
         """The next slot has come; returns what to send now.
 
-        One slot per call: after a stall the stage calls again at once for each overdue slot,
-        passing a checkpoint in between, so upstream can hand over the frames a burst sends.
+        After a stall, the overdue slots a burst may not send are dropped at once, then the
+        burst goes out one slot per call. While catching up, a frame that is not ready yet
+        may only be waiting for upstream to be scheduled: ``due`` then sets :attr:`hungry`
+        and the stage waits for its input until :attr:`hungry_until`, handing what comes
+        (or None) to :meth:`fed` before calling again.
         """
         out = self._out
         out.clear()
-        lateness = now - self.deadline
-        behind = int(lateness / self.period) if lateness >= self.period else 0
+        self.hungry = False
+        behind = self._behind(now)
         if behind:
             if not self._stalled:
                 self.stalls += 1
+                self._stalled = True
             if not self._speaking and self._pending is None:  # idle: nothing to catch up
                 self.idle_slots += behind
                 self.slot += behind
-                lateness -= behind * self.period
                 behind = 0
-        self._stalled = behind > 0
+            elif behind > self.max_burst:  # too late to send: drop to the burst's first slot
+                if not self._drop_late(behind - self.max_burst, now, take, out):
+                    return out
+                behind = self._behind(now)
         frame = self._next(take, out, current=not behind)
+        if frame is None and self._stalled and self._wait_for_upstream(now):
+            return out
+        self._stalled = behind > 0
+        self._starved = False
+        lateness = now - self.deadline
+        self.slot += 1
         if frame is not None:
-            if behind > self.max_burst:
-                self.drops.add("late", samples=self.frame_samples)
-            else:
-                self._send(frame, out, lateness)
+            self._send(frame, out, lateness)
         elif not self.ended:
             policy = self.underrun if self._speaking else self.idle
             if self._speaking:
@@ -243,8 +258,45 @@ class FramePacer:
                 self._spurt = True  # the peer's buffer drains while nothing is sent
             elif policy != "skip":
                 self._fill(policy, out, lateness)
-        self.slot += 1
         return out
+
+    def fed(self, item: Frame | object | None) -> None:
+        """What the stage's wait while :attr:`hungry` brought: a frame, END, or None (nothing came)."""
+        if item is None:
+            self._starved = True
+        else:
+            self._unread = item
+
+    def _behind(self, now: float) -> int:
+        """Whole slots past since the next slot's deadline."""
+        lateness = now - self.deadline
+        return int(lateness / self.period) if lateness >= self.period else 0
+
+    def _wait_for_upstream(self, now: float) -> bool:
+        """A frame is missing while catching up: wait for upstream, unless that was just done."""
+        if self.ended or not self._speaking or self._starved:
+            return False
+        assert self.anchor is not None
+        self.hungry = True
+        self.hungry_until = self.anchor + (math.floor((now - self.anchor) / self.period) + 1) * self.period - self.margin
+        return True
+
+    def _drop_late(self, slots: int, now: float, take: Take, out: list[Frame]) -> bool:
+        """Drop the frames of ``slots`` overdue slots, oldest first; False while waiting for upstream."""
+        while slots:
+            frame = self._next(take, out, current=False)
+            if frame is None:
+                if self._wait_for_upstream(now):
+                    return False
+                if not self.ended:  # upstream has nothing, or the utterance ended
+                    self.underruns += slots if self._speaking else 0
+                    self.idle_slots += 0 if self._speaking else slots
+                self.slot += slots
+                return True
+            self.drops.add("late", samples=self.frame_samples)
+            self.slot += 1
+            slots -= 1
+        return True
 
     def _next(self, take: Take, out: list[Frame], current: bool) -> AudioChunk | None:
         """The next audio frame for a slot, passing events on; None when there is none."""
@@ -253,7 +305,11 @@ class FramePacer:
             self._pending = None
             return frame
         while self._speaking or current:
-            item = take()
+            item = self._unread
+            if item is None:
+                item = take()
+            else:
+                self._unread = None
             if item is None:
                 return None
             if item is END:
@@ -440,10 +496,18 @@ class Pacer(Filter):
                         continue
                     sends = core.arrive(frame, trio.current_time())
                 else:
-                    await trio.sleep_until(core.wake_at)
+                    await sleep_until(core.wake_at)
                     sends = core.due(trio.current_time(), take)
                 for out in sends:
                     await tx.send(out)
+                if core.hungry:
+                    item = None
+                    with trio.move_on_at(core.hungry_until):
+                        try:
+                            item = await rx.receive()
+                        except trio.EndOfChannel:
+                            item = END
+                    core.fed(item)
 
     def statistics(self) -> PacerStatistics:
         core = self._core
