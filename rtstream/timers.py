@@ -24,7 +24,7 @@ _LINGER = 1.0
 
 
 class _Sleeper:
-    __slots__ = ("heap", "order", "scope", "running")
+    __slots__ = ("heap", "order", "running", "scope")
 
     def __init__(self) -> None:
         self.heap: list[list] = []
@@ -79,4 +79,3 @@ async def sleep_until(deadline: float) -> None:
         return Abort.SUCCEEDED
 
     await wait_task_rescheduled(abort)
-

@@ -46,8 +46,21 @@ class FrameCutter:
     """
 
     __slots__ = (
-        "format", "frame_samples", "remainder", "drops", "chunks_in", "samples_in", "frames_out",
-        "padded_samples", "_shape", "_partial", "_fill", "_first", "_held", "_deferred", "_pts",
+        "_deferred",
+        "_fill",
+        "_first",
+        "_held",
+        "_partial",
+        "_pts",
+        "_shape",
+        "chunks_in",
+        "drops",
+        "format",
+        "frame_samples",
+        "frames_out",
+        "padded_samples",
+        "remainder",
+        "samples_in",
     )  # fmt: skip
 
     def __init__(self, fmt: AudioFormat, frame_samples: int, remainder: str = "pad") -> None:

@@ -278,7 +278,9 @@ class FramePacer:
             return False
         assert self.anchor is not None
         self.hungry = True
-        self.hungry_until = self.anchor + (math.floor((now - self.anchor) / self.period) + 1) * self.period - self.margin
+        self.hungry_until = (
+            self.anchor + (math.floor((now - self.anchor) / self.period) + 1) * self.period - self.margin
+        )
         return True
 
     def _drop_late(self, slots: int, now: float, take: Take, out: list[Frame]) -> bool:
@@ -367,7 +369,9 @@ class FramePacer:
 
     def _send(self, frame: AudioChunk, out: list[Frame], lateness: float | None) -> None:
         if frame.pts != self._pts:
-            frame = AudioChunk(frame.data, frame.format, self._pts, frame.seq, frame.arrival, frame.utterance, frame.flags)
+            frame = AudioChunk(
+                frame.data, frame.format, self._pts, frame.seq, frame.arrival, frame.utterance, frame.flags
+            )
         self._pts += self.frame_samples
         out.append(frame)
         self.frames_sent += 1
@@ -439,14 +443,36 @@ def _pacer(stage: Pacer) -> FramePacer | None:
 class Pacer(Filter):
     """Sends fixed frames on an absolute clock: frame n at t0 + n x period, never drifting."""
 
-    frame_ms: float = param(60.0, gt=0, max=1000, unit="ms", help="Duration of each frame (the period); as the chunker's.")
-    lead: int = param(0, min=0, max=100, unit="frames", help="Frames sent at once at the start of each talk spurt (a prebuffer).")
-    margin_ms: float = param(0.5, min=0, max=10, unit="ms", help="Wake and send this much before each deadline (timer rounding).")
-    underrun: str = param("silence", choices=UNDERRUN_POLICIES, help="No frame ready inside an utterance: send silence or comfort noise, or skip the slot.")
-    idle: str = param("silence", choices=IDLE_POLICIES, help="Between utterances: keep the cadence with silence or comfort noise, or stop until the next audio (same grid).")
-    late: str = param("burst", choices=LATE_POLICIES, help="Woke whole periods late: send overdue frames in a burst of at most max_burst, or drop them.")
-    max_burst: int = param(5, min=1, max=1000, unit="frames", help="Most overdue frames a burst sends at once; older ones are dropped.")
-    late_ms: float = param(10.0, min=0, unit="ms", help="A frame sent more than this after its deadline counts as late.")
+    frame_ms: float = param(
+        60.0, gt=0, max=1000, unit="ms", help="Duration of each frame (the period); as the chunker's."
+    )
+    lead: int = param(
+        0, min=0, max=100, unit="frames", help="Frames sent at once at the start of each talk spurt (a prebuffer)."
+    )
+    margin_ms: float = param(
+        0.5, min=0, max=10, unit="ms", help="Wake and send this much before each deadline (timer rounding)."
+    )
+    underrun: str = param(
+        "silence",
+        choices=UNDERRUN_POLICIES,
+        help="No frame ready inside an utterance: send silence or comfort noise, or skip the slot.",
+    )
+    idle: str = param(
+        "silence",
+        choices=IDLE_POLICIES,
+        help="Between utterances: keep the cadence with silence or comfort noise, or stop until the next audio (same grid).",
+    )
+    late: str = param(
+        "burst",
+        choices=LATE_POLICIES,
+        help="Woke whole periods late: send overdue frames in a burst of at most max_burst, or drop them.",
+    )
+    max_burst: int = param(
+        5, min=1, max=1000, unit="frames", help="Most overdue frames a burst sends at once; older ones are dropped."
+    )
+    late_ms: float = param(
+        10.0, min=0, unit="ms", help="A frame sent more than this after its deadline counts as late."
+    )
     noise_level: float = param(-60.0, min=-96, max=-20, unit="dBFS", help="RMS level of comfort noise.")
     seed: int = param(0, help="Seed of the comfort noise.")
     format: AudioFormat | None = None

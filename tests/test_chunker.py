@@ -52,7 +52,12 @@ _UTTERANCES = st.lists(st.lists(st.integers(0, 3000), max_size=8), min_size=1, m
 
 
 @settings(max_examples=300, deadline=None)
-@given(fmt=_FORMATS, utterances=_UTTERANCES, remainder=st.sampled_from(["pad", "hold", "drop"]), ms=st.sampled_from([20, 60, 100]))
+@given(
+    fmt=_FORMATS,
+    utterances=_UTTERANCES,
+    remainder=st.sampled_from(["pad", "hold", "drop"]),
+    ms=st.sampled_from([20, 60, 100]),
+)
 def test_output_is_the_input_in_exact_frames(fmt, utterances, remainder, ms):
     """Any chunk sizes: every frame exact; the frames are the input plus padding (or less the drops)."""
     size = fmt.samples_in(ms)
@@ -113,7 +118,9 @@ def test_hold_joins_the_remainder_to_the_next_utterance_and_events_wait_behind_i
     cutter = FrameCutter(PCM8K, 480, "hold")
     a, b = counting(PCM8K, 0, 600, "a"), counting(PCM8K, 600, 600, "b")
     timings = WordTimings("b", ())
-    out = feed_all(cutter, [UtteranceStart("a"), a, UtteranceEnd("a"), UtteranceStart("b"), timings, b, UtteranceEnd("b")])
+    out = feed_all(
+        cutter, [UtteranceStart("a"), a, UtteranceEnd("a"), UtteranceStart("b"), timings, b, UtteranceEnd("b")]
+    )
     kinds = [type(f).__name__ if not isinstance(f, AudioChunk) else f.utterance for f in out]
     # the joint frame (120 of a, 360 of b) is labelled a; a's end and b's start follow it
     assert kinds == ["UtteranceStart", "a", "a", "UtteranceEnd", "UtteranceStart", "WordTimings", "b", "UtteranceEnd"]
@@ -172,8 +179,11 @@ async def test_stage_statistics_and_end_of_stream(autojump_clock):
 
 def test_a_frame_that_is_not_whole_samples_is_a_config_error():
     fmt = AudioFormat("pcm_s16le", 22050)
-    with pytest.raises(ConfigError, match=r"^stage 2 \(chunker\), key 'frame_ms': 10 ms at 22050 Hz is 220.5 samples, "
-                                          r"not a whole number; the chunker's input is pcm_s16le 22050 Hz mono$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^stage 2 \(chunker\), key 'frame_ms': 10 ms at 22050 Hz is 220.5 samples, "
+        r"not a whole number; the chunker's input is pcm_s16le 22050 Hz mono$",
+    ):
         assemble("p", [ScriptedSource(script=(), format=fmt), Chunker(frame_ms=10), NullSink()])
     assemble("p", [ScriptedSource(script=(), format=fmt), Chunker(frame_ms=20), NullSink()])
 
@@ -190,7 +200,11 @@ def test_the_cli_names_the_bad_frame_duration_in_one_line(tmp_path):
     )
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1].endswith(
-        "pipeline 'p', stage 2 (chunker), key 'frame_ms': 10 ms at 22050 Hz is 220.5 samples, not a whole number; "
-        "the chunker's input is pcm_s16le 22050 Hz mono"
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .endswith(
+            "pipeline 'p', stage 2 (chunker), key 'frame_ms': 10 ms at 22050 Hz is 220.5 samples, not a whole number; "
+            "the chunker's input is pcm_s16le 22050 Hz mono"
+        )
     )

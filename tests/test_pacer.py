@@ -181,7 +181,9 @@ async def test_late_policies_after_a_stall(autojump_clock, late, max_burst, burs
     assert set(stats.drops) == ({"late"} if dropped else set())
     if dropped:
         assert (stats.drops["late"].frames, stats.drops["late"].samples) == (len(dropped), 480 * len(dropped))
-    assert stats.frames_sent == 20 - len(dropped) and stats.lateness_ms.max == pytest.approx((0.94 - burst[0] * P) * 1000, rel=0.02)
+    assert stats.frames_sent == 20 - len(dropped) and stats.lateness_ms.max == pytest.approx(
+        (0.94 - burst[0] * P) * 1000, rel=0.02
+    )
 
 
 async def test_a_stall_while_idle_costs_nothing(autojump_clock):
@@ -200,10 +202,11 @@ async def test_a_frame_of_the_wrong_size_is_dropped_and_counted(autojump_clock, 
         out = await run_stage(pacer, [frame(0), pcm_chunk(160), pcm_chunk(100), frame(1)])
     assert sent(out) == [(0.0, 0), (pytest.approx(P), 1)]
     assert stats_of(out.report).drops["frame_size"].samples == 260
-    assert [r.getMessage() for r in caplog.records] == [
+    warning = (
         "pacer: dropping a frame of 160 samples of pcm_s16le 8000 Hz mono; it paces frames of 480 samples of "
         "pcm_s16le 8000 Hz mono (put a chunker with the same frame_ms before it)"
-    ]
+    )
+    assert [r.getMessage() for r in caplog.records] == [warning]
 
 
 def _tasks() -> set:
