@@ -10,8 +10,8 @@ timestamps every message.
 
 Figures, per scenario (times in ms):
 
-- sender lateness: when the sink hands the frame to the socket, minus when it was due
-  (the stream's first frame defines the grid, pts give the rest); negative means early;
+- sender lateness: when each pacer sent a frame minus its deadline, from the pacers' own
+  statistics: the median stream's p50, the worst stream's p99, the largest; negative is early;
 - receiver inter-arrival deviation: |arrival gap - 60 ms| at the receiver;
 - drift: how far the receiver's arrivals moved off the 60 ms grid from the first second
   to the last (median offsets over about a second at each end), worst stream;
@@ -50,14 +50,14 @@ import trio_websocket
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rtstream.caps import Caps  # noqa: E402
-from rtstream.frames import AudioChunk, AudioFormat, Encoding, UtteranceEnd, UtteranceStart  # noqa: E402
-from rtstream.pipeline import assemble  # noqa: E402
-from rtstream.runner import run_pipeline  # noqa: E402
-from rtstream.stage import Filter, ReceiveChannel, SendChannel, Sink, Source  # noqa: E402
-from rtstream.stats import Quantiles  # noqa: E402
-from stages.chunker import Chunker  # noqa: E402
-from stages.pacer import Pacer  # noqa: E402
+from rtstream.caps import Caps
+from rtstream.frames import AudioChunk, AudioFormat, Encoding, UtteranceEnd, UtteranceStart
+from rtstream.pipeline import assemble
+from rtstream.runner import run_pipeline
+from rtstream.stage import Filter, ReceiveChannel, SendChannel, Sink, Source
+from rtstream.stats import Quantiles
+from stages.chunker import Chunker
+from stages.pacer import Pacer
 
 FORMAT = AudioFormat(Encoding.PCM_S16LE, 8000)
 PERIOD = 0.06
@@ -103,7 +103,9 @@ class BurstySource(Source):
 class NaivePacer(Filter):
     """The reference: send a frame, then ``sleep(period)`` — relative sleeps, so every wake-up's lateness adds up."""
 
-    async def run(self, rx: ReceiveChannel, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, rx: ReceiveChannel, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         async with rx, tx:
             task_status.started()
             pts = 0
@@ -121,26 +123,17 @@ class NaivePacer(Filter):
 
 @attrs.frozen(kw_only=True)
 class WebSocketSink(Sink):
-    """Sends each audio frame as one binary message; measures when it leaves against its due time."""
+    """Sends each audio frame as one binary message on the call's connection."""
 
     ws: trio_websocket.WebSocketConnection = attrs.field(eq=False, repr=False)
-    lateness: Quantiles = attrs.field(eq=False, repr=False)
 
     async def run(self, rx: ReceiveChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        rate = FORMAT.sample_rate
-        lateness = self.lateness
         send = self.ws.send_message
-        t_first = None
         async with rx:
             task_status.started()
             async for frame in rx:
-                if type(frame) is not AudioChunk:
-                    continue
-                now = trio.current_time()
-                if t_first is None:
-                    t_first = now - frame.pts / rate
-                lateness.add(now - t_first - frame.pts / rate)
-                await send(frame.data.tobytes())
+                if type(frame) is AudioChunk:
+                    await send(frame.data.tobytes())
 
     def statistics(self) -> dict[str, int]:
         return {}
@@ -215,7 +208,6 @@ def receiver_main(url: str, streams: int, aligned: bool, conn) -> None:
 async def serve_calls(streams: int, seconds: float, *, pacer: str, margin_ms: float, aligned: bool, conn) -> dict:
     """Accept ``streams`` calls; each runs source -> chunker -> pacer -> its socket, then hangs up."""
     audio = (np.sin(np.arange(int(seconds * 8000) + 8000) * 2 * math.pi * 440 / 8000) * 8000).astype(np.int16)
-    lateness = Quantiles()
     reports = []
     ctx = multiprocessing.get_context("spawn")
 
@@ -223,7 +215,12 @@ async def serve_calls(streams: int, seconds: float, *, pacer: str, margin_ms: fl
         ws = await request.accept()
         i = len(reports)
         pacing = NaivePacer() if pacer == "naive" else Pacer(margin_ms=margin_ms)
-        stages = [BurstySource(audio=audio, seconds=seconds, seed=i), Chunker(), pacing, WebSocketSink(ws=ws, lateness=lateness)]
+        stages = [
+            BurstySource(audio=audio, seconds=seconds, seed=i),
+            Chunker(),
+            pacing,
+            WebSocketSink(ws=ws),
+        ]
         reports.append(None)
         reports[i] = await run_pipeline(assemble(f"call{i}", stages, instance=i + 1))
         await ws.aclose()
@@ -245,21 +242,27 @@ async def serve_calls(streams: int, seconds: float, *, pacer: str, margin_ms: fl
     failed = [r.error for r in reports if r.status != "completed"]
     if failed:
         raise SystemExit(f"{len(failed)} streams failed, first: {failed[0]}")
-    totals = {"underruns": 0, "late_frames": 0, "stalls": 0, "drops": 0}
-    if pacer != "naive":
-        for r in reports:
-            stats = r.stages[2].statistics
-            totals["underruns"] += stats["underruns"]
-            totals["late_frames"] += stats["late_frames"]
-            totals["stalls"] += stats["stalls"]
-            totals["drops"] += sum(d.frames for d in stats["drops"].values())
-    return {"lateness": lateness.summary(scale=1000), **totals}
+    totals = {"underruns": 0, "late_frames": 0, "stalls": 0, "drops": 0, "lateness": None}
+    if pacer == "naive":
+        return totals
+    for r in reports:
+        stats = r.stages[2].statistics
+        totals["underruns"] += stats["underruns"]
+        totals["late_frames"] += stats["late_frames"]
+        totals["stalls"] += stats["stalls"]
+        totals["drops"] += sum(d.frames for d in stats["drops"].values())
+    lateness = [r.stages[2].statistics["lateness_ms"] for r in reports]
+    totals["lateness"] = (
+        statistics.median(s.p50 for s in lateness),
+        max(s.p99 for s in lateness),
+        max(s.max for s in lateness),
+    )
+    return totals
 
 
 def run_scenario(streams: int, seconds: float, *, pacer: str = "pacer", margin_ms: float = 0.5,
                  aligned: bool = False, profile: bool = False) -> dict:  # fmt: skip
     here, there = multiprocessing.get_context("spawn").Pipe()
-    load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_SELF)
     profiler = cProfile.Profile() if profile else None
     if profiler:
@@ -281,14 +284,19 @@ def run_scenario(streams: int, seconds: float, *, pacer: str = "pacer", margin_m
         **sent,
         **received,
         "streams": streams,
-        "load": load,
         "sender_cpu_us": cpu / frames * 1e6,
         "receiver_cpu_us": received["cpu"] / frames * 1e6,
     }
 
 
-def _ms(summary) -> str:
-    return f"{summary.p50:7.3f} {summary.p99:7.3f} {summary.max:7.3f}"
+def _ms(figures: tuple[float, float, float] | None) -> str:
+    if figures is None:
+        return f"{'(not measured)':^23}"
+    return " ".join(f"{value:7.3f}" for value in figures)
+
+
+def _three(summary) -> tuple[float, float, float]:
+    return (summary.p50, summary.p99, summary.max)
 
 
 def main() -> None:
@@ -302,27 +310,40 @@ def main() -> None:
 
     rows = []
     if not args.no_reference:
-        rows.append(("naive sleep(period)", dict(streams=1, pacer="naive")))
-        rows.append(("pacer margin 0", dict(streams=1, margin_ms=0.0)))
-    rows += [(f"pacer margin 0.5 ms", dict(streams=n)) for n in args.streams]
+        rows.append(("naive sleep(period)", {"streams": 1, "pacer": "naive"}))
+        rows.append(("pacer margin 0", {"streams": 1, "margin_ms": 0.0}))
+    rows += [("pacer margin 0.5 ms", {"streams": n}) for n in args.streams]
 
-    print(f"pacing benchmark: {args.seconds:g} s of 60 ms frames (960 B, 8 kHz PCM16) per stream over loopback "
-          f"WebSockets; receiver in its own process; {os.cpu_count()} CPUs; streams start "
-          f"{'aligned' if args.aligned else 'staggered over one period'}")  # fmt: skip
-    head = (f"{'scenario':22} {'streams':>7} {'frames':>7} | {'sender lateness ms':^23} | "
-            f"{'recv |gap-60ms| ms':^23} | {'drift ms':>8} | {'undr':>4} {'late':>4} {'stall':>5} {'drop':>4} | "
-            f"{'CPU us/frame':>12} | {'load':>4}")  # fmt: skip
-    sub = f"{'':22} {'':7} {'':7} | {'p50':>7} {'p99':>7} {'max':>7} | {'p50':>7} {'p99':>7} {'max':>7} | {'worst':>8} | {'':19} | {'snd/rcv':>12} |"
-    print(head)
-    print(sub)
+    print(
+        f"pacing benchmark: {args.seconds:g} s of 60 ms frames (960 B, 8 kHz PCM16) per call over loopback "
+        f"WebSockets; bridge (sender) in this process, telephony (receiver) in another; {os.cpu_count()} CPUs; "
+        f"calls dialled {'together' if args.aligned else 'spread over one period'}; load {_load()}"
+    )
+    print(
+        f"{'scenario':20} {'calls':>5} {'frames':>7} | {'sender lateness ms':^23} | {'receiver |gap-60ms| ms':^23} | "
+        f"{'drift ms':>8} | {'under':>6} {'late':>6} {'stall':>6} {'drop':>6} | {'CPU us/frame':>12}"
+    )
+    print(
+        f"{'':20} {'':5} {'':7} | {'p50~':>7} {'p99^':>7} {'max':>7} | {'p50':>7} {'p99':>7} {'max':>7} | "
+        f"{'worst':>8} | {'':27} | {'send/recv':>12}"
+    )
     for name, kwargs in rows:
         r = run_scenario(seconds=args.seconds, aligned=args.aligned, profile=args.profile, **kwargs)
         drift = max(r["drifts"], key=abs) if r["drifts"] else float("nan")
-        print(f"{name:22} {r['streams']:7d} {r['messages']:7d} | {_ms(r['lateness'])} | {_ms(r['deviation'])} | "
-              f"{drift:8.3f} | {r['underruns']:4d} {r['late_frames']:4d} {r['stalls']:5d} {r['drops']:4d} | "
-              f"{r['sender_cpu_us']:5.0f}/{r['receiver_cpu_us']:<6.0f} | {r['load']:4.2f}", flush=True)  # fmt: skip
+        counts = " ".join(f"{r[k]:6d}" for k in ("underruns", "late_frames", "stalls", "drops"))
+        cpu = f"{r['sender_cpu_us']:.0f}/{r['receiver_cpu_us']:.0f}"
+        print(
+            f"{name:20} {r['streams']:5d} {r['messages']:7d} | {_ms(r['lateness'])} | {_ms(_three(r['deviation']))} | "
+            f"{drift:8.3f} | {counts} | {cpu:>12}",
+            flush=True,
+        )
         if r["wrong_size"]:
             print(f"  !! {r['wrong_size']} messages of the wrong size")
+    print(f"p50~: the median call's p50; p99^: the worst call's p99. Load at the end: {_load()}")
+
+
+def _load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

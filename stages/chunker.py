@@ -138,7 +138,7 @@ class FrameCutter:
         out.append(end)
 
     def _cut(self, chunk: AudioChunk) -> list[Frame]:
-        if chunk.format != self.format:
+        if chunk.format is not self.format and chunk.format != self.format:
             self.drops.add("format", samples=len(chunk.data))
             return []
         data = chunk.data

@@ -24,18 +24,20 @@ Slots and policies (every case counted in :class:`PacerStatistics`):
   sink stalled): ``burst`` sends up to ``max_burst`` overdue frames at once with the current
   one; ``drop`` drops every overdue frame and sends the current one on time. Overdue frames
   beyond what a burst may send are dropped oldest first (reason ``late``), so the audio jumps
-  where the listener already heard the stall, and the pacer is back on its grid after one
-  wake-up. Never a re-anchor.
+  where the listener already heard the stall, and the pacer is back on its grid at once.
+  Never a re-anchor. Upstream stalled too and needs a turn to hand frames over, so while
+  catching up a missing frame is waited for, until the next slot at most.
 - **margin**: the pacer wakes ``margin_ms`` before each deadline and sends at once. epoll
   rounds timeouts up to the next millisecond, so a plain sleep wakes 0–1 ms late; waking half
   a millisecond early centres that error on the deadline at no CPU cost (see
-  ``benchmarks/pacing.py``).
+  ``benchmarks/pacing.py``). The pacers of a process share one timer
+  (:func:`rtstream.timers.sleep_until`).
 - A frame whose size is not ``frame_ms`` (no chunker upstream?) is dropped, reason
   ``frame_size``, with one warning; events pass through at once, in order.
 
-A Clear passes through as soon as the pacer reads it. The pacer holds no audio between slots,
-so there is nothing of its own to drop; the Clear ends the talk spurt, so the next audio gets
-the lead again (the peer flushed its buffer). Audio queued in the channels ahead of the Clear
+A Clear passes through as soon as the pacer reads it. The pacer holds no audio between slots
+(at most the frame it is about to send), so there is nothing of its own to drop; the Clear
+ends the talk spurt, so the next audio gets the lead again (the peer flushed its buffer). Audio queued in the channels ahead of the Clear
 is read, and sent, before it: a small channel capacity before the pacer keeps barge-in quick.
 """
 
@@ -223,7 +225,9 @@ class FramePacer:
         out = self._out
         out.clear()
         self.hungry = False
-        behind = self._behind(now)
+        slot = self.slot
+        lateness = now - self.deadline
+        behind = int(lateness / self.period) if lateness >= self.period else 0
         if behind:
             if not self._stalled:
                 self.stalls += 1
@@ -241,7 +245,8 @@ class FramePacer:
             return out
         self._stalled = behind > 0
         self._starved = False
-        lateness = now - self.deadline
+        if self.slot != slot:  # moved on while catching up
+            lateness = now - self.deadline
         self.slot += 1
         if frame is not None:
             self._send(frame, out, lateness)
@@ -328,7 +333,7 @@ class FramePacer:
 
     def _accept(self, frame: AudioChunk) -> bool:
         self.frames_in += 1
-        if len(frame.data) == self.frame_samples and frame.format == self.format:
+        if len(frame.data) == self.frame_samples and (frame.format is self.format or frame.format == self.format):
             return True
         self.drops.add("frame_size", samples=len(frame.data))
         if not self._warned:
