@@ -4,4 +4,5 @@ rtstream loads this package through its own ``rtstream.stages`` entry point, exa
 loads a third-party plugin; the engine never imports it by name.
 """
 
-from . import chunker, null, pacer, tone, wav  # noqa: F401  (importing registers the stages)
+from . import null, tone, wav  # noqa: F401  (importing registers the stages)
+from . import chunker, pacer  # noqa: F401
