@@ -33,7 +33,8 @@ Slots and policies (every case counted in :class:`PacerStatistics`):
   ``benchmarks/pacing.py``). The pacers of a process share one timer
   (:func:`rtstream.timers.sleep_until`).
 - A frame whose size is not ``frame_ms`` (no chunker upstream?) is dropped, reason
-  ``frame_size``, with one warning; events pass through at once, in order.
+  ``frame_size`` (``format`` for another format), with one warning; events pass through at
+  once, in order.
 
 A Clear passes through as soon as the pacer reads it. The pacer holds no audio between slots
 (at most the frame it is about to send), so there is nothing of its own to drop; the Clear
@@ -333,9 +334,10 @@ class FramePacer:
 
     def _accept(self, frame: AudioChunk) -> bool:
         self.frames_in += 1
-        if len(frame.data) == self.frame_samples and (frame.format is self.format or frame.format == self.format):
+        same_format = frame.format is self.format or frame.format == self.format
+        if same_format and len(frame.data) == self.frame_samples:
             return True
-        self.drops.add("frame_size", samples=len(frame.data))
+        self.drops.add("frame_size" if same_format else "format", samples=len(frame.data))
         if not self._warned:
             self._warned = True
             log.warning(
