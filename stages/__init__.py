@@ -4,5 +4,16 @@ rtstream loads this package through its own ``rtstream.stages`` entry point, exa
 loads a third-party plugin; the engine never imports it by name.
 """
 
-from . import cartesia, converter, null, pause_breath, sequencer, telephony, tone, wav  # noqa: F401  (registers them)
+from . import (  # noqa: F401  (importing registers the stages)
+    cartesia,
+    chunker,
+    converter,
+    null,
+    pacer,
+    pause_breath,
+    sequencer,
+    telephony,
+    tone,
+    wav,
+)
 from .jitter import stage as _jitter_stage  # noqa: F401

@@ -1,0 +1,562 @@
+"""``pacer``: fixed frames out on an absolute clock — frame n leaves at t0 + n × period.
+
+The pacer is the pull clock of a pipeline. It takes a frame from its input only when one is
+due, so the bounded channels hold everything upstream back (backpressure), and it computes
+every deadline from the anchor ``t0`` (the arrival of the first frame): a late wake-up never
+shifts the frames after it, and nothing accumulates over an hour-long call.
+
+:class:`FramePacer` is the synchronous core: the grid, the policies and the counters, with
+the time and a non-blocking ``take`` passed in. The stage is the loop that sleeps until the
+core's next wake-up and sends what the core returns.
+
+Slots and policies (every case counted in :class:`PacerStatistics`):
+
+- **lead**: at the start of a talk spurt (the first frame, after a Clear, and on resuming
+  after ``idle = "stop"``) up to ``lead`` further frames leave at once, as soon as upstream
+  has them and before the next slot: a prebuffer for peers that want one.
+- **underrun** (inside an utterance, no frame ready at a slot): send ``silence`` or
+  ``comfort_noise`` to keep the cadence, or ``skip`` the slot. The frame that comes later
+  takes the next slot; the grid never moves.
+- **idle** (between utterances: after an UtteranceEnd or a Clear): keep the cadence with
+  ``silence`` or ``comfort_noise``, or ``stop`` sending until the next audio, which resumes
+  on the same grid at the first slot not yet passed.
+- **late** (the pacer woke up one or more whole periods after a deadline — the machine or the
+  sink stalled): ``burst`` sends up to ``max_burst`` overdue frames at once with the current
+  one; ``drop`` drops every overdue frame and sends the current one on time. Overdue frames
+  beyond what a burst may send are dropped oldest first (reason ``late``), so the audio jumps
+  where the listener already heard the stall, and the pacer is back on its grid at once.
+  Never a re-anchor. Upstream stalled too and needs a turn to hand frames over, so while
+  catching up a missing frame is waited for, until the next slot at most.
+- **margin**: the pacer wakes ``margin_ms`` before each deadline and sends at once. epoll
+  rounds timeouts up to the next millisecond, so a plain sleep wakes 0–1 ms late; waking half
+  a millisecond early centres that error on the deadline at no CPU cost (see
+  ``benchmarks/pacing.py``). The pacers of a process share one timer
+  (:func:`rtstream.timers.sleep_until`).
+- A frame whose size is not ``frame_ms`` (no chunker upstream?) is dropped, reason
+  ``frame_size`` (``format`` for another format), with one warning; events pass through at
+  once, in order.
+
+A Clear passes through as soon as the pacer reads it. The pacer holds no audio between slots
+(at most the frame it is about to send), so there is nothing of its own to drop; the Clear
+ends the talk spurt, so the next audio gets the lead again (the peer flushed its buffer). Audio queued in the channels ahead of the Clear
+is read, and sent, before it: a small channel capacity before the pacer keeps barge-in quick.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable
+
+import attrs
+import numpy as np
+import trio
+
+from rtstream.audio.codec import from_float32
+from rtstream.frames import AudioChunk, AudioFormat, Clear, Frame, UtteranceEnd, UtteranceStart
+from rtstream.params import ParamError, param
+from rtstream.registry import register
+from rtstream.stage import Filter, ReceiveChannel, SendChannel
+from rtstream.stats import DropCount, Drops, Quantiles, Summary
+from rtstream.timers import sleep_until
+
+log = logging.getLogger(__name__)
+
+UNDERRUN_POLICIES = ("silence", "comfort_noise", "skip")
+IDLE_POLICIES = ("silence", "comfort_noise", "stop")
+LATE_POLICIES = ("burst", "drop")
+
+END = object()
+"""What ``take`` returns when the input has ended."""
+
+Take = Callable[[], "Frame | object | None"]
+"""A non-blocking read of the pacer's input: a frame, None when nothing is ready, or END."""
+
+_NOISE_FRAMES = 50
+
+
+@functools.lru_cache(maxsize=32)
+def comfort_noise(fmt: AudioFormat, samples: int, level: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Read-only frames of seeded white noise at ``level`` dBFS RMS, shared by every stream."""
+    shape = (_NOISE_FRAMES * samples,) if fmt.channels == 1 else (_NOISE_FRAMES * samples, fmt.channels)
+    noise = np.random.default_rng(seed).standard_normal(shape).astype(np.float32) * np.float32(10 ** (level / 20))
+    encoded = from_float32(noise, fmt.encoding)
+    encoded.flags.writeable = False
+    return tuple(encoded[i * samples : (i + 1) * samples] for i in range(_NOISE_FRAMES))
+
+
+class FramePacer:
+    """The grid, policies and counters of one paced stream; time and input are passed in.
+
+    The stage asks :attr:`waiting` first. While waiting (before the first frame, stopped
+    between utterances, or filling the lead) it blocks on its input until :attr:`wait_until`
+    and gives each frame to :meth:`arrive` (or calls :meth:`lead_over` at the deadline).
+    Otherwise it sleeps until :attr:`wake_at` and calls :meth:`due` with a non-blocking
+    ``take``. Both return the frames to send now, in order, in a list reused by the next call.
+    """
+
+    def __init__(
+        self,
+        fmt: AudioFormat,
+        frame_samples: int,
+        *,
+        lead: int = 0,
+        margin: float = 0.0,
+        underrun: str = "silence",
+        idle: str = "silence",
+        late: str = "burst",
+        max_burst: int = 5,
+        late_after: float = 0.01,
+        noise_level: float = -60.0,
+        seed: int = 0,
+    ) -> None:
+        for name, value, allowed in (
+            ("underrun", underrun, UNDERRUN_POLICIES),
+            ("idle", idle, IDLE_POLICIES),
+            ("late", late, LATE_POLICIES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} policy must be one of {', '.join(allowed)}, got {value!r}")
+        self.format = fmt
+        self.frame_samples = frame_samples
+        self.period = frame_samples / fmt.sample_rate
+        self.lead = lead
+        self.margin = margin
+        self.underrun = underrun
+        self.idle = idle
+        self.max_burst = max_burst if late == "burst" else 0
+        self.late_after = late_after
+        self._silence = fmt.silence(frame_samples)
+        self._silence.flags.writeable = False
+        needs_noise = "comfort_noise" in (underrun, idle)
+        self._noise = comfort_noise(fmt, frame_samples, noise_level, seed) if needs_noise else ()
+        self._noise_next = 0
+
+        self.anchor: float | None = None
+        """t0: when the first frame arrived; slot k is due at anchor + k × period."""
+        self.slot = 0
+        """The next slot to fill."""
+        self.waiting = True
+        self.ended = False
+        self._lead_left = 0
+        self._spurt = True
+        """The next audio frame sent starts a talk spurt (and gets the lead)."""
+        self._pending: AudioChunk | None = None
+        """The first frame of a spurt resumed after idle, waiting for its slot."""
+        self._speaking = False
+        self._utterance: str | None = None
+        self._pts = 0
+        self._out: list[Frame] = []
+        self._stalled = False
+        self._starved = False
+        self._unread: Frame | object | None = None
+        """An item the stage read for a hungry :meth:`due`, not yet processed."""
+        self.hungry = False
+        self.hungry_until = math.inf
+        self._warned = False
+
+        self.frames_in = 0
+        self.frames_sent = 0
+        self.fill_frames = 0
+        self.underruns = 0
+        self.idle_slots = 0
+        self.late_frames = 0
+        self.stalls = 0
+        self.spurts = 0
+        self.events = 0
+        self.clears = 0
+        self.drops = Drops()
+        self.lateness = Quantiles()
+        """Send time minus deadline, in seconds, of every frame sent in its slot (fills too)."""
+
+    @property
+    def deadline(self) -> float:
+        """When the next slot is due."""
+        assert self.anchor is not None
+        return self.anchor + self.slot * self.period
+
+    @property
+    def wake_at(self) -> float:
+        """When to wake up for the next slot."""
+        return self.deadline - self.margin
+
+    @property
+    def wait_until(self) -> float:
+        """How long to wait for input while :attr:`waiting`: to the next slot while filling the lead."""
+        return self.wake_at if self._lead_left else math.inf
+
+    def arrive(self, frame: Frame, now: float) -> list[Frame]:
+        """A frame read while waiting; returns what to send now."""
+        out = self._out
+        out.clear()
+        if type(frame) is not AudioChunk:
+            self._event(frame, out)
+            if type(frame) is Clear and self.anchor is not None:
+                self.waiting = self.idle == "stop"
+            return out
+        if not self._accept(frame):
+            return out
+        self._speaking = True
+        self._utterance = frame.utterance
+        if self._lead_left:
+            self._lead_left -= 1
+            self.waiting = self._lead_left > 0
+            self._send(frame, out, None)
+        else:
+            self._resume(now)
+            self._pending = frame
+            self.waiting = False
+        return out
+
+    def lead_over(self) -> None:
+        """The next slot came before the lead was filled: go on with the cadence."""
+        self._lead_left = 0
+        self.waiting = False
+
+    def due(self, now: float, take: Take) -> list[Frame]:
+        """The next slot has come; returns what to send now.
+
+        After a stall, the overdue slots a burst may not send are dropped at once, then the
+        burst goes out one slot per call. While catching up, a frame that is not ready yet
+        may only be waiting for upstream to be scheduled: ``due`` then sets :attr:`hungry`
+        and the stage waits for its input until :attr:`hungry_until`, handing what comes
+        (or None) to :meth:`fed` before calling again.
+        """
+        out = self._out
+        out.clear()
+        self.hungry = False
+        slot = self.slot
+        lateness = now - self.deadline
+        behind = int(lateness / self.period) if lateness >= self.period else 0
+        if behind:
+            if not self._stalled:
+                self.stalls += 1
+                self._stalled = True
+            if not self._speaking and self._pending is None:  # idle: nothing to catch up
+                self.idle_slots += behind
+                self.slot += behind
+                behind = 0
+            elif behind > self.max_burst:  # too late to send: drop to the burst's first slot
+                if not self._drop_late(behind - self.max_burst, now, take, out):
+                    return out
+                behind = self._behind(now)
+        frame = self._next(take, out, current=not behind)
+        if frame is None and self._stalled and self._wait_for_upstream(now):
+            return out
+        self._stalled = behind > 0
+        self._starved = False
+        if self.slot != slot:  # moved on while catching up
+            lateness = now - self.deadline
+        self.slot += 1
+        if frame is not None:
+            self._send(frame, out, lateness)
+        elif not self.ended:
+            policy = self.underrun if self._speaking else self.idle
+            if self._speaking:
+                self.underruns += 1
+            else:
+                self.idle_slots += 1
+            if behind:
+                pass  # a slot already past gets no fill
+            elif policy == "stop":
+                self.waiting = True
+                self._spurt = True  # the peer's buffer drains while nothing is sent
+            elif policy != "skip":
+                self._fill(policy, out, lateness)
+        return out
+
+    def fed(self, item: Frame | object | None) -> None:
+        """What the stage's wait while :attr:`hungry` brought: a frame, END, or None (nothing came)."""
+        if item is None:
+            self._starved = True
+        else:
+            self._unread = item
+
+    def _behind(self, now: float) -> int:
+        """Whole slots past since the next slot's deadline."""
+        lateness = now - self.deadline
+        return int(lateness / self.period) if lateness >= self.period else 0
+
+    def _wait_for_upstream(self, now: float) -> bool:
+        """A frame is missing while catching up: wait for upstream, unless that was just done."""
+        if self.ended or not self._speaking or self._starved:
+            return False
+        assert self.anchor is not None
+        self.hungry = True
+        self.hungry_until = (
+            self.anchor + (math.floor((now - self.anchor) / self.period) + 1) * self.period - self.margin
+        )
+        return True
+
+    def _drop_late(self, slots: int, now: float, take: Take, out: list[Frame]) -> bool:
+        """Drop the frames of ``slots`` overdue slots, oldest first; False while waiting for upstream."""
+        while slots:
+            frame = self._next(take, out, current=False)
+            if frame is None:
+                if self._wait_for_upstream(now):
+                    return False
+                if not self.ended:  # upstream has nothing, or the utterance ended
+                    self.underruns += slots if self._speaking else 0
+                    self.idle_slots += 0 if self._speaking else slots
+                self.slot += slots
+                return True
+            self.drops.add("late", samples=self.frame_samples)
+            self.slot += 1
+            slots -= 1
+        return True
+
+    def _next(self, take: Take, out: list[Frame], current: bool) -> AudioChunk | None:
+        """The next audio frame for a slot, passing events on; None when there is none."""
+        frame = self._pending
+        if frame is not None:
+            self._pending = None
+            return frame
+        while self._speaking or current:
+            item = self._unread
+            if item is None:
+                item = take()
+            else:
+                self._unread = None
+            if item is None:
+                return None
+            if item is END:
+                self.ended = True
+                return None
+            if type(item) is AudioChunk:
+                if self._accept(item):
+                    self._speaking = True
+                    self._utterance = item.utterance
+                    return item
+            else:
+                self._event(item, out)  # type: ignore[arg-type]
+        return None
+
+    def _accept(self, frame: AudioChunk) -> bool:
+        self.frames_in += 1
+        same_format = frame.format is self.format or frame.format == self.format
+        if same_format and len(frame.data) == self.frame_samples:
+            return True
+        self.drops.add("frame_size" if same_format else "format", samples=len(frame.data))
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "pacer: dropping a frame of %d samples of %s; it paces frames of %d samples of %s "
+                "(put a chunker with the same frame_ms before it)",
+                len(frame.data), frame.format, self.frame_samples, self.format,
+            )  # fmt: skip
+        return False
+
+    def _event(self, event: Frame, out: list[Frame]) -> None:
+        self.events += 1
+        kind = type(event)
+        if kind is UtteranceStart:
+            self._speaking = True
+            self._utterance = event.utterance  # type: ignore[union-attr]
+        elif kind is UtteranceEnd:
+            self._speaking = False
+            self._utterance = None
+        elif kind is Clear:
+            self.clears += 1
+            self._speaking = False
+            self._utterance = None
+            self._spurt = True
+            self._lead_left = 0
+        out.append(event)
+
+    def _resume(self, now: float) -> None:
+        """Audio after idle: t0 for the first frame, else the first slot not yet passed."""
+        if self.anchor is None:
+            self.anchor = now
+            return
+        slot = math.ceil((now - self.anchor) / self.period - 1e-9)
+        if slot > self.slot:
+            self.idle_slots += slot - self.slot
+            self.slot = slot
+
+    def _send(self, frame: AudioChunk, out: list[Frame], lateness: float | None) -> None:
+        if frame.pts != self._pts:
+            frame = AudioChunk(
+                frame.data, frame.format, self._pts, frame.seq, frame.arrival, frame.utterance, frame.flags
+            )
+        self._pts += self.frame_samples
+        out.append(frame)
+        self.frames_sent += 1
+        if lateness is not None:
+            self._timed(lateness)
+        if self._spurt:
+            self._spurt = False
+            self.spurts += 1
+            self._lead_left = self.lead
+            self.waiting = self.lead > 0
+
+    def _fill(self, kind: str, out: list[Frame], lateness: float) -> None:
+        if kind == "silence":
+            data = self._silence
+        else:
+            data = self._noise[self._noise_next]
+            self._noise_next = (self._noise_next + 1) % len(self._noise)
+        out.append(AudioChunk(data, self.format, self._pts, utterance=self._utterance))
+        self._pts += self.frame_samples
+        self.fill_frames += 1
+        self._timed(lateness)
+
+    def _timed(self, lateness: float) -> None:
+        self.lateness.add(lateness)
+        if lateness > self.late_after:
+            self.late_frames += 1
+
+
+@attrs.frozen
+class PacerStatistics:
+    frames_in: int
+    frames_sent: int
+    """Audio frames sent (fills not included)."""
+    fill_frames: int
+    """Silence or comfort-noise frames sent on underrun or while idle."""
+    underruns: int
+    idle_slots: int
+    late_frames: int
+    """Frames sent more than ``late_ms`` after their deadline."""
+    stalls: int
+    """Times the pacer found itself one or more whole periods behind its grid."""
+    spurts: int
+    events: int
+    clears: int
+    drops: dict[str, DropCount]
+    lateness_ms: Summary
+
+
+def _pacer(stage: Pacer) -> FramePacer | None:
+    if stage.format is None:
+        return None
+    return FramePacer(
+        stage.format,
+        stage.format.samples_in(stage.frame_ms),
+        lead=stage.lead,
+        margin=stage.margin_ms / 1000,
+        underrun=stage.underrun,
+        idle=stage.idle,
+        late=stage.late,
+        max_burst=stage.max_burst,
+        late_after=stage.late_ms / 1000,
+        noise_level=stage.noise_level,
+        seed=stage.seed,
+    )
+
+
+@register("pacer", klass="Filter/Timing")
+@attrs.frozen(kw_only=True)
+class Pacer(Filter):
+    """Sends fixed frames on an absolute clock: frame n at t0 + n x period, never drifting."""
+
+    frame_ms: float = param(
+        60.0, gt=0, max=1000, unit="ms", help="Duration of each frame (the period); as the chunker's."
+    )
+    lead: int = param(
+        0, min=0, max=100, unit="frames", help="Frames sent at once at the start of each talk spurt (a prebuffer)."
+    )
+    margin_ms: float = param(
+        0.5, min=0, max=10, unit="ms", help="Wake and send this much before each deadline (timer rounding)."
+    )
+    underrun: str = param(
+        "silence",
+        choices=UNDERRUN_POLICIES,
+        help="No frame ready inside an utterance: send silence or comfort noise, or skip the slot.",
+    )
+    idle: str = param(
+        "silence",
+        choices=IDLE_POLICIES,
+        help="Between utterances: keep the cadence with silence or comfort noise, or stop until the next audio (same grid).",
+    )
+    late: str = param(
+        "burst",
+        choices=LATE_POLICIES,
+        help="Woke whole periods late: send overdue frames in a burst of at most max_burst, or drop them.",
+    )
+    max_burst: int = param(
+        5, min=1, max=1000, unit="frames", help="Most overdue frames a burst sends at once; older ones are dropped."
+    )
+    late_ms: float = param(
+        10.0, min=0, unit="ms", help="A frame sent more than this after its deadline counts as late."
+    )
+    noise_level: float = param(-60.0, min=-96, max=-20, unit="dBFS", help="RMS level of comfort noise.")
+    seed: int = param(0, help="Seed of the comfort noise.")
+    format: AudioFormat | None = None
+    """The negotiated format, filled in by :meth:`resolve`."""
+    _core: FramePacer | None = attrs.field(
+        init=False, default=attrs.Factory(_pacer, takes_self=True), eq=False, repr=False
+    )
+
+    def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> Pacer:
+        assert fmt_in is not None
+        try:
+            fmt_in.samples_in(self.frame_ms)
+        except ValueError as exc:
+            raise ParamError("frame_ms", f"{exc}; the pacer's input is {fmt_in}") from None
+        return attrs.evolve(self, format=fmt_in)
+
+    async def run(
+        self,
+        rx: ReceiveChannel,
+        tx: SendChannel,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        core = self._core
+        assert core is not None, "pacer runs after negotiation"
+
+        def take() -> Frame | object | None:
+            try:
+                return rx.receive_nowait()
+            except trio.WouldBlock:
+                return None
+            except trio.EndOfChannel:
+                return END
+
+        async with rx, tx:
+            task_status.started()
+            while not core.ended:
+                if core.waiting:
+                    frame = None
+                    with trio.move_on_at(core.wait_until):
+                        try:
+                            frame = await rx.receive()
+                        except trio.EndOfChannel:
+                            break
+                    if frame is None:
+                        core.lead_over()
+                        continue
+                    sends = core.arrive(frame, trio.current_time())
+                else:
+                    await sleep_until(core.wake_at)
+                    sends = core.due(trio.current_time(), take)
+                for out in sends:
+                    await tx.send(out)
+                if core.hungry:
+                    item = None
+                    with trio.move_on_at(core.hungry_until):
+                        try:
+                            item = await rx.receive()
+                        except trio.EndOfChannel:
+                            item = END
+                    core.fed(item)
+
+    def statistics(self) -> PacerStatistics:
+        core = self._core
+        if core is None:
+            return PacerStatistics(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {}, Quantiles().summary())
+        return PacerStatistics(
+            frames_in=core.frames_in,
+            frames_sent=core.frames_sent,
+            fill_frames=core.fill_frames,
+            underruns=core.underruns,
+            idle_slots=core.idle_slots,
+            late_frames=core.late_frames,
+            stalls=core.stalls,
+            spurts=core.spurts,
+            events=core.events,
+            clears=core.clears,
+            drops=core.drops.snapshot(),
+            lateness_ms=core.lateness.summary(scale=1000),
+        )
