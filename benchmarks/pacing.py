@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rtstream.caps import Caps
 from rtstream.frames import AudioChunk, AudioFormat, Encoding, UtteranceEnd, UtteranceStart
 from rtstream.pipeline import assemble
+from rtstream.realtime import quiet_gc
 from rtstream.runner import run_pipeline
 from rtstream.stage import Filter, ReceiveChannel, SendChannel, Sink, Source
 from rtstream.stats import Quantiles
@@ -200,7 +201,8 @@ async def _receive(url: str, streams: int, aligned: bool, conn) -> None:
 
 
 def receiver_main(url: str, streams: int, aligned: bool, conn) -> None:
-    trio.run(_receive, url, streams, aligned, conn)
+    with quiet_gc():
+        trio.run(_receive, url, streams, aligned, conn)
 
 
 # ---- the sender (this process): the bridge, a WebSocket server like the one Twilio dials -----
@@ -268,9 +270,10 @@ def run_scenario(streams: int, seconds: float, *, pacer: str = "pacer", margin_m
     profiler = cProfile.Profile() if profile else None
     if profiler:
         profiler.enable()
-    sent = trio.run(
-        lambda: serve_calls(streams, seconds, pacer=pacer, margin_ms=margin_ms, aligned=aligned, conn=there)
-    )
+    with quiet_gc():
+        sent = trio.run(
+            lambda: serve_calls(streams, seconds, pacer=pacer, margin_ms=margin_ms, aligned=aligned, conn=there)
+        )
     if profiler:
         profiler.disable()
     after = resource.getrusage(resource.RUSAGE_SELF)

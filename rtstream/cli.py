@@ -17,6 +17,7 @@ from .config import Config, PipelineSpec, load_config, service_spec
 from .errors import ConfigError
 from .params import ParamInfo
 from .pipeline import Endpoints, Pipeline, build_pipeline, build_service
+from .realtime import quiet_gc
 from .report import plain
 from .service import Service
 
@@ -113,7 +114,8 @@ def run(file: str, names: tuple[str, ...], instances: int, duration: float | Non
         reports = {name: service.report() for name, service in plan.services.items()}
         return attrs.evolve(report, services={name: r for name, r in reports.items() if r is not None})
 
-    report = trio.run(run_all)
+    with quiet_gc():
+        report = trio.run(run_all)
     if isinstance(report, ConfigError):
         raise Problem(str(report))
     click.echo(format_text(report))
@@ -198,7 +200,8 @@ def simulate(
                     break
             nursery.cancel_scope.cancel()
 
-    trio.run(serve)
+    with quiet_gc():
+        trio.run(serve)
     report = service.report()
     if report is not None:
         text = json.dumps(plain(report), indent=2, allow_nan=False)
