@@ -18,7 +18,7 @@ from .errors import ConfigError
 from .params import ParamInfo
 from .pipeline import Endpoints, Pipeline, build_pipeline, build_service
 from .realtime import quiet_gc
-from .report import plain
+from .report import format_fields, plain
 from .service import Service
 
 LOOPBACK = "127.0.0.1"
@@ -204,11 +204,11 @@ def simulate(
         trio.run(serve)
     report = service.report()
     if report is not None:
-        text = json.dumps(plain(report), indent=2, allow_nan=False)
-        click.echo(text)
+        click.echo(f"{service_type} report")
+        click.echo("\n".join(format_fields(report, indent="    ")))
         if report_file is not None:
             with report_file:
-                report_file.write(text + "\n")
+                report_file.write(json.dumps(plain(report), indent=2, allow_nan=False) + "\n")
 
 
 def _key_values(settings: tuple[str, ...]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,6 +73,8 @@ def _flatten(prefix: str, value: Any, out: list[str]) -> None:
             out.append(f"{prefix}=none")
         for key, inner in value.items():
             _flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
+    elif isinstance(value, list) and any(isinstance(v, Mapping) for v in value):
+        out.append(f"{prefix}=[{len(value)} records: see the JSON report]")  # one per call, say
     elif isinstance(value, float):
         out.append(f"{prefix}={value:.4g}")
     elif value is None:
@@ -80,23 +83,29 @@ def _flatten(prefix: str, value: Any, out: list[str]) -> None:
         out.append(f"{prefix}={value}")
 
 
+def format_fields(value: Any, *, indent: str = "      ", width: int = 100) -> list[str]:
+    """``value`` (a record or mapping) as wrapped ``key=value`` lines, nested keys dotted."""
+    fields: list[str] = []
+    _flatten("", plain(value), fields)
+    return _wrap(fields, indent=indent, width=width)
+
+
 def format_text(report: RunReport) -> str:
-    """A human-readable report: one block per pipeline instance, one line per stage."""
+    """A human-readable report: a block per pipeline instance, then one per service."""
     lines = []
+    names = Counter(p.pipeline for p in report.pipelines)
     for p in report.pipelines:
-        name = p.pipeline if p.instance == 1 and len(report.pipelines) == 1 else f"{p.pipeline}#{p.instance}"
+        name = p.pipeline if names[p.pipeline] == 1 else f"{p.pipeline}#{p.instance}"
         head = f"pipeline '{name}' {p.status} after {p.duration:.2f} s"
         lines.append(head + (f": {p.error}" if p.error else ""))
         for s in p.stages:
             label = f"{s.label} ({s.type})" if s.label and s.label != s.type else s.type
             fmt = f" -> {s.output}" if s.output else ""
             lines.append(f"  {s.index} {label} [{s.klass}]{fmt}")
-            fields: list[str] = []
-            _flatten("", plain(s.statistics), fields)
-            lines.extend(_wrap(fields, indent="      ", width=100))
+            lines.extend(format_fields(s.statistics))
     for name, service_report in report.services.items():
-        lines.append(f"service '{name}' report:")
-        lines.append(json.dumps(plain(service_report), indent=2, allow_nan=False))
+        lines.append(f"service '{name}'")
+        lines.extend(format_fields(service_report, indent="    "))
     return "\n".join(lines)
 
 

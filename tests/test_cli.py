@@ -48,7 +48,7 @@ def test_run_prints_a_report_and_writes_json(config, tmp_path):
     report_path = tmp_path / "report.json"
     result = invoke("run", str(config), "--report", str(report_path))
     assert result.exit_code == 0, result.output
-    assert "pipeline 'beep#1' completed" in result.output
+    assert "pipeline 'beep' completed" in result.output
     assert "received.samples=3200" in result.output
     report = json.loads(report_path.read_text())
     assert [p["pipeline"] for p in report["pipelines"]] == ["beep", "other"]
@@ -61,6 +61,7 @@ def test_run_chooses_pipelines_and_instances(config, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
     assert [(p["pipeline"], p["instance"]) for p in report["pipelines"]] == [("other", 1), ("other", 2), ("other", 3)]
+    assert "pipeline 'other#2' completed" in result.output
 
 
 def test_validate(config):

@@ -120,13 +120,14 @@ def test_run_starts_the_services_it_needs_and_prints_their_report_after_the_run(
     report_path = tmp_path / "run.json"
     result = invoke("run", str(path), "--report", str(report_path))
     assert result.exit_code == 0, result.output
-    run_part, service_part = result.output.split("service 'phone' report:\n")
+    run_part, service_part = result.output.split("service 'phone'\n")
     assert "pipeline 'call' completed" in run_part and "marks_echoed=1" in run_part
-    printed = json.loads(service_part)
-    assert (printed["calls"], printed["frames"], printed["wrong_size"], printed["marks_echoed"]) == (1, 15, 0, 1)
+    printed = " ".join(service_part.split())
+    assert "calls=1" in printed and "frames=15" in printed and "wrong_size=0" in printed
+    assert "per_call=[1 records: see the JSON report]" in printed
     assert "service 'tts'" not in result.output  # declared but used by no pipeline: not started
-    saved = json.loads(report_path.read_text())
-    assert saved["services"]["phone"]["frames"] == 15
+    saved = json.loads(report_path.read_text())["services"]["phone"]
+    assert (saved["calls"], saved["frames"], saved["wrong_size"], saved["marks_echoed"]) == (1, 15, 0, 1)
 
 
 def test_validate_checks_services_and_references(tmp_path):
@@ -141,14 +142,17 @@ def test_validate_checks_services_and_references(tmp_path):
     assert result.output == f"Error: {path}: service 'tts', key 'rtf': must be between 0 and 1000, got -1.0\n"
 
 
-def test_simulate_lists_runs_and_reports():
+def test_simulate_lists_runs_and_reports(tmp_path):
     listed = invoke("simulate")
     assert listed.exit_code == 0 and listed.output.splitlines()[0].startswith("telephony ")
-    result = invoke("simulate", "telephony", "protocol=twilio", "report_calls=0", "--duration", "0.05")
+    report_path = tmp_path / "sim.json"
+    result = invoke("simulate", "telephony", "protocol=twilio", "report_calls=0", "--duration", "0.05",
+                    "--report", str(report_path))
     assert result.exit_code == 0
-    first, report = result.output.split("\n", 1)
+    first, title, report = result.output.split("\n", 2)
     assert first.startswith("telephony listening on ws://127.0.0.1:") and first.endswith("/twilio (Ctrl-C stops it)")
-    assert json.loads(report)["calls"] == 0
+    assert title == "telephony report" and "calls=0" in report.split()
+    assert json.loads(report_path.read_text())["calls"] == 0
 
 
 @pytest.mark.parametrize("args,message", [
