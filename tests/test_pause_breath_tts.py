@@ -77,7 +77,8 @@ async def test_the_simulators_audio_comes_out_whole_with_the_planned_segments_be
     # Outside the inserted segments the output is the simulator's audio, sample for sample (fades included).
     assert np.array_equal(shaped.without_insertions(), original)
     got = {}
-    for position, segment in zip((p for p, _ in shaped.cuts()), (c for c in shaped.chunks if c.seq is None)):
+    inserted = [c for c in shaped.chunks if c.seq is None]
+    for (position, _), segment in zip(shaped.cuts(), inserted, strict=True):
         after = bisect_right(starts, position)  # the simulator's word after the cut
         assert words[after - 1].end + FADE <= position <= words[after].start - FADE  # in a silence, clear of both
         assert not original[position - FADE : position + FADE].any()
@@ -166,10 +167,9 @@ def test_the_pauses_pipelines_run_out_of_the_box_and_show_every_feature(tmp_path
         assert feature in transcript
     monkeypatch.chdir(tmp_path)  # the WAVs land in out/ under the working directory
     report = tmp_path / "report.json"
-    result = CliRunner().invoke(
-        main, ["run", str(PIPELINES), "-p", "pauses", "-p", "pauses_original", "--report", str(report)],
-        catch_exceptions=False,
-    )
+    command = ["run", str(PIPELINES), "-p", "pauses", "-p", "pauses_original", "--report", str(report)]
+    # --duration bounds the run: a hang would stop the sources, cut the WAVs short and fail below
+    result = CliRunner().invoke(main, [*command, "--duration", "20"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     shaped, fmt = read_wav("out/pauses.wav")
     original, original_fmt = read_wav("out/pauses-original.wav")
