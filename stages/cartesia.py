@@ -305,11 +305,23 @@ class CartesiaStatistics:
 
 
 def _read_lines(path: str) -> tuple[str, ...]:
+    """The utterances of a transcript file: its non-empty lines, stripped, each one's tags checked."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ParamError("transcript_file", f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
+    lines = []
+    for number, line in enumerate(text.splitlines(), 1):
+        utterance = line.strip()
+        if not utterance:
+            continue
+        try:
+            strip_tags(utterance)
+        except MarkupError as exc:  # the position within the line as written
+            at = MarkupError(exc.message, exc.tag, exc.position + len(line) - len(line.lstrip()))
+            raise ParamError("transcript_file", f"{path} line {number}: {at}") from None
+        lines.append(utterance)
+    return tuple(lines)
 
 
 @register("cartesia_tts", klass="Source/Network")
@@ -354,14 +366,13 @@ class CartesiaTTS(Source):
     def _utterances(self) -> tuple[str, ...]:
         if (self.transcript is None) == (self.transcript_file is None):
             raise ParamError("transcript", "give either transcript or transcript_file (one of them)")
-        lines = (self.transcript,) if self.transcript is not None else _read_lines(self.transcript_file)
-        for i, line in enumerate(lines, 1):
-            try:
-                strip_tags(line)
-            except MarkupError as exc:
-                where = "transcript" if self.transcript is not None else f"transcript_file line {i}"
-                raise ParamError("transcript" if self.transcript is not None else "transcript_file", f"{where}: {exc}") from None
-        return lines
+        if self.transcript is None:
+            return _read_lines(self.transcript_file)  # type: ignore[arg-type]
+        try:
+            strip_tags(self.transcript)
+        except MarkupError as exc:
+            raise ParamError("transcript", str(exc)) from None
+        return (self.transcript,)
 
     def output_caps(self, fmt_in: AudioFormat | None) -> Caps:
         return Caps(

@@ -4,21 +4,26 @@ import base64
 import functools
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
 import trio
+from click.testing import CliRunner
 from sims import tts_server
 from trio_websocket import WebSocketRequest
 
+from rtstream.cli import main
 from rtstream.errors import StageFailed
-from rtstream.frames import AudioFormat, UtteranceEnd, UtteranceStart, WordTimings
+from rtstream.frames import AudioChunk, AudioFormat, UtteranceEnd, UtteranceStart, WordTimings
+from rtstream.markup import strip_tags
 from rtstream.params import ParamError
 from rtstream.testing import run_stage
 from simulators.speech import synthesize
 from simulators.tts import TtsSession, TtsSettings, audio_of
 from simulators.websocket import converse, serve
 from stages.cartesia import CartesiaTTS, Counts, Malformed, Utterance
+from stages.pause_breath.script import is_spoken, read_script
 
 PCM8 = AudioFormat("pcm_s16le", 8000)
 TEXT = "Hello there [pause 200ms] and welcome, this is the bridge."
@@ -106,11 +111,49 @@ def test_an_error_reply_resumes_and_a_done_finishes():
 def test_transcript_parameters_are_checked(tmp_path):
     with pytest.raises(ParamError, match="^transcript: give either transcript or transcript_file"):
         CartesiaTTS()
-    with pytest.raises(ParamError, match=r"^transcript: transcript: unknown tag .*'\[shout\]' at character 3$"):
+    with pytest.raises(ParamError, match=r"^transcript: unknown tag .*: '\[shout\]' at character 3$"):
         CartesiaTTS(transcript="Hi [shout] there")
     path = tmp_path / "lines.txt"
     path.write_text("First line.\n\n  Second [breath] line.  \n")
     assert CartesiaTTS(transcript_file=str(path)).utterances == ("First line.", "Second [breath] line.")
+    # the line as numbered in the file (blank lines count), the character as placed in that line
+    path.write_text("Fine.\n\n  Then [pause] this.\nAnd [sigh] this.\n")
+    with pytest.raises(ParamError, match=rf"^transcript_file: {re.escape(str(path))} line 3: malformed pause tag "
+                                         r"\(write \[pause 300ms\] or \[pause 1.5s\]\): '\[pause\]' at character 7$"):
+        CartesiaTTS(transcript_file=str(path))
+
+
+BAD_TAG = """
+[services.tts]
+type = "tts"
+
+[pipelines.call]
+[[pipelines.call.stages]]
+type = "cartesia_tts"
+name = "greeting"
+url = "${services.tts.url}"
+%s
+
+[[pipelines.call.stages]]
+type = "null_sink"
+"""
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_malformed_tag_is_a_config_error_before_anything_is_spoken(tmp_path, command):
+    config = tmp_path / "p.toml"
+    config.write_text(BAD_TAG % 'transcript = "Hello, [breath type=\\"loud\\"] there."')
+    result = CliRunner().invoke(main, [command, str(config)], catch_exceptions=False)
+    assert (result.exit_code, result.output) == (2, (
+        f"Error: {config}: pipeline 'call', stage 1 'greeting' (cartesia_tts), key 'transcript': unknown breath type "
+        """(use one of normal, deep, quick, sigh): '[breath type="loud"]' at character 7\n"""))
+    lines = tmp_path / "lines.txt"
+    lines.write_text("This line is fine.\nThis one [pause] is not.\n")
+    config.write_text(BAD_TAG % f'transcript_file = "{lines}"')
+    result = CliRunner().invoke(main, [command, str(config)], catch_exceptions=False)
+    assert (result.exit_code, result.output) == (2, (
+        f"Error: {config}: pipeline 'call', stage 1 'greeting' (cartesia_tts), key 'transcript_file': {lines} line 2: "
+        "malformed pause tag (write [pause 300ms] or [pause 1.5s]): '[pause]' at character 9\n"))
 
 
 # -- the stage against the simulator -------------------------------------------------------------
@@ -206,6 +249,64 @@ async def test_malformed_server_messages_are_counted_and_logged_while_the_call_g
         "bad_base64": 1, "bad_json": 1, "binary_message": 1, "oversize": 1, "unknown_type": 1}
     logged = [r.getMessage() for r in caplog.records]
     assert any(f"malformed message from ws://127.0.0.1:{port}/tts/websocket (bad_json" in m for m in logged)
+
+
+class _Recorder:
+    """A TTS session that keeps every request it receives."""
+
+    def __init__(self, session):
+        self.session = session
+        self.requests = []
+
+    def receive(self, message, now):
+        self.requests.append(json.loads(message))
+        self.session.receive(message, now)
+
+    def pop_due(self, now):
+        return self.session.pop_due(now)
+
+    def next_due(self):
+        return self.session.next_due()
+
+
+async def test_the_service_gets_the_clean_text_and_the_stream_the_tags_and_utterance_timings(tmp_path):
+    lines = ["Hello, [breath] how are [emphasis] you?", 'Fine — [pause 300ms] thanks [breath type="deep"] a lot.']
+    path = tmp_path / "lines.txt"
+    path.write_text("\n".join(lines))
+    settings = TtsSettings(rtf=50, first_byte_latency=0)
+    recorders = []
+
+    async def handler(request: WebSocketRequest):
+        ws = await request.accept()
+        recorders.append(_Recorder(TtsSession(settings)))
+        await converse(ws, recorders[-1], peer="recorder")
+
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(functools.partial(serve, handler, "127.0.0.1", 0, max_message_size=1 << 20))
+            source = CartesiaTTS(url=f"ws://127.0.0.1:{port}/tts/websocket", transcript_file=str(path), chunk_words=2,
+                                 sample_rate=8000, encoding="pcm_s16le")
+            out = await run_stage(source)
+            nursery.cancel_scope.cancel()
+    [recorder] = recorders
+    sent = {}
+    for request in recorder.requests:
+        sent[request["context_id"]] = sent.get(request["context_id"], "") + request["transcript"]
+    assert sent == {"utt-1": strip_tags(lines[0]), "utt-2": strip_tags(lines[1])}
+    frames = out.frames
+    pts = 0
+    for n, line in enumerate(lines, 1):
+        mine = [f for f in frames if f.utterance == f"utt-{n}"]
+        assert mine[0] == UtteranceStart(f"utt-{n}", line) and mine[-1] == UtteranceEnd(f"utt-{n}")
+        # timings in seconds from the utterance's own start, as the service gave them, every word numbered alike
+        _, words = synthesize(strip_tags(line), 8000)
+        timed = [w for f in mine if isinstance(f, WordTimings) for w in f.words]
+        assert [(w.text, w.start, w.end) for w in timed] == [(s.text, s.start / 8000, s.end / 8000) for s in words]
+        assert [w.text for w in timed if is_spoken(w.text)] == list(read_script(line).words)
+        # while the audio's pts run on across utterances
+        assert next(f for f in mine if isinstance(f, AudioChunk)).pts == pts
+        pts += len(audio_of(strip_tags(line), PCM8))
+    assert out.audio().size == pts
 
 
 async def test_a_dropped_connection_resumes_on_a_new_context_from_the_lost_word():

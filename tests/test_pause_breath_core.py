@@ -23,7 +23,7 @@ def test_insertion_points_and_durations_are_sample_exact():
     # silent gaps: each cut sits in the middle of its gap; comma 0.15 s, period 0.5 s, question 0.6 s
     assert out.cuts() == [(4400, 1200), (8800, 4000), (17200, 4800)]
     total = len(audio) + 1200 + 4000 + 4800
-    assert len(out.audio()) == total == out.counts.samples_out
+    assert len(out.audio()) == total == out.counts.sent.samples
     assert out.counts.inserted_samples == 10000
     assert np.array_equal(out.without_insertions(), audio)  # the gaps are silent, so the fades change nothing
     inserted = [c for c in out.chunks if c.seq is None]

@@ -39,7 +39,7 @@ async def test_in_real_time_the_stage_inserts_exactly_what_the_core_does(autojum
     assert stats["pauses"] == {"comma": 1, "period": 1, "question": 1}
     assert stats["breaths"] == {"normal": 2}
     assert stats["seconds_inserted"] == pytest.approx(0.15 + 0.5 + 0.6 + stats["breath_seconds"] + 2 * 0.04)
-    assert stats["samples_out"] == len(audio) + round(stats["seconds_inserted"] * 8000)
+    assert stats["sent"].samples == len(audio) + round(stats["seconds_inserted"] * 8000)
     # the longest hold: from the end of "you?" until "Fine", whose start is the end of the question's gap, is timed
     assert stats["held_max_seconds"] == pytest.approx(2.6 - (2.0 - 0.005)) and not stats["released_unshaped"]
 
@@ -132,7 +132,7 @@ async def test_barge_in_drops_what_is_held_and_later_audio_flows(autojump_clock)
     script = [*_real_time(frames), (0.7, Clear("barge-in")), (0.8, UtteranceStart("next", "")), (0.8, fresh[0])]
     out = await run_stage(PauseBreath(max_wait=0.25), script)
     stats = out.report.stages[1].statistics
-    assert stats["drops"]["clear"].samples == len(audio[: 39 * 160]) - stats["samples_out"] + 160
+    assert stats["drops"]["clear"].samples == len(audio[: 39 * 160]) - stats["sent"].samples + 160
     assert out.frames[-3:] == [Clear("barge-in"), UtteranceStart("next", ""), fresh[0]]
     assert stats["skipped"] == {"cleared": 3}
 

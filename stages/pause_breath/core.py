@@ -34,7 +34,7 @@ from rtstream.audio.level import SpeechLevel
 from rtstream.audio.splice import apply_gain, fade_in, quietest_point
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Frame, Gap, UtteranceEnd, UtteranceStart, Word, WordTimings
 from rtstream.markup import MarkupError
-from rtstream.stats import Drops
+from rtstream.stats import AudioCounter, Drops
 
 from .script import SENTENCE_ENDS, Script, is_spoken, read_script
 
@@ -151,10 +151,8 @@ class _Utterance:
 class Counters:
     """What the core counted; the stage turns it into its statistics record."""
 
-    chunks_in: int = 0
-    samples_in: int = 0
-    chunks_out: int = 0
-    samples_out: int = 0
+    received: AudioCounter = attrs.Factory(AudioCounter)
+    sent: AudioCounter = attrs.Factory(AudioCounter)
     utterances: int = 0
     markup_errors: int = 0
     pauses: Counter[str] = attrs.Factory(Counter)
@@ -242,8 +240,7 @@ class PauseBreathCore:
     # -- input ---------------------------------------------------------------------------------
 
     def _take_audio(self, chunk: AudioChunk, now: float) -> None:
-        self.counts.chunks_in += 1
-        self.counts.samples_in += chunk.samples
+        self.counts.received.add(chunk)
         utt = self._current
         offset = 0
         if utt is not None:
@@ -589,8 +586,7 @@ class PauseBreathCore:
             self._emit(attrs.evolve(chunk, data=data, pts=chunk.pts + self._shift))
 
     def _emit(self, chunk: AudioChunk) -> None:
-        self.counts.chunks_out += 1
-        self.counts.samples_out += chunk.samples
+        self.counts.sent.add(chunk)
         self.ready.append(chunk)
 
     def _moved(self, frame: Frame) -> Frame:

@@ -11,7 +11,7 @@ from rtstream.markup import BREATH_TYPES
 from rtstream.params import ParamError, param
 from rtstream.registry import register
 from rtstream.stage import Filter, ReceiveChannel, SendChannel
-from rtstream.stats import DropCount
+from rtstream.stats import DropCount, Throughput
 
 from .core import Counters, PauseBreathCore
 from .script import PUNCTUATION_REASONS
@@ -23,10 +23,9 @@ def _range(default: tuple[float, float], help: str) -> tuple[float, float]:
 
 @attrs.frozen
 class PauseBreathStatistics:
-    chunks_in: int
-    chunks_out: int
-    samples_in: int
-    samples_out: int
+    received: Throughput
+    sent: Throughput
+    """What came in plus what was inserted."""
     utterances: int
     pauses: dict[str, int]
     """Pauses inserted, by reason: a punctuation mark, ``emphasis`` or ``tag``."""
@@ -174,10 +173,8 @@ class PauseBreath(Filter):
         rate = self.format.sample_rate if self.format else 1
         c = self._counts
         return PauseBreathStatistics(
-            chunks_in=c.chunks_in,
-            chunks_out=c.chunks_out,
-            samples_in=c.samples_in,
-            samples_out=c.samples_out,
+            received=c.received.snapshot(),
+            sent=c.sent.snapshot(),
             utterances=c.utterances,
             pauses=dict(sorted(c.pauses.items())),
             pause_seconds={k: v / rate for k, v in sorted(c.pause_samples.items())},
