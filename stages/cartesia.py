@@ -47,7 +47,7 @@ from rtstream.markup import MarkupError, strip_tags
 from rtstream.params import ParamError, param
 from rtstream.registry import register
 from rtstream.stage import SendChannel, Source
-from rtstream.stats import Drops
+from rtstream.stats import Drops, Quantiles, Summary
 
 from .wsclient import Backoff, ConnectFailed, open_connection, peer
 
@@ -74,7 +74,7 @@ class Counts:
     service_errors: Counter[str] = attrs.Factory(Counter)
     malformed: Counter[str] = attrs.Factory(Counter)
     stale: int = 0
-    first_arrival: float | None = None
+    first_chunk: Quantiles = attrs.Factory(Quantiles)
     drops: Drops = attrs.Factory(Drops)
 
 
@@ -134,6 +134,8 @@ class Utterance:
         """(status, error code) of an error reply ending the current context."""
         self._failures = 0
         self._progress = 0
+        self._asked: float | None = None
+        """When the utterance was first requested, until its first audio arrived."""
 
     def failed(self) -> int:
         """Count a failed attempt; how many failed in a row since the resume point last moved."""
@@ -152,8 +154,10 @@ class Utterance:
         """Seconds of this utterance's audio received so far."""
         return self._context_start + self._context_samples / self.format.sample_rate
 
-    def requests(self) -> list[str]:
-        """Open a new context for the words not yet spoken; the requests to send on it."""
+    def requests(self, now: float = 0.0) -> list[str]:
+        """Open a new context for the words not yet spoken; the requests to send on it at ``now``."""
+        if self._attempt == 0:
+            self._asked = now
         self._attempt += 1
         self.context_id = self.utterance if self._attempt == 1 else f"{self.utterance}-r{self._attempt - 1}"
         self._counts.contexts += 1
@@ -238,8 +242,9 @@ class Utterance:
             seq = None
         counts = self._counts
         counts.chunks += 1
-        if counts.first_arrival is None:
-            counts.first_arrival = now
+        if self._asked is not None:
+            counts.first_chunk.add(now - self._asked)
+            self._asked = None
         if not len(samples):
             return []
         chunk = AudioChunk(samples, self.format, pts=self.pts, seq=seq, arrival=now, utterance=self.utterance)
@@ -299,8 +304,8 @@ class CartesiaStatistics:
     service_errors: dict[str, int]
     malformed: dict[str, int]
     stale_messages: int
-    first_arrival: float | None
-    """``trio.current_time()`` when the first audio arrived (for first-audio latency)."""
+    first_chunk_ms: Summary
+    """Per utterance: from sending its request to the arrival of its first audio (the service's latency)."""
     drops: dict[str, Any]
 
 
@@ -328,6 +333,9 @@ class CartesiaTTS(Source):
     voice_id: str = param("a0e99841-438c-4a64-b679-ae501e7d6091", help="The voice (by id).")
     language: str = param("en", help="Language of the transcript.")
     transcript: str | None = param(type=str, optional=True, help="What to say (speech tags allowed); one utterance.")
+    transcripts: tuple[str, ...] | None = param(
+        type=(str,), optional=True, help="Several utterances (speech tags allowed), spoken one after another."
+    )
     transcript_file: str | None = param(type=str, optional=True, help="A UTF-8 file: each non-empty line one utterance.")
     encoding: Encoding | None = param(type=Encoding, optional=True, help="Encoding to ask for; none lets negotiation choose.")
     sample_rate: int | None = param(
@@ -352,15 +360,22 @@ class CartesiaTTS(Source):
 
     @utterances.default
     def _utterances(self) -> tuple[str, ...]:
-        if (self.transcript is None) == (self.transcript_file is None):
-            raise ParamError("transcript", "give either transcript or transcript_file (one of them)")
-        lines = (self.transcript,) if self.transcript is not None else _read_lines(self.transcript_file)
+        given = [key for key in ("transcript", "transcripts", "transcript_file") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ParamError("transcript", "give one of transcript, transcripts or transcript_file")
+        [key] = given
+        if key == "transcript":
+            lines: tuple[str, ...] = (self.transcript,)  # type: ignore[assignment]
+        else:
+            lines = self.transcripts if key == "transcripts" else _read_lines(self.transcript_file)  # type: ignore[assignment,arg-type]
+        if not lines:
+            raise ParamError(key, "gives nothing to say")
         for i, line in enumerate(lines, 1):
             try:
                 strip_tags(line)
             except MarkupError as exc:
-                where = "transcript" if self.transcript is not None else f"transcript_file line {i}"
-                raise ParamError("transcript" if self.transcript is not None else "transcript_file", f"{where}: {exc}") from None
+                where = {"transcript": "transcript", "transcripts": f"transcripts item {i}"}.get(key, f"transcript_file line {i}")
+                raise ParamError(key, f"{where}: {exc}") from None
         return lines
 
     def output_caps(self, fmt_in: AudioFormat | None) -> Caps:
@@ -447,7 +462,7 @@ class CartesiaTTS(Source):
         connection fails.
         """
         while not utterance.finished:
-            for request in utterance.requests():
+            for request in utterance.requests(trio.current_time()):
                 await ws.send_message(request)
             while not utterance.context_done:
                 with trio.fail_after(self.response_timeout):
@@ -488,5 +503,5 @@ class CartesiaTTS(Source):
             samples_out=c.samples, seconds_out=c.samples / rate, word_timings=c.word_timings, connects=c.connects,
             resumes=c.resumes, repeated_seconds=c.repeated_seconds, restarts=c.restarts,
             service_errors=dict(sorted(c.service_errors.items())), malformed=dict(sorted(c.malformed.items())),
-            stale_messages=c.stale, first_arrival=c.first_arrival, drops=c.drops.snapshot(),
+            stale_messages=c.stale, first_chunk_ms=c.first_chunk.summary(scale=1000), drops=c.drops.snapshot(),
         )
