@@ -21,6 +21,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -310,11 +311,23 @@ class CartesiaStatistics:
 
 
 def _read_lines(path: str) -> tuple[str, ...]:
+    """The utterances of a transcript file: its non-empty lines, stripped, each one's tags checked."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ParamError("transcript_file", f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
+    lines = []
+    for number, line in enumerate(text.splitlines(), 1):
+        utterance = line.strip()
+        if not utterance:
+            continue
+        try:
+            strip_tags(utterance)
+        except MarkupError as exc:  # the position within the line as written
+            at = MarkupError(exc.message, exc.tag, exc.position + len(line) - len(line.lstrip()))
+            raise ParamError("transcript_file", f"{path} line {number}: {at}") from None
+        lines.append(utterance)
+    return tuple(lines)
 
 
 @register("cartesia_tts", klass="Source/Network")
@@ -362,20 +375,17 @@ class CartesiaTTS(Source):
     def _utterances(self) -> tuple[str, ...]:
         given = [key for key in ("transcript", "transcripts", "transcript_file") if getattr(self, key) is not None]
         if len(given) != 1:
-            raise ParamError("transcript", "give one of transcript, transcripts or transcript_file")
-        [key] = given
-        if key == "transcript":
-            lines: tuple[str, ...] = (self.transcript,)  # type: ignore[assignment]
-        else:
-            lines = self.transcripts if key == "transcripts" else _read_lines(self.transcript_file)  # type: ignore[assignment,arg-type]
+            raise ParamError("transcript", "give either transcript or transcript_file, or a list of transcripts (one of them)")
+        if self.transcript_file is not None:
+            return _read_lines(self.transcript_file)
+        lines: tuple[str, ...] = (self.transcript,) if self.transcript is not None else self.transcripts  # type: ignore[assignment]
         if not lines:
-            raise ParamError(key, "gives nothing to say")
-        for i, line in enumerate(lines, 1):
+            raise ParamError("transcripts", "gives nothing to say")
+        for number, line in enumerate(lines, 1):
             try:
                 strip_tags(line)
             except MarkupError as exc:
-                where = {"transcript": "transcript", "transcripts": f"transcripts item {i}"}.get(key, f"transcript_file line {i}")
-                raise ParamError(key, f"{where}: {exc}") from None
+                raise ParamError(given[0], str(exc) if self.transcript is not None else f"item {number}: {exc}") from None
         return lines
 
     def output_caps(self, fmt_in: AudioFormat | None) -> Caps:
@@ -464,16 +474,20 @@ class CartesiaTTS(Source):
         while not utterance.finished:
             for request in utterance.requests(trio.current_time()):
                 await ws.send_message(request)
-            while not utterance.context_done:
-                with trio.fail_after(self.response_timeout):
+            with trio.CancelScope() as waiting:  # one scope per context, its deadline moved per message
+                while not utterance.context_done:
+                    waiting.deadline = trio.current_time() + self.response_timeout
                     message = await ws.get_message()
-                try:
-                    frames = utterance.receive(message, trio.current_time())
-                except Malformed as exc:
-                    self._log_malformed(str(exc), message)
-                    continue
-                for frame in frames:
-                    await tx.send(frame)
+                    waiting.deadline = math.inf  # no timeout while downstream holds us back
+                    try:
+                        frames = utterance.receive(message, trio.current_time())
+                    except Malformed as exc:
+                        self._log_malformed(str(exc), message)
+                        continue
+                    for frame in frames:
+                        await tx.send(frame)
+            if waiting.cancelled_caught:
+                raise trio.TooSlowError
             if utterance.error is not None:
                 log.warning("cartesia_tts: %s answered %s for %s; resuming from word %d",
                             peer(self.url), utterance.error, utterance.context_id, utterance.resume_from)

@@ -145,15 +145,15 @@ class ConverterCore:
         self._arrivals.append((resampler.rescale(resampler.in_pts), chunk.arrival))
         arrival = self._arrival_at(start)
         self._last = chunk
-        flags = chunk.flags | self._carried
-        if chunk.flags & ChunkFlags.LAST:
+        flags = chunk.flags | self._carried if self._carried else chunk.flags  # enum operators are slow: skip them
+        if flags and chunk.flags & ChunkFlags.LAST:
             out = np.concatenate((out, resampler.flush()))
             self._arrivals.clear()
             self.flushes += 1
         else:
             self._held_max = max(self._held_max, resampler.pending)
         if not len(out):
-            self._carried = flags & ChunkFlags.FIRST
+            self._carried = flags & ChunkFlags.FIRST if flags else ChunkFlags.NONE
             return tail
         self._carried = ChunkFlags.NONE
         return (*tail, self._emit(self._from_float(out), start + self._offset, chunk, flags, chunk.seq, arrival))

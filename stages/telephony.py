@@ -534,6 +534,12 @@ class TelephonySink(Sink):
             except ConnectionClosed:
                 nursery.cancel_scope.cancel()
 
+    @property
+    def first_audio(self) -> Quantiles:
+        """The per-utterance first-audio latencies (seconds) of ``first_audio_ms``, to merge across calls."""
+        link = self._state.link
+        return Quantiles() if link is None else link.first_audio
+
     def statistics(self) -> TelephonyStatistics:
         link = self._state.link or self.link()
         return link.statistics()

@@ -4,6 +4,7 @@ import base64
 import functools
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -104,20 +105,28 @@ def test_an_error_reply_resumes_and_a_done_finishes():
 
 
 def test_transcript_parameters_are_checked(tmp_path):
-    with pytest.raises(ParamError, match="^transcript: give one of transcript, transcripts or transcript_file$"):
+    with pytest.raises(ParamError, match="^transcript: give either transcript or transcript_file"):
         CartesiaTTS()
-    with pytest.raises(ParamError, match="^transcript: give one of"):
-        CartesiaTTS(transcript="Hi.", transcripts=("Hi.",))
-    with pytest.raises(ParamError, match=r"^transcripts: transcripts item 2: unknown tag .*'\[shout\]' at character 0$"):
-        CartesiaTTS(transcripts=("Hello.", "[shout] Bye."))
-    with pytest.raises(ParamError, match="^transcripts: gives nothing to say$"):
-        CartesiaTTS(transcripts=())
-    assert CartesiaTTS(transcripts=["One.", "Two [breath] more."]).utterances == ("One.", "Two [breath] more.")
-    with pytest.raises(ParamError, match=r"^transcript: transcript: unknown tag .*'\[shout\]' at character 3$"):
+    with pytest.raises(ParamError, match=r"^transcript: unknown tag .*: '\[shout\]' at character 3$"):
         CartesiaTTS(transcript="Hi [shout] there")
     path = tmp_path / "lines.txt"
     path.write_text("First line.\n\n  Second [breath] line.  \n")
     assert CartesiaTTS(transcript_file=str(path)).utterances == ("First line.", "Second [breath] line.")
+    # the line as numbered in the file (blank lines count), the character as placed in that line
+    path.write_text("Fine.\n\n  Then [pause] this.\nAnd [sigh] this.\n")
+    with pytest.raises(ParamError, match=rf"^transcript_file: {re.escape(str(path))} line 3: malformed pause tag "
+                                         r"\(write \[pause 300ms\] or \[pause 1.5s\]\): '\[pause\]' at character 7$"):
+        CartesiaTTS(transcript_file=str(path))
+
+
+def test_a_list_of_transcripts_is_one_utterance_each():
+    with pytest.raises(ParamError, match="^transcript: give either transcript or transcript_file, or a list of transcripts"):
+        CartesiaTTS(transcript="Hi.", transcripts=("Hi.",))
+    with pytest.raises(ParamError, match=r"^transcripts: item 2: unknown tag .*'\[shout\]' at character 0$"):
+        CartesiaTTS(transcripts=("Hello.", "[shout] Bye."))
+    with pytest.raises(ParamError, match="^transcripts: gives nothing to say$"):
+        CartesiaTTS(transcripts=())
+    assert CartesiaTTS(transcripts=["One.", "Two [breath] more."]).utterances == ("One.", "Two [breath] more.")
 
 
 # -- the stage against the simulator -------------------------------------------------------------
@@ -257,3 +266,24 @@ async def test_a_refused_key_fails_the_stage_with_the_status():
             with pytest.raises(StageFailed, match=r"ConnectFailed: ws://127.0.0.1:\d+/tts/websocket: refused with HTTP 401$"):
                 await run_stage(CartesiaTTS(url=url, transcript="Hi.", api_key="wrong", sample_rate=8000))
             nursery.cancel_scope.cancel()
+
+
+async def test_a_service_that_stops_answering_times_out_and_the_utterance_is_given_up():
+    import functools
+
+    from simulators.websocket import serve
+
+    async def silent(request):
+        await request.accept()
+        await trio.sleep_forever()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(functools.partial(serve, silent, "127.0.0.1", 0, max_message_size=1 << 20))
+            source = CartesiaTTS(url=f"ws://127.0.0.1:{port}/tts/websocket", transcript="Hi.", response_timeout=0.2,
+                                 reconnect_attempts=1, backoff_initial=0.01)
+            out = await run_stage(source)
+            nursery.cancel_scope.cancel()
+    stats = out.report.stages[0].statistics
+    assert stats["utterances_failed"] == 1 and stats["contexts"] == 2 and out.chunks == []
+    assert out.frames == [UtteranceStart("utt-1", "Hi."), UtteranceEnd("utt-1")]
