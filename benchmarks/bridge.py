@@ -1,7 +1,7 @@
 """Concurrent bridged calls in one bridge process, the simulators in processes of their own.
 
     python benchmarks/bridge.py                          # N = 1, 50, 200, 500
-    python benchmarks/bridge.py --calls 200 --profile    # py-spy's view of the bridge at N = 200
+    python benchmarks/bridge.py --calls 200 --profile    # py-spy's view of the bridge: out/bridge-200.speedscope.json
 
 Each call is the product pipeline of ``pipelines.toml``: the TTS simulator (``rtstream simulate
 tts``, Cartesia protocol) -> cartesia_tts (24 kHz PCM16) -> converter (soxr HQ to 8 kHz) ->
@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--chunk-scale", type=float, default=1.0,
                         help="TTS chunk durations relative to 31/19/44/12 ms (fewer, larger messages above 1)")
     parser.add_argument("--lead", type=int, default=0, help="the pacer's lead (prebuffer) in frames")
-    parser.add_argument("--profile", action="store_true", help="run the bridge under py-spy (top functions, one N)")
+    parser.add_argument("--profile", action="store_true", help="record the bridge with py-spy (out/bridge-N.speedscope.json)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -185,9 +185,10 @@ def main() -> None:
           f"{'wall s':>6} {'tts %':>5} {'phone %':>7}")
     for calls in (int(n) for n in args.calls.split(",")):
         command = [sys.executable, __file__, *own, "--one", str(calls)]
-        if args.profile:
-            command = [sys.executable, "-m", "py_spy", "record", "-o", f"out/bridge-{calls}.speedscope.json",
-                       "-f", "speedscope", "--", *command]
+        if args.profile:  # pip install py-spy; open the file in speedscope.app
+            Path("out").mkdir(exist_ok=True)
+            command = [str(Path(sys.executable).with_name("py-spy")), "record", "-o",
+                       f"out/bridge-{calls}.speedscope.json", "-f", "speedscope", "--", *command]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         line = next((x for x in reversed(done.stdout.splitlines()) if x.startswith("{")), None)
         if line is None:

@@ -376,5 +376,5 @@ def test_output_carries_the_arrival_of_the_audio_it_plays_and_none_for_concealme
     arrivals = {round(a, 6) for a, _ in packets}
     assert frames[0].arrival == packets[0][0]  # the first audio played is the first that arrived
     stamped = [f.arrival for f in frames if f.arrival is not None]
-    assert set(map(lambda a: round(a, 6), stamped)) <= arrivals and stamped == sorted(stamped)
+    assert {round(a, 6) for a in stamped} <= arrivals and stamped == sorted(stamped)
     assert any(f.arrival is None for f in frames)  # the lost 80 ms were concealed
