@@ -1,25 +1,36 @@
-"""Concurrent calls through one bridge process, the simulator in a separate process.
+"""Concurrent bridged calls in one bridge process, the simulators in processes of their own.
 
-    python benchmarks/bridge.py [--calls 1,50,200] [--seconds 3] [--protocol raw]
+    python benchmarks/bridge.py                          # N = 1, 50, 200, 500
+    python benchmarks/bridge.py --calls 200 --profile    # py-spy's view of the bridge: out/bridge-200.speedscope.json
 
-Each call is a pipeline built by :func:`call_stages`; for now that is ``tone`` (exact
-real-time 60 ms frames, or 20 ms for Twilio) into ``telephony_ws``, so the figures are those of
-the telephony side alone: the sink, the socket and the receiver. The telephony simulator runs
-as ``rtstream simulate telephony`` in its own process and measures what arrives. Per N the
-table shows the receiver's inter-arrival deviation from the frame period (p50/p99/max over all
-frames of all calls), gaps and wrong-size frames, then the bridge process's CPU time per call
-per second of audio and its peak memory growth per call. Once the converter, chunker and pacer
-are in, :func:`call_stages` becomes the full bridge (TTS simulator -> cartesia_tts ->
-converter -> chunker -> pacer -> telephony_ws) and a TTS simulator process joins.
+Each call is the product pipeline of ``pipelines.toml``: the TTS simulator (``rtstream simulate
+tts``, Cartesia protocol) -> cartesia_tts (24 kHz PCM16) -> converter (soxr HQ to 8 kHz) ->
+chunker (60 ms) -> pacer -> telephony_ws (raw binary frames) -> the telephony simulator
+(``rtstream simulate telephony``), which times every frame. A call says ``--turns`` replies, the
+next one asked for ``--gap`` seconds after the last one's audio is in (the caller's turn); calls
+start spread evenly over ``--ramp`` seconds, as calls arrive, not all in one instant. The
+bridge's trio loop runs inside :func:`rtstream.realtime.quiet_gc`. Each N runs in a fresh
+process (this script again, with ``--one``), so CPU and memory are that N's alone.
 
-The simulator shares the machine: at high N its own load shows up in the deviation figures
-(``sim cpu %`` is its CPU time over the run's wall time; near 100 it is the bottleneck).
+Columns (times in ms):
+
+- receiver p50/p99/max: |inter-arrival - 60 ms| at the telephony simulator, over all frames of
+  all calls (the steadiness the caller's phone sees); gaps: its playout buffer ran dry;
+- first audio p50/p99/max: per turn, from the arrival at the bridge of the turn's first TTS audio
+  to the send of its first frame (``telephony_ws`` ``first_audio_ms``); target one frame (60 ms)
+  plus the prebuffer (the pacer's lead, 0 here);
+- late: frames the pacers sent more than 10 ms after their deadline;
+- cpu/call: the bridge process's CPU time per call per second of call (ms/s; 1000 is one core
+  per call); rss/call: the growth of its peak resident memory per call;
+- tts %, phone %: each simulator's CPU time over the run's wall time (near 100 it is the
+  bottleneck, and its own lateness shows in the figures).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -30,70 +41,119 @@ from pathlib import Path
 
 import trio
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from rtstream.pipeline import assemble
-from rtstream.runner import run_pipelines
-from rtstream.stage import Stage
+from rtstream.realtime import quiet_gc
+from rtstream.runner import RunControl, run_pipeline
+from rtstream.stats import Quantiles
+from stages.cartesia import CartesiaTTS
+from stages.chunker import Chunker
+from stages.converter import Converter
+from stages.pacer import Pacer
 from stages.telephony import TelephonySink
-from stages.tone import Tone
 
-FRAME_MS = {"raw": 60, "twilio": 20}
-
-
-def call_stages(url: str, protocol: str, seconds: float) -> list[Stage]:
-    """The stages of one call (``seconds`` rounded to whole frames, as a pacer pads the last one)."""
-    encoding = "pcm_mulaw" if protocol == "twilio" else "pcm_s16le"
-    frame = FRAME_MS[protocol] / 1000
-    tone = Tone(sample_rate=8000, encoding=encoding, chunk_ms=FRAME_MS[protocol], duration=round(seconds / frame) * frame)
-    return [tone, TelephonySink(url=url, protocol=protocol, marks=protocol != "raw")]
+TURNS = ("Hello, and thanks for calling.", "Your order left our warehouse on Monday.", "It should arrive tomorrow.")
+FRAME_MS = 60
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def start_simulator(protocol: str, report: Path) -> tuple[subprocess.Popen[str], str]:
-    args = [sys.executable, "-m", "rtstream.cli", "simulate", "telephony", f"protocol={protocol}", "report_calls=0",
-            "--report", str(report)]
+def call_stages(tts_url: str, phone_url: str, args: argparse.Namespace) -> list:
+    return [
+        CartesiaTTS(url=tts_url, transcripts=TURNS[: args.turns], encoding="pcm_s16le", sample_rate=args.tts_rate,
+                    gap=args.gap),
+        Converter(quality=args.quality),
+        Chunker(frame_ms=FRAME_MS),
+        Pacer(frame_ms=FRAME_MS, lead=args.lead),
+        TelephonySink(url=phone_url, protocol="raw", drain_timeout=5.0),
+    ]
+
+
+def start(kind: str, *settings: str, report: Path) -> tuple[subprocess.Popen[str], str]:
+    """``rtstream simulate KIND`` in a process of its own: (the process, its URL)."""
+    args = [sys.executable, "-m", "rtstream.cli", "simulate", kind, *settings, "--report", str(report)]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     line = process.stdout.readline() if process.stdout else ""
     if " listening on " not in line:
         process.kill()
-        raise SystemExit(f"the simulator did not start: {line!r}")
+        raise SystemExit(f"the {kind} simulator did not start: {line!r}")
     return process, line.split(" listening on ")[1].split()[0]
 
 
-def one_run(calls: int, seconds: float, protocol: str) -> dict[str, float | int | None]:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+
+
+async def run_calls(tts_url: str, phone_url: str, args: argparse.Namespace) -> tuple[list, list]:
+    pipelines = [assemble(f"call{i}", call_stages(tts_url, phone_url, args), instance=i) for i in range(args.one)]
+    reports: list = []
+    control = RunControl()
+
+    async def one(i: int) -> None:
+        await trio.sleep(args.ramp * i / args.one)
+        reports.append(await run_pipeline(pipelines[i], control))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(args.one):
+            nursery.start_soon(one, i)
+    return pipelines, reports
+
+
+def one_run(args: argparse.Namespace) -> dict:
+    """One N, in this process: the row's figures."""
     with tempfile.TemporaryDirectory() as tmp:
-        report_path = Path(tmp) / "report.json"
-        process, url = start_simulator(protocol, report_path)
+        tts_report, phone_report = Path(tmp) / "tts.json", Path(tmp) / "phone.json"
+        rate = args.tts_rate
+        scale = rate * args.chunk_scale / 8000  # the simulator's 500/300/700/200 bytes at 8 kHz: 31/19/44/12 ms
+        pattern = ",".join(str(round(b * scale / 2) * 2) for b in (500, 300, 700, 200))
+        tts, tts_url = start("tts", "rtf=3", "first_byte_latency=0.1", f"pattern=[{pattern}]",
+                             report=tts_report)
+        phone, phone_url = start("telephony", "protocol=raw", "report_calls=0", report=phone_report)
         try:
-            pipelines = [assemble(f"call{i}", call_stages(url, protocol, seconds), instance=i) for i in range(calls)]
+            sims_before = cpu_seconds(tts.pid), cpu_seconds(phone.pid)
             before = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
-            run = trio.run(run_pipelines, pipelines)
+            with quiet_gc():
+                pipelines, reports = trio.run(run_calls, tts_url, phone_url, args)
             wall = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_SELF)
+            sims = cpu_seconds(tts.pid) - sims_before[0], cpu_seconds(phone.pid) - sims_before[1]
         finally:
-            children = resource.getrusage(resource.RUSAGE_CHILDREN)
-            process.send_signal(signal.SIGINT)
-            process.communicate(timeout=30)
-        sim = resource.getrusage(resource.RUSAGE_CHILDREN)
-        report = json.loads(report_path.read_text())
-    failed = sum(p.status != "completed" for p in run.pipelines)
+            stop(tts)
+            stop(phone)
+        received = json.loads(phone_report.read_text())
+    first_audio = Quantiles()
+    late = 0
+    seconds = 0.0
+    for pipeline in pipelines:
+        sink, pacer = pipeline.stages[-1], pipeline.stages[-2]
+        first_audio.merge(sink.first_audio)
+        late += pacer.statistics().late_frames
+        seconds += sink.statistics().seconds_sent
+    deviation = received["deviation_ms"]
+    audio = first_audio.summary(scale=1000)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    deviation = report["deviation_ms"]
     return {
-        "calls": calls,
-        "failed": failed,
-        "p50_ms": deviation["p50"],
-        "p99_ms": deviation["p99"],
-        "max_ms": deviation["max"],
-        "gaps": report["gaps"]["count"],
-        "wrong_size": report["wrong_size"],
-        "cpu_ms_per_call_s": cpu / calls / seconds * 1000,
-        "rss_kb_per_call": (after.ru_maxrss - before.ru_maxrss) / calls,
-        "wall_s": wall,
-        "sim_cpu_pct": ((sim.ru_utime + sim.ru_stime) - (children.ru_utime + children.ru_stime)) / wall * 100,
+        "calls": args.one,
+        "failed": sum(r.status != "completed" for r in reports),
+        "p50": deviation["p50"], "p99": deviation["p99"], "max": deviation["max"],
+        "gaps": received["gaps"]["count"], "wrong_size": received["wrong_size"],
+        "fa_p50": audio.p50, "fa_p99": audio.p99, "fa_max": audio.max, "turns": audio.count,
+        "late": late,
+        "cpu_ms_per_call_s": cpu / seconds * 1000 if seconds else None,
+        "rss_kb_per_call": (after.ru_maxrss - before.ru_maxrss) / args.one,
+        "wall": wall,
+        "tts_pct": sims[0] / wall * 100, "phone_pct": sims[1] / wall * 100,
     }
 
 
-def fmt(value: float | int | None, width: int, digits: int = 2) -> str:
+def cell(value: float | int | None, width: int, digits: int = 1) -> str:
     if value is None:
         return "-".rjust(width)
     return f"{value:{width}.{digits}f}" if isinstance(value, float) else f"{value:{width}d}"
@@ -101,19 +161,45 @@ def fmt(value: float | int | None, width: int, digits: int = 2) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", default="1,50,200", help="comma-separated numbers of concurrent calls")
-    parser.add_argument("--seconds", type=float, default=3.0, help="audio per call")
-    parser.add_argument("--protocol", choices=sorted(FRAME_MS), default="raw")
+    parser.add_argument("--calls", default="1,50,200,500", help="comma-separated numbers of concurrent calls")
+    parser.add_argument("--turns", type=int, default=2, choices=(1, 2, 3), help="replies per call")
+    parser.add_argument("--gap", type=float, default=0.5, help="seconds between a reply's audio and the next request")
+    parser.add_argument("--ramp", type=float, default=1.0, help="calls start spread over this many seconds")
+    parser.add_argument("--tts-rate", type=int, default=24000, choices=(8000, 16000, 24000), help="rate asked of the TTS")
+    parser.add_argument("--quality", default="HQ", choices=("LQ", "MQ", "HQ", "VHQ"), help="the converter's soxr recipe")
+    parser.add_argument("--chunk-scale", type=float, default=1.0,
+                        help="TTS chunk durations relative to 31/19/44/12 ms (fewer, larger messages above 1)")
+    parser.add_argument("--lead", type=int, default=0, help="the pacer's lead (prebuffer) in frames")
+    parser.add_argument("--profile", action="store_true", help="record the bridge with py-spy (out/bridge-N.speedscope.json)")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(f"{args.protocol} frames of {FRAME_MS[args.protocol]} ms, {args.seconds:g} s per call; "
-          "deviation = receiver inter-arrival minus frame period, over all frames")
-    print(f"{'calls':>6} {'failed':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'gaps':>6} {'badsize':>7} "
-          f"{'cpu ms/call/s':>13} {'rss KB/call':>11} {'wall s':>7} {'sim cpu %':>9}")
+    if args.one:
+        print(json.dumps(one_run(args)))
+        return
+    own = [f"--turns={args.turns}", f"--gap={args.gap}", f"--ramp={args.ramp}", f"--tts-rate={args.tts_rate}",
+           f"--quality={args.quality}", f"--lead={args.lead}", f"--chunk-scale={args.chunk_scale}"]
+    print(f"{args.turns} turns per call from a TTS at {args.tts_rate} Hz (rtf 3), {args.quality} resampling to 8 kHz, "
+          f"60 ms raw frames, lead {args.lead}; calls start over {args.ramp:g} s; times in ms")
+    print(f"{'calls':>5} {'fail':>4} | {'receiver p50':>12} {'p99':>6} {'max':>6} {'gaps':>5} {'bad':>4} | "
+          f"{'first audio p50':>15} {'p99':>6} {'max':>6} | {'late':>5} {'cpu/call':>8} {'rss KB/call':>11} "
+          f"{'wall s':>6} {'tts %':>5} {'phone %':>7}")
     for calls in (int(n) for n in args.calls.split(",")):
-        r = one_run(calls, args.seconds, args.protocol)
-        print(f"{r['calls']:>6} {r['failed']:>6} {fmt(r['p50_ms'], 8)} {fmt(r['p99_ms'], 8)} {fmt(r['max_ms'], 8)} "
-              f"{r['gaps']:>6} {r['wrong_size']:>7} {fmt(r['cpu_ms_per_call_s'], 13)} {fmt(r['rss_kb_per_call'], 11, 1)} "
-              f"{fmt(r['wall_s'], 7)} {fmt(r['sim_cpu_pct'], 9, 0)}", flush=True)
+        command = [sys.executable, __file__, *own, "--one", str(calls)]
+        if args.profile:  # pip install py-spy; open the file in speedscope.app
+            Path("out").mkdir(exist_ok=True)
+            command = [str(Path(sys.executable).with_name("py-spy")), "record", "-o",
+                       f"out/bridge-{calls}.speedscope.json", "-f", "speedscope", "--", *command]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        line = next((x for x in reversed(done.stdout.splitlines()) if x.startswith("{")), None)
+        if line is None:
+            print(f"{calls:>5} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+            continue
+        r = json.loads(line)
+        print(f"{r['calls']:>5} {r['failed']:>4} | {cell(r['p50'], 12, 2)} {cell(r['p99'], 6, 2)} {cell(r['max'], 6)} "
+              f"{r['gaps']:>5} {r['wrong_size']:>4} | {cell(r['fa_p50'], 15)} {cell(r['fa_p99'], 6)} "
+              f"{cell(r['fa_max'], 6)} | {r['late']:>5} {cell(r['cpu_ms_per_call_s'], 8, 2)} "
+              f"{cell(r['rss_kb_per_call'], 11)} {cell(r['wall'], 6)} {cell(r['tts_pct'], 5, 0)} "
+              f"{cell(r['phone_pct'], 7, 0)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,16 @@ class Quantiles:
     def count(self) -> int:
         return self._count
 
+    def merge(self, other: Quantiles) -> None:
+        """Add every value of ``other`` (of the same resolution): percentiles over both series."""
+        if other._resolution != self._resolution:
+            raise ValueError(f"cannot merge quantiles of resolution {other._resolution} into {self._resolution}")
+        self._buckets.update(other._buckets)
+        self._count += other._count
+        self._sum += other._sum
+        self._min = min(self._min, other._min)
+        self._max = max(self._max, other._max)
+
     def percentile(self, p: float) -> float | None:
         """The value below which ``p`` percent of the series lies (None when empty)."""
         if not self._count:

@@ -21,6 +21,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +48,7 @@ from rtstream.markup import MarkupError, strip_tags
 from rtstream.params import ParamError, param
 from rtstream.registry import register
 from rtstream.stage import SendChannel, Source
-from rtstream.stats import Drops
+from rtstream.stats import Drops, Quantiles, Summary
 
 from .wsclient import Backoff, ConnectFailed, open_connection, peer
 
@@ -74,7 +75,7 @@ class Counts:
     service_errors: Counter[str] = attrs.Factory(Counter)
     malformed: Counter[str] = attrs.Factory(Counter)
     stale: int = 0
-    first_arrival: float | None = None
+    first_chunk: Quantiles = attrs.Factory(Quantiles)
     drops: Drops = attrs.Factory(Drops)
 
 
@@ -134,6 +135,8 @@ class Utterance:
         """(status, error code) of an error reply ending the current context."""
         self._failures = 0
         self._progress = 0
+        self._asked: float | None = None
+        """When the utterance was first requested, until its first audio arrived."""
 
     def failed(self) -> int:
         """Count a failed attempt; how many failed in a row since the resume point last moved."""
@@ -152,8 +155,10 @@ class Utterance:
         """Seconds of this utterance's audio received so far."""
         return self._context_start + self._context_samples / self.format.sample_rate
 
-    def requests(self) -> list[str]:
-        """Open a new context for the words not yet spoken; the requests to send on it."""
+    def requests(self, now: float = 0.0) -> list[str]:
+        """Open a new context for the words not yet spoken; the requests to send on it at ``now``."""
+        if self._attempt == 0:
+            self._asked = now
         self._attempt += 1
         self.context_id = self.utterance if self._attempt == 1 else f"{self.utterance}-r{self._attempt - 1}"
         self._counts.contexts += 1
@@ -238,8 +243,9 @@ class Utterance:
             seq = None
         counts = self._counts
         counts.chunks += 1
-        if counts.first_arrival is None:
-            counts.first_arrival = now
+        if self._asked is not None:
+            counts.first_chunk.add(now - self._asked)
+            self._asked = None
         if not len(samples):
             return []
         chunk = AudioChunk(samples, self.format, pts=self.pts, seq=seq, arrival=now, utterance=self.utterance)
@@ -299,8 +305,8 @@ class CartesiaStatistics:
     service_errors: dict[str, int]
     malformed: dict[str, int]
     stale_messages: int
-    first_arrival: float | None
-    """``trio.current_time()`` when the first audio arrived (for first-audio latency)."""
+    first_chunk_ms: Summary
+    """Per utterance: from sending its request to the arrival of its first audio (the service's latency)."""
     drops: dict[str, Any]
 
 
@@ -340,6 +346,9 @@ class CartesiaTTS(Source):
     voice_id: str = param("a0e99841-438c-4a64-b679-ae501e7d6091", help="The voice (by id).")
     language: str = param("en", help="Language of the transcript.")
     transcript: str | None = param(type=str, optional=True, help="What to say (speech tags allowed); one utterance.")
+    transcripts: tuple[str, ...] | None = param(
+        type=(str,), optional=True, help="Several utterances (speech tags allowed), spoken one after another."
+    )
     transcript_file: str | None = param(type=str, optional=True, help="A UTF-8 file: each non-empty line one utterance.")
     encoding: Encoding | None = param(type=Encoding, optional=True, help="Encoding to ask for; none lets negotiation choose.")
     sample_rate: int | None = param(
@@ -364,15 +373,20 @@ class CartesiaTTS(Source):
 
     @utterances.default
     def _utterances(self) -> tuple[str, ...]:
-        if (self.transcript is None) == (self.transcript_file is None):
-            raise ParamError("transcript", "give either transcript or transcript_file (one of them)")
-        if self.transcript is None:
-            return _read_lines(self.transcript_file)  # type: ignore[arg-type]
-        try:
-            strip_tags(self.transcript)
-        except MarkupError as exc:
-            raise ParamError("transcript", str(exc)) from None
-        return (self.transcript,)
+        given = [key for key in ("transcript", "transcripts", "transcript_file") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ParamError("transcript", "give either transcript or transcript_file, or a list of transcripts (one of them)")
+        if self.transcript_file is not None:
+            return _read_lines(self.transcript_file)
+        lines: tuple[str, ...] = (self.transcript,) if self.transcript is not None else self.transcripts  # type: ignore[assignment]
+        if not lines:
+            raise ParamError("transcripts", "gives nothing to say")
+        for number, line in enumerate(lines, 1):
+            try:
+                strip_tags(line)
+            except MarkupError as exc:
+                raise ParamError(given[0], str(exc) if self.transcript is not None else f"item {number}: {exc}") from None
+        return lines
 
     def output_caps(self, fmt_in: AudioFormat | None) -> Caps:
         return Caps(
@@ -458,18 +472,22 @@ class CartesiaTTS(Source):
         connection fails.
         """
         while not utterance.finished:
-            for request in utterance.requests():
+            for request in utterance.requests(trio.current_time()):
                 await ws.send_message(request)
-            while not utterance.context_done:
-                with trio.fail_after(self.response_timeout):
+            with trio.CancelScope() as waiting:  # one scope per context, its deadline moved per message
+                while not utterance.context_done:
+                    waiting.deadline = trio.current_time() + self.response_timeout
                     message = await ws.get_message()
-                try:
-                    frames = utterance.receive(message, trio.current_time())
-                except Malformed as exc:
-                    self._log_malformed(str(exc), message)
-                    continue
-                for frame in frames:
-                    await tx.send(frame)
+                    waiting.deadline = math.inf  # no timeout while downstream holds us back
+                    try:
+                        frames = utterance.receive(message, trio.current_time())
+                    except Malformed as exc:
+                        self._log_malformed(str(exc), message)
+                        continue
+                    for frame in frames:
+                        await tx.send(frame)
+            if waiting.cancelled_caught:
+                raise trio.TooSlowError
             if utterance.error is not None:
                 log.warning("cartesia_tts: %s answered %s for %s; resuming from word %d",
                             peer(self.url), utterance.error, utterance.context_id, utterance.resume_from)
@@ -499,5 +517,5 @@ class CartesiaTTS(Source):
             samples_out=c.samples, seconds_out=c.samples / rate, word_timings=c.word_timings, connects=c.connects,
             resumes=c.resumes, repeated_seconds=c.repeated_seconds, restarts=c.restarts,
             service_errors=dict(sorted(c.service_errors.items())), malformed=dict(sorted(c.malformed.items())),
-            stale_messages=c.stale, first_arrival=c.first_arrival, drops=c.drops.snapshot(),
+            stale_messages=c.stale, first_chunk_ms=c.first_chunk.summary(scale=1000), drops=c.drops.snapshot(),
         )

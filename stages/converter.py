@@ -20,6 +20,8 @@ chain restarts and output time carries on from where it stood.
 
 from __future__ import annotations
 
+from collections import deque
+
 import attrs
 import numpy as np
 import trio
@@ -84,6 +86,8 @@ class ConverterCore:
         self._utterance: str | None = None
         self._last: AudioChunk | None = None  # the latest chunk fed to the resampler
         self._carried = ChunkFlags.NONE  # FIRST, held until the resampler gives out audio
+        self._arrivals: deque[tuple[int, float | None]] = deque()
+        """Per input chunk in the resampler: (resampler output time just past its audio, its arrival)."""
         self.chunks_in = self.samples_in = self.chunks_out = self.samples_out = 0
         self.clipped = self.nonfinite = self.format_changes = self.discontinuities = self.flushes = 0
         self._held_max = 0
@@ -123,12 +127,12 @@ class ConverterCore:
             tail = self._restart(chunk)
         if self._exact:
             data = codec.transcode(chunk.data, chunk.format.encoding, self.output.encoding)
-            return (*tail, self._emit(data, chunk.pts + self._offset, chunk, chunk.flags, chunk.seq))
+            return (*tail, self._emit(data, chunk.pts + self._offset, chunk, chunk.flags, chunk.seq, chunk.arrival))
         samples = self._to_float(chunk)
         resampler = self._resampler
         if resampler is None:
             pts = chunk.pts + self._offset
-            return (*tail, self._emit(self._from_float(samples), pts, chunk, chunk.flags, chunk.seq))
+            return (*tail, self._emit(self._from_float(samples), pts, chunk, chunk.flags, chunk.seq, chunk.arrival))
         if resampler.active and (chunk.pts != resampler.in_pts or chunk.utterance != self._utterance):
             if chunk.pts != resampler.in_pts:
                 self.discontinuities += 1
@@ -136,20 +140,30 @@ class ConverterCore:
         if not resampler.active:
             resampler.seek(chunk.pts)
             self._utterance = chunk.utterance
-        pts = resampler.out_pts + self._offset
+        start = resampler.out_pts
         out = resampler.process(samples)
+        self._arrivals.append((resampler.rescale(resampler.in_pts), chunk.arrival))
+        arrival = self._arrival_at(start)
         self._last = chunk
-        flags = chunk.flags | self._carried
-        if chunk.flags & ChunkFlags.LAST:
+        flags = chunk.flags | self._carried if self._carried else chunk.flags  # enum operators are slow: skip them
+        if flags and chunk.flags & ChunkFlags.LAST:
             out = np.concatenate((out, resampler.flush()))
+            self._arrivals.clear()
             self.flushes += 1
         else:
             self._held_max = max(self._held_max, resampler.pending)
         if not len(out):
-            self._carried = flags & ChunkFlags.FIRST
+            self._carried = flags & ChunkFlags.FIRST if flags else ChunkFlags.NONE
             return tail
         self._carried = ChunkFlags.NONE
-        return (*tail, self._emit(self._from_float(out), pts, chunk, flags, chunk.seq))
+        return (*tail, self._emit(self._from_float(out), start + self._offset, chunk, flags, chunk.seq, arrival))
+
+    def _arrival_at(self, out_pts: int) -> float | None:
+        """The arrival of the input chunk whose audio is at resampler output time ``out_pts``."""
+        arrivals = self._arrivals
+        while arrivals and arrivals[0][0] <= out_pts:
+            arrivals.popleft()
+        return arrivals[0][1] if arrivals else None
 
     def _restart(self, chunk: AudioChunk) -> tuple[AudioChunk, ...]:
         """A new input format: flush the old chain, set up the new; output time carries on."""
@@ -166,29 +180,34 @@ class ConverterCore:
         resampler = self._resampler
         if resampler is None or not resampler.active:
             return _NO_CHUNKS
-        pts = resampler.out_pts + self._offset
+        start = resampler.out_pts
         out = resampler.flush()
         self.flushes += 1
         last, flags = self._last, self._carried
         self._carried = ChunkFlags.NONE
+        arrival = self._arrival_at(start)
+        self._arrivals.clear()
         if not len(out):
             return _NO_CHUNKS
         assert last is not None
-        return (self._emit(self._from_float(out), pts, last, flags, None),)
+        return (self._emit(self._from_float(out), start + self._offset, last, flags, None, arrival),)
 
     def clear(self) -> None:
         """Barge-in: drop the audio held back, counted."""
         self._carried = ChunkFlags.NONE
+        self._arrivals.clear()
         if self._resampler is not None and self._resampler.active:
             self.drops.add("cleared", samples=self._resampler.clear())
 
-    def _emit(self, data: np.ndarray, pts: int, source: AudioChunk, flags: ChunkFlags, seq: int | None) -> AudioChunk:
-        """An output chunk; arrival and utterance are those of the input chunk ``source``."""
+    def _emit(
+        self, data: np.ndarray, pts: int, source: AudioChunk, flags: ChunkFlags, seq: int | None, arrival: float | None
+    ) -> AudioChunk:
+        """An output chunk with the utterance of the input chunk ``source`` and the arrival of its earliest audio."""
         self.chunks_out += 1
         self.samples_out += len(data)
         self._out_next = pts + len(data)
         return AudioChunk(
-            data, self.output, pts=pts, seq=seq, arrival=source.arrival, utterance=source.utterance, flags=flags
+            data, self.output, pts=pts, seq=seq, arrival=arrival, utterance=source.utterance, flags=flags
         )
 
     def _to_float(self, chunk: AudioChunk) -> np.ndarray:

@@ -12,7 +12,10 @@ the highest seen), holds chunks that arrive ahead of a missing one, and releases
 A missing chunk is given up after the window (milliseconds since the first chunk after it
 arrived, or a number of chunks received after it): a ``Gap`` frame goes out in its place, with
 the pts and samples it spanned when the neighbours tell. Duplicates and chunks arriving after
-their gap are dropped and counted.
+their gap are dropped and counted. With ``restamp`` the receiver also rewrites ``pts`` in
+sequence order, for senders that number their chunks but do not timestamp them: a TTS
+WebSocket's chunks get their pts from the order they arrive in, which a reordered or duplicated
+chunk would scramble. A loss then takes the length of the chunk before it.
 """
 
 from __future__ import annotations
@@ -125,7 +128,9 @@ class ReorderStatistics:
 class Reorderer:
     """Receiver side: unwrap, reorder within a window, drop duplicates, report losses as gaps."""
 
-    def __init__(self, *, wire_bits: int = 64, window: float = 60.0, unit: str = "ms", max_held: int = 256) -> None:
+    def __init__(
+        self, *, wire_bits: int = 64, window: float = 60.0, unit: str = "ms", max_held: int = 256, restamp: bool = False
+    ) -> None:
         if wire_bits not in (16, 32, 64):
             raise ValueError(f"wire_bits must be 16, 32 or 64, got {wire_bits}")
         if unit not in ("ms", "packets"):
@@ -134,6 +139,10 @@ class Reorderer:
         self.window = window / 1000 if unit == "ms" else window
         self.unit = unit
         self.max_held = max_held
+        self.restamp = restamp
+        self._next_pts: int | None = None
+        """With ``restamp``: the pts of the next chunk released."""
+        self._last_samples = 0
         self.next: int | None = None
         self._highest: int | None = None
         self._held: dict[int, tuple[AudioChunk, float]] = {}
@@ -172,7 +181,7 @@ class Reorderer:
         elif ext - self.next > RESYNC or self.next - ext > RESYNC:
             c["resyncs"] += 1
             out.extend(self.flush())
-            self.next, self._highest, self._end_pts = ext, None, None
+            self.next, self._highest, self._end_pts, self._next_pts = ext, None, None, None
         if ext < self.next:
             if ext in self._released_set:
                 self.drops.add("duplicate", samples=chunk.samples)
@@ -210,6 +219,11 @@ class Reorderer:
     def _release(self, out: list[Frame]) -> None:
         while self.next in self._held:
             chunk, _ = self._held.pop(self.next)
+            if self.restamp:
+                if self._next_pts is not None and chunk.pts != self._next_pts:
+                    chunk = attrs.evolve(chunk, pts=self._next_pts)
+                self._next_pts = chunk.end_pts
+                self._last_samples = chunk.samples
             out.append(chunk)
             self._remember(self.next)
             self._end_pts = chunk.end_pts
@@ -228,7 +242,11 @@ class Reorderer:
         count = first - self.next  # type: ignore[operator]
         chunk = self._held[first][0]
         pts = self._end_pts
-        samples = chunk.pts - pts if pts is not None and chunk.pts > pts else None
+        if self.restamp and pts is not None:
+            samples = count * self._last_samples
+            self._next_pts = pts + samples
+        else:
+            samples = chunk.pts - pts if pts is not None and chunk.pts > pts else None
         out.append(Gap(seq=self.next, count=count, pts=pts if samples else None, samples=samples, reason="lost"))
         self._c["lost"] += count
         self._c["gaps"] += 1
@@ -262,6 +280,9 @@ class Sequencer(Filter):
     window: float = param(60.0, gt=0, max=10000, help="Receiver: how long a missing chunk is waited for.")
     window_unit: str = param("ms", choices=("ms", "packets"), help="Receiver: the window in milliseconds or in chunks.")
     max_held: int = param(256, min=1, max=65536, help="Receiver: most chunks held while waiting (then the oldest gap is given up).")
+    restamp: bool = param(
+        False, help="Receiver: rewrite pts in sequence order, for numbered chunks timed by arrival (a TTS WebSocket)."
+    )
     _core: list[Any] = attrs.field(init=False, factory=list, eq=False, repr=False)
 
     def _make(self) -> Stamper | Reorderer:
@@ -269,7 +290,10 @@ class Sequencer(Filter):
         if self.mode == "sender":
             core = Stamper(start_seq=self.start_seq, mark_last=self.mark_last)
         else:
-            core = Reorderer(wire_bits=self.wire_bits, window=self.window, unit=self.window_unit, max_held=self.max_held)
+            core = Reorderer(
+                wire_bits=self.wire_bits, window=self.window, unit=self.window_unit, max_held=self.max_held,
+                restamp=self.restamp,
+            )
         self._core.append(core)
         return core
 

@@ -23,7 +23,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from rtstream.caps import Caps
-from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, UtteranceEnd
+from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, UtteranceEnd, UtteranceStart
 from rtstream.params import ParamError, param
 from rtstream.registry import register
 from rtstream.stage import ReceiveChannel, Sink
@@ -98,8 +98,8 @@ class TelephonyStatistics:
     padded_bytes: int
     connects: int
     disconnects: int
-    first_sent: float | None
-    """``trio.current_time()`` when the first media message went out (for first-audio latency)."""
+    first_audio_ms: Summary
+    """Per utterance: from the arrival at the bridge of the audio in its first frame to that frame's send."""
     incoming: dict[str, int]
     malformed: dict[str, int]
     drops: dict[str, DropCount]
@@ -114,7 +114,8 @@ class TelephonyLink:
         self._marks = marks and protocol != "raw"
         self._hold_samples = round(hold * fmt.sample_rate)
         self._regroup = regroup
-        self._queue: deque[tuple[str, Any]] = deque()
+        self._queue: deque[tuple[str, Any, float | None]] = deque()
+        """(kind, value, arrival): arrival is set on an utterance's first media message only."""
         self._queued_samples = 0
         self._in_flight = 0
         self.stream_id: str | None = None
@@ -125,7 +126,9 @@ class TelephonyLink:
         self.frames_in = self.messages_sent = self.samples_sent = 0
         self.marks_sent = self.marks_echoed = self.clears_sent = self.clears_unmapped = 0
         self.connects = self.disconnects = 0
-        self.first_sent: float | None = None
+        self._awaiting_first = True
+        self._first_arrival: float | None = None
+        self.first_audio = Quantiles()
         self.mark_delay = Quantiles()
         self.incoming: Counter[str] = Counter()
         self.malformed: Counter[str] = Counter()
@@ -137,13 +140,18 @@ class TelephonyLink:
         kind = type(frame)
         if kind is AudioChunk:
             self.frames_in += 1
+            if self._awaiting_first and frame.arrival is not None:
+                self._awaiting_first = False
+                self._first_arrival = frame.arrival
             payload = frame.tobytes()
             for piece in self._regroup.push(payload) if self._regroup else (payload,):
                 self._queue_media(piece)
+        elif kind is UtteranceStart:
+            self._awaiting_first = True
         elif kind is UtteranceEnd:
             self._flush_regroup()
             if self._marks:
-                self._queue.append(("mark", frame.utterance))
+                self._queue.append(("mark", frame.utterance, None))
         elif kind is Clear:
             self.clear()
 
@@ -160,21 +168,33 @@ class TelephonyLink:
     def _queue_media(self, payload: bytes) -> None:
         """Queue a frame; beyond it, keep at most ``hold`` of older audio, dropping the oldest."""
         samples = len(payload) // self.format.frame_bytes
-        self._queue.append(("media", payload))
+        self._queue.append(("media", payload, self._first_arrival))
+        self._first_arrival = None
         self._queued_samples += samples
         reason = "outage" if not self.ready else "backlog"
         while self._queued_samples - samples > self._hold_samples and self._drop_oldest_media(reason):
             pass
 
     def _drop_oldest_media(self, reason: str) -> bool:
-        for i, (kind, payload) in enumerate(self._queue):
+        for i, (kind, payload, arrival) in enumerate(self._queue):
             if kind == "media":
                 del self._queue[i]
                 samples = len(payload) // self.format.frame_bytes
                 self._queued_samples -= samples
                 self.drops.add(reason, samples=samples)
+                if arrival is not None and reason != "cleared":
+                    self._pass_arrival(i, arrival)
                 return True
         return False
+
+    def _pass_arrival(self, start: int, arrival: float) -> None:
+        """An utterance's first frame was dropped: its latency counts to the next frame sent."""
+        for i in range(start, len(self._queue)):
+            kind, payload, _ = self._queue[i]
+            if kind == "media":
+                self._queue[i] = (kind, payload, arrival)
+                return
+        self._first_arrival = arrival
 
     def clear(self) -> None:
         """Barge-in: queued audio is dropped, and the far end is told to drop what it buffered."""
@@ -187,7 +207,8 @@ class TelephonyLink:
         if self.protocol == "raw":
             self.clears_unmapped += 1
         else:
-            self._queue.append(("clear", None))
+            self._first_arrival = None
+            self._queue.append(("clear", None, None))
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -227,15 +248,15 @@ class TelephonyLink:
         """The next message to send and its kind (media, mark, clear), if the stream is ready."""
         if not self.ready or not self._queue:
             return None
-        kind, value = self._queue.popleft()
+        kind, value, arrival = self._queue.popleft()
         self.messages_sent += 1
         self._in_flight += 1
         if kind == "media":
             samples = len(value) // self.format.frame_bytes
             self._queued_samples -= samples
             self.samples_sent += samples
-            if self.first_sent is None:
-                self.first_sent = now
+            if arrival is not None:
+                self.first_audio.add(now - arrival)
             return kind, self._media(value)
         if kind == "mark":
             self.marks_sent += 1
@@ -334,7 +355,7 @@ class TelephonyLink:
             padded_bytes=self._regroup.padded if self._regroup else 0,
             connects=self.connects,
             disconnects=self.disconnects,
-            first_sent=self.first_sent,
+            first_audio_ms=self.first_audio.summary(scale=1000),
             incoming=dict(sorted(self.incoming.items())),
             malformed=dict(sorted(self.malformed.items())),
             drops=self.drops.snapshot(),
@@ -512,6 +533,12 @@ class TelephonySink(Sink):
                     state.poke()
             except ConnectionClosed:
                 nursery.cancel_scope.cancel()
+
+    @property
+    def first_audio(self) -> Quantiles:
+        """The per-utterance first-audio latencies (seconds) of ``first_audio_ms``, to merge across calls."""
+        link = self._state.link
+        return Quantiles() if link is None else link.first_audio
 
     def statistics(self) -> TelephonyStatistics:
         link = self._state.link or self.link()

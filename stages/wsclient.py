@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import trio
 from trio_websocket import HandshakeError, WebSocketConnection, open_websocket_url
 
 MAX_MESSAGE_BYTES = 16 << 20
 """The library's hard bound on one incoming message; stages count smaller oversize limits themselves."""
 CLOSE_TIMEOUT = 1.0
+RECEIVE_BYTES = 64 << 10
+"""Bytes read per receive: a burst of TTS chunks is read and parsed in one go, not 4 KiB at a time."""
+MESSAGE_QUEUE = 8
+"""Messages parsed ahead of the stage that reads them (the library's default, 1, costs a task switch per message)."""
 
 
 class Backoff:
@@ -59,12 +65,18 @@ async def open_connection(
     """
     opened = False
     try:
-        async with open_websocket_url(
-            url, extra_headers=headers, max_message_size=MAX_MESSAGE_BYTES,
-            connect_timeout=timeout, disconnect_timeout=CLOSE_TIMEOUT,
-        ) as ws:
-            opened = True
-            yield ws
+        # trio-websocket 0.12 leaves its reader task (and so its nursery) waiting forever when the opening
+        # handshake times out: a deadline of our own ends the attempt, lifted once the connection is open.
+        with trio.CancelScope(deadline=trio.current_time() + timeout + CLOSE_TIMEOUT) as opening:
+            async with open_websocket_url(
+                url, extra_headers=headers, max_message_size=MAX_MESSAGE_BYTES, receive_buffer_size=RECEIVE_BYTES,
+                message_queue_size=MESSAGE_QUEUE, connect_timeout=timeout, disconnect_timeout=CLOSE_TIMEOUT,
+            ) as ws:
+                opening.deadline = math.inf
+                opened = True
+                yield ws
+        if opening.cancelled_caught and not opened:
+            raise ConnectFailed(f"{peer(url)}: no answer to the opening handshake within {timeout:g} s")
     except HandshakeError as exc:
         if opened:
             return  # the peer was too slow to finish the closing handshake: the connection is gone anyway

@@ -156,6 +156,16 @@ def test_a_malformed_tag_is_a_config_error_before_anything_is_spoken(tmp_path, c
         "malformed pause tag (write [pause 300ms] or [pause 1.5s]): '[pause]' at character 9\n"))
 
 
+def test_a_list_of_transcripts_is_one_utterance_each():
+    with pytest.raises(ParamError, match="^transcript: give either transcript or transcript_file, or a list of transcripts"):
+        CartesiaTTS(transcript="Hi.", transcripts=("Hi.",))
+    with pytest.raises(ParamError, match=r"^transcripts: item 2: unknown tag .*'\[shout\]' at character 0$"):
+        CartesiaTTS(transcripts=("Hello.", "[shout] Bye."))
+    with pytest.raises(ParamError, match="^transcripts: gives nothing to say$"):
+        CartesiaTTS(transcripts=())
+    assert CartesiaTTS(transcripts=["One.", "Two [breath] more."]).utterances == ("One.", "Two [breath] more.")
+
+
 # -- the stage against the simulator -------------------------------------------------------------
 
 
@@ -175,7 +185,8 @@ async def test_speech_arrives_as_synthesized_with_word_timings():
     assert [c.pts for c in chunks] == list(np.cumsum([0] + [c.samples for c in chunks[:-1]]))
     stats = out.report.stages[0].statistics
     assert stats["malformed"] == {} and stats["word_timings"] == len(spoken) and stats["contexts"] == 1
-    assert stats["first_arrival"] == chunks[0].arrival
+    first = stats["first_chunk_ms"]  # request to first audio: the simulator's first-byte latency and more
+    assert first.count == 1 and 10 <= first.max < 1000
 
 
 async def test_a_file_of_lines_in_pieces_and_random_odd_chunks(tmp_path):
@@ -350,3 +361,24 @@ async def test_a_refused_key_fails_the_stage_with_the_status():
             with pytest.raises(StageFailed, match=r"ConnectFailed: ws://127.0.0.1:\d+/tts/websocket: refused with HTTP 401$"):
                 await run_stage(CartesiaTTS(url=url, transcript="Hi.", api_key="wrong", sample_rate=8000))
             nursery.cancel_scope.cancel()
+
+
+async def test_a_service_that_stops_answering_times_out_and_the_utterance_is_given_up():
+    import functools
+
+    from simulators.websocket import serve
+
+    async def silent(request):
+        await request.accept()
+        await trio.sleep_forever()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(functools.partial(serve, silent, "127.0.0.1", 0, max_message_size=1 << 20))
+            source = CartesiaTTS(url=f"ws://127.0.0.1:{port}/tts/websocket", transcript="Hi.", response_timeout=0.2,
+                                 reconnect_attempts=1, backoff_initial=0.01)
+            out = await run_stage(source)
+            nursery.cancel_scope.cancel()
+    stats = out.report.stages[0].statistics
+    assert stats["utterances_failed"] == 1 and stats["contexts"] == 2 and out.chunks == []
+    assert out.frames == [UtteranceStart("utt-1", "Hi."), UtteranceEnd("utt-1")]

@@ -358,3 +358,20 @@ def test_unsupported_settings_are_config_errors_that_list_what_is_supported(tabl
 def test_a_pipeline_states_only_the_target_format():
     pipeline = build("encoding = 'pcm_mulaw'\nsample_rate = 8000")
     assert [str(f) for f in pipeline.formats] == ["pcm_s16le 24000 Hz mono", "pcm_mulaw 8000 Hz mono"]
+
+
+@pytest.mark.parametrize("in_rate", [24000, 8000])
+def test_each_output_chunk_carries_the_arrival_of_its_earliest_audio(in_rate):
+    fmt = AudioFormat(S16, in_rate)
+    core = ConverterCore(AudioFormat(S16, 16000 if in_rate == 8000 else 8000), input_format=fmt)
+    sizes = [250, 150, 350, 100] * 8
+    starts = np.cumsum([0, *sizes])
+    out = []
+    for i, size in enumerate(sizes):
+        out += core.audio(AudioChunk(np.zeros(size, np.int16), fmt, pts=int(starts[i]), arrival=float(i), utterance="u"))
+    out += core.flush()
+    assert sum(c.samples for c in out) == rescale(int(starts[-1]), in_rate, core.output.sample_rate)
+    for chunk in out:  # the input chunk holding the output chunk's first sample
+        first_input = chunk.pts * in_rate / core.output.sample_rate
+        assert chunk.arrival == float(np.searchsorted(starts, first_input, side="right") - 1)
+    assert out[0].arrival == 0.0

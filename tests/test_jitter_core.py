@@ -366,3 +366,15 @@ def test_other_encodings_and_stereo_pass_through(encoding):
     jb = JitterBuffer(fmt, JitterSettings(direction="inbound", start_delay=0.04))
     out = audio(run(jb, packets, until=1.0))
     np.testing.assert_array_equal(out, data[: len(out)])
+
+
+def test_output_carries_the_arrival_of_the_audio_it_plays_and_none_for_concealment():
+    x = speech(1.0)
+    packets = packetize(x, drop={20, 21, 22, 23})
+    frames = [f for f in run(JitterBuffer(PCM8K, JitterSettings(direction="inbound")), packets, until=1.5)
+              if isinstance(f, AudioChunk)]
+    arrivals = {round(a, 6) for a, _ in packets}
+    assert frames[0].arrival == packets[0][0]  # the first audio played is the first that arrived
+    stamped = [f.arrival for f in frames if f.arrival is not None]
+    assert {round(a, 6) for a in stamped} <= arrivals and stamped == sorted(stamped)
+    assert any(f.arrival is None for f in frames)  # the lost 80 ms were concealed

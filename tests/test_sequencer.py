@@ -128,3 +128,28 @@ def test_bad_parameters_name_the_key():
     with pytest.raises(ParamError, match="^window_unit: "):
         Sequencer(window_unit="seconds")
     assert attrs.has(Sequencer)
+
+
+def test_restamping_gives_pts_in_sequence_order_to_chunks_timed_by_arrival():
+    # as a TTS source numbers them: pts follow arrival, so seq 2 (arrived before 1) got pts 100
+    sizes = {0: 100, 1: 200, 2: 300, 3: 50}
+    arrived = [(0, 0), (2, 100), (1, 400), (1, 600), (3, 800)]  # (seq, pts by arrival); a duplicate of 1
+    core = Reorderer(restamp=True)
+    out = []
+    for seq, pts in arrived:
+        out += core.put(pcm_chunk(sizes[seq], pts=pts, seq=seq, seed=seq), 0.0)
+    cs = chunks(out)
+    assert [c.seq for c in cs] == [0, 1, 2, 3]
+    assert [c.pts for c in cs] == [0, 100, 300, 600]  # contiguous in sequence order
+    assert all(c.data.tolist() == pcm_chunk(sizes[c.seq], seed=c.seq).data.tolist() for c in cs)
+    assert core.statistics().duplicates == 1 and core.statistics().reordered == 1
+
+
+def test_restamping_gives_a_loss_the_length_of_the_chunk_before_it():
+    core = Reorderer(restamp=True, window=2, unit="packets")
+    out = []
+    for seq, pts in [(0, 0), (2, 160), (3, 320)]:  # 1 is lost
+        out += core.put(pcm_chunk(160, pts=pts, seq=seq), 0.0)
+    [gap] = [f for f in out if isinstance(f, Gap)]
+    assert (gap.seq, gap.count, gap.pts, gap.samples) == (1, 1, 160, 160)
+    assert [c.pts for c in chunks(out)] == [0, 320, 480]

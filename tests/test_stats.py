@@ -43,3 +43,16 @@ def test_drops_by_reason():
     snap = drops.snapshot()
     assert list(snap) == ["late", "overflow"]
     assert (snap["late"].frames, snap["late"].samples) == (2, 960)
+
+
+def test_merged_quantiles_equal_one_series_of_both():
+    a, b, both = Quantiles(), Quantiles(), Quantiles()
+    for i, v in enumerate(np.random.default_rng(5).lognormal(-5, 1, 1000)):
+        (a if i % 3 else b).add(float(v))
+        both.add(float(v))
+    a.merge(b)
+    merged, whole = a.summary(), both.summary()
+    assert (merged.count, merged.p50, merged.p99, merged.max) == (whole.count, whole.p50, whole.p99, whole.max)
+    assert merged.mean == pytest.approx(whole.mean)
+    with pytest.raises(ValueError, match="^cannot merge quantiles of resolution"):
+        a.merge(Quantiles(resolution=1e-3))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import trio
-from sims import telephony_server
+from sims import P99_BOUND_MS, telephony_server
 
 from rtstream.audio import g711
 from rtstream.errors import StageFailed
@@ -12,10 +12,6 @@ from rtstream.testing import run_stages
 from rtstream.wavfile import read_wav
 from stages.telephony import TelephonySink
 from stages.tone import Tone
-
-P99_BOUND_MS = 50.0
-"""Receiver inter-arrival p99: generous, for a busy CI machine (the tone source paces in real time)."""
-
 
 def expected_pcm(tone: Tone, samples: int) -> np.ndarray:
     data = tone.render(0, samples)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rtstream.audio import g711
-from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, UtteranceEnd
+from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, UtteranceEnd, UtteranceStart
 from rtstream.params import ParamError
 from simulators.telephony import TelephonyCall, TelephonySettings
 from stages.telephony import Regrouper, TelephonyLink, TelephonySink
@@ -208,7 +208,6 @@ def test_link_holds_audio_while_down_up_to_its_bound():
     link.connect()
     sent = [link.pop(3.0) for _ in range(4)]
     assert all(kind == "media" for kind, _ in sent) and link.pop(3.0) is None
-    assert link.statistics().first_sent == 3.0
     assert sent[0][1] == tone(PCM8, 480, pts=480 * 6).tobytes()  # the newest frame and 180 ms (within 200) before it
 
 
@@ -259,3 +258,26 @@ def test_simulator_settings_refuse_what_a_protocol_does_not_carry():
         TelephonySettings(protocol="twilio", sample_rate=16000)
     with pytest.raises(ParamError, match=r"^encoding: raw streams do not carry pcm_mulaw at 8000 Hz$"):
         TelephonySettings(protocol="raw", encoding="pcm_mulaw")
+
+
+def test_first_audio_latency_is_timed_per_utterance_from_arrival_to_send():
+    link = TelephonyLink("raw", PCM8, marks=False, hold=0.06)
+    link.connect()
+    for n, (arrival, sent) in enumerate(((1.0, 1.03), (5.0, 5.1)), 1):
+        link.push(UtteranceStart(f"u{n}"))
+        link.push(AudioChunk(tone(PCM8, 480).data, PCM8, arrival=arrival))
+        link.push(AudioChunk(tone(PCM8, 480).data, PCM8, arrival=arrival + 0.01))
+        assert link.pop(sent)[0] == "media" and link.pop(sent + 0.06)[0] == "media"
+    summary = link.statistics().first_audio_ms
+    assert summary.count == 2 and summary.max == pytest.approx(100) and summary.p50 == pytest.approx(30, rel=0.02)
+
+
+def test_a_first_frame_dropped_in_an_outage_passes_its_arrival_on():
+    link = TelephonyLink("raw", PCM8, marks=False, hold=0.06)
+    link.push(UtteranceStart("u1"))
+    for i in range(3):  # the first is dropped: more than hold_ms waits behind it
+        link.push(AudioChunk(tone(PCM8, 480).data, PCM8, pts=480 * i, arrival=1.0 + i / 100))
+    link.connect()
+    assert link.pop(2.0)[0] == "media"
+    assert link.statistics().drops["outage"].frames == 1
+    assert link.statistics().first_audio_ms.max == pytest.approx(1000)  # from the first audio's arrival

@@ -142,6 +142,8 @@ class JitterBuffer:
         self._run = 0
         self._utterance: str | None = None
         self._arrivals: deque[tuple[int, float]] = deque()
+        self._out_arrivals: deque[tuple[int, float | None]] = deque()
+        """(output position, arrival of the audio played from there; None for concealment)."""
         self._delays = Quantiles()
         self.drops = Drops()
         self._c = _Counters()
@@ -301,6 +303,7 @@ class JitterBuffer:
         self._events.clear()
         self._lost.clear()
         self._arrivals.clear()
+        self._out_arrivals.clear()
         self._write_end = self.timeline.start
         self._offset = None
         self._final = None
@@ -477,6 +480,7 @@ class JitterBuffer:
             self.plc.start(self.out.history(self.plc.history_len))
             c.concealment_events += 1
         start = self.out.produced
+        self._out_arrivals.append((start, None))
         out = self.out.reserve(n)
         self.plc.fill(out)
         if advance and resume is not None:
@@ -501,6 +505,7 @@ class JitterBuffer:
         avail = self.timeline.available()
         x = self.timeline.read(need + self.stretch.lookahead, self._scratch)
         start = self.out.produced
+        self._out_arrivals.append((start, self._arrivals[0][1] if self._arrivals else None))
         merging = self.plc.active or self._splice
         speed = 1.0
         if not merging and avail >= need and self.estimator.settled:
@@ -587,12 +592,17 @@ class JitterBuffer:
             frames.append(self._chunk(data[cut:], first + cut))
 
     def _chunk(self, data: np.ndarray, pts: int) -> AudioChunk:
+        """Output at position ``pts``, with the arrival of the audio played there (None if concealed)."""
         self._c.chunks_out += 1
         samples = data if self.fmt.channels > 1 else data[:, 0]
         encoded = from_float32(samples, self.fmt.encoding)
         if np.shares_memory(encoded, data):  # float32 output would be a view of the reused buffer
             encoded = encoded.copy()
-        return AudioChunk(encoded, self.fmt, pts=pts, utterance=self._utterance)
+        arrivals = self._out_arrivals
+        while len(arrivals) > 1 and arrivals[1][0] <= pts:
+            arrivals.popleft()
+        arrival = arrivals[0][1] if arrivals and arrivals[0][0] <= pts else None
+        return AudioChunk(encoded, self.fmt, pts=pts, arrival=arrival, utterance=self._utterance)
 
     # ------------------------------------------------------------------ statistics
 
