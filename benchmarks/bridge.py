@@ -8,9 +8,11 @@ tts``, Cartesia protocol) -> cartesia_tts (24 kHz PCM16) -> converter (soxr HQ t
 chunker (60 ms) -> pacer -> telephony_ws (raw binary frames) -> the telephony simulator
 (``rtstream simulate telephony``), which times every frame. A call says ``--turns`` replies, the
 next one asked for ``--gap`` seconds after the last one's audio is in (the caller's turn); calls
-start spread evenly over ``--ramp`` seconds, as calls arrive, not all in one instant. The
-bridge's trio loop runs inside :func:`rtstream.realtime.quiet_gc`. Each N runs in a fresh
-process (this script again, with ``--one``), so CPU and memory are that N's alone.
+arrive one after another, ``--arrivals`` per second (40/s by default: 200 calls connect over 5 s;
+a real contact centre sees a few per second, so this is already a storm of set-ups). The bridge
+runs on CPU 0 and the simulators on the other CPUs (``--no-pin`` to share them all), so the
+harness does not take the bridge's time. The bridge's trio loop runs inside :func:`rtstream.realtime.quiet_gc`. Each N
+runs in a fresh process (this script again, with ``--one``), so CPU and memory are that N's alone.
 
 Columns (times in ms):
 
@@ -19,6 +21,8 @@ Columns (times in ms):
 - first audio p50/p99/max: per turn, from the arrival at the bridge of the turn's first TTS audio
   to the send of its first frame (``telephony_ws`` ``first_audio_ms``); target one frame (60 ms)
   plus the prebuffer (the pacer's lead, 0 here);
+- sent p50/p99: the pacers' own lateness against their grid (the bridge's share of the receiver's
+  figure; the rest is loopback and the telephony simulator's own scheduling);
 - late: frames the pacers sent more than 10 ms after their deadline;
 - cpu/call: the bridge process's CPU time per call per second of call (ms/s; 1000 is one core
   per call); rss/call: the growth of its peak resident memory per call;
@@ -72,12 +76,20 @@ def call_stages(tts_url: str, phone_url: str, args: argparse.Namespace) -> list:
 def start(kind: str, *settings: str, report: Path) -> tuple[subprocess.Popen[str], str]:
     """``rtstream simulate KIND`` in a process of its own: (the process, its URL)."""
     args = [sys.executable, "-m", "rtstream.cli", "simulate", kind, *settings, "--report", str(report)]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, preexec_fn=_pin_to(SIMULATOR_CPUS))
     line = process.stdout.readline() if process.stdout else ""
     if " listening on " not in line:
         process.kill()
         raise SystemExit(f"the {kind} simulator did not start: {line!r}")
     return process, line.split(" listening on ")[1].split()[0]
+
+
+BRIDGE_CPUS: set[int] | None = None
+SIMULATOR_CPUS: set[int] | None = None
+
+
+def _pin_to(cpus: set[int] | None):  # noqa: ANN202
+    return None if cpus is None else lambda: os.sched_setaffinity(0, cpus)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -96,7 +108,7 @@ async def run_calls(tts_url: str, phone_url: str, args: argparse.Namespace) -> t
     control = RunControl()
 
     async def one(i: int) -> None:
-        await trio.sleep(args.ramp * i / args.one)
+        await trio.sleep(i / args.arrivals)
         reports.append(await run_pipeline(pipelines[i], control))
 
     async with trio.open_nursery() as nursery:
@@ -129,15 +141,18 @@ def one_run(args: argparse.Namespace) -> dict:
             stop(phone)
         received = json.loads(phone_report.read_text())
     first_audio = Quantiles()
+    lateness = Quantiles()
     late = 0
     seconds = 0.0
     for pipeline in pipelines:
         sink, pacer = pipeline.stages[-1], pipeline.stages[-2]
         first_audio.merge(sink.first_audio)
+        lateness.merge(pacer.lateness)
         late += pacer.statistics().late_frames
         seconds += sink.statistics().seconds_sent
     deviation = received["deviation_ms"]
     audio = first_audio.summary(scale=1000)
+    sent = lateness.summary(scale=1000)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return {
         "calls": args.one,
@@ -145,7 +160,7 @@ def one_run(args: argparse.Namespace) -> dict:
         "p50": deviation["p50"], "p99": deviation["p99"], "max": deviation["max"],
         "gaps": received["gaps"]["count"], "wrong_size": received["wrong_size"],
         "fa_p50": audio.p50, "fa_p99": audio.p99, "fa_max": audio.max, "turns": audio.count,
-        "late": late,
+        "late": late, "sent_p50": sent.p50, "sent_p99": sent.p99,
         "cpu_ms_per_call_s": cpu / seconds * 1000 if seconds else None,
         "rss_kb_per_call": (after.ru_maxrss - before.ru_maxrss) / args.one,
         "wall": wall,
@@ -162,26 +177,33 @@ def cell(value: float | int | None, width: int, digits: int = 1) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", default="1,50,200,500", help="comma-separated numbers of concurrent calls")
-    parser.add_argument("--turns", type=int, default=2, choices=(1, 2, 3), help="replies per call")
+    parser.add_argument("--turns", type=int, default=3, choices=(1, 2, 3), help="replies per call")
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between a reply's audio and the next request")
-    parser.add_argument("--ramp", type=float, default=1.0, help="calls start spread over this many seconds")
+    parser.add_argument("--arrivals", type=float, default=40.0,
+                        help="calls arriving per second (a set-up storm above a few hundred)")
     parser.add_argument("--tts-rate", type=int, default=24000, choices=(8000, 16000, 24000), help="rate asked of the TTS")
     parser.add_argument("--quality", default="HQ", choices=("LQ", "MQ", "HQ", "VHQ"), help="the converter's soxr recipe")
     parser.add_argument("--chunk-scale", type=float, default=1.0,
                         help="TTS chunk durations relative to 31/19/44/12 ms (fewer, larger messages above 1)")
     parser.add_argument("--lead", type=int, default=0, help="the pacer's lead (prebuffer) in frames")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="let the bridge and the simulators share every CPU (by default the bridge has CPU 0)")
     parser.add_argument("--profile", action="store_true", help="record the bridge with py-spy (out/bridge-N.speedscope.json)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pin and (os.cpu_count() or 1) > 1:  # the bridge on CPU 0, the simulators on the rest
+        global BRIDGE_CPUS, SIMULATOR_CPUS
+        BRIDGE_CPUS, SIMULATOR_CPUS = {0}, set(range(1, os.cpu_count() or 2))
+        os.sched_setaffinity(0, BRIDGE_CPUS)
     if args.one:
         print(json.dumps(one_run(args)))
         return
-    own = [f"--turns={args.turns}", f"--gap={args.gap}", f"--ramp={args.ramp}", f"--tts-rate={args.tts_rate}",
+    own = ["--no-pin"] * (not args.pin) + [f"--turns={args.turns}", f"--gap={args.gap}", f"--arrivals={args.arrivals}", f"--tts-rate={args.tts_rate}",
            f"--quality={args.quality}", f"--lead={args.lead}", f"--chunk-scale={args.chunk_scale}"]
     print(f"{args.turns} turns per call from a TTS at {args.tts_rate} Hz (rtf 3), {args.quality} resampling to 8 kHz, "
-          f"60 ms raw frames, lead {args.lead}; calls start over {args.ramp:g} s; times in ms")
+          f"60 ms raw frames, lead {args.lead}; {args.arrivals:g} calls arrive per second; times in ms")
     print(f"{'calls':>5} {'fail':>4} | {'receiver p50':>12} {'p99':>6} {'max':>6} {'gaps':>5} {'bad':>4} | "
-          f"{'first audio p50':>15} {'p99':>6} {'max':>6} | {'late':>5} {'cpu/call':>8} {'rss KB/call':>11} "
+          f"{'first audio p50':>15} {'p99':>6} {'max':>6} | {'sent p50':>8} {'p99':>6} {'late':>5} {'cpu/call':>8} {'rss KB/call':>11} "
           f"{'wall s':>6} {'tts %':>5} {'phone %':>7}")
     for calls in (int(n) for n in args.calls.split(",")):
         command = [sys.executable, __file__, *own, "--one", str(calls)]
@@ -197,7 +219,8 @@ def main() -> None:
         r = json.loads(line)
         print(f"{r['calls']:>5} {r['failed']:>4} | {cell(r['p50'], 12, 2)} {cell(r['p99'], 6, 2)} {cell(r['max'], 6)} "
               f"{r['gaps']:>5} {r['wrong_size']:>4} | {cell(r['fa_p50'], 15)} {cell(r['fa_p99'], 6)} "
-              f"{cell(r['fa_max'], 6)} | {r['late']:>5} {cell(r['cpu_ms_per_call_s'], 8, 2)} "
+              f"{cell(r['fa_max'], 6)} | {cell(r['sent_p50'], 8, 2)} {cell(r['sent_p99'], 6, 2)} {r['late']:>5} "
+              f"{cell(r['cpu_ms_per_call_s'], 8, 2)} "
               f"{cell(r['rss_kb_per_call'], 11)} {cell(r['wall'], 6)} {cell(r['tts_pct'], 5, 0)} "
               f"{cell(r['phone_pct'], 7, 0)}", flush=True)
 

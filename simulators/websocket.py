@@ -15,6 +15,9 @@ from .netem import DISCONNECT
 
 log = logging.getLogger(__name__)
 
+MESSAGE_QUEUE = 8
+"""Messages parsed ahead of the handler (the library's default, 1, blocks the reader per message)."""
+
 
 async def serve(
     handler: Callable[[WebSocketRequest], Awaitable[None]],
@@ -27,7 +30,10 @@ async def serve(
     """Serve ``handler`` on ``host:port`` (0: any free port) until cancelled; start with the port."""
     async with trio.open_nursery() as nursery:
         listening = await nursery.start(
-            functools.partial(serve_websocket, handler, host, port, None, max_message_size=max_message_size)
+            functools.partial(
+                serve_websocket, handler, host, port, None,
+                max_message_size=max_message_size, message_queue_size=MESSAGE_QUEUE,
+            )
         )
         task_status.started(listening.port)
 
@@ -55,7 +61,8 @@ async def converse(ws: WebSocketConnection, session: Session, *, peer: str) -> b
             while True:
                 message = await ws.get_message()
                 session.receive(message, trio.current_time())
-                wake.set()
+                if session.next_due() is not None:  # most messages (audio) queue no reply: no wake-up
+                    wake.set()
         except ConnectionClosed:
             cancel_scope.cancel()
 

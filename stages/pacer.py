@@ -542,6 +542,12 @@ class Pacer(Filter):
                             item = END
                     core.fed(item)
 
+    @property
+    def lateness(self) -> Quantiles:
+        """Every send's lateness (seconds), for merging across calls."""
+        assert self._core is not None, "pacer runs after negotiation"
+        return self._core.lateness
+
     def statistics(self) -> PacerStatistics:
         core = self._core
         if core is None:
