@@ -29,11 +29,13 @@ from rtstream.frames import AudioChunk, AudioFormat, Encoding
 from rtstream.wavfile import read_wav
 from stages.converter import ConverterCore
 
+from corpus import SPEECH_DIR
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
-SPEECH = Path("/work/shared/data/speech/speech_a.wav")
+SPEECH = SPEECH_DIR / "speech_a.wav"
 SECONDS = 10
 BUDGET = 0.02  # seconds per timed run, at least
 

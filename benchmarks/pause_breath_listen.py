@@ -5,7 +5,7 @@ Two sources of speech with word timings, until the TTS simulator can provide the
 * ``--say TEXT``: espeak-ng speaks the transcript (tags stripped); its word events give each
   word's start, and the last loud 10 ms before the next word gives its end. Needs
   ``apt-get install espeak-ng`` (the library libespeak-ng.so.1).
-* ``--wav FILE``: a recording (e.g. /work/shared/data/speech/speech_a.wav) cut into words by
+* ``--wav FILE``: a recording (e.g. ../shared/data/speech/speech_a.wav) cut into words by
   energy (10 ms frames more than 35 dB under the loudest are silence; shorter dips are inside
   a word). Its transcript is unknown, so the words are numbered and the punctuation is taken
   from the speaker's own pauses: a pause of 250 ms or more ends a sentence, 120 ms or more is
@@ -16,7 +16,7 @@ prints where each pause and breath went. Word timings reach the stage one word a
 right after the audio chunk holding the word's end, as a streaming TTS would send them.
 
     python benchmarks/pause_breath_listen.py                       # both demos, default settings
-    python benchmarks/pause_breath_listen.py --wav /work/shared/data/speech/speech_b.wav --seed 3
+    python benchmarks/pause_breath_listen.py --wav ../shared/data/speech/speech_b.wav --seed 3
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from rtstream.testing import run_stages
 from rtstream.wavfile import read_wav, write_wav
 from stages.pause_breath import PauseBreath
 from stages.pause_breath.script import read_script
+
+from corpus import SPEECH_DIR
 
 SAY = (
     "Hello, and thanks for calling. [breath] I can help you with your order today. "
@@ -229,7 +231,7 @@ def main() -> None:
         audio, rate, spans = espeak(strip_tags(args.say or SAY))
         jobs.append(("espeak", args.say or SAY, audio, AudioFormat("pcm_s16le", rate), spans))
     if args.wav or not args.say:
-        path = Path(args.wav or "/work/shared/data/speech/speech_a.wav")
+        path = Path(args.wav) if args.wav else SPEECH_DIR / "speech_a.wav"
         audio, fmt = read_wav(path)
         spans = segment(audio, fmt.sample_rate)
         jobs.append((path.stem, args.text or guessed_transcript(spans), audio, fmt, spans))

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from corpus import SPEECH_DIR
 from pause_breath_listen import frames_for, guessed_transcript, segment
 
 from rtstream.audio.breath import breath
@@ -51,7 +52,7 @@ def run(frames: list, config: PauseBreath, fmt) -> tuple[Quantiles, float, objec
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--wav", default="/work/shared/data/speech/speech_a.wav")
+    parser.add_argument("--wav", default=str(SPEECH_DIR / "speech_a.wav"))
     args = parser.parse_args()
     recording, fmt = read_wav(Path(args.wav))
     audio, spans = looped(recording, segment(recording, fmt.sample_rate), fmt.sample_rate, args.seconds)

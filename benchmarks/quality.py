@@ -45,6 +45,8 @@ from rtstream.frames import AudioChunk, AudioFormat, UtteranceEnd, UtteranceStar
 from rtstream.wavfile import read_wav  # noqa: E402
 from stages.jitter.core import JitterBuffer, JitterSettings  # noqa: E402
 
+from corpus import SPEECH_DIR  # noqa: E402
+
 try:
     from pesq import pesq
 except ImportError:  # pragma: no cover
@@ -322,7 +324,7 @@ def score(rate: int, ref: np.ndarray, deg: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--speech", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "speech"))
+    parser.add_argument("--speech", default=str(SPEECH_DIR))
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     files = sorted(Path(args.speech).glob("*.wav"))

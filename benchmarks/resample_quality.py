@@ -24,7 +24,9 @@ import soxr
 from rtstream.audio.codec import quantize
 from rtstream.wavfile import read_wav
 
-SPEECH = Path("/work/shared/data/speech/speech_b.wav")
+from corpus import SPEECH_DIR
+
+SPEECH = SPEECH_DIR / "speech_b.wav"
 PAIRS = ((24000, 8000), (16000, 8000), (8000, 16000), (48000, 16000), (44100, 8000))
 RECIPES = (("LQ", "float32"), ("MQ", "float32"), ("HQ", "float32"), ("VHQ", "float32"), ("HQ", "int16"))
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from .frames import AudioFormat
 from .interpolate import EnvStr
 
 
@@ -198,6 +199,18 @@ def param(
         metadata=metadata,
         repr=(lambda v: "***") if secret else True,
     )
+
+
+def whole_samples(fmt: AudioFormat, ms: float, key: str) -> int:
+    """Samples per channel in ``ms`` at ``fmt``; a ParamError on ``key`` unless a whole number.
+
+    For a stage's ``resolve``: a frame or tick length its negotiated input rate cannot divide
+    (10 ms at 22050 Hz) is a configuration error before anything starts.
+    """
+    try:
+        return fmt.samples_in(ms)
+    except ValueError as exc:
+        raise ParamError(key, f"{exc}; the stage's input is {fmt}") from None
 
 
 def _format_default(value: Any) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 import trio
 
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Frame, UtteranceEnd
-from rtstream.params import ParamError, param
+from rtstream.params import param, whole_samples
 from rtstream.registry import register
 from rtstream.stage import Filter, ReceiveChannel, SendChannel
 from rtstream.stats import DropCount, Drops
@@ -232,10 +232,7 @@ class Chunker(Filter):
 
     def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> Chunker:
         assert fmt_in is not None
-        try:
-            fmt_in.samples_in(self.frame_ms)
-        except ValueError as exc:
-            raise ParamError("frame_ms", f"{exc}; the chunker's input is {fmt_in}") from None
+        whole_samples(fmt_in, self.frame_ms, "frame_ms")
         return attrs.evolve(self, format=fmt_in)
 
     async def run(

@@ -55,7 +55,7 @@ import trio
 
 from rtstream.audio.codec import from_float32
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Frame, UtteranceEnd, UtteranceStart
-from rtstream.params import ParamError, param
+from rtstream.params import param, whole_samples
 from rtstream.registry import register
 from rtstream.stage import Filter, ReceiveChannel, SendChannel
 from rtstream.stats import DropCount, Drops, Quantiles, Summary
@@ -490,10 +490,7 @@ class Pacer(Filter):
 
     def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> Pacer:
         assert fmt_in is not None
-        try:
-            fmt_in.samples_in(self.frame_ms)
-        except ValueError as exc:
-            raise ParamError("frame_ms", f"{exc}; the pacer's input is {fmt_in}") from None
+        whole_samples(fmt_in, self.frame_ms, "frame_ms")
         return attrs.evolve(self, format=fmt_in)
 
     async def run(

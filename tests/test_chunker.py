@@ -182,7 +182,7 @@ def test_a_frame_that_is_not_whole_samples_is_a_config_error():
     with pytest.raises(
         ConfigError,
         match=r"^stage 2 \(chunker\), key 'frame_ms': 10 ms at 22050 Hz is 220.5 samples, "
-        r"not a whole number; the chunker's input is pcm_s16le 22050 Hz mono$",
+        r"not a whole number; the stage's input is pcm_s16le 22050 Hz mono$",
     ):
         assemble("p", [ScriptedSource(script=(), format=fmt), Chunker(frame_ms=10), NullSink()])
     assemble("p", [ScriptedSource(script=(), format=fmt), Chunker(frame_ms=20), NullSink()])
@@ -205,6 +205,6 @@ def test_the_cli_names_the_bad_frame_duration_in_one_line(tmp_path):
         .splitlines()[-1]
         .endswith(
             "pipeline 'p', stage 2 (chunker), key 'frame_ms': 10 ms at 22050 Hz is 220.5 samples, not a whole number; "
-            "the chunker's input is pcm_s16le 22050 Hz mono"
+            "the stage's input is pcm_s16le 22050 Hz mono"
         )
     )

@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from rtstream.frames import AudioChunk, AudioFormat
-from rtstream.params import ParamError, param
+from rtstream.params import ParamError, param, whole_samples
 from rtstream.registry import register
 from rtstream.stage import Filter, ReceiveChannel, SendChannel
 
@@ -72,7 +72,7 @@ class JitterBufferStage(Filter):
 
     def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> JitterBufferStage:
         assert fmt_in is not None
-        fmt_in.samples_in(self.tick_ms)  # a clear error for a rate the tick does not divide
+        whole_samples(fmt_in, self.tick_ms, "tick_ms")
         return attrs.evolve(self, format=fmt_in)
 
     async def run(
