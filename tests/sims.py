@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 
 import trio
 
@@ -37,3 +40,22 @@ async def telephony_server(record: str | None = None, **kw) -> AsyncIterator[tup
 
 P99_BOUND_MS = 50.0
 """Receiver inter-arrival p99 in the socket tests: generous, for a busy CI machine."""
+
+
+@contextlib.contextmanager
+def simulator_process(kind: str, *settings: str) -> Iterator[str]:
+    """``rtstream simulate KIND SETTINGS...`` in a process of its own, for tests that must not share
+    this process's CPU with a simulator: yields its URL, stops it with Ctrl-C (SIGINT) after."""
+    command = [sys.executable, "-m", "rtstream.cli", "simulate", kind, *settings]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        if " listening on " not in line:
+            raise RuntimeError(f"the {kind} simulator did not start: {line!r} {process.stderr.read() if process.stderr else ''}")
+        yield line.split(" listening on ")[1].split()[0]
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
