@@ -193,7 +193,8 @@ def _stage_report(pipeline: Pipeline, index: int) -> StageReport:
     )
 
 
-async def _watch_sigint(control: RunControl, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def watch_sigint(control: RunControl, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Map Ctrl-C onto ``control``: the first stops the sources and drains, the second aborts."""
     with trio.open_signal_receiver(signal.SIGINT) as signals:
         task_status.started()
         async for _ in signals:
@@ -228,7 +229,7 @@ async def run_pipelines(
 
     async with trio.open_nursery() as helpers:
         if handle_signals:
-            await helpers.start(_watch_sigint, control)
+            await helpers.start(watch_sigint, control)
         if stop_after is not None:
             helpers.start_soon(_stop_after, control, stop_after)
         async with trio.open_nursery() as calls:

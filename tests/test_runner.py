@@ -1,5 +1,8 @@
 """The runner on virtual time: start order, end of stream, failures, stop, drain, grace, abort."""
 
+import os
+import signal
+
 import attrs
 import pytest
 import trio
@@ -8,7 +11,7 @@ from rtstream.caps import Caps
 from rtstream.errors import StageFailed
 from rtstream.frames import AudioChunk
 from rtstream.pipeline import assemble
-from rtstream.runner import RunControl, run_pipeline, run_pipelines
+from rtstream.runner import RunControl, watch_sigint, run_pipeline, run_pipelines
 from rtstream.stage import Filter, Source
 from rtstream.testing import CollectingSink, run_stage, run_virtual
 
@@ -208,3 +211,20 @@ def test_run_virtual_runs_on_a_mock_clock():
         return trio.current_time()
 
     assert run_virtual(long_wait) == pytest.approx(600)
+
+
+async def test_a_first_sigint_drains_and_a_second_cancels_at_once(autojump_clock):
+    control = RunControl(grace=100.0)
+    result = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch_sigint, control)
+        nursery.start_soon(_store, result, run_pipeline(chain(Ticker(count=None), Collector(hang=True)), control))
+        await trio.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGINT)
+        await trio.sleep(0.5)
+        assert control.stopping and not result  # stopping, draining: the hung sink keeps it open
+        os.kill(os.getpid(), signal.SIGINT)
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    assert result[0].status == "cancelled"
+    assert result[0].duration == pytest.approx(1.5, abs=0.01)
