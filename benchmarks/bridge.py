@@ -50,12 +50,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rtstream.pipeline import assemble
 from rtstream.realtime import quiet_gc
 from rtstream.runner import RunControl, run_pipeline
+from rtstream.stages.cartesia import CartesiaTTS
+from rtstream.stages.chunker import Chunker
+from rtstream.stages.converter import Converter
+from rtstream.stages.pacer import Pacer
+from rtstream.stages.telephony import TelephonySink
 from rtstream.stats import Quantiles
-from stages.cartesia import CartesiaTTS
-from stages.chunker import Chunker
-from stages.converter import Converter
-from stages.pacer import Pacer
-from stages.telephony import TelephonySink
 
 TURNS = ("Hello, and thanks for calling.", "Your order left our warehouse on Monday.", "It should arrive tomorrow.")
 FRAME_MS = 60
@@ -64,8 +64,9 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def call_stages(tts_url: str, phone_url: str, args: argparse.Namespace) -> list:
     return [
-        CartesiaTTS(url=tts_url, transcripts=TURNS[: args.turns], encoding="pcm_s16le", sample_rate=args.tts_rate,
-                    gap=args.gap),
+        CartesiaTTS(
+            url=tts_url, transcripts=TURNS[: args.turns], encoding="pcm_s16le", sample_rate=args.tts_rate, gap=args.gap
+        ),
         Converter(quality=args.quality),
         Chunker(frame_ms=FRAME_MS),
         Pacer(frame_ms=FRAME_MS, lead=args.lead),
@@ -88,7 +89,7 @@ BRIDGE_CPUS: set[int] | None = None
 SIMULATOR_CPUS: set[int] | None = None
 
 
-def _pin_to(cpus: set[int] | None):  # noqa: ANN202
+def _pin_to(cpus: set[int] | None):
     return None if cpus is None else lambda: os.sched_setaffinity(0, cpus)
 
 
@@ -124,8 +125,7 @@ def one_run(args: argparse.Namespace) -> dict:
         rate = args.tts_rate
         scale = rate * args.chunk_scale / 8000  # the simulator's 500/300/700/200 bytes at 8 kHz: 31/19/44/12 ms
         pattern = ",".join(str(round(b * scale / 2) * 2) for b in (500, 300, 700, 200))
-        tts, tts_url = start("tts", "rtf=3", "first_byte_latency=0.1", f"pattern=[{pattern}]",
-                             report=tts_report)
+        tts, tts_url = start("tts", "rtf=3", "first_byte_latency=0.1", f"pattern=[{pattern}]", report=tts_report)
         phone, phone_url = start("telephony", "protocol=raw", "report_calls=0", report=phone_report)
         try:
             sims_before = cpu_seconds(tts.pid), cpu_seconds(phone.pid)
@@ -157,14 +157,23 @@ def one_run(args: argparse.Namespace) -> dict:
     return {
         "calls": args.one,
         "failed": sum(r.status != "completed" for r in reports),
-        "p50": deviation["p50"], "p99": deviation["p99"], "max": deviation["max"],
-        "gaps": received["gaps"]["count"], "wrong_size": received["wrong_size"],
-        "fa_p50": audio.p50, "fa_p99": audio.p99, "fa_max": audio.max, "turns": audio.count,
-        "late": late, "sent_p50": sent.p50, "sent_p99": sent.p99,
+        "p50": deviation["p50"],
+        "p99": deviation["p99"],
+        "max": deviation["max"],
+        "gaps": received["gaps"]["count"],
+        "wrong_size": received["wrong_size"],
+        "fa_p50": audio.p50,
+        "fa_p99": audio.p99,
+        "fa_max": audio.max,
+        "turns": audio.count,
+        "late": late,
+        "sent_p50": sent.p50,
+        "sent_p99": sent.p99,
         "cpu_ms_per_call_s": cpu / seconds * 1000 if seconds else None,
         "rss_kb_per_call": (after.ru_maxrss - before.ru_maxrss) / args.one,
         "wall": wall,
-        "tts_pct": sims[0] / wall * 100, "phone_pct": sims[1] / wall * 100,
+        "tts_pct": sims[0] / wall * 100,
+        "phone_pct": sims[1] / wall * 100,
     }
 
 
@@ -179,16 +188,31 @@ def main() -> None:
     parser.add_argument("--calls", default="1,50,200,500", help="comma-separated numbers of concurrent calls")
     parser.add_argument("--turns", type=int, default=3, choices=(1, 2, 3), help="replies per call")
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between a reply's audio and the next request")
-    parser.add_argument("--arrivals", type=float, default=40.0,
-                        help="calls arriving per second (a set-up storm above a few hundred)")
-    parser.add_argument("--tts-rate", type=int, default=24000, choices=(8000, 16000, 24000), help="rate asked of the TTS")
-    parser.add_argument("--quality", default="HQ", choices=("LQ", "MQ", "HQ", "VHQ"), help="the converter's soxr recipe")
-    parser.add_argument("--chunk-scale", type=float, default=1.0,
-                        help="TTS chunk durations relative to 31/19/44/12 ms (fewer, larger messages above 1)")
+    parser.add_argument(
+        "--arrivals", type=float, default=40.0, help="calls arriving per second (a set-up storm above a few hundred)"
+    )
+    parser.add_argument(
+        "--tts-rate", type=int, default=24000, choices=(8000, 16000, 24000), help="rate asked of the TTS"
+    )
+    parser.add_argument(
+        "--quality", default="HQ", choices=("LQ", "MQ", "HQ", "VHQ"), help="the converter's soxr recipe"
+    )
+    parser.add_argument(
+        "--chunk-scale",
+        type=float,
+        default=1.0,
+        help="TTS chunk durations relative to 31/19/44/12 ms (fewer, larger messages above 1)",
+    )
     parser.add_argument("--lead", type=int, default=0, help="the pacer's lead (prebuffer) in frames")
-    parser.add_argument("--no-pin", dest="pin", action="store_false",
-                        help="let the bridge and the simulators share every CPU (by default the bridge has CPU 0)")
-    parser.add_argument("--profile", action="store_true", help="record the bridge with py-spy (out/bridge-N.speedscope.json)")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the bridge and the simulators share every CPU (by default the bridge has CPU 0)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="record the bridge with py-spy (out/bridge-N.speedscope.json)"
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.pin and (os.cpu_count() or 1) > 1:  # the bridge on CPU 0, the simulators on the rest
@@ -198,31 +222,53 @@ def main() -> None:
     if args.one:
         print(json.dumps(one_run(args)))
         return
-    own = ["--no-pin"] * (not args.pin) + [f"--turns={args.turns}", f"--gap={args.gap}", f"--arrivals={args.arrivals}", f"--tts-rate={args.tts_rate}",
-           f"--quality={args.quality}", f"--lead={args.lead}", f"--chunk-scale={args.chunk_scale}"]
-    print(f"{args.turns} turns per call from a TTS at {args.tts_rate} Hz (rtf 3), {args.quality} resampling to 8 kHz, "
-          f"60 ms raw frames, lead {args.lead}; {args.arrivals:g} calls arrive per second; times in ms")
-    print(f"{'calls':>5} {'fail':>4} | {'receiver p50':>12} {'p99':>6} {'max':>6} {'gaps':>5} {'bad':>4} | "
-          f"{'first audio p50':>15} {'p99':>6} {'max':>6} | {'sent p50':>8} {'p99':>6} {'late':>5} {'cpu/call':>8} {'rss KB/call':>11} "
-          f"{'wall s':>6} {'tts %':>5} {'phone %':>7}")
+    own = ["--no-pin"] * (not args.pin) + [
+        f"--turns={args.turns}",
+        f"--gap={args.gap}",
+        f"--arrivals={args.arrivals}",
+        f"--tts-rate={args.tts_rate}",
+        f"--quality={args.quality}",
+        f"--lead={args.lead}",
+        f"--chunk-scale={args.chunk_scale}",
+    ]
+    print(
+        f"{args.turns} turns per call from a TTS at {args.tts_rate} Hz (rtf 3), {args.quality} resampling to 8 kHz, "
+        f"60 ms raw frames, lead {args.lead}; {args.arrivals:g} calls arrive per second; times in ms"
+    )
+    print(
+        f"{'calls':>5} {'fail':>4} | {'receiver p50':>12} {'p99':>6} {'max':>6} {'gaps':>5} {'bad':>4} | "
+        f"{'first audio p50':>15} {'p99':>6} {'max':>6} | {'sent p50':>8} {'p99':>6} {'late':>5} {'cpu/call':>8} {'rss KB/call':>11} "
+        f"{'wall s':>6} {'tts %':>5} {'phone %':>7}"
+    )
     for calls in (int(n) for n in args.calls.split(",")):
         command = [sys.executable, __file__, *own, "--one", str(calls)]
         if args.profile:  # pip install py-spy; open the file in speedscope.app
             Path("out").mkdir(exist_ok=True)
-            command = [str(Path(sys.executable).with_name("py-spy")), "record", "-o",
-                       f"out/bridge-{calls}.speedscope.json", "-f", "speedscope", "--", *command]
+            command = [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "-o",
+                f"out/bridge-{calls}.speedscope.json",
+                "-f",
+                "speedscope",
+                "--",
+                *command,
+            ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         line = next((x for x in reversed(done.stdout.splitlines()) if x.startswith("{")), None)
         if line is None:
             print(f"{calls:>5} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
             continue
         r = json.loads(line)
-        print(f"{r['calls']:>5} {r['failed']:>4} | {cell(r['p50'], 12, 2)} {cell(r['p99'], 6, 2)} {cell(r['max'], 6)} "
-              f"{r['gaps']:>5} {r['wrong_size']:>4} | {cell(r['fa_p50'], 15)} {cell(r['fa_p99'], 6)} "
-              f"{cell(r['fa_max'], 6)} | {cell(r['sent_p50'], 8, 2)} {cell(r['sent_p99'], 6, 2)} {r['late']:>5} "
-              f"{cell(r['cpu_ms_per_call_s'], 8, 2)} "
-              f"{cell(r['rss_kb_per_call'], 11)} {cell(r['wall'], 6)} {cell(r['tts_pct'], 5, 0)} "
-              f"{cell(r['phone_pct'], 7, 0)}", flush=True)
+        print(
+            f"{r['calls']:>5} {r['failed']:>4} | {cell(r['p50'], 12, 2)} {cell(r['p99'], 6, 2)} {cell(r['max'], 6)} "
+            f"{r['gaps']:>5} {r['wrong_size']:>4} | {cell(r['fa_p50'], 15)} {cell(r['fa_p99'], 6)} "
+            f"{cell(r['fa_max'], 6)} | {cell(r['sent_p50'], 8, 2)} {cell(r['sent_p99'], 6, 2)} {r['late']:>5} "
+            f"{cell(r['cpu_ms_per_call_s'], 8, 2)} "
+            f"{cell(r['rss_kb_per_call'], 11)} {cell(r['wall'], 6)} {cell(r['tts_pct'], 5, 0)} "
+            f"{cell(r['phone_pct'], 7, 0)}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -22,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import soxr
+from corpus import SPEECH_DIR
 
 from rtstream.audio import g711
 from rtstream.audio.resample import StreamResampler
 from rtstream.frames import AudioChunk, AudioFormat, Encoding
+from rtstream.stages.converter import ConverterCore
 from rtstream.wavfile import read_wav
-from stages.converter import ConverterCore
-
-from corpus import SPEECH_DIR
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -8,5 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SPEECH_DIR = Path(os.environ.get("RTSTREAM_SPEECH_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "speech")
-
+SPEECH_DIR = Path(
+    os.environ.get("RTSTREAM_SPEECH_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
+)

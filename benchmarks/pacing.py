@@ -57,9 +57,9 @@ from rtstream.pipeline import assemble
 from rtstream.realtime import quiet_gc
 from rtstream.runner import run_pipeline
 from rtstream.stage import Filter, ReceiveChannel, SendChannel, Sink, Source
+from rtstream.stages.chunker import Chunker
+from rtstream.stages.pacer import Pacer
 from rtstream.stats import Quantiles
-from stages.chunker import Chunker
-from stages.pacer import Pacer
 
 FORMAT = AudioFormat(Encoding.PCM_S16LE, 8000)
 PERIOD = 0.06

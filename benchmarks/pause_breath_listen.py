@@ -28,15 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import trio
+from corpus import SPEECH_DIR
 
 from rtstream.frames import AudioChunk, AudioFormat, UtteranceEnd, UtteranceStart, Word, WordTimings
 from rtstream.markup import strip_tags
+from rtstream.stages.pause_breath import PauseBreath
+from rtstream.stages.pause_breath.script import read_script
 from rtstream.testing import run_stages
 from rtstream.wavfile import read_wav, write_wav
-from stages.pause_breath import PauseBreath
-from stages.pause_breath.script import read_script
-
-from corpus import SPEECH_DIR
 
 SAY = (
     "Hello, and thanks for calling. [breath] I can help you with your order today. "

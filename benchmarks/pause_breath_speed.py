@@ -22,10 +22,10 @@ from pause_breath_listen import frames_for, guessed_transcript, segment
 from rtstream.audio.breath import breath
 from rtstream.frames import UtteranceStart, WordTimings
 from rtstream.markup import BREATH_TYPES
+from rtstream.stages.pause_breath import PauseBreath
+from rtstream.stages.pause_breath.core import PauseBreathCore
 from rtstream.stats import Quantiles
 from rtstream.wavfile import read_wav
-from stages.pause_breath import PauseBreath
-from stages.pause_breath.core import PauseBreathCore
 
 
 def looped(audio: np.ndarray, spans: list[tuple[float, float]], rate: int, seconds: float):

@@ -40,12 +40,12 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rtstream.audio.stretch import TimeStretch  # noqa: E402
-from rtstream.frames import AudioChunk, AudioFormat, UtteranceEnd, UtteranceStart  # noqa: E402
-from rtstream.wavfile import read_wav  # noqa: E402
-from stages.jitter.core import JitterBuffer, JitterSettings  # noqa: E402
+from corpus import SPEECH_DIR
 
-from corpus import SPEECH_DIR  # noqa: E402
+from rtstream.audio.stretch import TimeStretch
+from rtstream.frames import AudioChunk, AudioFormat, UtteranceEnd, UtteranceStart
+from rtstream.stages.jitter.core import JitterBuffer, JitterSettings
+from rtstream.wavfile import read_wav
 
 try:
     from pesq import pesq
@@ -179,7 +179,9 @@ def loss_trace(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
     return rng.random(n) < rate
 
 
-def gilbert_elliott(n: int, rng: np.random.Generator, *, p: float = 0.025, r: float = 0.35, h: float = 0.9) -> np.ndarray:
+def gilbert_elliott(
+    n: int, rng: np.random.Generator, *, p: float = 0.025, r: float = 0.35, h: float = 0.9
+) -> np.ndarray:
     """Bursty loss: good/bad states (bad entered with p, left with r), loss h in bad, none in good."""
     lost = np.zeros(n, bool)
     bad = False
@@ -310,7 +312,12 @@ def stretch_kernel(x: np.ndarray, rate: int) -> np.ndarray:
     pos = produced = 0
     while pos + tick + st.lookahead <= len(src):
         speed = 1.05 if int(produced / rate / 2) % 2 == 0 else 0.95
-        pos += st.render(out[max(0, produced - 500) : produced], src[pos : pos + tick + st.lookahead], out[produced : produced + tick], speed)
+        pos += st.render(
+            out[max(0, produced - 500) : produced],
+            src[pos : pos + tick + st.lookahead],
+            out[produced : produced + tick],
+            speed,
+        )
         produced += tick
     return to_int16(out[:produced, 0] * 32768)
 
@@ -354,26 +361,71 @@ def main() -> None:
                 zero = play_static(x, size, missing, rate, conceal=False)
                 appi = play_static(x, size, missing, rate, conceal=True)
                 rows.setdefault(trace.name, []).append(
-                    (trace.lost.mean(), score(rate, x, zero), score(rate, x, appi), score(rate, x, y),
-                     s.late_losses / n, arrival_late[~trace.lost].mean(), s.delay_ms.mean, s.interruptions,
-                     s.concealment_rate, s.accelerate_rate, s.decelerate_rate)
+                    (
+                        trace.lost.mean(),
+                        score(rate, x, zero),
+                        score(rate, x, appi),
+                        score(rate, x, y),
+                        s.late_losses / n,
+                        arrival_late[~trace.lost].mean(),
+                        s.delay_ms.mean,
+                        s.interruptions,
+                        s.concealment_rate,
+                        s.accelerate_rate,
+                        s.decelerate_rate,
+                    )
                 )
             schedule = tts_schedule(len(x), rate, rng)
             zero, zi = play_naive(x, schedule, rate, conceal=False)
             appi, _ = play_naive(x, schedule, rate, conceal=True)
             y, s = run_ours_tts(x, fmt, schedule)
             rows.setdefault("TTS stalls", []).append(
-                (0.0, score(rate, x, zero), score(rate, x, appi), score(rate, x, y), 0.0, 0.0,
-                 s.delay_ms.mean, s.interruptions, s.concealment_rate, s.accelerate_rate, s.decelerate_rate, zi)
+                (
+                    0.0,
+                    score(rate, x, zero),
+                    score(rate, x, appi),
+                    score(rate, x, y),
+                    0.0,
+                    0.0,
+                    s.delay_ms.mean,
+                    s.interruptions,
+                    s.concealment_rate,
+                    s.accelerate_rate,
+                    s.decelerate_rate,
+                    zi,
+                )
             )
             clean = Trace("clean", np.zeros(n, bool), np.zeros(n))
             y, s = run_ours(x, fmt, clean, start_delay=0.2)
             rows.setdefault("stretch: drain", []).append(
-                (0.0, math.nan, math.nan, score(rate, x, y), 0.0, 0.0, s.delay_ms.mean, s.interruptions,
-                 s.concealment_rate, s.accelerate_rate, s.decelerate_rate)
+                (
+                    0.0,
+                    math.nan,
+                    math.nan,
+                    score(rate, x, y),
+                    0.0,
+                    0.0,
+                    s.delay_ms.mean,
+                    s.interruptions,
+                    s.concealment_rate,
+                    s.accelerate_rate,
+                    s.decelerate_rate,
+                )
             )
             rows.setdefault("stretch: kernel", []).append(
-                (0.0, math.nan, math.nan, score(rate, x, stretch_kernel(x, rate)), 0.0, 0.0, math.nan, 0, 0.0, 0.05, 0.05)
+                (
+                    0.0,
+                    math.nan,
+                    math.nan,
+                    score(rate, x, stretch_kernel(x, rate)),
+                    0.0,
+                    0.0,
+                    math.nan,
+                    0,
+                    0.0,
+                    0.05,
+                    0.05,
+                )
             )
         for name, values in rows.items():
             v = np.array([r[:11] for r in values], dtype=float)
@@ -381,6 +433,7 @@ def main() -> None:
             intr = int(v[:, 7].sum())
             extra = f"  (no buffer: {sum(r[11] for r in values)} interruptions)" if name == "TTS stalls" else ""
             late = f"{100 * m[4]:.2f}/{100 * m[5]:.2f}" if name.startswith(("loss", "bursty", "jitter")) else "-"
+
             def fmt(value: float, spec: str) -> str:
                 width = int("".join(ch for ch in spec.split(".")[0] if ch.isdigit()))
                 return "-".rjust(width) if math.isnan(value) else format(value, spec)

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import soxr
+from corpus import SPEECH_DIR
 
 from rtstream.audio.codec import quantize
 from rtstream.wavfile import read_wav
-
-from corpus import SPEECH_DIR
 
 SPEECH = SPEECH_DIR / "speech_b.wav"
 PAIRS = ((24000, 8000), (16000, 8000), (8000, 16000), (48000, 16000), (44100, 8000))

@@ -87,4 +87,5 @@ class Caps:
         channels = "mono or stereo" if self.channels is None else "|".join(layouts[c] for c in self.channels)
         return f"{encodings}, {rates}, {channels}"
 
+
 Caps.ANY = Caps()

@@ -86,11 +86,27 @@ pipeline_option = click.option(
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @pipeline_option
-@click.option("--instances", type=click.IntRange(1, 100_000), default=1, show_default=True, help="Copies of each pipeline, run concurrently (one per call).")
+@click.option(
+    "--instances",
+    type=click.IntRange(1, 100_000),
+    default=1,
+    show_default=True,
+    help="Copies of each pipeline, run concurrently (one per call).",
+)
 @click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop the sources after this many seconds.")
-@click.option("--grace", type=click.FloatRange(0), default=2.0, show_default=True, help="Seconds to drain after a stop before cancelling.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the run report as JSON to this file.")
-def run(file: str, names: tuple[str, ...], instances: int, duration: float | None, grace: float, report_path: str | None) -> NoReturn:
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=2.0,
+    show_default=True,
+    help="Seconds to drain after a stop before cancelling.",
+)
+@click.option(
+    "--report", "report_path", type=click.Path(dir_okay=False), help="Also write the run report as JSON to this file."
+)
+def run(
+    file: str, names: tuple[str, ...], instances: int, duration: float | None, grace: float, report_path: str | None
+) -> NoReturn:
     """Run the pipelines of FILE and print a report.
 
     Ctrl-C stops the sources and lets the rest drain for the grace period; a second Ctrl-C
@@ -127,7 +143,7 @@ def run(file: str, names: tuple[str, ...], instances: int, duration: float | Non
 
 def _open_for_writing(path: str) -> TextIO:
     try:
-        return open(path, "w", encoding="utf-8")  # noqa: SIM115  (closed after the run)
+        return open(path, "w", encoding="utf-8")
     except OSError as exc:
         raise Problem(f"cannot write the report to {path}: {exc.strerror}") from None
 
@@ -163,11 +179,22 @@ def stages(klass: str) -> None:
 @click.argument("service_type", required=False, metavar="[TYPE]")
 @click.argument("settings", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--host", default=LOOPBACK, show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port to listen on; 0 takes a free one.")
-@click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after this many seconds (default: at Ctrl-C).")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the report as JSON to this file.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port to listen on; 0 takes a free one."
+)
+@click.option(
+    "--duration", type=click.FloatRange(0, min_open=True), help="Stop after this many seconds (default: at Ctrl-C)."
+)
+@click.option(
+    "--report", "report_path", type=click.Path(dir_okay=False), help="Also write the report as JSON to this file."
+)
 def simulate(
-    service_type: str | None, settings: tuple[str, ...], host: str, port: int, duration: float | None, report_path: str | None
+    service_type: str | None,
+    settings: tuple[str, ...],
+    host: str,
+    port: int,
+    duration: float | None,
+    report_path: str | None,
 ) -> None:
     """Run one service (a simulator) alone until Ctrl-C, then print its report.
 

@@ -185,7 +185,13 @@ def _pipeline(name: str, table: Any, environ: Mapping[str, str] | None, services
     if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
         raise ConfigError("must be a list of stage tables", pipeline=name, key="stages")
     stage_specs = tuple(_stage(name, i, s, environ, services) for i, s in enumerate(stages, start=1))
-    used = {ref.service for spec in stage_specs for value in spec.params.values() for t in _templates(value) for ref in t.refs}
+    used = {
+        ref.service
+        for spec in stage_specs
+        for value in spec.params.values()
+        for t in _templates(value)
+        for ref in t.refs
+    }
     return PipelineSpec(
         name=name,
         description=description,

@@ -74,9 +74,7 @@ _SILENCE = {
 
 def _check_rate(_instance: object, _attribute: attrs.Attribute, value: int) -> None:
     if value not in SAMPLE_RATES:
-        raise ValueError(
-            f"sample rate {value!r} is not supported; use one of {', '.join(map(str, SAMPLE_RATES))}"
-        )
+        raise ValueError(f"sample rate {value!r} is not supported; use one of {', '.join(map(str, SAMPLE_RATES))}")
 
 
 def _check_channels(_instance: object, _attribute: attrs.Attribute, value: int) -> None:
@@ -105,9 +103,7 @@ class AudioFormat:
         """
         exact = Fraction(self.sample_rate) * Fraction(ms).limit_denominator(10**6) / 1000
         if exact.denominator != 1:
-            raise ValueError(
-                f"{ms:g} ms at {self.sample_rate} Hz is {float(exact):g} samples, not a whole number"
-            )
+            raise ValueError(f"{ms:g} ms at {self.sample_rate} Hz is {float(exact):g} samples, not a whole number")
         return int(exact)
 
     def bytes_in(self, ms: float) -> int:

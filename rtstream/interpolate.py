@@ -71,7 +71,9 @@ class Template:
                 out.append(part)
                 continue
             if part.service not in endpoints:
-                raise InterpolationError(f"'${{services.{part.service}.{part.key}}}': service '{part.service}' is not running")
+                raise InterpolationError(
+                    f"'${{services.{part.service}.{part.key}}}': service '{part.service}' is not running"
+                )
             known = endpoints[part.service]
             if part.key not in known:
                 from .params import suggest  # params imports this module

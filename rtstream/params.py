@@ -111,7 +111,7 @@ def _convert_scalar(name: str, value: Any, tp: Any) -> Any:
         raise ParamError(name, f"must be one of {listed}, got {show(value)}{hint}")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if isinstance(value, bool) and tp is not bool or not isinstance(value, tp):
+    if (isinstance(value, bool) and tp is not bool) or not isinstance(value, tp):
         got = type_name(type(value))
         raise ParamError(name, f"must be {_a(type_name(tp))}, got {show(value)} ({_a(got)})")
     return value

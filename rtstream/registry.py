@@ -135,7 +135,9 @@ def load_plugins(group: str = ENTRY_POINT_GROUP) -> None:
             entry.load()
         except Exception as exc:  # a plugin's own bug must not stop rtstream
             kind = "stage" if group == ENTRY_POINT_GROUP else "service"
-            log.warning("could not load %s plugin %r (%s): %s: %s", kind, entry.name, entry.value, type(exc).__name__, exc)
+            log.warning(
+                "could not load %s plugin %r (%s): %s: %s", kind, entry.name, entry.value, type(exc).__name__, exc
+            )
         finally:
             _origin = "rtstream"
 

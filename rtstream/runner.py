@@ -202,7 +202,10 @@ async def watch_sigint(control: RunControl, *, task_status: trio.TaskStatus[None
                 log.warning("interrupted again: cancelling now")
                 control.abort()
             else:
-                log.warning("interrupted: stopping the sources, draining for up to %.1f s (Ctrl-C again to cancel now)", control.grace)
+                log.warning(
+                    "interrupted: stopping the sources, draining for up to %.1f s (Ctrl-C again to cancel now)",
+                    control.grace,
+                )
                 control.stop()
 
 

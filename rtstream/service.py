@@ -30,7 +30,9 @@ class Service:
         """The addresses stages may refer to as ``${services.NAME.KEY}``, for a server on ``host:port``."""
         return {"host": host, "port": str(port), "url": f"ws://{host}:{port}/"}
 
-    async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Listen on ``host:port`` (0: a free port), ``task_status.started(port)``, serve until cancelled."""
         raise NotImplementedError
 

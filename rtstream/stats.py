@@ -87,7 +87,7 @@ class Quantiles:
     late (positive) values of a lateness series fall on the right side of the median.
     """
 
-    __slots__ = ("_buckets", "_count", "_sum", "_min", "_max", "_resolution")
+    __slots__ = ("_buckets", "_count", "_max", "_min", "_resolution", "_sum")
 
     _STEPS_PER_OCTAVE = 32
 

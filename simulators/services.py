@@ -30,13 +30,17 @@ class _Running:
 class TtsService(TtsSettings, Service):
     """A Cartesia-protocol TTS simulator: speech-like audio in chunks, with timestamps and impairments."""
 
-    api_key: str | None = param(type=str, optional=True, secret=True, help="Require this API key from clients; none accepts any.")
+    api_key: str | None = param(
+        type=str, optional=True, secret=True, help="Require this API key from clients; none accepts any."
+    )
     _running: _Running = attrs.field(init=False, factory=_Running, eq=False, repr=False)
 
     def endpoints(self, host: str, port: int) -> dict[str, str]:
         return {**super().endpoints(host, port), "url": f"ws://{host}:{port}{TTS_PATH}"}
 
-    async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         self._running.server = TtsServer(self, api_key=self.api_key)
         await serve_tts(self, host, port, server=self._running.server, task_status=task_status)
 
@@ -70,7 +74,9 @@ class TelephonyService(TelephonySettings, Service):
     def endpoints(self, host: str, port: int) -> dict[str, str]:
         return {**super().endpoints(host, port), "url": f"ws://{host}:{port}/{self.protocol}"}
 
-    async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         self._running.server = TelephonyServer(self, record=self.record, report_calls=self.report_calls)
         await serve_telephony(self, host, port, server=self._running.server, task_status=task_status)
 

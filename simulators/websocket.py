@@ -31,8 +31,13 @@ async def serve(
     async with trio.open_nursery() as nursery:
         listening = await nursery.start(
             functools.partial(
-                serve_websocket, handler, host, port, None,
-                max_message_size=max_message_size, message_queue_size=MESSAGE_QUEUE,
+                serve_websocket,
+                handler,
+                host,
+                port,
+                None,
+                max_message_size=max_message_size,
+                message_queue_size=MESSAGE_QUEUE,
             )
         )
         task_status.started(listening.port)

@@ -171,8 +171,12 @@ class Utterance:
         out = []
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
-            request = {**self._base, "transcript": piece.rstrip() if last else piece, "context_id": self.context_id,
-                       "continue": not last}
+            request = {
+                **self._base,
+                "transcript": piece.rstrip() if last else piece,
+                "context_id": self.context_id,
+                "continue": not last,
+            }
             out.append(json.dumps(request))
         return out
 
@@ -285,8 +289,13 @@ class Utterance:
         self.lost()
         return []
 
-    _HANDLERS: ClassVar[dict[str, Callable[..., list[Frame]]]] = {"chunk": _chunk, "timestamps": _timestamps_message, "done": _done, "flush_done": _flush_done,
-                 "error": _error}
+    _HANDLERS: ClassVar[dict[str, Callable[..., list[Frame]]]] = {
+        "chunk": _chunk,
+        "timestamps": _timestamps_message,
+        "done": _done,
+        "flush_done": _flush_done,
+        "error": _error,
+    }
 
 
 @attrs.frozen
@@ -349,21 +358,37 @@ class CartesiaTTS(Source):
     transcripts: tuple[str, ...] | None = param(
         type=(str,), optional=True, help="Several utterances (speech tags allowed), spoken one after another."
     )
-    transcript_file: str | None = param(type=str, optional=True, help="A UTF-8 file: each non-empty line one utterance.")
-    encoding: Encoding | None = param(type=Encoding, optional=True, help="Encoding to ask for; none lets negotiation choose.")
+    transcript_file: str | None = param(
+        type=str, optional=True, help="A UTF-8 file: each non-empty line one utterance."
+    )
+    encoding: Encoding | None = param(
+        type=Encoding, optional=True, help="Encoding to ask for; none lets negotiation choose."
+    )
     sample_rate: int | None = param(
         type=int, optional=True, choices=SAMPLE_RATES, unit="Hz", help="Rate to ask for; none lets negotiation choose."
     )
     timestamps: bool = param(True, help="Ask for word timestamps (WordTimings frames; exact resume points).")
-    chunk_words: int = param(0, min=0, max=1000, help="Send the text this many words per request (continue: true); 0 sends it whole.")
-    gap: float = param(0.0, min=0, max=60, unit="s", help="Pause between one utterance's end and the next one's request.")
+    chunk_words: int = param(
+        0, min=0, max=1000, help="Send the text this many words per request (continue: true); 0 sends it whole."
+    )
+    gap: float = param(
+        0.0, min=0, max=60, unit="s", help="Pause between one utterance's end and the next one's request."
+    )
     sequence_field: str | None = param(
         "seq", type=str, optional=True, help="Chunk-number field to copy into AudioChunk.seq (the simulator's 'seq')."
     )
-    max_message_bytes: int = param(1 << 20, min=1024, max=8 << 20, unit="bytes", help="Larger messages are dropped and counted.")
-    response_timeout: float = param(10.0, gt=0, max=600, unit="s", help="Silence on an open context after which it counts as lost.")
-    reconnect_attempts: int = param(5, min=0, max=1000, help="Attempts in a row to (re)connect or resume before giving up.")
-    backoff_initial: float = param(0.1, gt=0, max=60, unit="s", help="First retry delay; it doubles (with jitter) per attempt.")
+    max_message_bytes: int = param(
+        1 << 20, min=1024, max=8 << 20, unit="bytes", help="Larger messages are dropped and counted."
+    )
+    response_timeout: float = param(
+        10.0, gt=0, max=600, unit="s", help="Silence on an open context after which it counts as lost."
+    )
+    reconnect_attempts: int = param(
+        5, min=0, max=1000, help="Attempts in a row to (re)connect or resume before giving up."
+    )
+    backoff_initial: float = param(
+        0.1, gt=0, max=60, unit="s", help="First retry delay; it doubles (with jitter) per attempt."
+    )
     backoff_max: float = param(2.0, gt=0, max=600, unit="s", help="Longest retry delay.")
     connect_timeout: float = param(5.0, gt=0, max=600, unit="s", help="Time allowed for one connection attempt.")
     format: AudioFormat | None = None
@@ -375,7 +400,9 @@ class CartesiaTTS(Source):
     def _utterances(self) -> tuple[str, ...]:
         given = [key for key in ("transcript", "transcripts", "transcript_file") if getattr(self, key) is not None]
         if len(given) != 1:
-            raise ParamError("transcript", "give either transcript or transcript_file, or a list of transcripts (one of them)")
+            raise ParamError(
+                "transcript", "give either transcript or transcript_file, or a list of transcripts (one of them)"
+            )
         if self.transcript_file is not None:
             return _read_lines(self.transcript_file)
         lines: tuple[str, ...] = (self.transcript,) if self.transcript is not None else self.transcripts  # type: ignore[assignment]
@@ -385,7 +412,9 @@ class CartesiaTTS(Source):
             try:
                 strip_tags(line)
             except MarkupError as exc:
-                raise ParamError(given[0], str(exc) if self.transcript is not None else f"item {number}: {exc}") from None
+                raise ParamError(
+                    given[0], str(exc) if self.transcript is not None else f"item {number}: {exc}"
+                ) from None
         return lines
 
     def output_caps(self, fmt_in: AudioFormat | None) -> Caps:
@@ -435,9 +464,17 @@ class CartesiaTTS(Source):
                                 if text is None:
                                     return
                                 utterance = Utterance(
-                                    f"utt-{n}", strip_tags(text).split(), fmt, base, counts=counts, pts=pts, seq_base=seq,
-                                    chunk_words=self.chunk_words, sequence_field=self.sequence_field,
-                                    max_message_bytes=self.max_message_bytes, timestamps=self.timestamps,
+                                    f"utt-{n}",
+                                    strip_tags(text).split(),
+                                    fmt,
+                                    base,
+                                    counts=counts,
+                                    pts=pts,
+                                    seq_base=seq,
+                                    chunk_words=self.chunk_words,
+                                    sequence_field=self.sequence_field,
+                                    max_message_bytes=self.max_message_bytes,
+                                    timestamps=self.timestamps,
                                 )
                                 counts.utterances += 1
                                 await tx.send(UtteranceStart(utterance.utterance, text))
@@ -458,8 +495,13 @@ class CartesiaTTS(Source):
                         await trio.sleep(backoff.next_delay())
                         continue
                     utterance.lost()
-                    log.warning("cartesia_tts: lost %s on %s (%s); resuming from word %d",
-                                utterance.context_id, peer(self.url), type(exc).__name__, utterance.resume_from)
+                    log.warning(
+                        "cartesia_tts: lost %s on %s (%s); resuming from word %d",
+                        utterance.context_id,
+                        peer(self.url),
+                        type(exc).__name__,
+                        utterance.resume_from,
+                    )
                     if self._give_up(utterance):
                         await tx.send(UtteranceEnd(utterance.utterance))
                         utterance = None
@@ -489,8 +531,13 @@ class CartesiaTTS(Source):
             if waiting.cancelled_caught:
                 raise trio.TooSlowError
             if utterance.error is not None:
-                log.warning("cartesia_tts: %s answered %s for %s; resuming from word %d",
-                            peer(self.url), utterance.error, utterance.context_id, utterance.resume_from)
+                log.warning(
+                    "cartesia_tts: %s answered %s for %s; resuming from word %d",
+                    peer(self.url),
+                    utterance.error,
+                    utterance.context_id,
+                    utterance.resume_from,
+                )
                 if self._give_up(utterance):
                     return
                 await trio.sleep(backoff.next_delay())
@@ -501,21 +548,40 @@ class CartesiaTTS(Source):
         if utterance.failed() <= self.reconnect_attempts:
             return False
         self._counts.utterances_failed += 1
-        log.warning("cartesia_tts: giving up %s after %d failed attempts in a row", utterance.utterance,
-                    self.reconnect_attempts + 1)
+        log.warning(
+            "cartesia_tts: giving up %s after %d failed attempts in a row",
+            utterance.utterance,
+            self.reconnect_attempts + 1,
+        )
         return True
 
     def _log_malformed(self, reason: str, message: str | bytes) -> None:
         if self._counts.malformed[reason] == 1:
-            log.warning("cartesia_tts: malformed message from %s (%s, counted from now on): %.80r", peer(self.url), reason, message)
+            log.warning(
+                "cartesia_tts: malformed message from %s (%s, counted from now on): %.80r",
+                peer(self.url),
+                reason,
+                message,
+            )
 
     def statistics(self) -> CartesiaStatistics:
         c = self._counts
         rate = self.format.sample_rate if self.format else 1
         return CartesiaStatistics(
-            utterances=c.utterances, utterances_failed=c.utterances_failed, contexts=c.contexts, chunks=c.chunks,
-            samples_out=c.samples, seconds_out=c.samples / rate, word_timings=c.word_timings, connects=c.connects,
-            resumes=c.resumes, repeated_seconds=c.repeated_seconds, restarts=c.restarts,
-            service_errors=dict(sorted(c.service_errors.items())), malformed=dict(sorted(c.malformed.items())),
-            stale_messages=c.stale, first_chunk_ms=c.first_chunk.summary(scale=1000), drops=c.drops.snapshot(),
+            utterances=c.utterances,
+            utterances_failed=c.utterances_failed,
+            contexts=c.contexts,
+            chunks=c.chunks,
+            samples_out=c.samples,
+            seconds_out=c.samples / rate,
+            word_timings=c.word_timings,
+            connects=c.connects,
+            resumes=c.resumes,
+            repeated_seconds=c.repeated_seconds,
+            restarts=c.restarts,
+            service_errors=dict(sorted(c.service_errors.items())),
+            malformed=dict(sorted(c.malformed.items())),
+            stale_messages=c.stale,
+            first_chunk_ms=c.first_chunk.summary(scale=1000),
+            drops=c.drops.snapshot(),
         )

@@ -206,9 +206,7 @@ class ConverterCore:
         self.chunks_out += 1
         self.samples_out += len(data)
         self._out_next = pts + len(data)
-        return AudioChunk(
-            data, self.output, pts=pts, seq=seq, arrival=arrival, utterance=source.utterance, flags=flags
-        )
+        return AudioChunk(data, self.output, pts=pts, seq=seq, arrival=arrival, utterance=source.utterance, flags=flags)
 
     def _to_float(self, chunk: AudioChunk) -> np.ndarray:
         """Decoded, finite, mixed down if the output has fewer channels, with the gain applied."""

@@ -150,7 +150,9 @@ class Reorderer:
         self._released_set: set[int] = set()
         self._end_pts: int | None = None
         self.drops = Drops()
-        self._c = dict.fromkeys(("received", "released", "reordered", "lost", "late", "gaps", "resyncs", "unsequenced", "max_held"), 0)
+        self._c = dict.fromkeys(
+            ("received", "released", "reordered", "lost", "late", "gaps", "resyncs", "unsequenced", "max_held"), 0
+        )
 
     def unwrap(self, seq: int) -> int:
         """The 64-bit number nearest the highest seen that ``seq`` is the wire form of."""
@@ -198,7 +200,9 @@ class Reorderer:
         self._held[ext] = (attrs.evolve(chunk, seq=ext), arrival)
         c["max_held"] = max(c["max_held"], len(self._held))
         self._release(out)
-        while self._held and (len(self._held) > self.max_held or (self.unit == "packets" and len(self._held) >= self.window)):
+        while self._held and (
+            len(self._held) > self.max_held or (self.unit == "packets" and len(self._held) >= self.window)
+        ):
             self._give_up(out)
         return out
 
@@ -274,12 +278,15 @@ class Sequencer(Filter):
     mode: str = param("sender", choices=("sender", "receiver"), help="sender stamps; receiver reorders and finds gaps.")
     start_seq: int = param(0, min=0, max=(1 << 63) - 1, help="Sender: the first sequence number.")
     mark_last: bool = param(
-        False, help="Sender: hold each chunk until the next frame, to flag the last of an utterance (adds a chunk of delay)."
+        False,
+        help="Sender: hold each chunk until the next frame, to flag the last of an utterance (adds a chunk of delay).",
     )
     wire_bits: int = param(64, choices=(16, 32, 64), unit="bits", help="Receiver: width of the wire sequence numbers.")
     window: float = param(60.0, gt=0, max=10000, help="Receiver: how long a missing chunk is waited for.")
     window_unit: str = param("ms", choices=("ms", "packets"), help="Receiver: the window in milliseconds or in chunks.")
-    max_held: int = param(256, min=1, max=65536, help="Receiver: most chunks held while waiting (then the oldest gap is given up).")
+    max_held: int = param(
+        256, min=1, max=65536, help="Receiver: most chunks held while waiting (then the oldest gap is given up)."
+    )
     restamp: bool = param(
         False, help="Receiver: rewrite pts in sequence order, for numbered chunks timed by arrival (a TTS WebSocket)."
     )
@@ -291,7 +298,10 @@ class Sequencer(Filter):
             core = Stamper(start_seq=self.start_seq, mark_last=self.mark_last)
         else:
             core = Reorderer(
-                wire_bits=self.wire_bits, window=self.window, unit=self.window_unit, max_held=self.max_held,
+                wire_bits=self.wire_bits,
+                window=self.window,
+                unit=self.window_unit,
+                max_held=self.max_held,
                 restamp=self.restamp,
             )
         self._core.append(core)

@@ -41,8 +41,12 @@ _CAPS = {
     "exotel": {Encoding.PCM_S16LE: (8000, 16000, 24000), Encoding.PCM_MULAW: (8000,)},
 }
 """What each protocol carries: encodings and, for each, the sample rates."""
-_DEFAULT_ENCODING = {"raw": Encoding.PCM_S16LE, "twilio": Encoding.PCM_MULAW, "plivo": Encoding.PCM_MULAW,
-                     "exotel": Encoding.PCM_S16LE}
+_DEFAULT_ENCODING = {
+    "raw": Encoding.PCM_S16LE,
+    "twilio": Encoding.PCM_MULAW,
+    "plivo": Encoding.PCM_MULAW,
+    "exotel": Encoding.PCM_S16LE,
+}
 _PLIVO_TYPE = {Encoding.PCM_MULAW: "audio/x-mulaw", Encoding.PCM_S16LE: "audio/x-l16"}
 _STREAM_KEY = {"twilio": "streamSid", "plivo": "streamId", "exotel": "stream_sid"}
 _ECHO_EVENT = {"twilio": "mark", "plivo": "playedStream", "exotel": "mark"}
@@ -108,7 +112,9 @@ class TelephonyStatistics:
 class TelephonyLink:
     """The protocol and the queue of one media stream, sans I/O (see the module docstring)."""
 
-    def __init__(self, protocol: str, fmt: AudioFormat, *, marks: bool, hold: float, regroup: Regrouper | None = None) -> None:
+    def __init__(
+        self, protocol: str, fmt: AudioFormat, *, marks: bool, hold: float, regroup: Regrouper | None = None
+    ) -> None:
         self.protocol = protocol
         self.format = fmt
         self._marks = marks and protocol != "raw"
@@ -288,7 +294,10 @@ class TelephonyLink:
         self.stream_id = stream_id
         if self.protocol == "plivo":
             kind, rate = _PLIVO_TYPE[self.format.encoding], self.format.sample_rate
-            self._media_head = '{"event":"playAudio","media":{"contentType":"%s","sampleRate":%d,"payload":"' % (kind, rate)
+            self._media_head = '{"event":"playAudio","media":{"contentType":"%s","sampleRate":%d,"payload":"' % (
+                kind,
+                rate,
+            )
         elif self.protocol != "raw":
             key = _STREAM_KEY[self.protocol]
             self._media_head = '{"event":"media","%s":%s,"media":{"payload":"' % (key, json.dumps(stream_id))
@@ -384,19 +393,29 @@ class TelephonySink(Sink):
     url: str = param(type=str, help="The media WebSocket to connect to (ws:// or wss://).")
     protocol: str = param("raw", choices=PROTOCOLS, help="raw (binary PCM16 frames), twilio, plivo or exotel.")
     encoding: Encoding | None = param(
-        type=Encoding, optional=True,
+        type=Encoding,
+        optional=True,
         help="Audio encoding; none takes the protocol's (raw and exotel pcm_s16le, twilio and plivo pcm_mulaw).",
     )
     sample_rate: int | None = param(
-        type=int, optional=True, choices=(8000, 16000, 24000), unit="Hz",
+        type=int,
+        optional=True,
+        choices=(8000, 16000, 24000),
+        unit="Hz",
         help="Audio rate; none lets negotiation pick one the protocol carries.",
     )
     marks: bool = param(True, help="Send a mark (Plivo: checkpoint) at each utterance end; raw streams have none.")
     hold_ms: float = param(
-        1000.0, min=0, max=60_000, unit="ms", help="Audio held (besides the newest frame) while disconnected; older audio is dropped."
+        1000.0,
+        min=0,
+        max=60_000,
+        unit="ms",
+        help="Audio held (besides the newest frame) while disconnected; older audio is dropped.",
     )
     reconnect_attempts: int = param(5, min=0, max=1000, help="Attempts in a row to reconnect before the call fails.")
-    backoff_initial: float = param(0.1, gt=0, max=60, unit="s", help="First reconnect delay; it doubles (with jitter) per attempt.")
+    backoff_initial: float = param(
+        0.1, gt=0, max=60, unit="s", help="First reconnect delay; it doubles (with jitter) per attempt."
+    )
     backoff_max: float = param(2.0, gt=0, max=600, unit="s", help="Longest reconnect delay.")
     connect_timeout: float = param(5.0, gt=0, max=600, unit="s", help="Time allowed for one connection attempt.")
     drain_timeout: float = param(2.0, min=0, max=600, unit="s", help="At the end, time allowed to send what is queued.")
@@ -415,7 +434,10 @@ class TelephonySink(Sink):
             raise ParamError("encoding", f"{self.protocol} streams carry {listed}, got {self.encoding.value!r}")
         rates = {r for e, rs in carried.items() if self.encoding in (None, e) for r in rs}
         if self.sample_rate is not None and self.sample_rate not in rates:
-            raise ParamError("sample_rate", f"{self.protocol} streams carry {'|'.join(map(str, sorted(rates)))} Hz, got {self.sample_rate}")
+            raise ParamError(
+                "sample_rate",
+                f"{self.protocol} streams carry {'|'.join(map(str, sorted(rates)))} Hz, got {self.sample_rate}",
+            )
         if self.exotel_min_bytes > self.exotel_max_bytes:
             raise ParamError("exotel_min_bytes", f"must not exceed exotel_max_bytes ({self.exotel_max_bytes})")
 
@@ -432,7 +454,9 @@ class TelephonySink(Sink):
         fmt = self.format or self.input_caps().fixate()
         regroup = None
         if self.protocol == "exotel":
-            regroup = Regrouper(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes, fmt.encoding.silence)
+            regroup = Regrouper(
+                self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes, fmt.encoding.silence
+            )
         return TelephonyLink(self.protocol, fmt, marks=self.marks, hold=self.hold_ms / 1000, regroup=regroup)
 
     async def run(self, rx: ReceiveChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -507,7 +531,9 @@ class TelephonySink(Sink):
                     message = await ws.get_message()
                     reason = link.receive(message, trio.current_time())
                     if reason is not None and link.malformed[reason] == 1:
-                        log.warning("telephony_ws: malformed message from %s (%s): %.80r", peer(self.url), reason, message)
+                        log.warning(
+                            "telephony_ws: malformed message from %s (%s): %.80r", peer(self.url), reason, message
+                        )
                     state.poke()
             except ConnectionClosed:
                 cancel_scope.cancel()

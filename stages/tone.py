@@ -38,9 +38,7 @@ class Tone(Source):
     sample_rate: int = param(16000, choices=SAMPLE_RATES, unit="Hz", help="Sample rate.")
     channels: int = param(1, min=1, max=2, help="1 for mono, 2 for the same tone on both channels.")
     chunk_ms: float = param(20.0, gt=0, max=1000, unit="ms", help="Duration of each chunk sent.")
-    speed: float = param(
-        1.0, min=0, max=1000, help="Times real time; 0 sends as fast as the pipeline takes it."
-    )
+    speed: float = param(1.0, min=0, max=1000, help="Times real time; 0 sends as fast as the pipeline takes it.")
     _sent: AudioCounter = attrs.field(init=False, factory=AudioCounter, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:

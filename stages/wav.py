@@ -39,8 +39,12 @@ class WavSource(Source):
     produces = Caps(encodings=(Encoding.PCM_S16LE,))
 
     path: str = param(type=str, help="The WAV file (16-bit PCM, mono or stereo).")
-    chunking: str = param("fixed", choices=("fixed", "random"), help="Fixed chunk sizes, or random ones between min_bytes and max_bytes.")
-    chunk_bytes: int = param(960, min=1, max=1 << 20, unit="bytes", help="Chunk size for fixed chunking (rounded down to whole samples).")
+    chunking: str = param(
+        "fixed", choices=("fixed", "random"), help="Fixed chunk sizes, or random ones between min_bytes and max_bytes."
+    )
+    chunk_bytes: int = param(
+        960, min=1, max=1 << 20, unit="bytes", help="Chunk size for fixed chunking (rounded down to whole samples)."
+    )
     min_bytes: int = param(200, min=1, max=1 << 20, unit="bytes", help="Smallest chunk for random chunking.")
     max_bytes: int = param(2000, min=1, max=1 << 20, unit="bytes", help="Largest chunk for random chunking.")
     seed: int = param(0, help="Seed of the random chunk sizes.")

@@ -69,8 +69,13 @@ async def open_connection(
         # handshake times out: a deadline of our own ends the attempt, lifted once the connection is open.
         with trio.CancelScope(deadline=trio.current_time() + timeout + CLOSE_TIMEOUT) as opening:
             async with open_websocket_url(
-                url, extra_headers=headers, max_message_size=MAX_MESSAGE_BYTES, receive_buffer_size=RECEIVE_BYTES,
-                message_queue_size=MESSAGE_QUEUE, connect_timeout=timeout, disconnect_timeout=CLOSE_TIMEOUT,
+                url,
+                extra_headers=headers,
+                max_message_size=MAX_MESSAGE_BYTES,
+                receive_buffer_size=RECEIVE_BYTES,
+                message_queue_size=MESSAGE_QUEUE,
+                connect_timeout=timeout,
+                disconnect_timeout=CLOSE_TIMEOUT,
             ) as ws:
                 opening.deadline = math.inf
                 opened = True

@@ -10,9 +10,9 @@ import numpy as np
 
 from rtstream.frames import AudioChunk, AudioFormat, UtteranceEnd, UtteranceStart, Word, WordTimings
 from rtstream.markup import MarkupError
-from stages.pause_breath import PauseBreath
-from stages.pause_breath.core import PauseBreathCore
-from stages.pause_breath.script import read_script
+from rtstream.stages.pause_breath import PauseBreath
+from rtstream.stages.pause_breath.core import PauseBreathCore
+from rtstream.stages.pause_breath.script import read_script
 
 RATE = 8000
 FMT = AudioFormat("pcm_s16le", RATE)

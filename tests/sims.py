@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import trio
 
-from simulators.telephony import TelephonyServer, TelephonySettings, serve_telephony
-from simulators.tts import TtsServer, TtsSettings, serve_tts
+from rtstream.simulators.telephony import TelephonyServer, TelephonySettings, serve_telephony
+from rtstream.simulators.tts import TtsServer, TtsSettings, serve_tts
 
 
 @contextlib.asynccontextmanager
@@ -38,6 +38,7 @@ async def telephony_server(record: str | None = None, **kw) -> AsyncIterator[tup
             await server.wait_idle()
         nursery.cancel_scope.cancel()
 
+
 P99_BOUND_MS = 50.0
 """Receiver inter-arrival p99 in the socket tests: generous, for a busy CI machine."""
 
@@ -51,7 +52,9 @@ def simulator_process(kind: str, *settings: str) -> Iterator[str]:
     try:
         line = process.stdout.readline() if process.stdout else ""
         if " listening on " not in line:
-            raise RuntimeError(f"the {kind} simulator did not start: {line!r} {process.stderr.read() if process.stderr else ''}")
+            raise RuntimeError(
+                f"the {kind} simulator did not start: {line!r} {process.stderr.read() if process.stderr else ''}"
+            )
         yield line.split(" listening on ")[1].split()[0]
     finally:
         process.send_signal(signal.SIGINT)

@@ -7,11 +7,11 @@ from rtstream.frames import AudioFormat, Encoding, UtteranceEnd, UtteranceStart
 from rtstream.params import ParamError
 from rtstream.pipeline import assemble
 from rtstream.runner import run_pipeline
+from rtstream.stages.null import NullSink
+from rtstream.stages.tone import Tone
+from rtstream.stages.wav import WavSink, WavSource
 from rtstream.testing import run_stage
 from rtstream.wavfile import WavError, read_wav, write_wav
-from stages.null import NullSink
-from stages.tone import Tone
-from stages.wav import WavSink, WavSource
 
 
 async def test_tone_in_real_time_is_exact(autojump_clock):
@@ -99,7 +99,10 @@ def _write_raw_wav(path, *, width=2, channels=1, rate=16000):
         (lambda p: None, r"^file not found: .*missing.wav$"),
         (lambda p: p.write_bytes(b"RIFF1234WAVEjunk"), r"^not a readable PCM WAV file \(.*\): "),
         (lambda p: p.write_text("hello"), r"^not a readable PCM WAV file \(it ends inside its header\): "),
-        (lambda p: p.write_text("hello, this is not a WAV file"), r"^not a readable PCM WAV file \(file does not start with RIFF id\): "),
+        (
+            lambda p: p.write_text("hello, this is not a WAV file"),
+            r"^not a readable PCM WAV file \(file does not start with RIFF id\): ",
+        ),
         (lambda p: _write_raw_wav(p, width=1), r"^has 8-bit samples; rtstream reads 16-bit PCM WAV files: "),
         (lambda p: _write_raw_wav(p, channels=3), r"^has 3 channels; use a mono or stereo file: "),
         (lambda p: _write_raw_wav(p, rate=11025), r"^has a sample rate of 11025 Hz; use one of 8000, 16000"),

@@ -17,17 +17,17 @@ from trio_websocket import WebSocketRequest
 
 from rtstream.audio.codec import to_int16
 from rtstream.frames import AudioChunk, AudioFormat, Encoding
+from rtstream.simulators.tts import TtsSettings
+from rtstream.simulators.tts.protocol import TtsSession, audio_of
+from rtstream.simulators.tts.server import MAX_REQUEST_BYTES
+from rtstream.simulators.websocket import converse, serve
+from rtstream.stages.cartesia import CartesiaTTS
+from rtstream.stages.chunker import Chunker
+from rtstream.stages.converter import Converter, ConverterCore
+from rtstream.stages.pacer import Pacer
+from rtstream.stages.telephony import TelephonySink
 from rtstream.testing import run_stages
 from rtstream.wavfile import read_wav
-from simulators.tts import TtsSettings
-from simulators.tts.protocol import TtsSession, audio_of
-from simulators.tts.server import MAX_REQUEST_BYTES
-from simulators.websocket import converse, serve
-from stages.cartesia import CartesiaTTS
-from stages.chunker import Chunker
-from stages.converter import Converter, ConverterCore
-from stages.pacer import Pacer
-from stages.telephony import TelephonySink
 
 TEXT = "Hello there."
 FAST = {"rtf": 20.0, "first_byte_latency": 0.01}
@@ -37,10 +37,21 @@ TIMEOUT = 10
 
 def bridge(tts_url, phone_url, *, tts_format, protocol, frame_ms, transcript=TEXT, **tts):
     """The stages of one bridged call."""
-    source = CartesiaTTS(url=tts_url, transcript=transcript, encoding=tts_format.encoding,
-                         sample_rate=tts_format.sample_rate, backoff_initial=0.01, **tts)
-    return [source, Converter(), Chunker(frame_ms=frame_ms), Pacer(frame_ms=frame_ms, underrun="skip"),
-            TelephonySink(url=phone_url, protocol=protocol, backoff_initial=0.01)]
+    source = CartesiaTTS(
+        url=tts_url,
+        transcript=transcript,
+        encoding=tts_format.encoding,
+        sample_rate=tts_format.sample_rate,
+        backoff_initial=0.01,
+        **tts,
+    )
+    return [
+        source,
+        Converter(),
+        Chunker(frame_ms=frame_ms),
+        Pacer(frame_ms=frame_ms, underrun="skip"),
+        TelephonySink(url=phone_url, protocol=protocol, backoff_initial=0.01),
+    ]
 
 
 def converted(audio: np.ndarray, tts_format: AudioFormat, call_format: AudioFormat) -> np.ndarray:
@@ -62,8 +73,10 @@ async def run_call(tmp_path, *, tts=None, phone=None, **kw):
     record = str(tmp_path / "call-{call}.wav")
     phone = {"protocol": kw["protocol"], "sample_rate": 8000, **(phone or {})}
     with trio.fail_after(TIMEOUT):
-        async with tts_server(**{**FAST, **(tts or {})}) as (tts_url, _), \
-                telephony_server(record=record, **phone) as (phone_url, server):
+        async with (
+            tts_server(**{**FAST, **(tts or {})}) as (tts_url, _),
+            telephony_server(record=record, **phone) as (phone_url, server),
+        ):
             out = await run_stages(bridge(tts_url, phone_url, **kw))
             with trio.move_on_after(2):
                 await server.wait_idle()
@@ -73,11 +86,14 @@ async def run_call(tmp_path, *, tts=None, phone=None, **kw):
     return stats, report, heard
 
 
-@pytest.mark.parametrize("protocol,call_rate,tts_format,frame_ms,frame_bytes", [
-    ("raw", 8000, AudioFormat(Encoding.PCM_S16LE, 24000), 60, 960),  # resampled 24 -> 8 kHz
-    ("raw", 16000, AudioFormat(Encoding.PCM_S16LE, 16000), 60, 1920),
-    ("twilio", 8000, AudioFormat(Encoding.PCM_S16LE, 8000), 20, 160),  # encoded to mu-law
-])
+@pytest.mark.parametrize(
+    "protocol,call_rate,tts_format,frame_ms,frame_bytes",
+    [
+        ("raw", 8000, AudioFormat(Encoding.PCM_S16LE, 24000), 60, 960),  # resampled 24 -> 8 kHz
+        ("raw", 16000, AudioFormat(Encoding.PCM_S16LE, 16000), 60, 1920),
+        ("twilio", 8000, AudioFormat(Encoding.PCM_S16LE, 8000), 20, 160),  # encoded to mu-law
+    ],
+)
 async def test_the_caller_hears_what_the_tts_said_in_whole_frames_on_time(
     tmp_path, protocol, call_rate, tts_format, frame_ms, frame_bytes
 ):
@@ -89,7 +105,9 @@ async def test_the_caller_hears_what_the_tts_said_in_whole_frames_on_time(
     assert call["wrong_size"] == 0 and call["errors"] == {} and call["closed"] == "bridge"
     assert call["frames"] * frame_bytes == call["seconds"] * call_rate * call_format.frame_bytes
     assert call["deviation_ms"]["p99"] < P99_BOUND_MS
-    assert_heard(heard, converted(audio_of(TEXT, tts_format), tts_format, call_format), call_format.samples_in(frame_ms))
+    assert_heard(
+        heard, converted(audio_of(TEXT, tts_format), tts_format, call_format), call_format.samples_in(frame_ms)
+    )
     sink = stats["telephony_ws"]
     assert sink["drops"] == {} and sink["first_audio_ms"].count == 1
     assert 0 < sink["first_audio_ms"].max < 1000
@@ -169,11 +187,22 @@ async def test_malformed_tts_messages_are_counted_and_logged_while_the_call_goes
 
     fmt = AudioFormat(Encoding.PCM_S16LE, 8000)
     record = str(tmp_path / "call-{call}.wav")
-    with trio.fail_after(TIMEOUT), caplog.at_level(logging.WARNING, logger="stages.cartesia"):
-        async with trio.open_nursery() as nursery, telephony_server(record=record, protocol="raw") as (phone_url, server):
-            port = await nursery.start(functools.partial(serve, handler, "127.0.0.1", 0, max_message_size=MAX_REQUEST_BYTES))
-            stages = bridge(f"ws://127.0.0.1:{port}/tts/websocket", phone_url, tts_format=fmt, protocol="raw",
-                            frame_ms=60, max_message_bytes=4096)
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.WARNING, logger="rtstream.stages.cartesia"):
+        async with (
+            trio.open_nursery() as nursery,
+            telephony_server(record=record, protocol="raw") as (phone_url, server),
+        ):
+            port = await nursery.start(
+                functools.partial(serve, handler, "127.0.0.1", 0, max_message_size=MAX_REQUEST_BYTES)
+            )
+            stages = bridge(
+                f"ws://127.0.0.1:{port}/tts/websocket",
+                phone_url,
+                tts_format=fmt,
+                protocol="raw",
+                frame_ms=60,
+                max_message_bytes=4096,
+            )
             out = await run_stages(stages)
             nursery.cancel_scope.cancel()
         with trio.move_on_after(2):

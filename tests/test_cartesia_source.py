@@ -18,12 +18,12 @@ from rtstream.errors import StageFailed
 from rtstream.frames import AudioChunk, AudioFormat, UtteranceEnd, UtteranceStart, WordTimings
 from rtstream.markup import strip_tags
 from rtstream.params import ParamError
+from rtstream.simulators.speech import synthesize
+from rtstream.simulators.tts import TtsSession, TtsSettings, audio_of
+from rtstream.simulators.websocket import converse, serve
+from rtstream.stages.cartesia import CartesiaTTS, Counts, Malformed, Utterance
+from rtstream.stages.pause_breath.script import is_spoken, read_script
 from rtstream.testing import run_stage
-from simulators.speech import synthesize
-from simulators.tts import TtsSession, TtsSettings, audio_of
-from simulators.websocket import converse, serve
-from stages.cartesia import CartesiaTTS, Counts, Malformed, Utterance
-from stages.pause_breath.script import is_spoken, read_script
 
 PCM8 = AudioFormat("pcm_s16le", 8000)
 TEXT = "Hello there [pause 200ms] and welcome, this is the bridge."
@@ -45,7 +45,10 @@ def test_requests_split_words_and_continue():
     u = utterance("a b c d e", chunk_words=2)
     requests = [json.loads(r) for r in u.requests()]
     assert [(r["transcript"], r["continue"], r["context_id"]) for r in requests] == [
-        ("a b ", True, "utt-1"), ("c d ", True, "utt-1"), ("e", False, "utt-1")]
+        ("a b ", True, "utt-1"),
+        ("c d ", True, "utt-1"),
+        ("e", False, "utt-1"),
+    ]
     assert all(r["model_id"] == "m" for r in requests)
 
 
@@ -58,14 +61,22 @@ def test_odd_byte_counts_are_carried_and_seq_and_arrival_stamped():
     assert (a.pts, b.pts, a.seq, b.seq, a.arrival, b.arrival) == (0, 1, 0, 1, 5.0, 6.0)
 
 
-@pytest.mark.parametrize("message,reason", [
-    (b"\x00", "binary_message"), ("{", "bad_json"), ("[1]", "bad_shape"), ('{"type": "song"}', "unknown_type"),
-    ('{"type": "chunk", "data": "!!", "context_id": "utt-1"}', "bad_base64"),
-    ('{"type": "chunk", "context_id": "utt-1"}', "bad_shape"),
-    ('{"type": "timestamps", "context_id": "utt-1", "word_timestamps": {"words": ["a"], "start": [], "end": []}}',
-     "bad_timestamps"),
-    ("x" * 2000, "oversize"),
-])
+@pytest.mark.parametrize(
+    "message,reason",
+    [
+        (b"\x00", "binary_message"),
+        ("{", "bad_json"),
+        ("[1]", "bad_shape"),
+        ('{"type": "song"}', "unknown_type"),
+        ('{"type": "chunk", "data": "!!", "context_id": "utt-1"}', "bad_base64"),
+        ('{"type": "chunk", "context_id": "utt-1"}', "bad_shape"),
+        (
+            '{"type": "timestamps", "context_id": "utt-1", "word_timestamps": {"words": ["a"], "start": [], "end": []}}',
+            "bad_timestamps",
+        ),
+        ("x" * 2000, "oversize"),
+    ],
+)
 def test_malformed_messages_are_counted(message, reason):
     u = utterance(max_message_bytes=1024)
     u.requests()
@@ -84,14 +95,30 @@ def test_resume_from_the_first_word_not_fully_received():
     u = utterance("one two three four")
     u.requests()
     u.receive(chunk(b"\x00\x00" * 8000), 0.0)  # 1 s of audio
-    u.receive(json.dumps({"type": "timestamps", "context_id": "utt-1",
-                          "word_timestamps": {"words": ["one", "two"], "start": [0.0, 0.5], "end": [0.4, 0.9]}}), 0.0)
+    u.receive(
+        json.dumps(
+            {
+                "type": "timestamps",
+                "context_id": "utt-1",
+                "word_timestamps": {"words": ["one", "two"], "start": [0.0, 0.5], "end": [0.4, 0.9]},
+            }
+        ),
+        0.0,
+    )
     u.lost()
     assert u.resume_from == 2 and u._counts.resumes == 1 and u._counts.repeated_seconds == pytest.approx(0.1)
     [request] = [json.loads(r) for r in u.requests()]
     assert request["transcript"] == "three four" and request["context_id"] == "utt-1-r1"
-    [timing] = u.receive(json.dumps({"type": "timestamps", "context_id": "utt-1-r1",
-                                     "word_timestamps": {"words": ["three"], "start": [0.0], "end": [0.3]}}), 0.0)
+    [timing] = u.receive(
+        json.dumps(
+            {
+                "type": "timestamps",
+                "context_id": "utt-1-r1",
+                "word_timestamps": {"words": ["three"], "start": [0.0], "end": [0.3]},
+            }
+        ),
+        0.0,
+    )
     assert timing.words[0].start == pytest.approx(1.0)  # utterance time: after the second already heard
     [c] = u.receive(chunk(b"\x00\x00", context="utt-1-r1"), 0.0)
     assert c.pts == 8000
@@ -100,8 +127,18 @@ def test_resume_from_the_first_word_not_fully_received():
 def test_an_error_reply_resumes_and_a_done_finishes():
     u = utterance("one two")
     u.requests()
-    u.receive(json.dumps({"type": "error", "status_code": 429, "error_code": "concurrency_limited",
-                          "context_id": "utt-1", "done": True}), 0.0)
+    u.receive(
+        json.dumps(
+            {
+                "type": "error",
+                "status_code": 429,
+                "error_code": "concurrency_limited",
+                "context_id": "utt-1",
+                "done": True,
+            }
+        ),
+        0.0,
+    )
     assert u.error == (429, "concurrency_limited") and not u.finished and u.resume_from == 0
     u.requests()
     u.receive(json.dumps({"type": "done", "done": True, "context_id": "utt-1-r1"}), 0.0)
@@ -118,8 +155,11 @@ def test_transcript_parameters_are_checked(tmp_path):
     assert CartesiaTTS(transcript_file=str(path)).utterances == ("First line.", "Second [breath] line.")
     # the line as numbered in the file (blank lines count), the character as placed in that line
     path.write_text("Fine.\n\n  Then [pause] this.\nAnd [sigh] this.\n")
-    with pytest.raises(ParamError, match=rf"^transcript_file: {re.escape(str(path))} line 3: malformed pause tag "
-                                         r"\(write \[pause 300ms\] or \[pause 1.5s\]\): '\[pause\]' at character 7$"):
+    with pytest.raises(
+        ParamError,
+        match=rf"^transcript_file: {re.escape(str(path))} line 3: malformed pause tag "
+        r"\(write \[pause 300ms\] or \[pause 1.5s\]\): '\[pause\]' at character 7$",
+    ):
         CartesiaTTS(transcript_file=str(path))
 
 
@@ -144,20 +184,30 @@ def test_a_malformed_tag_is_a_config_error_before_anything_is_spoken(tmp_path, c
     config = tmp_path / "p.toml"
     config.write_text(BAD_TAG % 'transcript = "Hello, [breath type=\\"loud\\"] there."')
     result = CliRunner().invoke(main, [command, str(config)], catch_exceptions=False)
-    assert (result.exit_code, result.output) == (2, (
-        f"Error: {config}: pipeline 'call', stage 1 'greeting' (cartesia_tts), key 'transcript': unknown breath type "
-        """(use one of normal, deep, quick, sigh): '[breath type="loud"]' at character 7\n"""))
+    assert (result.exit_code, result.output) == (
+        2,
+        (
+            f"Error: {config}: pipeline 'call', stage 1 'greeting' (cartesia_tts), key 'transcript': unknown breath type "
+            """(use one of normal, deep, quick, sigh): '[breath type="loud"]' at character 7\n"""
+        ),
+    )
     lines = tmp_path / "lines.txt"
     lines.write_text("This line is fine.\nThis one [pause] is not.\n")
     config.write_text(BAD_TAG % f'transcript_file = "{lines}"')
     result = CliRunner().invoke(main, [command, str(config)], catch_exceptions=False)
-    assert (result.exit_code, result.output) == (2, (
-        f"Error: {config}: pipeline 'call', stage 1 'greeting' (cartesia_tts), key 'transcript_file': {lines} line 2: "
-        "malformed pause tag (write [pause 300ms] or [pause 1.5s]): '[pause]' at character 9\n"))
+    assert (result.exit_code, result.output) == (
+        2,
+        (
+            f"Error: {config}: pipeline 'call', stage 1 'greeting' (cartesia_tts), key 'transcript_file': {lines} line 2: "
+            "malformed pause tag (write [pause 300ms] or [pause 1.5s]): '[pause]' at character 9\n"
+        ),
+    )
 
 
 def test_a_list_of_transcripts_is_one_utterance_each():
-    with pytest.raises(ParamError, match="^transcript: give either transcript or transcript_file, or a list of transcripts"):
+    with pytest.raises(
+        ParamError, match="^transcript: give either transcript or transcript_file, or a list of transcripts"
+    ):
         CartesiaTTS(transcript="Hi.", transcripts=("Hi.",))
     with pytest.raises(ParamError, match=r"^transcripts: item 2: unknown tag .*'\[shout\]' at character 0$"):
         CartesiaTTS(transcripts=("Hello.", "[shout] Bye."))
@@ -193,7 +243,10 @@ async def test_a_file_of_lines_in_pieces_and_random_odd_chunks(tmp_path):
     path = tmp_path / "lines.txt"
     path.write_text("First of two.\nAnd the second one, longer.\n")
     with trio.fail_after(15):
-        async with tts_server(rtf=50, first_byte_latency=0, chunking="random", min_bytes=101, max_bytes=777) as (url, _):
+        async with tts_server(rtf=50, first_byte_latency=0, chunking="random", min_bytes=101, max_bytes=777) as (
+            url,
+            _,
+        ):
             out = await run_stage(CartesiaTTS(url=url, transcript_file=str(path), chunk_words=2, sample_rate=16000))
     starts = [f for f in out.events if isinstance(f, UtteranceStart)]
     assert [s.text for s in starts] == ["First of two.", "And the second one, longer."]
@@ -209,7 +262,9 @@ async def test_negotiation_asks_the_service_for_what_downstream_takes():
 
     with trio.fail_after(15):
         async with tts_server(rtf=50, first_byte_latency=0) as (url, _):
-            out = await run_stage(CartesiaTTS(url=url, transcript="Hi."), accept=Caps.of(AudioFormat("pcm_mulaw", 8000)))
+            out = await run_stage(
+                CartesiaTTS(url=url, transcript="Hi."), accept=Caps.of(AudioFormat("pcm_mulaw", 8000))
+            )
     assert out.chunks[0].format == AudioFormat("pcm_mulaw", 8000)
     assert np.array_equal(out.audio(), audio_of("Hi.", AudioFormat("pcm_mulaw", 8000)))
 
@@ -217,8 +272,13 @@ async def test_negotiation_asks_the_service_for_what_downstream_takes():
 class _Vandal:
     """A TTS session that slips malformed messages between the real ones."""
 
-    BAD = ("{not json", json.dumps({"type": "karaoke", "context_id": "utt-1"}),
-           json.dumps({"type": "chunk", "data": "@@@", "context_id": "utt-1"}), "x" * 5000, b"\x00\x01")
+    BAD = (
+        "{not json",
+        json.dumps({"type": "karaoke", "context_id": "utt-1"}),
+        json.dumps({"type": "chunk", "data": "@@@", "context_id": "utt-1"}),
+        "x" * 5000,
+        b"\x00\x01",
+    )
 
     def __init__(self, session):
         self.session = session
@@ -247,17 +307,26 @@ async def test_malformed_server_messages_are_counted_and_logged_while_the_call_g
         ws = await request.accept()
         await converse(ws, _Vandal(TtsSession(settings)), peer="vandal")
 
-    caplog.set_level(logging.WARNING, logger="stages.cartesia")
+    caplog.set_level(logging.WARNING, logger="rtstream.stages.cartesia")
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(functools.partial(serve, handler, "127.0.0.1", 0, max_message_size=1 << 20))
-            source = CartesiaTTS(url=f"ws://127.0.0.1:{port}/tts/websocket", transcript="Still going strong.",
-                                 sample_rate=8000, max_message_bytes=4096)
+            source = CartesiaTTS(
+                url=f"ws://127.0.0.1:{port}/tts/websocket",
+                transcript="Still going strong.",
+                sample_rate=8000,
+                max_message_bytes=4096,
+            )
             out = await run_stage(source)
             nursery.cancel_scope.cancel()
     assert np.array_equal(out.audio(), audio_of("Still going strong.", PCM8))
     assert out.report.stages[0].statistics["malformed"] == {
-        "bad_base64": 1, "bad_json": 1, "binary_message": 1, "oversize": 1, "unknown_type": 1}
+        "bad_base64": 1,
+        "bad_json": 1,
+        "binary_message": 1,
+        "oversize": 1,
+        "unknown_type": 1,
+    }
     logged = [r.getMessage() for r in caplog.records]
     assert any(f"malformed message from ws://127.0.0.1:{port}/tts/websocket (bad_json" in m for m in logged)
 
@@ -295,8 +364,13 @@ async def test_the_service_gets_the_clean_text_and_the_stream_the_tags_and_utter
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(functools.partial(serve, handler, "127.0.0.1", 0, max_message_size=1 << 20))
-            source = CartesiaTTS(url=f"ws://127.0.0.1:{port}/tts/websocket", transcript_file=str(path), chunk_words=2,
-                                 sample_rate=8000, encoding="pcm_s16le")
+            source = CartesiaTTS(
+                url=f"ws://127.0.0.1:{port}/tts/websocket",
+                transcript_file=str(path),
+                chunk_words=2,
+                sample_rate=8000,
+                encoding="pcm_s16le",
+            )
             out = await run_stage(source)
             nursery.cancel_scope.cancel()
     [recorder] = recorders
@@ -341,15 +415,23 @@ async def test_a_dropped_connection_resumes_on_a_new_context_from_the_lost_word(
 async def test_an_error_reply_resumes_on_the_same_connection():
     with trio.fail_after(15):
         async with tts_server(rtf=50, first_byte_latency=0, error_after=8) as (url, _):
-            out = await run_stage(CartesiaTTS(url=url, transcript="One two three four five six.", sample_rate=8000,
-                                              backoff_initial=0.01))
+            out = await run_stage(
+                CartesiaTTS(url=url, transcript="One two three four five six.", sample_rate=8000, backoff_initial=0.01)
+            )
     stats = out.report.stages[0].statistics
     assert stats["service_errors"] == {"internal_error": 1} and stats["connects"] == 1 and stats["contexts"] == 2
-    assert [w.text for f in out.events if isinstance(f, WordTimings) for w in f.words] == ["One", "two", "three", "four", "five", "six."]
+    assert [w.text for f in out.events if isinstance(f, WordTimings) for w in f.words] == [
+        "One",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six.",
+    ]
 
 
 async def test_a_refused_key_fails_the_stage_with_the_status():
-    from simulators.services import TtsService
+    from rtstream.simulators.services import TtsService
 
     service = TtsService(api_key="right", rtf=50)
     with trio.fail_after(10):
@@ -358,7 +440,9 @@ async def test_a_refused_key_fails_the_stage_with_the_status():
             url = service.endpoints("127.0.0.1", port)["url"]
             out = await run_stage(CartesiaTTS(url=url, transcript="Hi.", api_key="right", sample_rate=8000))
             assert out.chunks
-            with pytest.raises(StageFailed, match=r"ConnectFailed: ws://127.0.0.1:\d+/tts/websocket: refused with HTTP 401$"):
+            with pytest.raises(
+                StageFailed, match=r"ConnectFailed: ws://127.0.0.1:\d+/tts/websocket: refused with HTTP 401$"
+            ):
                 await run_stage(CartesiaTTS(url=url, transcript="Hi.", api_key="wrong", sample_rate=8000))
             nursery.cancel_scope.cancel()
 
@@ -366,7 +450,7 @@ async def test_a_refused_key_fails_the_stage_with_the_status():
 async def test_a_service_that_stops_answering_times_out_and_the_utterance_is_given_up():
     import functools
 
-    from simulators.websocket import serve
+    from rtstream.simulators.websocket import serve
 
     async def silent(request):
         await request.accept()
@@ -375,8 +459,13 @@ async def test_a_service_that_stops_answering_times_out_and_the_utterance_is_giv
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(functools.partial(serve, silent, "127.0.0.1", 0, max_message_size=1 << 20))
-            source = CartesiaTTS(url=f"ws://127.0.0.1:{port}/tts/websocket", transcript="Hi.", response_timeout=0.2,
-                                 reconnect_attempts=1, backoff_initial=0.01)
+            source = CartesiaTTS(
+                url=f"ws://127.0.0.1:{port}/tts/websocket",
+                transcript="Hi.",
+                response_timeout=0.2,
+                reconnect_attempts=1,
+                backoff_initial=0.01,
+            )
             out = await run_stage(source)
             nursery.cancel_scope.cancel()
     stats = out.report.stages[0].statistics

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from rtstream.errors import ConfigError
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, UtteranceEnd, UtteranceStart, WordTimings
 from rtstream.pipeline import assemble
+from rtstream.stages.chunker import Chunker, FrameCutter
+from rtstream.stages.null import NullSink
 from rtstream.testing import ScriptedSource, run_stage
-from stages.chunker import Chunker, FrameCutter
-from stages.null import NullSink
 
 ULAW8K = AudioFormat(Encoding.PCM_MULAW, 8000)
 

@@ -79,7 +79,10 @@ def test_config_errors_are_one_line_and_exit_2(tmp_path, command):
     bad.write_text("[pipelines.a]\n[[pipelines.a.stages]]\ntype = 'tonee'\n")
     result = invoke(command, str(bad))
     assert result.exit_code == 2
-    assert result.output == f"Error: {bad}: pipeline 'a', stage 1 (tonee), key 'type': unknown stage type 'tonee' (did you mean 'tone'?); 'rtstream stages' lists them\n"
+    assert (
+        result.output
+        == f"Error: {bad}: pipeline 'a', stage 1 (tonee), key 'type': unknown stage type 'tonee' (did you mean 'tone'?); 'rtstream stages' lists them\n"
+    )
 
 
 def test_missing_file_and_unknown_pipeline(config, tmp_path):
@@ -87,12 +90,17 @@ def test_missing_file_and_unknown_pipeline(config, tmp_path):
     assert (result.exit_code, result.output) == (2, f"Error: {tmp_path / 'nope.toml'}: file not found\n")
     result = invoke("run", str(config), "-p", "beeep")
     assert result.exit_code == 2
-    assert result.output == f"Error: {config}: no pipeline named 'beeep' (did you mean 'beep'?); the file defines 'beep', 'other'\n"
+    assert (
+        result.output
+        == f"Error: {config}: no pipeline named 'beeep' (did you mean 'beep'?); the file defines 'beep', 'other'\n"
+    )
 
 
 def test_a_failed_run_exits_1(tmp_path):
     config = tmp_path / "p.toml"
-    config.write_text(textwrap.dedent("""
+    config.write_text(
+        textwrap.dedent(
+            """
         [pipelines.a]
         [[pipelines.a.stages]]
         type = "tone"
@@ -101,7 +109,10 @@ def test_a_failed_run_exits_1(tmp_path):
         [[pipelines.a.stages]]
         type = "wav_sink"
         path = "%s"
-    """ % (tmp_path / "no-such-dir-file" / "x.wav" / "y.wav")))
+    """
+            % (tmp_path / "no-such-dir-file" / "x.wav" / "y.wav")
+        )
+    )
     (tmp_path / "no-such-dir-file").write_text("a file where a folder is expected")
     result = invoke("run", str(config))
     assert result.exit_code == 1
@@ -119,7 +130,10 @@ def test_stages_and_inspect():
     result = invoke("inspect", "tone")
     assert result.exit_code == 0
     assert "tone (Source/Audio, from rtstream)" in result.output
-    assert "  frequency (number Hz, default 440.0)\n      Frequency of the sine.\n      allowed: greater than 0 and at most 20000\n" in result.output
+    assert (
+        "  frequency (number Hz, default 440.0)\n      Frequency of the sine.\n      allowed: greater than 0 and at most 20000\n"
+        in result.output
+    )
     assert "produces: pcm_s16le|pcm_f32le|pcm_mulaw|pcm_alaw" in result.output
     result = invoke("inspect", "wav_sink")
     assert "accepts:  pcm_s16le, any rate, mono or stereo" in result.output
@@ -128,7 +142,10 @@ def test_stages_and_inspect():
 
 def test_inspect_unknown_stage():
     result = invoke("inspect", "tonne")
-    assert (result.exit_code, result.output) == (2, "Error: unknown stage type 'tonne' (did you mean 'tone'?); 'rtstream stages' lists them\n")
+    assert (result.exit_code, result.output) == (
+        2,
+        "Error: unknown stage type 'tonne' (did you mean 'tone'?); 'rtstream stages' lists them\n",
+    )
 
 
 def test_version_and_bad_usage():
@@ -171,7 +188,9 @@ def test_third_party_stages_load_through_the_entry_point_group(tmp_path):
     rtstream = [sys.executable, "-m", "rtstream.cli"]
     listed = subprocess.run([*rtstream, "stages"], env=env, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0
-    assert ["shout", "Filter/Test", "Passes", "audio", "through,", "loudly."] in [l.split() for l in listed.stdout.splitlines()]
+    assert ["shout", "Filter/Test", "Passes", "audio", "through,", "loudly."] in [
+        l.split() for l in listed.stdout.splitlines()
+    ]
     assert "could not load stage plugin 'brokenplugin' (brokenplugin): RuntimeError: plugin bug" in listed.stderr
     shown = subprocess.run([*rtstream, "inspect", "shout"], env=env, capture_output=True, text=True, timeout=60)
     assert "shout (Filter/Test, from shoutplugin)" in shown.stdout
@@ -179,14 +198,16 @@ def test_third_party_stages_load_through_the_entry_point_group(tmp_path):
 
 def test_ctrl_c_stops_the_sources_and_drains_then_a_second_cancels(tmp_path):
     config = tmp_path / "p.toml"
-    config.write_text(textwrap.dedent("""
+    config.write_text(
+        textwrap.dedent("""
         [pipelines.endless]
         [[pipelines.endless.stages]]
         type = "tone"
         duration = "none"
         [[pipelines.endless.stages]]
         type = "null_sink"
-    """).replace('"none"', "1000.0"))
+    """).replace('"none"', "1000.0")
+    )
     report = tmp_path / "r.json"
     cmd = [sys.executable, "-m", "rtstream.cli", "run", str(config), "--report", str(report)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -208,9 +229,13 @@ def test_a_corrupt_wav_is_a_config_error_before_anything_starts(tmp_path):
     wav = tmp_path / "broken.wav"
     wav.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt ")
     config = tmp_path / "p.toml"
-    config.write_text(f'[pipelines.a]\n[[pipelines.a.stages]]\ntype = "wav_source"\npath = "{wav}"\n'
-                      '[[pipelines.a.stages]]\ntype = "null_sink"\n')
+    config.write_text(
+        f'[pipelines.a]\n[[pipelines.a.stages]]\ntype = "wav_source"\npath = "{wav}"\n'
+        '[[pipelines.a.stages]]\ntype = "null_sink"\n'
+    )
     result = invoke("run", str(config))
     assert result.exit_code == 2
-    assert result.output.startswith(f"Error: {config}: pipeline 'a', stage 1 (wav_source), key 'path': not a readable PCM WAV file")
+    assert result.output.startswith(
+        f"Error: {config}: pipeline 'a', stage 1 (wav_source), key 'path': not a readable PCM WAV file"
+    )
     assert result.output.count("\n") == 1

@@ -28,9 +28,9 @@ from rtstream.frames import (
     WordTimings,
 )
 from rtstream.pipeline import build_pipeline
+from rtstream.stages.converter import Converter, ConverterCore
 from rtstream.stats import DropCount
 from rtstream.testing import run_stage
-from stages.converter import Converter, ConverterCore
 
 S16, F32, MULAW, ALAW = Encoding.PCM_S16LE, Encoding.PCM_F32LE, Encoding.PCM_MULAW, Encoding.PCM_ALAW
 MULAW8K = AudioFormat(MULAW, 8000)
@@ -368,7 +368,9 @@ def test_each_output_chunk_carries_the_arrival_of_its_earliest_audio(in_rate):
     starts = np.cumsum([0, *sizes])
     out = []
     for i, size in enumerate(sizes):
-        out += core.audio(AudioChunk(np.zeros(size, np.int16), fmt, pts=int(starts[i]), arrival=float(i), utterance="u"))
+        out += core.audio(
+            AudioChunk(np.zeros(size, np.int16), fmt, pts=int(starts[i]), arrival=float(i), utterance="u")
+        )
     out += core.flush()
     assert sum(c.samples for c in out) == rescale(int(starts[-1]), in_rate, core.output.sample_rate)
     for chunk in out:  # the input chunk holding the output chunk's first sample

@@ -6,8 +6,14 @@ from rtstream.frames import AudioChunk, AudioFormat, Encoding
 
 @pytest.mark.parametrize(
     ("encoding", "rate", "expected"),
-    [("pcm_s16le", 8000, 960), ("pcm_s16le", 16000, 1920), ("pcm_mulaw", 8000, 480), ("pcm_alaw", 8000, 480),
-     ("pcm_f32le", 24000, 5760), ("pcm_s16le", 22050, 2646)],
+    [
+        ("pcm_s16le", 8000, 960),
+        ("pcm_s16le", 16000, 1920),
+        ("pcm_mulaw", 8000, 480),
+        ("pcm_alaw", 8000, 480),
+        ("pcm_f32le", 24000, 5760),
+        ("pcm_s16le", 22050, 2646),
+    ],
 )
 def test_sixty_ms_frame_sizes(encoding, rate, expected):
     assert AudioFormat(encoding, rate).bytes_in(60) == expected
@@ -31,7 +37,9 @@ def test_bad_rate_and_channels():
         AudioFormat("pcm_s16le", 11025)
     with pytest.raises(ValueError, match=r"^3 channels is not supported; use 1 \(mono\) or 2 \(stereo\)$"):
         AudioFormat("pcm_s16le", 8000, 3)
-    with pytest.raises(ValueError, match=r"^encoding 'pcm_s8' is not supported; use one of pcm_s16le, pcm_f32le, pcm_mulaw, pcm_alaw$"):
+    with pytest.raises(
+        ValueError, match=r"^encoding 'pcm_s8' is not supported; use one of pcm_s16le, pcm_f32le, pcm_mulaw, pcm_alaw$"
+    ):
         AudioFormat("pcm_s8", 8000)
 
 

@@ -2,15 +2,15 @@
 
 import numpy as np
 import pytest
+from helpers import PCM8K, PCM16K
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import PCM8K, PCM16K
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Gap, UtteranceEnd, UtteranceStart, WordTimings
-from stages.jitter.core import JitterBuffer, JitterSettings
-from stages.jitter.decision import SpeedControl, skip_hole, urgent
-from stages.jitter.delay import DelayEstimator
-from stages.jitter.timeline import Timeline
+from rtstream.stages.jitter.core import JitterBuffer, JitterSettings
+from rtstream.stages.jitter.decision import SpeedControl, skip_hole, urgent
+from rtstream.stages.jitter.delay import DelayEstimator
+from rtstream.stages.jitter.timeline import Timeline
 
 P = 160  # 20 ms at 8 kHz
 
@@ -371,8 +371,11 @@ def test_other_encodings_and_stereo_pass_through(encoding):
 def test_output_carries_the_arrival_of_the_audio_it_plays_and_none_for_concealment():
     x = speech(1.0)
     packets = packetize(x, drop={20, 21, 22, 23})
-    frames = [f for f in run(JitterBuffer(PCM8K, JitterSettings(direction="inbound")), packets, until=1.5)
-              if isinstance(f, AudioChunk)]
+    frames = [
+        f
+        for f in run(JitterBuffer(PCM8K, JitterSettings(direction="inbound")), packets, until=1.5)
+        if isinstance(f, AudioChunk)
+    ]
     arrivals = {round(a, 6) for a, _ in packets}
     assert frames[0].arrival == packets[0][0]  # the first audio played is the first that arrived
     stamped = [f.arrival for f in frames if f.arrival is not None]

@@ -3,23 +3,25 @@
 import numpy as np
 import pytest
 import trio
-
 from helpers import PCM8K, pcm_chunk
+
 from rtstream.errors import ConfigError
 from rtstream.frames import AudioChunk, AudioFormat, Clear, UtteranceEnd, UtteranceStart
 from rtstream.params import ParamError
 from rtstream.pipeline import assemble
 from rtstream.runner import run_pipeline
+from rtstream.stages.jitter.stage import JitterBufferStage
+from rtstream.stages.sequencer import Sequencer
 from rtstream.testing import CollectingSink, ScriptedSource, run_stage, run_stages
-from stages.jitter.stage import JitterBufferStage
-from stages.sequencer import Sequencer
 
 
 def burst(seconds: float, *, size: int = 160, utterance: str = "u"):
     n = round(seconds * 8000) // size
-    return [UtteranceStart(utterance)] + [pcm_chunk(size, pts=k * size, seed=k, utterance=utterance) for k in range(n)] + [
-        UtteranceEnd(utterance)
-    ]
+    return (
+        [UtteranceStart(utterance)]
+        + [pcm_chunk(size, pts=k * size, seed=k, utterance=utterance) for k in range(n)]
+        + [UtteranceEnd(utterance)]
+    )
 
 
 async def test_tick_clock_plays_a_burst_in_real_time(autojump_clock):
@@ -101,7 +103,10 @@ async def test_clear_goes_out_at_once_and_drops_the_rest(autojump_clock):
 async def test_inbound_through_the_sequencer_conceals_a_loss(autojump_clock):
     chunks = [pcm_chunk(160, pts=k * 160, seq=k % 65536, seed=k) for k in range(50) if k != 20]
     script = [(k * 0.02, c) for k, c in enumerate(chunks)]
-    stages = [Sequencer(mode="receiver", wire_bits=16, window=2, window_unit="packets"), JitterBufferStage(direction="inbound")]
+    stages = [
+        Sequencer(mode="receiver", wire_bits=16, window=2, window_unit="packets"),
+        JitterBufferStage(direction="inbound"),
+    ]
     out = await run_stages(stages, script)
     stats = out.report.stages[2].statistics
     assert stats["gaps_in"] == 1 and stats["lost_samples"] == 160 and stats["concealment_events"] == 1
@@ -114,7 +119,14 @@ def test_parameters_are_checked():
     with pytest.raises(ParamError, match="^tick_ms: must be one of 10.0, 20.0, got 15.0$"):
         JitterBufferStage(tick_ms=15.0)
     with pytest.raises(ConfigError, match="22050 Hz"):
-        assemble("x", [ScriptedSource(script=(), format=AudioFormat("pcm_s16le", 22050)), JitterBufferStage(tick_ms=10.0), CollectingSink()])
+        assemble(
+            "x",
+            [
+                ScriptedSource(script=(), format=AudioFormat("pcm_s16le", 22050)),
+                JitterBufferStage(tick_ms=10.0),
+                CollectingSink(),
+            ],
+        )
 
 
 async def test_statistics_before_and_after_a_run(autojump_clock):
@@ -122,4 +134,3 @@ async def test_statistics_before_and_after_a_run(autojump_clock):
     assert stage.statistics() == {"state": "not started"}
     report = await run_pipeline(assemble("p", [ScriptedSource(script=burst(0.2)), stage, CollectingSink()]))
     assert report.status == "completed"
-

@@ -27,13 +27,25 @@ def test_glued_tags_and_literal_brackets():
     ("text", "message"),
     [
         ("hi [laugh] there", r"^unknown tag \(known: breath, sigh, pause, emphasis\): '\[laugh\]' at character 3$"),
-        ("hi [pause] there", r"^malformed pause tag \(write \[pause 300ms\] or \[pause 1.5s\]\): '\[pause\]' at character 3$"),
-        ("hi [pause 20s] there", r"^pause length must be more than 0 and at most 10 s: '\[pause 20s\]' at character 3$"),
+        (
+            "hi [pause] there",
+            r"^malformed pause tag \(write \[pause 300ms\] or \[pause 1.5s\]\): '\[pause\]' at character 3$",
+        ),
+        (
+            "hi [pause 20s] there",
+            r"^pause length must be more than 0 and at most 10 s: '\[pause 20s\]' at character 3$",
+        ),
         ("hi [pause 0ms] there", r"^pause length must be more than 0 and at most 10 s"),
-        ('[breath type="yawn"] hi', r"^unknown breath type \(use one of normal, deep, quick, sigh\): '\[breath type=\"yawn\"\]' at character 0$"),
+        (
+            '[breath type="yawn"] hi',
+            r"^unknown breath type \(use one of normal, deep, quick, sigh\): '\[breath type=\"yawn\"\]' at character 0$",
+        ),
         ("[breath type=deep] hi", r"^malformed breath tag"),
         ("[sigh loudly] hi", r"^unknown tag"),
-        ("hi [pause 300ms there", r"^unbalanced bracket \(write \[\[ or \]\] for a literal one\): '\[' at character 3$"),
+        (
+            "hi [pause 300ms there",
+            r"^unbalanced bracket \(write \[\[ or \]\] for a literal one\): '\[' at character 3$",
+        ),
         ("hi ] there", r"^unbalanced bracket .*: '\]' at character 3$"),
         ("hel[breath]lo", r"^a tag cannot stand inside a word: '\[breath\]' at character 3$"),
     ],

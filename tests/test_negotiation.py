@@ -100,16 +100,23 @@ def test_mismatch_names_both_stages_and_formats():
 
 def test_mismatch_blames_the_nearest_refusing_stage():
     src = AudioFormat(S16, 8000)
-    with pytest.raises(FormatMismatch, match=r"^stage 1 \(Src\) produces .*, but stage 2 \(Pass\) accepts only pcm_mulaw"):
+    with pytest.raises(
+        FormatMismatch, match=r"^stage 1 \(Src\) produces .*, but stage 2 \(Pass\) accepts only pcm_mulaw"
+    ):
         assemble("t", [Src(Caps.of(src)), Pass(Caps((MULAW,))), Snk(Caps((MULAW,)))])
 
 
 def test_converter_target_that_the_sink_refuses():
-    with pytest.raises(FormatMismatch, match=r"^stage 2 \(Convert\) produces pcm_mulaw, any rate, mono or stereo, but stage 3 \(Snk\) accepts only pcm_s16le"):
+    with pytest.raises(
+        FormatMismatch,
+        match=r"^stage 2 \(Convert\) produces pcm_mulaw, any rate, mono or stereo, but stage 3 \(Snk\) accepts only pcm_s16le",
+    ):
         assemble("t", [Src(Caps.of(AudioFormat(S16, 8000))), Convert(target=Caps((MULAW,))), Snk(Caps((S16,)))])
 
 
 def test_two_pass_through_stages_that_cannot_agree():
-    with pytest.raises(FormatMismatch, match=r"^stage 2 \(Pass\) accepts pcm_mulaw, any rate, mono or stereo and passes it on unchanged, but stage 3 \(Pass\) accepts only pcm_s16le"):
+    with pytest.raises(
+        FormatMismatch,
+        match=r"^stage 2 \(Pass\) accepts pcm_mulaw, any rate, mono or stereo and passes it on unchanged, but stage 3 \(Pass\) accepts only pcm_s16le",
+    ):
         assemble("t", [Src(Caps.ANY), Pass(Caps((MULAW,))), Pass(Caps((S16,))), Snk()])
-

@@ -2,7 +2,7 @@
 
 import pytest
 
-from simulators.netem import DISCONNECT, Impairments, NetEm
+from rtstream.simulators.netem import DISCONNECT, Impairments, NetEm
 
 
 def run(imp: Impairments, n: int = 200, *, seed: int = 1, period: float = 0.01) -> list[tuple[float, object]]:

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from rtstream.frames import AudioChunk, Clear, UtteranceEnd, UtteranceStart
 from rtstream.pipeline import assemble
 from rtstream.runner import RunControl, run_pipeline
+from rtstream.stages.chunker import Chunker
+from rtstream.stages.null import NullSink
+from rtstream.stages.pacer import Pacer
+from rtstream.stages.tone import Tone
 from rtstream.testing import CollectingSink, ScriptedSource, run_stage, run_stages, run_virtual
-from stages.chunker import Chunker
-from stages.null import NullSink
-from stages.pacer import Pacer
-from stages.tone import Tone
 
 P = 0.06
 _DATA = pcm_chunk(480).data

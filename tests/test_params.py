@@ -31,7 +31,10 @@ def make(**kw):
         ({"count": True}, r"^count: must be an integer, got True \(a boolean\)$"),
         ({"ratio": 0}, r"^ratio: must be greater than 0, got 0.0$"),
         ({"mode": "pads"}, r"^mode: must be one of 'pad', 'hold', 'drop', got 'pads' \(did you mean 'pad'\?\)$"),
-        ({"encoding": "mulaw"}, r"^encoding: must be one of 'pcm_s16le', 'pcm_f32le', 'pcm_mulaw', 'pcm_alaw', got 'mulaw'"),
+        (
+            {"encoding": "mulaw"},
+            r"^encoding: must be one of 'pcm_s16le', 'pcm_f32le', 'pcm_mulaw', 'pcm_alaw', got 'mulaw'",
+        ),
         ({"sizes": [500, 0]}, r"^sizes: must be at least 1, got 0$"),
         ({"sizes": 5}, r"^sizes: must be a list of integers, got 5$"),
         ({"flag": 1}, r"^flag: must be a boolean, got 1 \(an integer\)$"),
@@ -78,7 +81,9 @@ def test_interpolation():
     assert interpolate("plain", env) == "plain" and not isinstance(interpolate("plain", env), EnvStr)
     filled = interpolate("${A}", env)
     assert isinstance(filled, EnvStr) and repr(filled) == "'${A}'"
-    with pytest.raises(InterpolationError, match=r"^environment variable MISSING is not set \(referenced as '\$\{MISSING\}'\)$"):
+    with pytest.raises(
+        InterpolationError, match=r"^environment variable MISSING is not set \(referenced as '\$\{MISSING\}'\)$"
+    ):
         interpolate("${MISSING}", env)
     with pytest.raises(InterpolationError, match=r"^'\$\{1BAD\}' is not a valid reference"):
         interpolate("${1BAD}", env)

@@ -402,7 +402,7 @@ def test_any_timings_at_any_time_never_hang_lose_or_reorder(raw, tokens, steps, 
 
 
 def test_timings_held_back_are_bounded(monkeypatch):
-    import stages.pause_breath.core as core_module
+    import rtstream.stages.pause_breath.core as core_module
 
     monkeypatch.setattr(core_module, "_MAX_PENDING", 2)
     audio = _audio()

@@ -12,9 +12,9 @@ from rtstream.config import parse_config
 from rtstream.errors import ConfigError, FormatMismatch, StageFailed
 from rtstream.frames import AudioChunk, AudioFormat, Clear, UtteranceEnd, UtteranceStart, Word, WordTimings
 from rtstream.pipeline import assemble, build_pipeline
+from rtstream.stages.pause_breath import PauseBreath
+from rtstream.stages.tone import Tone
 from rtstream.testing import CollectingSink, ScriptedSource, run_stage, run_stages
-from stages.pause_breath import PauseBreath
-from stages.tone import Tone
 
 
 def _real_time(frames, period=0.02, samples=160):

@@ -21,13 +21,13 @@ from rtstream.cli import main
 from rtstream.config import load_config
 from rtstream.frames import AudioFormat, UtteranceEnd, UtteranceStart, WordTimings
 from rtstream.markup import strip_tags
+from rtstream.simulators.speech import synthesize
+from rtstream.simulators.tts import audio_of
+from rtstream.stages.cartesia import CartesiaTTS
+from rtstream.stages.pause_breath import PauseBreath
+from rtstream.stages.pause_breath.script import is_spoken
 from rtstream.testing import run_stages
 from rtstream.wavfile import read_wav
-from simulators.speech import synthesize
-from simulators.tts import audio_of
-from stages.cartesia import CartesiaTTS
-from stages.pause_breath import PauseBreath
-from stages.pause_breath.script import is_spoken
 
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines.toml"
 PCM8 = AudioFormat("pcm_s16le", 8000)

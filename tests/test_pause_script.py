@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rtstream.markup import Mark, MarkupError
-from stages.pause_breath.script import classify, read_script
+from rtstream.stages.pause_breath.script import classify, read_script
 
 
 def test_punctuation_and_tags_land_on_their_boundaries():

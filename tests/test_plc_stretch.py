@@ -12,7 +12,9 @@ from rtstream.audio.stretch import TimeStretch
 
 def voiced(f0: float, rate: int, seconds: float, level: float = 0.3, channels: int = 1) -> np.ndarray:
     t = np.arange(round(rate * seconds)) / rate
-    x = level * (np.sin(2 * np.pi * f0 * t) + 0.4 * np.sin(2 * np.pi * 2 * f0 * t + 1) + 0.2 * np.sin(2 * np.pi * 3 * f0 * t))
+    x = level * (
+        np.sin(2 * np.pi * f0 * t) + 0.4 * np.sin(2 * np.pi * 2 * f0 * t + 1) + 0.2 * np.sin(2 * np.pi * 3 * f0 * t)
+    )
     return np.repeat(x.astype(np.float32)[:, None], channels, axis=1)
 
 
@@ -113,7 +115,13 @@ def stretch_all(x: np.ndarray, speed: float, rate: int, *, quiet_only: bool = Fa
     pos = produced = 0
     while pos + tick + st_.lookahead <= len(x):
         block = out[produced : produced + tick]
-        pos += st_.render(out[max(0, produced - 500) : produced], x[pos : pos + tick + st_.lookahead], block, speed, quiet_only=quiet_only)
+        pos += st_.render(
+            out[max(0, produced - 500) : produced],
+            x[pos : pos + tick + st_.lookahead],
+            block,
+            speed,
+            quiet_only=quiet_only,
+        )
         produced += tick
     return out[:produced], pos
 

@@ -6,16 +6,15 @@ import signal
 import attrs
 import pytest
 import trio
+from helpers import PCM8K, pcm_chunk
 
 from rtstream.caps import Caps
 from rtstream.errors import StageFailed
 from rtstream.frames import AudioChunk
 from rtstream.pipeline import assemble
-from rtstream.runner import RunControl, watch_sigint, run_pipeline, run_pipelines
+from rtstream.runner import RunControl, run_pipeline, run_pipelines, watch_sigint
 from rtstream.stage import Filter, Source
 from rtstream.testing import CollectingSink, run_stage, run_virtual
-
-from helpers import PCM8K, pcm_chunk
 
 
 @attrs.frozen(kw_only=True)
@@ -94,7 +93,11 @@ async def test_stages_start_sink_first_and_the_stream_ends_by_closing(autojump_c
     log = []
     ticker, relay, sink = Ticker(log=log), Relay(log=log), Collector(log=log)
     report = await run_pipeline(chain(ticker, relay, sink))
-    assert [e for e in log if e[0] == "started"] == [("started", "Collector"), ("started", "Relay"), ("started", "Ticker")]
+    assert [e for e in log if e[0] == "started"] == [
+        ("started", "Collector"),
+        ("started", "Relay"),
+        ("started", "Ticker"),
+    ]
     assert report.status == "completed" and report.error is None
     assert [f.pts for f in sink.frames] == [0, 80, 160, 240, 320]
     assert [s.statistics for s in report.stages] == [{"sent": 5}, {"relayed": 5}, {"frames": 5}]

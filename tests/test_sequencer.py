@@ -2,14 +2,14 @@
 
 import attrs
 import pytest
+from helpers import pcm_chunk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import pcm_chunk
 from rtstream.frames import AudioChunk, ChunkFlags, Gap, UtteranceEnd, UtteranceStart
 from rtstream.params import ParamError
+from rtstream.stages.sequencer import Reorderer, Sequencer, Stamper
 from rtstream.testing import run_stage
-from stages.sequencer import Reorderer, Sequencer, Stamper
 
 
 def chunks(frames):
@@ -27,14 +27,25 @@ def test_sender_numbers_stamps_and_flags():
     core = Stamper(start_seq=7)
     out = feed(
         core,
-        [UtteranceStart("a"), pcm_chunk(160, pts=0, utterance="a"), pcm_chunk(80, pts=160, utterance="a"),
-         pcm_chunk(160, pts=400, utterance="a"), UtteranceEnd("a"),
-         UtteranceStart("b"), pcm_chunk(160, pts=0, utterance="b")],
+        [
+            UtteranceStart("a"),
+            pcm_chunk(160, pts=0, utterance="a"),
+            pcm_chunk(80, pts=160, utterance="a"),
+            pcm_chunk(160, pts=400, utterance="a"),
+            UtteranceEnd("a"),
+            UtteranceStart("b"),
+            pcm_chunk(160, pts=0, utterance="b"),
+        ],
     )
     cs = chunks(out)
     assert [c.seq for c in cs] == [7, 8, 9, 10]
     assert [c.pts for c in cs] == [0, 160, 400, 560]  # the input's 160-sample gap is kept, utterance b follows on
-    assert [c.flags for c in cs] == [ChunkFlags.FIRST, ChunkFlags.CONTINUATION, ChunkFlags.CONTINUATION, ChunkFlags.FIRST]
+    assert [c.flags for c in cs] == [
+        ChunkFlags.FIRST,
+        ChunkFlags.CONTINUATION,
+        ChunkFlags.CONTINUATION,
+        ChunkFlags.FIRST,
+    ]
     assert isinstance(out[0], UtteranceStart) and isinstance(out[4], UtteranceEnd)
 
 
@@ -50,7 +61,10 @@ def test_sender_retransmission_keeps_its_number():
 
 def test_sender_marks_last_when_asked():
     core = Stamper(mark_last=True)
-    out = feed(core, [UtteranceStart("a"), pcm_chunk(10, utterance="a"), pcm_chunk(10, pts=10, utterance="a"), UtteranceEnd("a")])
+    out = feed(
+        core,
+        [UtteranceStart("a"), pcm_chunk(10, utterance="a"), pcm_chunk(10, pts=10, utterance="a"), UtteranceEnd("a")],
+    )
     cs = chunks(out)
     assert cs[0].flags == ChunkFlags.FIRST and cs[1].flags == ChunkFlags.CONTINUATION | ChunkFlags.LAST
     assert [type(f) for f in out] == [UtteranceStart, AudioChunk, AudioChunk, UtteranceEnd]
@@ -65,7 +79,9 @@ def received(seqs, *, bits=64, window=3, unit="packets", size=160):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, (1 << 16) - 1), st.lists(st.integers(0, 2), min_size=5, max_size=40), st.sampled_from([16, 32, 64]))
+@given(
+    st.integers(0, (1 << 16) - 1), st.lists(st.integers(0, 2), min_size=5, max_size=40), st.sampled_from([16, 32, 64])
+)
 def test_reordering_within_the_window_restores_order_across_a_wrap(start, shifts, bits):
     n = len(shifts)
     # each packet moves back by up to two places: reordering within a 3-packet window
@@ -94,8 +110,15 @@ def test_duplicates_and_late_packets_are_dropped_and_counted():
 def test_a_gap_sits_where_the_missing_audio_was():
     out, _ = received([0, 1, 4, 5, 6, 7], window=3)
     kinds = [(type(f).__name__, getattr(f, "seq", None)) for f in out]
-    assert kinds == [("AudioChunk", 0), ("AudioChunk", 1), ("Gap", 2), ("AudioChunk", 4), ("AudioChunk", 5),
-                     ("AudioChunk", 6), ("AudioChunk", 7)]
+    assert kinds == [
+        ("AudioChunk", 0),
+        ("AudioChunk", 1),
+        ("Gap", 2),
+        ("AudioChunk", 4),
+        ("AudioChunk", 5),
+        ("AudioChunk", 6),
+        ("AudioChunk", 7),
+    ]
     assert out[2].count == 2 and out[2].samples == 320
 
 
@@ -106,7 +129,11 @@ def test_a_restarted_sender_resynchronizes():
 
 
 async def test_receiver_gives_up_after_the_window_in_virtual_time(autojump_clock):
-    script = [(0.0, pcm_chunk(160, pts=0, seq=0)), (0.02, pcm_chunk(160, pts=320, seq=2)), (0.5, pcm_chunk(160, pts=160, seq=1))]
+    script = [
+        (0.0, pcm_chunk(160, pts=0, seq=0)),
+        (0.02, pcm_chunk(160, pts=320, seq=2)),
+        (0.5, pcm_chunk(160, pts=160, seq=1)),
+    ]
     out = await run_stage(Sequencer(mode="receiver", window=60.0), script)
     assert [type(f).__name__ for f in out.frames] == ["AudioChunk", "Gap", "AudioChunk"]
     assert out.times[1] == pytest.approx(0.08)  # 60 ms after the chunk behind the hole arrived
@@ -115,7 +142,9 @@ async def test_receiver_gives_up_after_the_window_in_virtual_time(autojump_clock
 
 
 async def test_sender_stage_and_unsequenced_chunks():
-    out = await run_stage(Sequencer(mode="sender", start_seq=5), [UtteranceStart("u"), pcm_chunk(10), pcm_chunk(10, pts=10)])
+    out = await run_stage(
+        Sequencer(mode="sender", start_seq=5), [UtteranceStart("u"), pcm_chunk(10), pcm_chunk(10, pts=10)]
+    )
     assert [c.seq for c in out.chunks] == [5, 6]
     passed = await run_stage(Sequencer(mode="receiver"), [pcm_chunk(10)])
     assert passed.chunks[0].seq is None

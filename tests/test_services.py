@@ -60,43 +60,65 @@ def test_a_pipeline_knows_the_services_it_uses():
     assert config.services["phone"].params == {"protocol": "twilio"}
 
 
-@pytest.mark.parametrize("text,message", [
-    (BRIDGE.replace("${services.phone.url}", "${services.phnoe.url}"),
-     r"^b.toml: pipeline 'call', stage 2 'phone' \(telephony_ws\), key 'url': unknown service 'phnoe' \(did you mean "
-     r"'phone'\?\) in '\$\{services.phnoe.url\}'; the file declares: phone, tts$"),
-    ("[pipelines.p]\n[[pipelines.p.stages]]\ntype = 'tone'\n[[pipelines.p.stages]]\ntype = 'telephony_ws'\n"
-     "url = '${services.x.url}'\n",
-     r"^b.toml: pipeline 'p', stage 2 \(telephony_ws\), key 'url': unknown service 'x' in '\$\{services.x.url\}'; "
-     r"add a \[services.NAME\] table$"),
-    ("[services.s]\nrtf = 3\n[pipelines.p]\n[[pipelines.p.stages]]\ntype = 'tone'\n",
-     r"^b.toml: service 's', key 'type': every service needs a 'type' naming a registered service"),
-    ("[services.s]\ntype = 'tts'\nurl = '${services.s.url}'\n[pipelines.p]\n[[pipelines.p.stages]]\ntype = 'tone'\n",
-     r"^b.toml: service 's', key 'url': a service's parameters cannot refer to services$"),
-    ("services = 3\n[pipelines.p]\n[[pipelines.p.stages]]\ntype = 'tone'\n",
-     r"^b.toml: key 'services': must be a table of \[services.NAME\] tables$"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (
+            BRIDGE.replace("${services.phone.url}", "${services.phnoe.url}"),
+            r"^b.toml: pipeline 'call', stage 2 'phone' \(telephony_ws\), key 'url': unknown service 'phnoe' \(did you mean "
+            r"'phone'\?\) in '\$\{services.phnoe.url\}'; the file declares: phone, tts$",
+        ),
+        (
+            "[pipelines.p]\n[[pipelines.p.stages]]\ntype = 'tone'\n[[pipelines.p.stages]]\ntype = 'telephony_ws'\n"
+            "url = '${services.x.url}'\n",
+            r"^b.toml: pipeline 'p', stage 2 \(telephony_ws\), key 'url': unknown service 'x' in '\$\{services.x.url\}'; "
+            r"add a \[services.NAME\] table$",
+        ),
+        (
+            "[services.s]\nrtf = 3\n[pipelines.p]\n[[pipelines.p.stages]]\ntype = 'tone'\n",
+            r"^b.toml: service 's', key 'type': every service needs a 'type' naming a registered service",
+        ),
+        (
+            "[services.s]\ntype = 'tts'\nurl = '${services.s.url}'\n[pipelines.p]\n[[pipelines.p.stages]]\ntype = 'tone'\n",
+            r"^b.toml: service 's', key 'url': a service's parameters cannot refer to services$",
+        ),
+        (
+            "services = 3\n[pipelines.p]\n[[pipelines.p.stages]]\ntype = 'tone'\n",
+            r"^b.toml: key 'services': must be a table of \[services.NAME\] tables$",
+        ),
+    ],
+)
 def test_config_errors_name_the_place(text, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(text, file="b.toml")
 
 
 def test_service_parameters_are_checked_with_file_service_and_key():
-    config = parse_config(BRIDGE.replace('protocol = "twilio"\n\n[services.tts]', 'protocl = "twilio"\n\n[services.tts]'),
-                          file="b.toml")
-    with pytest.raises(ConfigError, match=r"^b.toml: service 'phone', key 'protocl': unknown parameter 'protocl' "
-                                          r"\(did you mean 'protocol'\?\); telephony takes: protocol, "):
+    config = parse_config(
+        BRIDGE.replace('protocol = "twilio"\n\n[services.tts]', 'protocl = "twilio"\n\n[services.tts]'), file="b.toml"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^b.toml: service 'phone', key 'protocl': unknown parameter 'protocl' "
+        r"\(did you mean 'protocol'\?\); telephony takes: protocol, ",
+    ):
         build_service(config.services["phone"], file="b.toml")
     config = parse_config(BRIDGE.replace('type = "tts"', 'type = "ttss"'), file="b.toml")
-    with pytest.raises(ConfigError, match=r"^b.toml: service 'tts', key 'type': unknown service type 'ttss' \(did you mean 'tts'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"^b.toml: service 'tts', key 'type': unknown service type 'ttss' \(did you mean 'tts'\?\)"
+    ):
         build_service(config.services["tts"], file="b.toml")
 
 
 def test_an_unknown_address_key_is_named_when_the_pipeline_is_built():
     config = parse_config(BRIDGE.replace("${services.phone.url}", "${services.phone.uri}"), file="b.toml")
     endpoints = {"phone": build_service(config.services["phone"]).endpoints("127.0.0.1", 0)}
-    with pytest.raises(ConfigError, match=r"^b.toml: pipeline 'call', stage 2 'phone' \(telephony_ws\), key 'url': "
-                                          r"'\$\{services.phone.uri\}': the service has no 'uri' \(did you mean 'url'\?\); "
-                                          r"it has: host, port, url$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^b.toml: pipeline 'call', stage 2 'phone' \(telephony_ws\), key 'url': "
+        r"'\$\{services.phone.uri\}': the service has no 'uri' \(did you mean 'url'\?\); "
+        r"it has: host, port, url$",
+    ):
         build_pipeline(config.pipelines["call"], file="b.toml", endpoints=endpoints)
 
 
@@ -105,7 +127,9 @@ async def test_open_services_starts_them_on_free_ports_and_stops_them():
     services = {name: build_service(spec) for name, spec in config.services.items()}
     with trio.fail_after(10):
         async with open_services(services) as endpoints:
-            assert endpoints["tts"]["url"].startswith("ws://127.0.0.1:") and endpoints["tts"]["url"].endswith("/tts/websocket")
+            assert endpoints["tts"]["url"].startswith("ws://127.0.0.1:") and endpoints["tts"]["url"].endswith(
+                "/tts/websocket"
+            )
             assert endpoints["phone"]["url"] == f"ws://127.0.0.1:{endpoints['phone']['port']}/twilio"
             stream = await trio.open_tcp_stream("127.0.0.1", int(endpoints["tts"]["port"]))
             await stream.aclose()
@@ -146,8 +170,9 @@ def test_simulate_lists_runs_and_reports(tmp_path):
     listed = invoke("simulate")
     assert listed.exit_code == 0 and listed.output.splitlines()[0].startswith("telephony ")
     report_path = tmp_path / "sim.json"
-    result = invoke("simulate", "telephony", "protocol=twilio", "report_calls=0", "--duration", "0.05",
-                    "--report", str(report_path))
+    result = invoke(
+        "simulate", "telephony", "protocol=twilio", "report_calls=0", "--duration", "0.05", "--report", str(report_path)
+    )
     assert result.exit_code == 0
     first, title, report = result.output.split("\n", 2)
     assert first.startswith("telephony listening on ws://127.0.0.1:") and first.endswith("/twilio (Ctrl-C stops it)")
@@ -155,11 +180,17 @@ def test_simulate_lists_runs_and_reports(tmp_path):
     assert json.loads(report_path.read_text())["calls"] == 0
 
 
-@pytest.mark.parametrize("args,message", [
-    (["simulate", "telephon"], "Error: unknown service type 'telephon' (did you mean 'telephony'?); 'rtstream simulate' lists them"),
-    (["simulate", "tts", "rtf"], "Error: 'rtf' is not a setting; write KEY=VALUE"),
-    (["simulate", "tts", "rtf=fast"], "Error: service 'tts', key 'rtf': must be a number, got 'fast' (a string)"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["simulate", "telephon"],
+            "Error: unknown service type 'telephon' (did you mean 'telephony'?); 'rtstream simulate' lists them",
+        ),
+        (["simulate", "tts", "rtf"], "Error: 'rtf' is not a setting; write KEY=VALUE"),
+        (["simulate", "tts", "rtf=fast"], "Error: service 'tts', key 'rtf': must be a number, got 'fast' (a string)"),
+    ],
+)
 def test_simulate_usage_errors(args, message):
     result = invoke(*args)
     assert result.exit_code == 2 and result.output.strip().endswith(message)

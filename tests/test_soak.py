@@ -18,8 +18,8 @@ from rtstream.frames import AudioFormat, Encoding
 from rtstream.pipeline import assemble
 from rtstream.realtime import quiet_gc
 from rtstream.runner import RunControl, run_pipeline
+from rtstream.simulators.tts.protocol import audio_of
 from rtstream.wavfile import read_wav
-from simulators.tts.protocol import audio_of
 
 CALLS = 40
 ARRIVALS = 20.0
@@ -42,8 +42,13 @@ def test_forty_calls_in_real_time_come_through_whole_and_steady(tmp_path):
     async def soak(tts_url, phone_url):
         with trio.fail_after(120):
             pipelines = [
-                assemble(f"call{i}", bridge(tts_url, phone_url, tts_format=tts_format, protocol="raw",
-                                            frame_ms=60, transcript=TRANSCRIPT), instance=i)
+                assemble(
+                    f"call{i}",
+                    bridge(
+                        tts_url, phone_url, tts_format=tts_format, protocol="raw", frame_ms=60, transcript=TRANSCRIPT
+                    ),
+                    instance=i,
+                )
                 for i in range(1, CALLS + 1)
             ]
             reports = []
@@ -60,8 +65,10 @@ def test_forty_calls_in_real_time_come_through_whole_and_steady(tmp_path):
 
     report = tmp_path / "phone.json"
     pattern = ",".join(map(str, PATTERN_24K))
-    with simulator_process("tts", "rtf=3", "first_byte_latency=0.05", f"pattern=[{pattern}]") as tts_url, \
-            simulator_process("telephony", "protocol=raw", f"record='{record}'", "--report", str(report)) as phone_url:
+    with (
+        simulator_process("tts", "rtf=3", "first_byte_latency=0.05", f"pattern=[{pattern}]") as tts_url,
+        simulator_process("telephony", "protocol=raw", f"record='{record}'", "--report", str(report)) as phone_url,
+    ):
         with quiet_gc():
             reports = trio.run(soak, tts_url, phone_url)
     received = json.loads(report.read_text())

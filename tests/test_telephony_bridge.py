@@ -8,23 +8,27 @@ from sims import P99_BOUND_MS, telephony_server
 from rtstream.audio import g711
 from rtstream.errors import StageFailed
 from rtstream.frames import Encoding
+from rtstream.stages.telephony import TelephonySink
+from rtstream.stages.tone import Tone
 from rtstream.testing import run_stages
 from rtstream.wavfile import read_wav
-from stages.telephony import TelephonySink
-from stages.tone import Tone
+
 
 def expected_pcm(tone: Tone, samples: int) -> np.ndarray:
     data = tone.render(0, samples)
     return g711.ulaw_decode(data) if tone.encoding is Encoding.PCM_MULAW else data
 
 
-@pytest.mark.parametrize("protocol,rate,encoding,chunk_ms,frame_bytes", [
-    ("raw", 8000, "pcm_s16le", 60, 960),
-    ("raw", 16000, "pcm_s16le", 60, 1920),
-    ("twilio", 8000, "pcm_mulaw", 20, 160),
-    ("plivo", 8000, "pcm_mulaw", 20, 160),
-    ("exotel", 8000, "pcm_s16le", 100, 3200),  # 100 ms frames regrouped to 3200 bytes
-])
+@pytest.mark.parametrize(
+    "protocol,rate,encoding,chunk_ms,frame_bytes",
+    [
+        ("raw", 8000, "pcm_s16le", 60, 960),
+        ("raw", 16000, "pcm_s16le", 60, 1920),
+        ("twilio", 8000, "pcm_mulaw", 20, 160),
+        ("plivo", 8000, "pcm_mulaw", 20, 160),
+        ("exotel", 8000, "pcm_s16le", 100, 3200),  # 100 ms frames regrouped to 3200 bytes
+    ],
+)
 async def test_frames_arrive_whole_on_time_and_unchanged(tmp_path, protocol, rate, encoding, chunk_ms, frame_bytes):
     tone = Tone(sample_rate=rate, encoding=encoding, chunk_ms=chunk_ms, duration=0.6, frequency=300)
     record = str(tmp_path / "call-{call}.wav")

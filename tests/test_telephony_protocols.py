@@ -13,8 +13,8 @@ import pytest
 from rtstream.audio import g711
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, UtteranceEnd, UtteranceStart
 from rtstream.params import ParamError
-from simulators.telephony import TelephonyCall, TelephonySettings
-from stages.telephony import Regrouper, TelephonyLink, TelephonySink
+from rtstream.simulators.telephony import TelephonyCall, TelephonySettings
+from rtstream.stages.telephony import Regrouper, TelephonyLink, TelephonySink
 
 ULAW = AudioFormat(Encoding.PCM_MULAW, 8000)
 PCM8 = AudioFormat(Encoding.PCM_S16LE, 8000)
@@ -46,10 +46,17 @@ def pump(link, call, now):
     return np.concatenate(heard) if heard else np.zeros(0, np.int16)
 
 
-@pytest.mark.parametrize("protocol,fmt,frame", [
-    ("raw", PCM8, 480), ("raw", AudioFormat("pcm_s16le", 16000), 960), ("twilio", ULAW, 160),
-    ("plivo", ULAW, 160), ("plivo", AudioFormat("pcm_s16le", 16000), 320), ("exotel", PCM8, 1600),
-])
+@pytest.mark.parametrize(
+    "protocol,fmt,frame",
+    [
+        ("raw", PCM8, 480),
+        ("raw", AudioFormat("pcm_s16le", 16000), 960),
+        ("twilio", ULAW, 160),
+        ("plivo", ULAW, 160),
+        ("plivo", AudioFormat("pcm_s16le", 16000), 320),
+        ("exotel", PCM8, 1600),
+    ],
+)
 def test_each_protocol_end_to_end(protocol, fmt, frame):
     settings = TelephonySettings(protocol=protocol, sample_rate=fmt.sample_rate, encoding=fmt.encoding)
     call = TelephonyCall(settings, 1)
@@ -130,16 +137,19 @@ def test_plivo_checkpoint_and_clear_answers():
     assert json.loads(cleared) == {"event": "clearedAudio", "streamId": call.stream_id}
 
 
-@pytest.mark.parametrize("message,reason", [
-    (b"\x00" * 160, "binary_frame"),
-    ("{oops", "bad_json"),
-    ('{"streamSid": "x"}', "bad_shape"),
-    ('{"event": "dance", "streamSid": "SID"}', "unknown_event"),
-    ('{"event": "media", "streamSid": "MZwrong", "media": {"payload": ""}}', "wrong_stream_id"),
-    ('{"event": "media", "streamSid": "SID", "media": {"payload": "%%%"}}', "bad_base64"),
-    ('{"event": "media", "streamSid": "SID", "media": {}}', "bad_shape"),
-    ('{"event": "mark", "streamSid": "SID", "mark": {}}', "bad_shape"),
-])
+@pytest.mark.parametrize(
+    "message,reason",
+    [
+        (b"\x00" * 160, "binary_frame"),
+        ("{oops", "bad_json"),
+        ('{"streamSid": "x"}', "bad_shape"),
+        ('{"event": "dance", "streamSid": "SID"}', "unknown_event"),
+        ('{"event": "media", "streamSid": "MZwrong", "media": {"payload": ""}}', "wrong_stream_id"),
+        ('{"event": "media", "streamSid": "SID", "media": {"payload": "%%%"}}', "bad_base64"),
+        ('{"event": "media", "streamSid": "SID", "media": {}}', "bad_shape"),
+        ('{"event": "mark", "streamSid": "SID", "mark": {}}', "bad_shape"),
+    ],
+)
 def test_twilio_checks_every_message(message, reason):
     call = TelephonyCall(TelephonySettings(protocol="twilio"), 1)
     if isinstance(message, str):
@@ -155,7 +165,12 @@ def test_wrong_sizes_and_partial_samples_are_counted():
     assert call.receive(b"\x00" * 961, 0.12) is None
     call.receive('{"type": "metadata"}', 0.12)
     report = call.report()
-    assert (report["frames"], report["wrong_size"], report["errors"], report["text_frames"]) == (2, 1, {"partial_sample": 1}, 1)
+    assert (report["frames"], report["wrong_size"], report["errors"], report["text_frames"]) == (
+        2,
+        1,
+        {"partial_sample": 1},
+        1,
+    )
 
 
 def test_exotel_checks_the_chunk_rule():
@@ -175,7 +190,9 @@ def test_timing_deviation_drift_and_gaps():
     assert r["deviation_ms"]["count"] == 5
     assert r["deviation_ms"]["max"] == pytest.approx(60, rel=0.02)
     assert r["drift_ms"]["final"] == pytest.approx(60, abs=1e-6)
-    assert r["gaps"]["count"] == 1 and r["gaps"]["total_ms"] == pytest.approx(40, abs=1e-6)  # 60 ms late less 20 ms buffered
+    assert r["gaps"]["count"] == 1 and r["gaps"]["total_ms"] == pytest.approx(
+        40, abs=1e-6
+    )  # 60 ms late less 20 ms buffered
 
 
 def test_a_mark_starts_a_new_timing_segment():
@@ -220,11 +237,16 @@ def test_json_protocols_wait_for_start_before_sending():
     assert json.loads(link.pop(0.0)[1])["streamSid"] == "MZ1"
 
 
-@pytest.mark.parametrize("message,reason", [
-    (b"\x00", "binary_frame"), ("nope", "bad_json"), ("[]", "bad_shape"),
-    ('{"event": "start", "start": {}}', "start_without_stream_id"),
-    ('{"event": "mark", "mark": {"name": "never-sent"}}', "unknown_mark"),
-])
+@pytest.mark.parametrize(
+    "message,reason",
+    [
+        (b"\x00", "binary_frame"),
+        ("nope", "bad_json"),
+        ("[]", "bad_shape"),
+        ('{"event": "start", "start": {}}', "start_without_stream_id"),
+        ('{"event": "mark", "mark": {"name": "never-sent"}}', "unknown_mark"),
+    ],
+)
 def test_link_counts_malformed_messages(message, reason):
     link = TelephonyLink("twilio", ULAW, marks=True, hold=1.0)
     assert link.receive(message, 0.0) == reason
@@ -246,7 +268,10 @@ def test_sink_caps_follow_the_protocol():
     assert str(TelephonySink(url="ws://x", protocol="twilio").input_caps()) == "pcm_mulaw 8000 Hz mono"
     assert str(TelephonySink(url="ws://x", protocol="raw").input_caps()) == "pcm_s16le, 8000|16000 Hz, mono"
     assert str(TelephonySink(url="ws://x", protocol="raw", sample_rate=16000).input_caps()) == "pcm_s16le 16000 Hz mono"
-    assert str(TelephonySink(url="ws://x", protocol="plivo", encoding="pcm_s16le").input_caps()) == "pcm_s16le, 8000|16000 Hz, mono"
+    assert (
+        str(TelephonySink(url="ws://x", protocol="plivo", encoding="pcm_s16le").input_caps())
+        == "pcm_s16le, 8000|16000 Hz, mono"
+    )
     with pytest.raises(ParamError, match=r"^sample_rate: twilio streams carry 8000 Hz, got 16000$"):
         TelephonySink(url="ws://x", protocol="twilio", sample_rate=16000)
     with pytest.raises(ParamError, match=r"^encoding: raw streams carry pcm_s16le, got 'pcm_alaw'$"):

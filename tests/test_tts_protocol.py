@@ -6,15 +6,22 @@ import json
 import pytest
 
 from rtstream.frames import SAMPLE_RATES, AudioFormat, Encoding
-from simulators.speech import SENTENCE_PAUSE, synthesize, word_seconds
-from simulators.tts import ContextLimiter, TtsSession, TtsSettings, audio_of
+from rtstream.simulators.speech import SENTENCE_PAUSE, synthesize, word_seconds
+from rtstream.simulators.tts import ContextLimiter, TtsSession, TtsSettings, audio_of
 
 FMT = {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 8000}
 
 
 def request(transcript="Hello world.", context_id="c1", **extra):
-    body = {"model_id": "sonic-3", "transcript": transcript, "voice": {"mode": "id", "id": "v"},
-            "context_id": context_id, "output_format": FMT, "add_timestamps": True, **extra}
+    body = {
+        "model_id": "sonic-3",
+        "transcript": transcript,
+        "voice": {"mode": "id", "id": "v"},
+        "context_id": context_id,
+        "output_format": FMT,
+        "add_timestamps": True,
+        **extra,
+    }
     return json.dumps(body)
 
 
@@ -36,7 +43,9 @@ def fast(**kw):
 
 
 def audio(messages, context_id="c1"):
-    return b"".join(base64.b64decode(m["data"]) for _, m in messages if m["type"] == "chunk" and m["context_id"] == context_id)
+    return b"".join(
+        base64.b64decode(m["data"]) for _, m in messages if m["type"] == "chunk" and m["context_id"] == context_id
+    )
 
 
 def test_a_whole_utterance_gives_chunks_timestamps_and_done():
@@ -69,10 +78,13 @@ def test_timestamps_follow_the_chunk_that_completes_their_words():
             assert all(end * 8000 <= received for end in m["word_timestamps"]["end"])
 
 
-@pytest.mark.parametrize("chunking,expected", [
-    ("pattern", [500, 300, 700, 200, 500, 300]),
-    ("fixed", [1000] * 6),
-])
+@pytest.mark.parametrize(
+    "chunking,expected",
+    [
+        ("pattern", [500, 300, 700, 200, 500, 300]),
+        ("fixed", [1000] * 6),
+    ],
+)
 def test_chunk_sizes(chunking, expected):
     s = TtsSession(fast(chunking=chunking))
     s.receive(request("A rather long sentence for many chunks."), 0.0)
@@ -127,7 +139,9 @@ def test_continue_concatenates_and_speaks_whole_words_as_they_come():
     starts = [st for _, m in first + rest if m["type"] == "timestamps" for st in m["word_timestamps"]["start"]]
     _, spoken = synthesize("Hello world, said I.", 8000)
     assert starts == [w.start / 8000 for w in spoken]
-    assert [m["seq"] for _, m in first + rest if m["type"] == "chunk"] == list(range(len([1 for _, m in first + rest if m["type"] == "chunk"])))
+    assert [m["seq"] for _, m in first + rest if m["type"] == "chunk"] == list(
+        range(len([1 for _, m in first + rest if m["type"] == "chunk"]))
+    )
 
 
 def test_flush_forces_out_buffered_text_and_answers_flush_done():
@@ -153,21 +167,33 @@ def test_cancel_stops_a_context():
     assert s.statistics().contexts_cancelled == 1
 
 
-@pytest.mark.parametrize("message,code,text", [
-    ("{not json", "invalid_json", "the request is not valid JSON"),
-    ("[1, 2]", "invalid_request", "the request must be a JSON object"),
-    (b"\x00\x01", "invalid_request", "binary messages are not accepted; send JSON text"),
-    (request(transcript=5), "invalid_request", "transcript must be a string"),
-    (request(voice={"mode": "embedding"}), "invalid_request", 'voice must be {"mode": "id", "id": "<voice id>"}'),
-    (request(output_format={"container": "mp3", "encoding": "pcm_s16le", "sample_rate": 8000}), "invalid_request",
-     "output_format.container must be 'raw', got 'mp3'"),
-    (request(output_format={"container": "raw", "encoding": "pcm_s24le", "sample_rate": 8000}), "invalid_request",
-     "output_format.encoding must be one of pcm_s16le, pcm_f32le, pcm_mulaw, pcm_alaw, got 'pcm_s24le'"),
-    (request(output_format={"container": "raw", "encoding": "pcm_s16le", "sample_rate": 11025}), "invalid_request",
-     "output_format.sample_rate must be one of 8000, 16000, 22050, 24000, 44100, 48000, got 11025"),
-    (request(**{"continue": "yes"}), "invalid_request", "continue must be true or false"),
-    (json.dumps({"cancel": True}), "invalid_request", "cancel needs a context_id"),
-])
+@pytest.mark.parametrize(
+    "message,code,text",
+    [
+        ("{not json", "invalid_json", "the request is not valid JSON"),
+        ("[1, 2]", "invalid_request", "the request must be a JSON object"),
+        (b"\x00\x01", "invalid_request", "binary messages are not accepted; send JSON text"),
+        (request(transcript=5), "invalid_request", "transcript must be a string"),
+        (request(voice={"mode": "embedding"}), "invalid_request", 'voice must be {"mode": "id", "id": "<voice id>"}'),
+        (
+            request(output_format={"container": "mp3", "encoding": "pcm_s16le", "sample_rate": 8000}),
+            "invalid_request",
+            "output_format.container must be 'raw', got 'mp3'",
+        ),
+        (
+            request(output_format={"container": "raw", "encoding": "pcm_s24le", "sample_rate": 8000}),
+            "invalid_request",
+            "output_format.encoding must be one of pcm_s16le, pcm_f32le, pcm_mulaw, pcm_alaw, got 'pcm_s24le'",
+        ),
+        (
+            request(output_format={"container": "raw", "encoding": "pcm_s16le", "sample_rate": 11025}),
+            "invalid_request",
+            "output_format.sample_rate must be one of 8000, 16000, 22050, 24000, 44100, 48000, got 11025",
+        ),
+        (request(**{"continue": "yes"}), "invalid_request", "continue must be true or false"),
+        (json.dumps({"cancel": True}), "invalid_request", "cancel needs a context_id"),
+    ],
+)
 def test_malformed_requests_get_the_protocol_error(message, code, text):
     s = TtsSession(fast())
     s.receive(message, 0.0)

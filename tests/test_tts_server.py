@@ -8,10 +8,14 @@ import trio
 from sims import tts_server
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
-from simulators.tts import TtsServer, TtsSettings, serve_tts
+from rtstream.simulators.tts import TtsServer, TtsSettings, serve_tts
 
-REQUEST = {"model_id": "sonic-3", "voice": {"mode": "id", "id": "v"}, "add_timestamps": True,
-           "output_format": {"container": "raw", "encoding": "pcm_mulaw", "sample_rate": 8000}}
+REQUEST = {
+    "model_id": "sonic-3",
+    "voice": {"mode": "id", "id": "v"},
+    "add_timestamps": True,
+    "output_format": {"container": "raw", "encoding": "pcm_mulaw", "sample_rate": 8000},
+}
 
 
 def req(transcript, context_id="c1", **extra):
@@ -55,7 +59,9 @@ async def test_unknown_path_and_missing_key_are_refused():
                 async with open_websocket_url(f"ws://127.0.0.1:{port}/tts/websocket?api_key=wrong"):
                     pass
             assert refused.value.status_code == 401
-            async with open_websocket_url(f"ws://127.0.0.1:{port}/tts/websocket", extra_headers=[(b"X-API-Key", b"s3cret")]) as ws:
+            async with open_websocket_url(
+                f"ws://127.0.0.1:{port}/tts/websocket", extra_headers=[(b"X-API-Key", b"s3cret")]
+            ) as ws:
                 await ws.send_message(req("Hi."))
                 assert (await until_done(ws))[-1]["type"] == "done"
             nursery.cancel_scope.cancel()
@@ -69,7 +75,11 @@ async def test_concurrency_limit_across_connections():
                 await trio.sleep(0.05)
                 await b.send_message(req("Me.", context_id="b"))
                 error = json.loads(await b.get_message())
-                assert (error["status_code"], error["error_code"], error["context_id"]) == (429, "concurrency_limited", "b")
+                assert (error["status_code"], error["error_code"], error["context_id"]) == (
+                    429,
+                    "concurrency_limited",
+                    "b",
+                )
 
 
 async def test_disconnect_after_n_chunks_closes_with_1011():
@@ -86,10 +96,11 @@ async def test_disconnect_after_n_chunks_closes_with_1011():
 
 async def test_impairments_are_deterministic_over_the_socket():
     async def conversation():
-        async with tts_server(rtf=20, first_byte_latency=0, drop=0.1, duplicate=0.1, reorder=0.1, jitter=0.005, seed=9) as (url, _):
-            async with open_websocket_url(url) as ws:
-                await ws.send_message(req("A long enough sentence to be impaired in a few ways."))
-                return [(m["type"], m.get("seq")) for m in await until_done(ws)]
+        async with tts_server(
+            rtf=20, first_byte_latency=0, drop=0.1, duplicate=0.1, reorder=0.1, jitter=0.005, seed=9
+        ) as (url, _), open_websocket_url(url) as ws:
+            await ws.send_message(req("A long enough sentence to be impaired in a few ways."))
+            return [(m["type"], m.get("seq")) for m in await until_done(ws)]
 
     with trio.fail_after(10):
         first = await conversation()

@@ -15,7 +15,7 @@ class PayloadAligner:
     :meth:`reset` drops what is left and says how many bytes that was, for the drop counters.
     """
 
-    __slots__ = ("format", "_carry")
+    __slots__ = ("_carry", "format")
 
     def __init__(self, fmt: AudioFormat) -> None:
         self.format = fmt

@@ -99,7 +99,9 @@ class Concealer:
         """Blend the end of the replayed span into the signal just before it, so the loop has no seam."""
         ov, length, end = self._overlap, self._periods * self.pitch, self.history_len
         if ov:
-            crossfade(self._original_tail[:ov], self._buffer[end - length - ov : end - length], self._buffer[end - ov :])
+            crossfade(
+                self._original_tail[:ov], self._buffer[end - length - ov : end - length], self._buffer[end - ov :]
+            )
 
     def fill(self, out: np.ndarray) -> None:
         """Write the next ``len(out)`` concealment samples into ``out``."""

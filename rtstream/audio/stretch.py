@@ -59,7 +59,9 @@ class TimeStretch:
         self._pause = round(_PAUSE * rate)
         self._decay = 10 ** (-_PEAK_DECAY_DB_PER_S / 10 / rate)
 
-    def render(self, history: np.ndarray, x: np.ndarray, out: np.ndarray, speed: float, *, quiet_only: bool = False) -> int:
+    def render(
+        self, history: np.ndarray, x: np.ndarray, out: np.ndarray, speed: float, *, quiet_only: bool = False
+    ) -> int:
         """Fill ``out`` from ``x`` (the input that follows ``history``, the output so far).
 
         ``x`` must hold at least ``len(out)`` samples. Returns how many samples of ``x`` were

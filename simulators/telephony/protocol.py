@@ -43,21 +43,30 @@ class TelephonySettings:
 
     protocol: str = param("raw", choices=PROTOCOLS, help="Media-stream protocol the bridge must speak.")
     sample_rate: int = param(
-        8000, choices=(8000, 16000, 24000), unit="Hz",
+        8000,
+        choices=(8000, 16000, 24000),
+        unit="Hz",
         help="Audio rate: raw 8000|16000, twilio 8000, plivo 8000|16000 (x-l16), exotel 8000|16000|24000.",
     )
     encoding: Encoding | None = param(
-        type=Encoding, optional=True,
+        type=Encoding,
+        optional=True,
         help="Audio encoding; none takes the protocol's (raw and exotel pcm_s16le, twilio and plivo pcm_mulaw).",
     )
     frame_ms: float | None = param(
-        type=float, optional=True, gt=0, max=1000, unit="ms",
+        type=float,
+        optional=True,
+        gt=0,
+        max=1000,
+        unit="ms",
         help="Expected frame length; none takes the protocol's usual (raw 60, twilio and plivo 20). Exotel checks its chunk rule instead.",
     )
     exotel_multiple: int = param(320, min=1, unit="bytes", help="Exotel: chunk sizes must be a multiple of this.")
     exotel_min_bytes: int = param(3200, min=0, unit="bytes", help="Exotel: smallest chunk allowed.")
     exotel_max_bytes: int = param(100_000, min=1, unit="bytes", help="Exotel: largest chunk allowed.")
-    playout_delay: float = param(0.04, min=0, max=5, unit="s", help="Far-end buffering before a segment plays; a gap is that buffer running dry.")
+    playout_delay: float = param(
+        0.04, min=0, max=5, unit="s", help="Far-end buffering before a segment plays; a gap is that buffer running dry."
+    )
     disconnect_after: int | None = param(
         type=int, optional=True, min=1, help="Drop a connection after this many media frames; none never does."
     )
@@ -126,8 +135,12 @@ class TelephonyCall:
         self.stream_id = {"twilio": "MZ" + digest[:32], "exotel": digest[:32]}.get(
             settings.protocol, f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
         )
-        self._parse = {"raw": self._parse_raw, "twilio": self._parse_twilio, "plivo": self._parse_plivo,
-                       "exotel": self._parse_exotel}[settings.protocol]
+        self._parse = {
+            "raw": self._parse_raw,
+            "twilio": self._parse_twilio,
+            "plivo": self._parse_plivo,
+            "exotel": self._parse_exotel,
+        }[settings.protocol]
         self._disconnect_after = disconnect_after
         self._all_deviations = all_deviations
         self.closed = "open"
@@ -155,21 +168,46 @@ class TelephonyCall:
         s, sid = self.settings, self.stream_id
         call_sid = "CA" + hashlib.sha256(sid.encode()).hexdigest()[:32]
         if s.protocol == "twilio":
-            start = {"streamSid": sid, "callSid": call_sid, "accountSid": "AC" + "0" * 32, "tracks": ["inbound"],
-                     "customParameters": {}, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}
-            return [json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
-                    json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": start})]
+            start = {
+                "streamSid": sid,
+                "callSid": call_sid,
+                "accountSid": "AC" + "0" * 32,
+                "tracks": ["inbound"],
+                "customParameters": {},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            }
+            return [
+                json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+                json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": start}),
+            ]
         if s.protocol == "plivo":
             kind = "audio/x-mulaw" if self.format.encoding is Encoding.PCM_MULAW else "audio/x-l16"
-            start = {"callId": call_sid, "streamId": sid, "accountId": "MA0000", "tracks": ["inbound"],
-                     "mediaFormat": {"encoding": kind, "sampleRate": self.format.sample_rate}}
+            start = {
+                "callId": call_sid,
+                "streamId": sid,
+                "accountId": "MA0000",
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": kind, "sampleRate": self.format.sample_rate},
+            }
             return [json.dumps({"event": "start", "sequenceNumber": 0, "start": start, "extra_headers": "{}"})]
         if s.protocol == "exotel":
-            start = {"stream_sid": sid, "call_sid": call_sid, "account_sid": "exotel", "from": "+10000000000",
-                     "to": "+10000000001", "custom_parameters": {},
-                     "media_format": {"encoding": "base64", "sample_rate": str(self.format.sample_rate), "bit_rate": "128kbps"}}
-            return [json.dumps({"event": "connected"}),
-                    json.dumps({"event": "start", "sequence_number": 1, "stream_sid": sid, "start": start})]
+            start = {
+                "stream_sid": sid,
+                "call_sid": call_sid,
+                "account_sid": "exotel",
+                "from": "+10000000000",
+                "to": "+10000000001",
+                "custom_parameters": {},
+                "media_format": {
+                    "encoding": "base64",
+                    "sample_rate": str(self.format.sample_rate),
+                    "bit_rate": "128kbps",
+                },
+            }
+            return [
+                json.dumps({"event": "connected"}),
+                json.dumps({"event": "start", "sequence_number": 1, "stream_sid": sid, "start": start}),
+            ]
         return []
 
     # -- input ---------------------------------------------------------------------------------
@@ -332,7 +370,9 @@ class TelephonyCall:
             return json.dumps({"event": "playedStream", "streamId": sid, "name": name})
         if p == "exotel":
             return json.dumps({"event": "mark", "stream_sid": sid, "mark": {"name": name}})
-        return json.dumps({"event": "mark", "sequenceNumber": str(self.marks_echoed + 2), "streamSid": sid, "mark": {"name": name}})
+        return json.dumps(
+            {"event": "mark", "sequenceNumber": str(self.marks_echoed + 2), "streamSid": sid, "mark": {"name": name}}
+        )
 
     def _clear_reply(self, now: float) -> None:
         """A clear drops the audio buffered at the far end: pending marks are echoed at once."""

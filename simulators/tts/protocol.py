@@ -6,7 +6,7 @@ bytes and sleeps until :meth:`TtsSession.next_due`. Per context it keeps the tex
 so far, synthesizes whole words as they arrive (everything on ``flush`` or ``continue: false``)
 and schedules the audio as the chunks a generator running ``rtf`` times faster than real time
 would give, after a first-byte latency. Word timestamps follow the chunk that completes the
-words. The outgoing stream then goes through :class:`simulators.netem.NetEm`.
+words. The outgoing stream then goes through :class:`rtstream.simulators.netem.NetEm`.
 
 Beyond the real protocol the simulator adds one field to every ``chunk`` message:
 ``"seq"`` (:data:`SEQUENCE_FIELD`), the chunk's number within its context from 0, given before
@@ -44,23 +44,37 @@ class TtsSettings(Impairments):
     """How the simulated TTS service behaves: chunking, speed, limits, impairments."""
 
     chunking: str = param(
-        "pattern", choices=("pattern", "random", "fixed"), help="Chunk sizes: the pattern cycled, random in a range, or fixed."
+        "pattern",
+        choices=("pattern", "random", "fixed"),
+        help="Chunk sizes: the pattern cycled, random in a range, or fixed.",
     )
-    pattern: tuple[int, ...] = param((500, 300, 700, 200), type=(int,), min=1, unit="bytes", help="Chunk sizes cycled by pattern chunking.")
+    pattern: tuple[int, ...] = param(
+        (500, 300, 700, 200), type=(int,), min=1, unit="bytes", help="Chunk sizes cycled by pattern chunking."
+    )
     chunk_bytes: int = param(1000, min=1, max=1 << 20, unit="bytes", help="Chunk size for fixed chunking.")
     min_bytes: int = param(200, min=1, max=1 << 20, unit="bytes", help="Smallest chunk for random chunking.")
     max_bytes: int = param(2000, min=1, max=1 << 20, unit="bytes", help="Largest chunk for random chunking.")
-    rtf: float = param(3.0, min=0, max=1000, help="Times faster than real time the audio is made; 0 sends it all at once.")
+    rtf: float = param(
+        3.0, min=0, max=1000, help="Times faster than real time the audio is made; 0 sends it all at once."
+    )
     first_byte_latency: float = param(0.1, min=0, max=60, unit="s", help="Delay before an idle context's first chunk.")
     max_contexts: int | None = param(
         type=int, optional=True, min=1, help="Concurrent contexts allowed across the server; more get a 429 error."
     )
-    context_timeout: float = param(1.0, gt=0, max=3600, unit="s", help="An open context expires this long after its last audio.")
+    context_timeout: float = param(
+        1.0, gt=0, max=3600, unit="s", help="An open context expires this long after its last audio."
+    )
     error_after: int | None = param(
-        type=int, optional=True, min=0, help="Reply with an error (500) in place of this connection's next chunk after this many."
+        type=int,
+        optional=True,
+        min=0,
+        help="Reply with an error (500) in place of this connection's next chunk after this many.",
     )
     sequence_field: str | None = param(
-        SEQUENCE_FIELD, type=str, optional=True, help="Name of the chunk-number field the simulator adds; none leaves it out."
+        SEQUENCE_FIELD,
+        type=str,
+        optional=True,
+        help="Name of the chunk-number field the simulator adds; none leaves it out.",
     )
     seed: int = param(0, help="Seed of random chunk sizes and impairments (connection n uses seed + n).")
 
@@ -98,8 +112,15 @@ class RequestError(Exception):
 
 def error_message(status: int, code: str, title: str, message: str, context_id: str | None) -> str:
     return json.dumps(
-        {"type": "error", "done": True, "status_code": status, "error_code": code, "title": title,
-         "message": message, "context_id": context_id}
+        {
+            "type": "error",
+            "done": True,
+            "status_code": status,
+            "error_code": code,
+            "title": title,
+            "message": message,
+            "context_id": context_id,
+        }
     )
 
 
@@ -165,7 +186,9 @@ class TtsSession:
     @staticmethod
     def _parse(message: str | bytes) -> dict[str, Any]:
         if isinstance(message, bytes):
-            raise RequestError(400, "invalid_request", "Invalid request", "binary messages are not accepted; send JSON text")
+            raise RequestError(
+                400, "invalid_request", "Invalid request", "binary messages are not accepted; send JSON text"
+            )
         try:
             request = json.loads(message)
         except json.JSONDecodeError as exc:
@@ -196,8 +219,11 @@ class TtsSession:
             raise RequestError(400, "context_closed", "Context closed", f"context {context_id!r} has ended", context_id)
         elif ctx.format != fmt:
             raise RequestError(
-                400, "invalid_request", "Invalid request",
-                f"context {context_id!r} was opened as {ctx.format}; a request cannot change it to {fmt}", context_id,
+                400,
+                "invalid_request",
+                "Invalid request",
+                f"context {context_id!r} was opened as {ctx.format}; a request cannot change it to {fmt}",
+                context_id,
             )
         ctx.last_input = now
         ctx.text += transcript
@@ -211,19 +237,34 @@ class TtsSession:
             return
         if flush:
             ctx.flushes += 1
-            self._queue(ctx, "flush_done", {"type": "flush_done", "done": False, "flush_done": True,
-                                            "flush_id": ctx.flushes, "status_code": 206, "context_id": ctx.id})
+            self._queue(
+                ctx,
+                "flush_done",
+                {
+                    "type": "flush_done",
+                    "done": False,
+                    "flush_done": True,
+                    "flush_id": ctx.flushes,
+                    "status_code": 206,
+                    "context_id": ctx.id,
+                },
+            )
         if not keep_open:
             ctx.ended = True
             self._queue(ctx, "done", {"type": "done", "done": True, "status_code": 206, "context_id": ctx.id})
 
     def _open(self, context_id: str, fmt: AudioFormat, timestamps: bool, now: float) -> _Context:
         if context_id in self._expired:
-            raise RequestError(400, "context_expired", "Context expired", f"context {context_id!r} has expired", context_id)
+            raise RequestError(
+                400, "context_expired", "Context expired", f"context {context_id!r} has expired", context_id
+            )
         if not self._limiter.acquire():
             raise RequestError(
-                429, "concurrency_limited", "Concurrency limit reached",
-                f"too many concurrent contexts (limit {self._limiter.limit})", context_id,
+                429,
+                "concurrency_limited",
+                "Concurrency limit reached",
+                f"too many concurrent contexts (limit {self._limiter.limit})",
+                context_id,
             )
         self._opened += 1
         ctx = _Context(context_id, fmt, timestamps, self._sizes(), last_input=now)
@@ -268,14 +309,24 @@ class TtsSession:
             if s.error_after is not None and self._chunks >= s.error_after and not self._failed:
                 self._failed = True  # one simulated failure per connection
                 ctx.ended = True
-                ctx.queue.append((ready, "error", error_message(
-                    500, "internal_error", "Internal error", "simulated generation failure", ctx.id)))
+                ctx.queue.append(
+                    (
+                        ready,
+                        "error",
+                        error_message(500, "internal_error", "Internal error", "simulated generation failure", ctx.id),
+                    )
+                )
                 return
             self._chunks += 1
             self._bytes += len(piece)
-            chunk = {"type": "chunk", "data": base64.b64encode(piece).decode("ascii"), "done": False,
-                     "status_code": 206, "step_time": round(len(piece) / bytes_per_second * 1000 / max(s.rtf, 1), 3),
-                     "context_id": ctx.id}
+            chunk = {
+                "type": "chunk",
+                "data": base64.b64encode(piece).decode("ascii"),
+                "done": False,
+                "status_code": 206,
+                "step_time": round(len(piece) / bytes_per_second * 1000 / max(s.rtf, 1), 3),
+                "context_id": ctx.id,
+            }
             if s.sequence_field:
                 chunk[s.sequence_field] = ctx.chunks
             ctx.chunks += 1
@@ -284,12 +335,25 @@ class TtsSession:
             done_words = [w for w in pending if w.end <= covered]
             if ctx.timestamps and done_words:
                 del pending[: len(done_words)]
-                ctx.queue.append((ready, "timestamps", json.dumps({
-                    "type": "timestamps", "done": False, "status_code": 206, "context_id": ctx.id,
-                    "word_timestamps": {"words": [w.text for w in done_words],
-                                        "start": [(base + w.start) / rate for w in done_words],
-                                        "end": [(base + w.end) / rate for w in done_words]},
-                })))
+                ctx.queue.append(
+                    (
+                        ready,
+                        "timestamps",
+                        json.dumps(
+                            {
+                                "type": "timestamps",
+                                "done": False,
+                                "status_code": 206,
+                                "context_id": ctx.id,
+                                "word_timestamps": {
+                                    "words": [w.text for w in done_words],
+                                    "start": [(base + w.start) / rate for w in done_words],
+                                    "end": [(base + w.end) / rate for w in done_words],
+                                },
+                            }
+                        ),
+                    )
+                )
         ctx.samples += len(audio)
 
     def _queue(self, ctx: _Context, kind: str, message: dict[str, Any]) -> None:
@@ -299,7 +363,7 @@ class TtsSession:
     # -- output --------------------------------------------------------------------------------
 
     def pop_due(self, now: float) -> list[Any]:
-        """The messages due by ``now`` (strings, or :data:`simulators.netem.DISCONNECT`)."""
+        """The messages due by ``now`` (strings, or :data:`rtstream.simulators.netem.DISCONNECT`)."""
         due: list[tuple[float, int, str, str, _Context]] = []
         for order, ctx in enumerate(list(self._contexts.values())):
             while ctx.queue and ctx.queue[0][0] <= now:
@@ -342,8 +406,15 @@ class TtsSession:
 
     def statistics(self) -> TtsSessionStatistics:
         return TtsSessionStatistics(
-            self._requests, self._opened, self._done, self._cancelled, self._expired_count, self._chunks,
-            self._bytes, dict(sorted(self._errors.items())), self._net.statistics(),
+            self._requests,
+            self._opened,
+            self._done,
+            self._cancelled,
+            self._expired_count,
+            self._chunks,
+            self._bytes,
+            dict(sorted(self._errors.items())),
+            self._net.statistics(),
         )
 
 

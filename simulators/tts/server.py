@@ -59,8 +59,15 @@ class TtsServer:
         stats = session.statistics()
         totals = self._totals
         totals["connections"] += 1
-        for name in ("requests", "contexts_opened", "contexts_done", "contexts_cancelled", "contexts_expired",
-                     "chunks", "audio_bytes"):
+        for name in (
+            "requests",
+            "contexts_opened",
+            "contexts_done",
+            "contexts_cancelled",
+            "contexts_expired",
+            "chunks",
+            "audio_bytes",
+        ):
             totals[name] += getattr(stats, name)
         for name, value in attrs.asdict(stats.network).items():
             totals[f"net_{name}"] += int(value)
@@ -72,7 +79,11 @@ class TtsServer:
 
     def report(self) -> dict[str, Any]:
         """What the server did, summed over its connections (those still open not included)."""
-        return {**dict(sorted(self._totals.items())), "active": self.active, "errors_sent": dict(sorted(self._errors.items()))}
+        return {
+            **dict(sorted(self._totals.items())),
+            "active": self.active,
+            "errors_sent": dict(sorted(self._errors.items())),
+        }
 
 
 def _api_key(request: WebSocketRequest) -> str | None:

@@ -114,7 +114,9 @@ class JitterBuffer:
         room = self.tick + self.hold + self.stretch.lag_max
         self.timeline = Timeline(self.max_level + room + self.stretch.lookahead, fmt.channels)
         self.out = OutputQueue(max(self.plc.history_len, self.stretch.lag_max), room, fmt.channels)
-        self._scratch = np.zeros((max(room + self.stretch.lookahead, self.plc.history_len), fmt.channels), dtype=np.float32)
+        self._scratch = np.zeros(
+            (max(room + self.stretch.lookahead, self.plc.history_len), fmt.channels), dtype=np.float32
+        )
         self.estimator = DelayEstimator(
             max_delay=s.max_delay,
             reference="window" if s.direction == "inbound" else "first",

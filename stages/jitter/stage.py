@@ -1,4 +1,4 @@
-"""``jitter_buffer``: the trio shell around :class:`~stages.jitter.core.JitterBuffer`.
+"""``jitter_buffer``: the trio shell around :class:`~rtstream.stages.jitter.core.JitterBuffer`.
 
 Two tasks share the core. The reader puts frames in as they arrive (outbound, it stops
 reading while the buffer holds its maximum, so the TTS socket feels the backpressure). The
@@ -40,10 +40,14 @@ class JitterBufferStage(Filter):
         choices=("outbound", "inbound"),
         help="outbound: TTS bursts and stalls, backpressure when full; inbound: network packets, late and lost.",
     )
-    clock: str = param("tick", choices=("tick", "pull"), help="Hand out audio on its own tick, or when downstream pulls.")
+    clock: str = param(
+        "tick", choices=("tick", "pull"), help="Hand out audio on its own tick, or when downstream pulls."
+    )
     tick_ms: float = param(20.0, choices=(10.0, 20.0), unit="ms", help="Output block and decision interval.")
     min_delay_ms: float = param(20.0, min=0, max=2000, unit="ms", help="Lowest target delay.")
-    max_delay_ms: float = param(500.0, min=20, max=5000, unit="ms", help="Highest target delay, and the most audio held.")
+    max_delay_ms: float = param(
+        500.0, min=20, max=5000, unit="ms", help="Highest target delay, and the most audio held."
+    )
     start_delay_ms: float = param(80.0, min=0, max=5000, unit="ms", help="Audio gathered before playing starts.")
     quantile: float = param(0.95, gt=0, max=1, help="Share of arrivals the target delay should cover.")
     forget_factor: float = param(0.983, gt=0, max=0.9999, help="How fast the delay histogram forgets, per half second.")
@@ -53,9 +57,13 @@ class JitterBufferStage(Filter):
 
     def __attrs_post_init__(self) -> None:
         if self.min_delay_ms > self.max_delay_ms:
-            raise ParamError("min_delay_ms", f"must not exceed max_delay_ms ({self.max_delay_ms:g}), got {self.min_delay_ms:g}")
+            raise ParamError(
+                "min_delay_ms", f"must not exceed max_delay_ms ({self.max_delay_ms:g}), got {self.min_delay_ms:g}"
+            )
         if self.start_delay_ms > self.max_delay_ms:
-            raise ParamError("start_delay_ms", f"must not exceed max_delay_ms ({self.max_delay_ms:g}), got {self.start_delay_ms:g}")
+            raise ParamError(
+                "start_delay_ms", f"must not exceed max_delay_ms ({self.max_delay_ms:g}), got {self.start_delay_ms:g}"
+            )
 
     @property
     def settings(self) -> JitterSettings:
@@ -132,4 +140,3 @@ class JitterBufferStage(Filter):
 
     def statistics(self) -> JitterStatistics | dict[str, str]:
         return self._cores[0].statistics() if self._cores else {"state": "not started"}
-
