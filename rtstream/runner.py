@@ -101,16 +101,16 @@ async def _run_stage(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    stage, ref = pipeline.stages[index], pipeline.refs[index]
+    stage, element, ref = pipeline.stages[index], pipeline.elements[index], pipeline.refs[index]
     status = _TrackedStatus(task_status)
     try:
         if stage.role == "source":
             with control.source_scope() as scope, scope:
-                await stage.run(*channels, task_status=status)
+                await element.run(*channels, task_status=status)
             if not status.done:  # stopped before it could start
                 status.started()
         else:
-            await stage.run(*channels, task_status=status)
+            await element.run(*channels, task_status=status)
     except trio.BrokenResourceError as exc:
         downstream = channels[-1]
         if stage.role != "sink" and downstream.statistics().open_receive_channels == 0:
@@ -181,7 +181,7 @@ def _first_failure(group: BaseExceptionGroup[StageFailed]) -> StageFailed:
 
 def _stage_report(pipeline: Pipeline, index: int) -> StageReport:
     stage, ref = pipeline.stages[index], pipeline.refs[index]
-    stats = stage.statistics()
+    stats = pipeline.elements[index].statistics()
     return StageReport(
         index=ref.index,
         type=ref.type,

@@ -1,22 +1,62 @@
-"""Counters for ``statistics()``: drops by reason, and percentiles in bounded memory."""
+"""Counters for ``statistics()``: drops by reason, percentiles in bounded memory, documented fields.
+
+Every field of a statistics record says what it counts: declare it with :func:`stat`, and
+:func:`fields_of` lists the fields with their help (``rtstream inspect`` prints them).
+"""
 
 from __future__ import annotations
 
 import math
+import typing
 from collections import Counter
+from typing import Any
 
 import attrs
 
 from .frames import AudioChunk
+
+_HELP = "rtstream.help"
+
+
+def stat(*, help: str, default: Any = attrs.NOTHING) -> Any:
+    """A field of a frozen statistics record, with the help ``rtstream inspect`` prints."""
+    return attrs.field(default=default, metadata={_HELP: help})
+
+
+@attrs.frozen
+class StatInfo:
+    """One documented statistics field: dotted name, type as written, help (None if undocumented)."""
+
+    name: str
+    type: str
+    help: str | None
+
+
+def fields_of(record: type) -> list[StatInfo]:
+    """Every field of the statistics record type ``record``, nested records' fields dotted after theirs."""
+    hints = typing.get_type_hints(record)
+    out = []
+    for field in attrs.fields(record):
+        kind = hints.get(field.name)
+        out.append(StatInfo(field.name, _type_name(kind), field.metadata.get(_HELP)))
+        if isinstance(kind, type) and attrs.has(kind):
+            out.extend(attrs.evolve(f, name=f"{field.name}.{f.name}") for f in fields_of(kind))
+    return out
+
+
+def _type_name(kind: Any) -> str:
+    if isinstance(kind, type) and not typing.get_args(kind):
+        return kind.__name__
+    return str(kind).replace("typing.", "").replace("rtstream.stats.", "")
 
 
 @attrs.frozen
 class Throughput:
     """How much audio passed a point: chunks, samples per channel, and seconds."""
 
-    chunks: int
-    samples: int
-    seconds: float
+    chunks: int = stat(help="Audio chunks.")
+    samples: int = stat(help="Samples per channel.")
+    seconds: float = stat(help="Seconds of audio.")
 
 
 class AudioCounter:
@@ -40,8 +80,10 @@ class AudioCounter:
 
 @attrs.frozen
 class DropCount:
-    frames: int
-    samples: int
+    """What was dropped for one reason."""
+
+    frames: int = stat(help="Frames (or chunks) dropped.")
+    samples: int = stat(help="Samples per channel dropped.")
 
 
 class Drops:
@@ -73,11 +115,11 @@ class Drops:
 class Summary:
     """Percentiles of a series (in its own unit); None when it is empty."""
 
-    count: int
-    p50: float | None
-    p99: float | None
-    max: float | None
-    mean: float | None
+    count: int = stat(help="Values in the series.")
+    p50: float | None = stat(help="Median (None when empty).")
+    p99: float | None = stat(help="99th percentile (None when empty).")
+    max: float | None = stat(help="Largest value (None when empty).")
+    mean: float | None = stat(help="Mean (None when empty).")
 
 
 class Quantiles:

@@ -32,7 +32,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from rtstream.audio.payload import PayloadAligner
-from rtstream.caps import Caps
+from rtstream.caps import ANY_SIZE, Caps, StreamFormat
 from rtstream.frames import (
     SAMPLE_RATES,
     AudioChunk,
@@ -48,7 +48,7 @@ from rtstream.markup import MarkupError, strip_tags
 from rtstream.params import ParamError, param
 from rtstream.registry import register
 from rtstream.stage import SendChannel, Source
-from rtstream.stats import Drops, Quantiles, Summary
+from rtstream.stats import Drops, Quantiles, Summary, stat
 
 from .wsclient import Backoff, ConnectFailed, open_connection, peer
 
@@ -300,23 +300,24 @@ class Utterance:
 
 @attrs.frozen
 class CartesiaStatistics:
-    utterances: int
-    utterances_failed: int
-    contexts: int
-    chunks: int
-    samples_out: int
-    seconds_out: float
-    word_timings: int
-    connects: int
-    resumes: int
-    repeated_seconds: float
-    restarts: int
-    service_errors: dict[str, int]
-    malformed: dict[str, int]
-    stale_messages: int
-    first_chunk_ms: Summary
-    """Per utterance: from sending its request to the arrival of its first audio (the service's latency)."""
-    drops: dict[str, Any]
+    utterances: int = stat(help="Utterances started.")
+    utterances_failed: int = stat(help="Utterances given up after reconnect_attempts failures in a row.")
+    contexts: int = stat(help="TTS contexts opened (one per utterance, and one per resume).")
+    chunks: int = stat(help="Audio chunks sent on.")
+    samples_out: int = stat(help="Samples sent on.")
+    seconds_out: float = stat(help="Seconds of audio sent on.")
+    word_timings: int = stat(help="Words timed by the service's timestamps.")
+    connects: int = stat(help="Connections made (the first and every reconnect).")
+    resumes: int = stat(help="Utterances resumed on a new context after a lost connection or an error.")
+    repeated_seconds: float = stat(help="Audio asked for again by resumes (spoken twice if it had arrived).")
+    restarts: int = stat(help="Resumes from the start of the context (no timestamps to resume from a word).")
+    service_errors: dict[str, int] = stat(help="Error replies from the service, by code.")
+    malformed: dict[str, int] = stat(help="Malformed messages skipped, by reason.")
+    stale_messages: int = stat(help="Messages for a context no longer open, skipped.")
+    first_chunk_ms: Summary = stat(
+        help="Per utterance: from sending its request to the arrival of its first audio (the service's latency), in ms."
+    )
+    drops: dict[str, Any] = stat(help="Dropped audio by reason: partial_sample (an odd byte at a context's end).")
 
 
 def _read_lines(path: str) -> tuple[str, ...]:
@@ -344,7 +345,8 @@ def _read_lines(path: str) -> tuple[str, ...]:
 class CartesiaTTS(Source):
     """Speech from a Cartesia-protocol TTS WebSocket, one context per utterance, resuming after drops."""
 
-    produces = Caps(tuple(Encoding), SAMPLE_RATES, (1,))
+    produces = Caps(tuple(Encoding), SAMPLE_RATES, (1,), (ANY_SIZE,))
+    statistics_type = CartesiaStatistics
 
     url: str = param(DEFAULT_URL, help="The TTS WebSocket (the simulator: '${services.NAME.url}').")
     api_key: str | None = param(
@@ -391,10 +393,8 @@ class CartesiaTTS(Source):
     )
     backoff_max: float = param(2.0, gt=0, max=600, unit="s", help="Longest retry delay.")
     connect_timeout: float = param(5.0, gt=0, max=600, unit="s", help="Time allowed for one connection attempt.")
-    format: AudioFormat | None = None
-    """The negotiated output format, filled in by :meth:`resolve`."""
     utterances: tuple[str, ...] = attrs.field(init=False)
-    _counts: Counts = attrs.field(init=False, factory=Counts, eq=False, repr=False)
+    """What to say, one item per utterance, read when the config is made (so a bad file is a config error)."""
 
     @utterances.default
     def _utterances(self) -> tuple[str, ...]:
@@ -417,17 +417,19 @@ class CartesiaTTS(Source):
                 ) from None
         return lines
 
-    def output_caps(self, fmt_in: AudioFormat | None) -> Caps:
+    def output_caps(self, fmt_in: StreamFormat | None) -> Caps:
         return Caps(
             (self.encoding,) if self.encoding else tuple(Encoding),
             (self.sample_rate,) if self.sample_rate else SAMPLE_RATES,
             (1,),
+            (ANY_SIZE,),
         )
 
-    def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CartesiaTTS:
-        return attrs.evolve(self, format=fmt_out)
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CartesiaStream:
+        assert fmt_out is not None
+        return CartesiaStream(self, fmt_out)
 
-    def _base_request(self, fmt: AudioFormat) -> dict[str, Any]:
+    def base_request(self, fmt: AudioFormat) -> dict[str, Any]:
         return {
             "model_id": self.model_id,
             "voice": {"mode": "id", "id": self.voice_id},
@@ -436,15 +438,23 @@ class CartesiaTTS(Source):
             "add_timestamps": self.timestamps,
         }
 
+
+class CartesiaStream:
+    """One run of the source: its connection, the utterance being spoken, and what it counted."""
+
+    def __init__(self, config: CartesiaTTS, fmt: AudioFormat) -> None:
+        self.config = config
+        self.format = fmt
+        self.counts = Counts()
+
     async def run(self, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        fmt = self.format or self.output_caps(None).fixate()
-        counts = self._counts
-        base = self._base_request(fmt)
-        backoff = Backoff(self.backoff_initial, self.backoff_max)
-        headers = [(b"Cartesia-Version", self.version.encode())]
-        if self.api_key is not None:
-            headers.append((b"X-API-Key", self.api_key.encode()))
-        texts = iter(enumerate(self.utterances, 1))
+        config, fmt, counts = self.config, self.format, self.counts
+        base = config.base_request(fmt)
+        backoff = Backoff(config.backoff_initial, config.backoff_max)
+        headers = [(b"Cartesia-Version", config.version.encode())]
+        if config.api_key is not None:
+            headers.append((b"X-API-Key", config.api_key.encode()))
+        texts = iter(enumerate(config.utterances, 1))
         utterance: Utterance | None = None
         pts = seq = 0
         started = False
@@ -452,7 +462,7 @@ class CartesiaTTS(Source):
         async with tx:
             while True:
                 try:
-                    async with open_connection(self.url, headers=headers, timeout=self.connect_timeout) as ws:
+                    async with open_connection(config.url, headers=headers, timeout=config.connect_timeout) as ws:
                         counts.connects += 1
                         refused_in_row = 0
                         if not started:
@@ -471,10 +481,10 @@ class CartesiaTTS(Source):
                                     counts=counts,
                                     pts=pts,
                                     seq_base=seq,
-                                    chunk_words=self.chunk_words,
-                                    sequence_field=self.sequence_field,
-                                    max_message_bytes=self.max_message_bytes,
-                                    timestamps=self.timestamps,
+                                    chunk_words=config.chunk_words,
+                                    sequence_field=config.sequence_field,
+                                    max_message_bytes=config.max_message_bytes,
+                                    timestamps=config.timestamps,
                                 )
                                 counts.utterances += 1
                                 await tx.send(UtteranceStart(utterance.utterance, text))
@@ -482,23 +492,23 @@ class CartesiaTTS(Source):
                             pts, seq = utterance.pts, utterance.seq_next
                             await tx.send(UtteranceEnd(utterance.utterance))
                             utterance = None
-                            if self.gap:
-                                await trio.sleep(self.gap)
+                            if config.gap:
+                                await trio.sleep(config.gap)
                 except ConnectFailed as exc:
                     refused_in_row += 1
-                    if exc.status is not None or refused_in_row > self.reconnect_attempts:
+                    if exc.status is not None or refused_in_row > config.reconnect_attempts:
                         raise
                     log.warning("cartesia_tts: %s; retrying", exc)
                 except (ConnectionClosed, trio.TooSlowError) as exc:
                     if utterance is None:  # lost between utterances: nothing to resume
-                        log.warning("cartesia_tts: lost %s (%s); reconnecting", peer(self.url), type(exc).__name__)
+                        log.warning("cartesia_tts: lost %s (%s); reconnecting", peer(config.url), type(exc).__name__)
                         await trio.sleep(backoff.next_delay())
                         continue
                     utterance.lost()
                     log.warning(
                         "cartesia_tts: lost %s on %s (%s); resuming from word %d",
                         utterance.context_id,
-                        peer(self.url),
+                        peer(config.url),
                         type(exc).__name__,
                         utterance.resume_from,
                     )
@@ -513,12 +523,13 @@ class CartesiaTTS(Source):
         ConnectionClosed or TooSlowError (no answer within ``response_timeout``) when the
         connection fails.
         """
+        config = self.config
         while not utterance.finished:
             for request in utterance.requests(trio.current_time()):
                 await ws.send_message(request)
             with trio.CancelScope() as waiting:  # one scope per context, its deadline moved per message
                 while not utterance.context_done:
-                    waiting.deadline = trio.current_time() + self.response_timeout
+                    waiting.deadline = trio.current_time() + config.response_timeout
                     message = await ws.get_message()
                     waiting.deadline = math.inf  # no timeout while downstream holds us back
                     try:
@@ -533,7 +544,7 @@ class CartesiaTTS(Source):
             if utterance.error is not None:
                 log.warning(
                     "cartesia_tts: %s answered %s for %s; resuming from word %d",
-                    peer(self.url),
+                    peer(config.url),
                     utterance.error,
                     utterance.context_id,
                     utterance.resume_from,
@@ -545,28 +556,30 @@ class CartesiaTTS(Source):
 
     def _give_up(self, utterance: Utterance) -> bool:
         """Count a failed attempt; True (and counted) when the utterance is abandoned."""
-        if utterance.failed() <= self.reconnect_attempts:
+        config = self.config
+        if utterance.failed() <= config.reconnect_attempts:
             return False
-        self._counts.utterances_failed += 1
+        self.counts.utterances_failed += 1
         log.warning(
             "cartesia_tts: giving up %s after %d failed attempts in a row",
             utterance.utterance,
-            self.reconnect_attempts + 1,
+            config.reconnect_attempts + 1,
         )
         return True
 
     def _log_malformed(self, reason: str, message: str | bytes) -> None:
-        if self._counts.malformed[reason] == 1:
+        config = self.config
+        if self.counts.malformed[reason] == 1:
             log.warning(
                 "cartesia_tts: malformed message from %s (%s, counted from now on): %.80r",
-                peer(self.url),
+                peer(config.url),
                 reason,
                 message,
             )
 
     def statistics(self) -> CartesiaStatistics:
-        c = self._counts
-        rate = self.format.sample_rate if self.format else 1
+        c = self.counts
+        rate = self.format.sample_rate
         return CartesiaStatistics(
             utterances=c.utterances,
             utterances_failed=c.utterances_failed,

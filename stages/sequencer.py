@@ -25,13 +25,12 @@ from collections import deque
 from typing import Any
 
 import attrs
-import trio
 
-from rtstream.frames import AudioChunk, ChunkFlags, Frame, Gap, UtteranceEnd, UtteranceStart
+from rtstream.frames import AudioChunk, AudioFormat, ChunkFlags, Frame, Gap, UtteranceEnd, UtteranceStart
 from rtstream.params import param
 from rtstream.registry import register
-from rtstream.stage import Filter, ReceiveChannel, SendChannel
-from rtstream.stats import DropCount, Drops
+from rtstream.stage import Core, CoreElement, Filter
+from rtstream.stats import DropCount, Drops, stat
 
 _REMEMBERED = 4096
 """Sequence numbers (and sent pts ranges) remembered to tell duplicates and retransmissions."""
@@ -40,8 +39,8 @@ RESYNC = 3000
 """A jump ahead by more packets than this is a restarted sender, not a loss."""
 
 
-class Stamper:
-    """Sender side: sequence numbers, media timestamps and utterance flags."""
+class Stamper(Core):
+    """Sender side: sequence numbers, media timestamps and utterance flags (untimed)."""
 
     def __init__(self, *, start_seq: int = 0, mark_last: bool = False) -> None:
         self.next_seq = start_seq
@@ -56,7 +55,7 @@ class Stamper:
         self.stamped = 0
         self.retransmits = 0
 
-    def put(self, frame: Frame) -> list[Frame]:
+    def push(self, frame: Frame, now: float) -> list[Frame]:
         """Frames to send now, in order."""
         out: list[Frame] = []
         if self._held is not None:
@@ -79,10 +78,13 @@ class Stamper:
                 out.append(stamped)
         return out
 
-    def flush(self) -> list[Frame]:
+    def end(self) -> list[Frame]:
         """The end of the input: release a held chunk."""
         held, self._held = self._held, None
         return [] if held is None else [held]
+
+    def statistics(self) -> SequencerStatistics:
+        return SequencerStatistics("sender", self.stamped, self.retransmits, None, self.drops.snapshot())
 
     def _stamp(self, chunk: AudioChunk) -> AudioChunk | None:
         if chunk.utterance != self._utterance:
@@ -113,19 +115,30 @@ class Stamper:
 
 @attrs.frozen
 class ReorderStatistics:
-    received: int
-    released: int
-    reordered: int
-    duplicates: int
-    lost: int
-    late: int
-    gaps: int
-    resyncs: int
-    unsequenced: int
-    max_held: int
+    received: int = stat(help="Audio chunks taken in.")
+    released: int = stat(help="Chunks sent on, in sequence order.")
+    reordered: int = stat(help="Chunks that arrived after a higher-numbered one.")
+    duplicates: int = stat(help="Chunks dropped as copies of one already held or sent.")
+    lost: int = stat(help="Chunks given up as lost (each run of them is one Gap).")
+    late: int = stat(help="Chunks dropped for arriving after their Gap was sent.")
+    gaps: int = stat(help="Gap frames sent in place of lost chunks.")
+    resyncs: int = stat(help="Jumps by more than 3000 numbers, taken as a restarted sender.")
+    unsequenced: int = stat(help="Chunks without a sequence number, passed on as they came.")
+    max_held: int = stat(help="Most chunks held at once waiting for a missing one.")
 
 
-class Reorderer:
+@attrs.frozen
+class SequencerStatistics:
+    mode: str = stat(help="sender or receiver.")
+    stamped: int = stat(help="Sender: chunks given a new sequence number.")
+    retransmits: int = stat(help="Sender: chunks sent again under their original number.")
+    receiver: ReorderStatistics | None = stat(help="Receiver: what the reorderer counted (None for a sender).")
+    drops: dict[str, DropCount] = stat(
+        help="Dropped audio by reason: stale_retransmit (sender), duplicate and late (receiver)."
+    )
+
+
+class Reorderer(Core):
     """Receiver side: unwrap, reorder within a window, drop duplicates, report losses as gaps."""
 
     def __init__(
@@ -163,13 +176,17 @@ class Reorderer:
         return self._highest + (diff - self.modulus if diff >= half else diff)
 
     @property
-    def deadline(self) -> float | None:
-        """When the oldest wait ends (ms windows), if anything waits."""
+    def deadline(self) -> float:  # type: ignore[override]  # a property where Core has a plain attribute
+        """When the oldest wait ends (ms windows); inf when nothing waits."""
         if self.unit != "ms" or not self._held:
-            return None
+            return math.inf
         return min(at for _, at in self._held.values()) + self.window
 
-    def put(self, chunk: AudioChunk, now: float) -> list[Frame]:
+    def push(self, frame: Frame, now: float) -> list[Frame]:
+        """Audio is numbered in; events pass at once."""
+        if type(frame) is not AudioChunk:
+            return [frame]
+        chunk = frame
         c = self._c
         c["received"] += 1
         if chunk.seq is None:
@@ -182,7 +199,7 @@ class Reorderer:
             self.next = ext
         elif ext - self.next > RESYNC or self.next - ext > RESYNC:
             c["resyncs"] += 1
-            out.extend(self.flush())
+            out.extend(self.end())
             self.next, self._highest, self._end_pts, self._next_pts = ext, None, None, None
         if ext < self.next:
             if ext in self._released_set:
@@ -209,11 +226,11 @@ class Reorderer:
     def poll(self, now: float) -> list[Frame]:
         """Give up the missing chunks whose window has passed."""
         out: list[Frame] = []
-        while self._held and self.deadline is not None and now >= self.deadline:
+        while self._held and now >= self.deadline:
             self._give_up(out)
         return out
 
-    def flush(self) -> list[Frame]:
+    def end(self) -> list[Frame]:
         """The end of the input: release everything held, with gaps for what is missing."""
         out: list[Frame] = []
         while self._held:
@@ -261,19 +278,22 @@ class Reorderer:
         return ReorderStatistics(duplicates=self.drops.snapshot().get("duplicate", DropCount(0, 0)).frames, **self._c)
 
 
-@attrs.frozen
-class SequencerStatistics:
-    mode: str
-    stamped: int
-    retransmits: int
-    receiver: ReorderStatistics | None
-    drops: dict[str, DropCount]
+class _Receiver(CoreElement):
+    """The receiver's element: the reorderer's counts in the stage's record."""
+
+    __slots__ = ()
+
+    def statistics(self) -> SequencerStatistics:
+        core: Reorderer = self.core  # type: ignore[assignment]  # the receiver opens with a Reorderer
+        return SequencerStatistics("receiver", 0, 0, core.statistics(), core.drops.snapshot())
 
 
 @register("sequencer", klass="Filter/Network")
 @attrs.frozen(kw_only=True)
 class Sequencer(Filter):
     """Numbers chunks for the wire (sender), or reorders received ones and reports losses as gaps (receiver)."""
+
+    statistics_type = SequencerStatistics
 
     mode: str = param("sender", choices=("sender", "receiver"), help="sender stamps; receiver reorders and finds gaps.")
     start_seq: int = param(0, min=0, max=(1 << 63) - 1, help="Sender: the first sequence number.")
@@ -290,66 +310,16 @@ class Sequencer(Filter):
     restamp: bool = param(
         False, help="Receiver: rewrite pts in sequence order, for numbered chunks timed by arrival (a TTS WebSocket)."
     )
-    _core: list[Any] = attrs.field(init=False, factory=list, eq=False, repr=False)
 
-    def _make(self) -> Stamper | Reorderer:
-        core: Stamper | Reorderer
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CoreElement:
         if self.mode == "sender":
-            core = Stamper(start_seq=self.start_seq, mark_last=self.mark_last)
-        else:
-            core = Reorderer(
+            return CoreElement(Stamper(start_seq=self.start_seq, mark_last=self.mark_last))
+        return _Receiver(
+            Reorderer(
                 wire_bits=self.wire_bits,
                 window=self.window,
                 unit=self.window_unit,
                 max_held=self.max_held,
                 restamp=self.restamp,
             )
-        self._core.append(core)
-        return core
-
-    async def run(
-        self,
-        rx: ReceiveChannel,
-        tx: SendChannel,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        core = self._make()
-        async with rx, tx:
-            task_status.started()
-            if isinstance(core, Stamper):
-                async for frame in rx:
-                    for out in core.put(frame):
-                        await tx.send(out)
-            else:
-                await self._receive(core, rx, tx)
-            for out in core.flush():
-                await tx.send(out)
-
-    @staticmethod
-    async def _receive(core: Reorderer, rx: ReceiveChannel, tx: SendChannel) -> None:
-        while True:
-            deadline = core.deadline
-            frame = None
-            with trio.move_on_at(math.inf if deadline is None else deadline):
-                try:
-                    frame = await rx.receive()
-                except trio.EndOfChannel:
-                    return
-            now = trio.current_time()
-            if frame is None:
-                outs = core.poll(now)
-            elif isinstance(frame, AudioChunk):
-                outs = core.put(frame, now)
-            else:
-                outs = [frame]
-            for out in outs:
-                await tx.send(out)
-
-    def statistics(self) -> SequencerStatistics:
-        core = self._core[0] if self._core else None
-        if isinstance(core, Reorderer):
-            return SequencerStatistics(self.mode, 0, 0, core.statistics(), core.drops.snapshot())
-        if isinstance(core, Stamper):
-            return SequencerStatistics(self.mode, core.stamped, core.retransmits, None, core.drops.snapshot())
-        return SequencerStatistics(self.mode, 0, 0, None, {})
+        )

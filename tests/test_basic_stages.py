@@ -118,8 +118,8 @@ def test_wav_problems_are_named(tmp_path, setup, message):
 
 
 async def test_null_sink_counts(autojump_clock):
-    sink = NullSink()
-    await run_pipeline(assemble("n", [Tone(duration=0.5, sample_rate=8000), sink]))
-    stats = sink.statistics()
+    pipeline = assemble("n", [Tone(duration=0.5, sample_rate=8000), NullSink()])
+    await run_pipeline(pipeline)
+    stats = pipeline.elements[1].statistics()
     assert (stats.received.chunks, stats.received.samples, stats.received.seconds) == (25, 4000, pytest.approx(0.5))
     assert stats.events == {"UtteranceEnd": 1, "UtteranceStart": 1}

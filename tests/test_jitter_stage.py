@@ -12,7 +12,7 @@ from rtstream.pipeline import assemble
 from rtstream.runner import run_pipeline
 from rtstream.stages.jitter.stage import JitterBufferStage
 from rtstream.stages.sequencer import Sequencer
-from rtstream.testing import CollectingSink, ScriptedSource, run_stage, run_stages
+from rtstream.testing import CollectingSink, ScriptedSource, collected, run_stage, run_stages
 
 
 def burst(seconds: float, *, size: int = 160, utterance: str = "u"):
@@ -38,24 +38,26 @@ async def test_tick_clock_plays_a_burst_in_real_time(autojump_clock):
 
 
 async def test_backpressure_holds_the_source_at_the_maximum(autojump_clock):
-    script = burst(3.0)
-    source = ScriptedSource(script=script)
+    pipeline = assemble(
+        "p", [ScriptedSource(script=burst(3.0)), JitterBufferStage(max_delay_ms=200.0), CollectingSink()]
+    )
     seen = []
 
     async def watch():
         while True:
             await trio.sleep(0.1)
-            seen.append(trio.current_time())
+            seen.append(pipeline.elements[1].statistics().current_delay_ms)
 
-    stage = JitterBufferStage(max_delay_ms=200.0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
-        out = await run_stages([source, stage])
+        report = await run_pipeline(pipeline)
         nursery.cancel_scope.cancel()
-    # the source could send everything at once, but the buffer held it to ~200 ms ahead
-    assert out.report.duration == pytest.approx(3.0, abs=0.1)
-    assert out.report.stages[1].statistics["drops"] == {}
-    assert len(out.audio()) == 3 * 8000
+    # the source could send everything at once, but the buffer held it to 200 ms ahead (plus
+    # the chunk that filled it) until the source had nothing more to send
+    assert len(seen) == 29 and set(seen[:-2]) == {200.0, 220.0} and seen[-2:] == [180.0, 80.0]
+    assert report.duration == pytest.approx(3.0)  # the stream ends when its last block has played
+    assert report.stages[1].statistics["drops"] == {}
+    assert len(collected(pipeline)) == 2 + 3 * 8000 // 160
 
 
 async def test_pull_clock_follows_the_consumer(autojump_clock):
@@ -69,14 +71,14 @@ async def test_pull_clock_follows_the_consumer(autojump_clock):
                 await trio.sleep(0.06)  # a pacer that takes a block every 60 ms
 
     send, receive = trio.open_memory_channel(0)
-    stage = JitterBufferStage(clock="pull").resolve(PCM8K, PCM8K)
+    element = JitterBufferStage(clock="pull").open(PCM8K, PCM8K)
     source_tx, source_rx = trio.open_memory_channel(100)
     for frame in script:
         source_tx.send_nowait(frame)
     source_tx.close()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consume, receive)
-        await stage.run(source_rx, send)
+        await element.run(source_rx, send)
     chunk_times = [t for t, f in taken if isinstance(f, AudioChunk)]
     assert np.allclose(np.diff(chunk_times), 0.06)
     assert sum(f.samples for _, f in taken if isinstance(f, AudioChunk)) == 8000
@@ -130,7 +132,10 @@ def test_parameters_are_checked():
 
 
 async def test_statistics_before_and_after_a_run(autojump_clock):
-    stage = JitterBufferStage()
-    assert stage.statistics() == {"state": "not started"}
-    report = await run_pipeline(assemble("p", [ScriptedSource(script=burst(0.2)), stage, CollectingSink()]))
+    pipeline = assemble("p", [ScriptedSource(script=burst(0.2)), JitterBufferStage(), CollectingSink()])
+    before = pipeline.elements[1].statistics()
+    assert (before.state, before.chunks_in, before.samples_out) == ("idle", 0, 0)
+    report = await run_pipeline(pipeline)
     assert report.status == "completed"
+    after = report.stages[1].statistics
+    assert (after["state"], after["chunks_in"], after["samples_out"]) == ("idle", 10, 1600)

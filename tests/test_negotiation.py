@@ -12,8 +12,15 @@ from rtstream.stage import Filter, Sink, Source
 S16, MULAW = Encoding.PCM_S16LE, Encoding.PCM_MULAW
 
 
+class Opens:
+    """Negotiation tests only assemble: each stage opens a record of its formats."""
+
+    def open(self, fmt_in, fmt_out):
+        return (fmt_in, fmt_out)
+
+
 @attrs.frozen
-class Src(Source):
+class Src(Opens, Source):
     caps: Caps
 
     def output_caps(self, fmt_in):
@@ -21,7 +28,7 @@ class Src(Source):
 
 
 @attrs.frozen
-class Pass(Filter):
+class Pass(Opens, Filter):
     caps: Caps = Caps.ANY
 
     def input_caps(self):
@@ -29,20 +36,16 @@ class Pass(Filter):
 
 
 @attrs.frozen
-class Convert(Filter):
+class Convert(Opens, Filter):
     produces = Caps.ANY
     target: Caps = Caps.ANY
-    resolved_to: AudioFormat | None = None
 
     def output_caps(self, fmt_in):
         return self.target
 
-    def resolve(self, fmt_in, fmt_out):
-        return attrs.evolve(self, resolved_to=fmt_out)
-
 
 @attrs.frozen
-class Snk(Sink):
+class Snk(Opens, Sink):
     caps: Caps = Caps.ANY
 
     def input_caps(self):
@@ -56,9 +59,9 @@ def test_caps_algebra():
     assert (a & Caps((Encoding.PCM_ALAW,))).empty
     assert AudioFormat(MULAW, 8000) in a
     assert AudioFormat(MULAW, 48000) not in a
-    assert a.fixate() == AudioFormat(S16, 8000)
-    assert a.fixate(prefer=AudioFormat(MULAW, 16000, 2)) == AudioFormat(MULAW, 16000, 2)
-    assert Caps.ANY.fixate() == AudioFormat(S16, 16000)
+    assert a.fixate().format == AudioFormat(S16, 8000)
+    assert a.fixate(prefer=AudioFormat(MULAW, 16000, 2)).format == AudioFormat(MULAW, 16000, 2)
+    assert Caps.ANY.fixate().format == AudioFormat(S16, 16000)
     assert str(Caps.of(AudioFormat(MULAW, 8000))) == "pcm_mulaw 8000 Hz mono"
     assert str(Caps.ANY) == "any format"
 
@@ -74,7 +77,7 @@ def test_converter_output_is_fixed_by_what_the_sink_accepts():
     sink_caps = Caps((MULAW,), (8000,), (1,))
     p = assemble("t", [Src(Caps.of(src)), Convert(), Pass(), Snk(sink_caps)])
     assert p.formats == (src, AudioFormat(MULAW, 8000), AudioFormat(MULAW, 8000))
-    assert p.stages[1].resolved_to == AudioFormat(MULAW, 8000)
+    assert p.elements[1] == (src, AudioFormat(MULAW, 8000))
 
 
 def test_converter_keeps_what_it_is_not_told_to_change():

@@ -19,8 +19,8 @@ def chunks(frames):
 def feed(core, frames):
     out = []
     for f in frames:
-        out += core.put(f)
-    return out + core.flush()
+        out += core.push(f, 0.0)
+    return out + core.end()
 
 
 def test_sender_numbers_stamps_and_flags():
@@ -74,8 +74,8 @@ def received(seqs, *, bits=64, window=3, unit="packets", size=160):
     core = Reorderer(wire_bits=bits, window=window, unit=unit)
     out = []
     for i, s in enumerate(seqs):
-        out += core.put(pcm_chunk(size, pts=(s % (1 << bits)) * size, seq=s % (1 << bits)), float(i))
-    return out + core.flush(), core
+        out += core.push(pcm_chunk(size, pts=(s % (1 << bits)) * size, seq=s % (1 << bits)), float(i))
+    return out + core.end(), core
 
 
 @settings(max_examples=60, deadline=None)
@@ -166,7 +166,7 @@ def test_restamping_gives_pts_in_sequence_order_to_chunks_timed_by_arrival():
     core = Reorderer(restamp=True)
     out = []
     for seq, pts in arrived:
-        out += core.put(pcm_chunk(sizes[seq], pts=pts, seq=seq, seed=seq), 0.0)
+        out += core.push(pcm_chunk(sizes[seq], pts=pts, seq=seq, seed=seq), 0.0)
     cs = chunks(out)
     assert [c.seq for c in cs] == [0, 1, 2, 3]
     assert [c.pts for c in cs] == [0, 100, 300, 600]  # contiguous in sequence order
@@ -178,7 +178,7 @@ def test_restamping_gives_a_loss_the_length_of_the_chunk_before_it():
     core = Reorderer(restamp=True, window=2, unit="packets")
     out = []
     for seq, pts in [(0, 0), (2, 160), (3, 320)]:  # 1 is lost
-        out += core.put(pcm_chunk(160, pts=pts, seq=seq), 0.0)
+        out += core.push(pcm_chunk(160, pts=pts, seq=seq), 0.0)
     [gap] = [f for f in out if isinstance(f, Gap)]
     assert (gap.seq, gap.count, gap.pts, gap.samples) == (1, 1, 160, 160)
     assert [c.pts for c in chunks(out)] == [0, 320, 480]

@@ -26,7 +26,7 @@ from rtstream.audio.codec import from_float32, to_float32
 from rtstream.audio.plc import Concealer
 from rtstream.audio.stretch import TimeStretch
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Event, Frame, Gap, UtteranceEnd, UtteranceStart
-from rtstream.stats import DropCount, Drops, Quantiles, Summary
+from rtstream.stats import DropCount, Drops, Quantiles, Summary, stat
 
 from .decision import SpeedControl, skip_hole, urgent
 from .delay import DelayEstimator
@@ -65,31 +65,36 @@ class JitterSettings:
 class JitterStatistics:
     """NetEq-style figures: delays in ms, rates as fractions of the audio handed out."""
 
-    direction: str
-    state: str
-    chunks_in: int
-    samples_in: int
-    chunks_out: int
-    samples_out: int
-    seconds_out: float
-    current_delay_ms: float
-    target_delay_ms: float
-    delay_ms: Summary
-    """Time from arrival to playout of the audio played."""
-    concealment_rate: float
-    accelerate_rate: float
-    decelerate_rate: float
-    concealment_events: int
-    interruptions: int
-    interruption_seconds: float
-    late_losses: int
-    lost_samples: int
-    merges: int
-    prebuffers: int
-    resyncs: int
-    gaps_in: int
-    clears: int
-    drops: dict[str, DropCount]
+    direction: str = stat(help="outbound (TTS bursts, backpressure) or inbound (network packets).")
+    state: str = stat(help="idle, buffering or playing, when the record was taken.")
+    chunks_in: int = stat(help="Audio chunks taken in.")
+    samples_in: int = stat(help="Samples per channel taken in.")
+    chunks_out: int = stat(help="Audio chunks handed out.")
+    samples_out: int = stat(help="Samples per channel handed out (concealment and stretching included).")
+    seconds_out: float = stat(help="Seconds of audio handed out.")
+    current_delay_ms: float = stat(help="Audio buffered now, in ms (jitterBufferDelay's current level).")
+    target_delay_ms: float = stat(help="The delay the buffer aims for now, in ms (jitterBufferTargetDelay).")
+    delay_ms: Summary = stat(help="Time from arrival to playout of the audio played, in ms.")
+    concealment_rate: float = stat(help="Share of the output that was concealment (NetEq expand rate).")
+    accelerate_rate: float = stat(
+        help="Share of the output removed by time-compression (removedSamplesForAcceleration)."
+    )
+    decelerate_rate: float = stat(help="Share of the output added by time-stretching (insertedSamplesForDeceleration).")
+    concealment_events: int = stat(help="Runs of concealment started (concealmentEvents).")
+    interruptions: int = stat(help="Concealment runs of 150 ms or more.")
+    interruption_seconds: float = stat(help="Total length of those interruptions, in seconds.")
+    late_losses: int = stat(help="Chunks that arrived wholly after their audio's playout time (dropped).")
+    lost_samples: int = stat(help="Samples of input given up as lost and concealed.")
+    merges: int = stat(help="Joints where real audio was blended back in after concealment or a skip.")
+    prebuffers: int = stat(help="Times buffering started from idle.")
+    resyncs: int = stat(
+        help="Times the timeline was re-anchored (a jump beyond the maximum delay, a restarted sender)."
+    )
+    gaps_in: int = stat(help="Gap frames taken in (losses reported upstream).")
+    clears: int = stat(help="Clears (barge-ins) taken in.")
+    drops: dict[str, DropCount] = stat(
+        help="Dropped audio by reason: late, overflow, duplicate, clear, wrong_format, event_overflow."
+    )
 
 
 class JitterBuffer:
