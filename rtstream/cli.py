@@ -20,6 +20,7 @@ from .pipeline import Endpoints, Pipeline, build_pipeline, build_service
 from .realtime import quiet_gc
 from .report import format_fields, plain
 from .service import Service
+from .stats import fields_of
 
 LOOPBACK = "127.0.0.1"
 
@@ -126,7 +127,9 @@ def run(
                 pipelines = plan.pipelines(endpoints, instances)
             except ConfigError as exc:
                 return exc
-            report = await run_pipelines(pipelines, grace=grace, stop_after=duration, handle_signals=True)
+            report = await run_pipelines(
+                pipelines, grace=grace, stop_after=duration, handle_signals=True, task_status=_Running(len(pipelines))
+            )
         reports = {name: service.report() for name, service in plan.services.items()}
         return attrs.evolve(report, services={name: r for name, r in reports.items() if r is not None})
 
@@ -139,6 +142,17 @@ def run(
         with report_file:
             report_file.write(report.to_json() + "\n")
     sys.exit(1 if report.failed else 0)
+
+
+class _Running:
+    """Says on stderr, once every pipeline has started, that the run is under way (scripts wait for it)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def started(self, value: None = None) -> None:
+        pipelines = "pipeline" if self.count == 1 else "pipelines"
+        click.echo(f"running {self.count} {pipelines}; Ctrl-C stops the sources and drains, twice cancels", err=True)
 
 
 def _open_for_writing(path: str) -> TextIO:
@@ -156,8 +170,8 @@ def validate(file: str, names: tuple[str, ...]) -> None:
     plan = _plan(file, names)
     for pipeline in plan.pipelines(plan.placeholder_endpoints()):
         chain = " -> ".join(
-            f"{ref.label or ref.type}" + (f" [{fmt}]" if i < len(pipeline.formats) else "")
-            for i, (ref, fmt) in enumerate(zip(pipeline.refs, [*pipeline.formats, None], strict=True))
+            f"{ref.label or ref.type}" + (f" [{edge}]" if edge is not None else "")
+            for ref, edge in zip(pipeline.refs, [*pipeline.edges, None], strict=True)
         )
         click.echo(f"pipeline '{pipeline.name}' ok: {chain}")
 
@@ -277,6 +291,22 @@ def inspect(name: str) -> None:
     if cls.role != "sink":
         click.echo(f"  produces: {'the format it receives' if cls.produces is None else cls.produces}")
     _echo_params(info.params)
+    _echo_statistics(cls.statistics_type)
+
+
+def _echo_statistics(record: type | None) -> None:
+    click.echo("")
+    click.echo("Statistics")
+    if record is None:
+        click.echo("  (none declared)")
+        return
+    for field in fields_of(record):
+        inner = field.name.partition(".")[2]
+        if inner:
+            click.echo(f"      .{inner} ({field.type}): {field.help}")
+        else:
+            click.echo(f"  {field.name} ({field.type})")
+            click.echo(f"      {field.help}")
 
 
 def _echo_params(params: list[ParamInfo]) -> None:

@@ -124,15 +124,20 @@ async def _run_stage(
 
 
 async def run_pipeline(
-    pipeline: Pipeline, control: RunControl | None = None, *, raise_on_failure: bool = False
+    pipeline: Pipeline,
+    control: RunControl | None = None,
+    *,
+    raise_on_failure: bool = False,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> PipelineReport:
-    """Run one pipeline to its end and report on it.
+    """Run one pipeline to its end and report on it; ``task_status.started()`` once every stage has.
 
     A failing stage is logged and reported; with ``raise_on_failure`` its StageFailed is raised.
     """
     control = control or RunControl()
     started = trio.current_time()
     error = None
+    status = _TrackedStatus(task_status)
     with control.pipeline_scope() as scope, scope:
         try:
             async with trio.open_nursery() as nursery:
@@ -142,9 +147,12 @@ async def run_pipeline(
                     inbound = (ends[i - 1][1],) if i > 0 else ()
                     outbound = (ends[i][0],) if i < last else ()
                     await nursery.start(_run_stage, pipeline, i, inbound + outbound, control)
+                status.started()
         except* StageFailed as group:
             error = _first_failure(group)
             log.error("%s", error)
+    if not status.done:  # failed or cancelled while starting
+        status.started()
     if error is not None and raise_on_failure:
         raise error
     if error is not None:
@@ -222,13 +230,17 @@ async def run_pipelines(
     stop_after: float | None = None,
     handle_signals: bool = False,
     control: RunControl | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> RunReport:
-    """Run pipelines concurrently (each a call) until all have ended; report on every one."""
+    """Run pipelines concurrently (each a call) until all have ended; report on every one.
+
+    ``task_status.started()`` once every pipeline has started all its stages.
+    """
     control = control or RunControl(grace)
     reports: list[PipelineReport | None] = [None] * len(pipelines)
 
-    async def run_one(i: int) -> None:
-        reports[i] = await run_pipeline(pipelines[i], control)
+    async def run_one(i: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        reports[i] = await run_pipeline(pipelines[i], control, task_status=task_status)
 
     async with trio.open_nursery() as helpers:
         if handle_signals:
@@ -237,7 +249,8 @@ async def run_pipelines(
             helpers.start_soon(_stop_after, control, stop_after)
         async with trio.open_nursery() as calls:
             for i in range(len(pipelines)):
-                calls.start_soon(run_one, i)
+                await calls.start(run_one, i)
+            task_status.started()
         helpers.cancel_scope.cancel()
     return RunReport(tuple(r for r in reports if r is not None))
 

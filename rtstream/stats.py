@@ -7,6 +7,7 @@ Every field of a statistics record says what it counts: declare it with :func:`s
 from __future__ import annotations
 
 import math
+import types
 import typing
 from collections import Counter
 from typing import Any
@@ -37,17 +38,22 @@ def fields_of(record: type) -> list[StatInfo]:
     hints = typing.get_type_hints(record)
     out = []
     for field in attrs.fields(record):
-        kind = hints.get(field.name)
+        kind = hints[field.name]
         out.append(StatInfo(field.name, _type_name(kind), field.metadata.get(_HELP)))
-        if isinstance(kind, type) and attrs.has(kind):
-            out.extend(attrs.evolve(f, name=f"{field.name}.{f.name}") for f in fields_of(kind))
+        nested = [k for k in (kind, *typing.get_args(kind)) if isinstance(k, type) and attrs.has(k)]
+        for inner in nested[:1] if typing.get_origin(kind) is not dict else ():
+            out.extend(attrs.evolve(f, name=f"{field.name}.{f.name}") for f in fields_of(inner))
     return out
 
 
 def _type_name(kind: Any) -> str:
-    if isinstance(kind, type) and not typing.get_args(kind):
-        return kind.__name__
-    return str(kind).replace("typing.", "").replace("rtstream.stats.", "")
+    """``kind`` as written in the record: ``int``, ``dict[str, DropCount]``, ``Summary | None``."""
+    args = typing.get_args(kind)
+    if not args:
+        return "None" if kind is type(None) else getattr(kind, "__name__", str(kind))
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    return f"{typing.get_origin(kind).__name__}[{', '.join(_type_name(a) for a in args)}]"
 
 
 @attrs.frozen
