@@ -226,21 +226,28 @@ class Stage:
         """The formats this configured stage accepts."""
         return self.accepts
 
+    def frames_out(self) -> float | None:
+        """The frame duration a stage that passes formats through cuts its output into (``ANY_SIZE``:
+        chunks of any length), or None when it passes the frames on as they came."""
+        return None
+
     def output_caps(self, fmt_in: StreamFormat | None) -> Caps:
         """The formats this configured stage can produce from ``fmt_in`` (None for a source)."""
         if self.produces is None:
             assert fmt_in is not None, "a source must declare what it produces"
-            return Caps.of(fmt_in)
+            frames = self.frames_out()
+            return Caps.of(fmt_in) if frames is None else Caps.of(fmt_in.format, frames)
         return self.produces
 
     def upstream_caps(self, downstream: Caps) -> Caps:
         """What this stage's input may be, given what the stages downstream of it accept.
 
-        A stage that passes its format through passes the constraint up; one that converts
-        absorbs it. A stage that cuts frames of its own passes the format up but not the frame
-        duration: it overrides this with ``self.input_caps() & downstream.with_frames(None)``.
+        A stage that passes its format through passes the constraint up (less the frame
+        duration if it cuts frames of its own); one that converts absorbs it.
         """
-        return self.input_caps() & downstream if self.produces is None else self.input_caps()
+        if self.produces is not None:
+            return self.input_caps()
+        return self.input_caps() & (downstream if self.frames_out() is None else downstream.with_frames(None))
 
     def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> Element:
         """The running element for one pipeline instance, once negotiation fixed the formats.

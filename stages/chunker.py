@@ -27,7 +27,6 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from rtstream.caps import Caps, StreamFormat
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Frame, UtteranceEnd
 from rtstream.params import param, whole_samples
 from rtstream.registry import register
@@ -234,12 +233,8 @@ class Chunker(Filter):
         "held and joined to the next utterance, or dropped (counted).",
     )
 
-    def output_caps(self, fmt_in: StreamFormat | None) -> Caps:
-        assert fmt_in is not None
-        return Caps.of(fmt_in.format, self.frame_ms)
-
-    def upstream_caps(self, downstream: Caps) -> Caps:
-        return self.input_caps() & downstream.with_frames(None)
+    def frames_out(self) -> float:
+        return self.frame_ms
 
     def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CoreElement:
         assert fmt_in is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import attrs
 import numpy as np
@@ -10,11 +11,13 @@ import trio
 
 from rtstream.audio.codec import from_float32
 from rtstream.caps import ANY_SIZE, Caps, StreamFormat
-from rtstream.frames import SAMPLE_RATES, AudioChunk, AudioFormat, Encoding, UtteranceEnd, UtteranceStart
+from rtstream.frames import SAMPLE_RATES, AudioFormat, Encoding, UtteranceStart
 from rtstream.params import ParamError, param
 from rtstream.registry import register
 from rtstream.stage import SendChannel, Source
 from rtstream.stats import AudioCounter, Throughput, stat
+
+from .playback import play
 
 
 @attrs.frozen
@@ -82,22 +85,20 @@ class _ToneSending:
 
     async def run(self, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
-        fmt, rate, step = config.format, config.sample_rate, config.chunk_samples
-        total = None if config.duration is None else round(config.duration * rate)
-        async with tx:
-            task_status.started()
-            start = trio.current_time()
-            await tx.send(UtteranceStart("tone", f"{config.frequency:g} Hz tone"))
-            pts = 0
-            while total is None or pts < total:
-                if config.speed:
-                    await trio.sleep_until(start + pts / rate / config.speed)
-                size = step if total is None else min(step, total - pts)
-                chunk = AudioChunk(config.render(pts, size), fmt, pts=pts, utterance="tone")
-                await tx.send(chunk)
-                self.sent.add(chunk)
-                pts += size
-            await tx.send(UtteranceEnd("tone"))
+        start = UtteranceStart("tone", f"{config.frequency:g} Hz tone")
+        await play(
+            tx, config.format, start, self._pieces(), speed=config.speed, sent=self.sent, task_status=task_status
+        )
+
+    def _pieces(self) -> Iterator[np.ndarray]:
+        config = self.config
+        step = config.chunk_samples
+        total = None if config.duration is None else round(config.duration * config.sample_rate)
+        pts = 0
+        while total is None or pts < total:
+            size = step if total is None else min(step, total - pts)
+            yield config.render(pts, size)
+            pts += size
 
     def statistics(self) -> ToneStatistics:
         return ToneStatistics(self.sent.snapshot())

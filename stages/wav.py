@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import wave
+from collections.abc import Iterator, Sequence
 
 import attrs
+import numpy as np
 import trio
 
 from rtstream.caps import ANY_SIZE, Caps, StreamFormat
-from rtstream.frames import AudioChunk, AudioFormat, Encoding, Frame, UtteranceEnd, UtteranceStart
+from rtstream.frames import AudioChunk, AudioFormat, Encoding, Frame, UtteranceStart
 from rtstream.params import ParamError, param
 from rtstream.registry import register
 from rtstream.stage import Core, ReceiveChannel, SendChannel, Sink, Source, run_core
@@ -17,6 +19,7 @@ from rtstream.stats import AudioCounter, Throughput, stat
 from rtstream.wavfile import WavError, WavWriter, open_wav
 
 from .null import Tally
+from .playback import play
 
 
 @attrs.frozen
@@ -79,28 +82,19 @@ class _WavReading:
 
     async def run(self, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
-        fmt = config.format
-        utterance = config.path
-        rng = random.Random(config.seed)
         reader, _ = open_wav(config.path)
         with reader:
-            async with tx:
-                task_status.started()
-                start = trio.current_time()
-                await tx.send(UtteranceStart(utterance))
-                pts = 0
-                while True:
-                    if config.speed:
-                        await trio.sleep_until(start + pts / fmt.sample_rate / config.speed)
-                    raw = reader.readframes(config.chunk_samples(rng))
-                    raw = raw[: len(raw) - len(raw) % fmt.frame_bytes]
-                    if not raw:
-                        break
-                    chunk = AudioChunk(fmt.array(raw), fmt, pts=pts, utterance=utterance)
-                    await tx.send(chunk)
-                    self.sent.add(chunk)
-                    pts += chunk.samples
-                await tx.send(UtteranceEnd(utterance))
+            pieces = self._pieces(reader, random.Random(config.seed))
+            start = UtteranceStart(config.path)
+            await play(tx, config.format, start, pieces, speed=config.speed, sent=self.sent, task_status=task_status)
+
+    def _pieces(self, reader: wave.Wave_read, rng: random.Random) -> Iterator[np.ndarray]:
+        fmt = self.config.format
+        while raw := reader.readframes(self.config.chunk_samples(rng)):
+            raw = raw[: len(raw) - len(raw) % fmt.frame_bytes]
+            if not raw:
+                return
+            yield fmt.array(raw)
 
     def statistics(self) -> WavSourceStatistics:
         return WavSourceStatistics(self.sent.snapshot())

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 
 import attrs
 
-from rtstream.caps import Caps, StreamFormat
 from rtstream.frames import AudioChunk, AudioFormat, Frame
 from rtstream.params import ParamError, param, whole_samples
 from rtstream.registry import register
@@ -146,13 +145,9 @@ class JitterBufferStage(Filter):
             max_stretch=self.max_stretch,
         )
 
-    def output_caps(self, fmt_in: StreamFormat | None) -> Caps:
+    def frames_out(self) -> float:
         """Ticks of ``tick_ms`` (the last of a talk spurt may be shorter)."""
-        assert fmt_in is not None
-        return Caps.of(fmt_in.format, self.tick_ms)
-
-    def upstream_caps(self, downstream: Caps) -> Caps:
-        return self.input_caps() & downstream.with_frames(None)
+        return self.tick_ms
 
     def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CoreElement:
         assert fmt_in is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from rtstream.caps import ANY_SIZE, Caps, StreamFormat
+from rtstream.caps import ANY_SIZE, Caps
 from rtstream.frames import AudioFormat, Encoding
 from rtstream.markup import BREATH_TYPES
 from rtstream.params import ParamError, param
@@ -105,13 +105,9 @@ class PauseBreath(Filter):
     def breath_ranges(self) -> dict[str, tuple[float, float]]:
         return {kind: getattr(self, f"breath_{kind}") for kind in BREATH_TYPES}
 
-    def output_caps(self, fmt_in: StreamFormat | None) -> Caps:
-        """The format it takes in, in chunks of any size (it inserts audio of any length)."""
-        assert fmt_in is not None
-        return Caps.of(fmt_in.format, ANY_SIZE)
-
-    def upstream_caps(self, downstream: Caps) -> Caps:
-        return self.input_caps() & downstream.with_frames(None)
+    def frames_out(self) -> float:
+        """Chunks of any size: it inserts audio of any length."""
+        return ANY_SIZE
 
     def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CoreElement:
         assert fmt_in is not None
