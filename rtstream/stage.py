@@ -149,8 +149,9 @@ async def run_core(
 async def _run_decoupled(core: Core, rx: ReceiveChannel, tx: SendChannel, task_status: trio.TaskStatus[None]) -> None:
     """A reader task pushes input as it comes while the task that polls is blocked sending output.
 
-    The reader stops while the core is ``full``; each poll lets it look again. The poller
-    reads the core's deadline after every send, so a push made meanwhile is never missed.
+    The reader stops while the core is ``full``, until a poll's output has been sent and left
+    room. The poller reads the core's deadline after every send, so a push made meanwhile is
+    never missed.
     """
     changed = trio.lowlevel.ParkingLot()
     room = trio.lowlevel.ParkingLot()
@@ -179,7 +180,8 @@ async def _run_decoupled(core: Core, rx: ReceiveChannel, tx: SendChannel, task_s
                 continue
             for frame in core.poll(trio.current_time()):
                 await tx.send(frame)
-            room.unpark_all()
+            if not core.full:  # as the sends left it: the reader waits for the next poll otherwise
+                room.unpark_all()
 
 
 class CoreElement:
