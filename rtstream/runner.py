@@ -137,7 +137,7 @@ async def run_pipeline(
     control = control or RunControl()
     started = trio.current_time()
     error = None
-    status = _TrackedStatus(task_status)
+    starting = _TrackedStatus(task_status)
     with control.pipeline_scope() as scope, scope:
         try:
             async with trio.open_nursery() as nursery:
@@ -147,12 +147,12 @@ async def run_pipeline(
                     inbound = (ends[i - 1][1],) if i > 0 else ()
                     outbound = (ends[i][0],) if i < last else ()
                     await nursery.start(_run_stage, pipeline, i, inbound + outbound, control)
-                status.started()
+                starting.started()
         except* StageFailed as group:
             error = _first_failure(group)
             log.error("%s", error)
-    if not status.done:  # failed or cancelled while starting
-        status.started()
+    if not starting.done:  # failed or cancelled while starting
+        starting.started()
     if error is not None and raise_on_failure:
         raise error
     if error is not None:

@@ -52,11 +52,17 @@ class Core:
 
     __slots__ = ()
 
-    deadline: float = math.inf
-    full: bool = False
     decoupled: ClassVar[bool] = False
     """``push`` and ``end`` never return frames (they only buffer): the shell may read input in a task of
     its own while polled output waits on downstream, a queue boundary (GStreamer's ``queue``)."""
+
+    @property
+    def deadline(self) -> float:
+        return math.inf
+
+    @property
+    def full(self) -> bool:
+        return False
 
     def push(self, frame: Frame, now: float) -> Sequence[Frame]:
         raise NotImplementedError

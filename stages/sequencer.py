@@ -176,7 +176,7 @@ class Reorderer(Core):
         return self._highest + (diff - self.modulus if diff >= half else diff)
 
     @property
-    def deadline(self) -> float:  # type: ignore[override]  # a property where Core has a plain attribute
+    def deadline(self) -> float:
         """When the oldest wait ends (ms windows); inf when nothing waits."""
         if self.unit != "ms" or not self._held:
             return math.inf

@@ -53,7 +53,7 @@ class Playout(Core):
         self._wake = True
 
     @property
-    def deadline(self) -> float:  # type: ignore[override]  # a property where Core has a plain attribute
+    def deadline(self) -> float:
         """At once after a push while not playing; else when the audio handed out has played.
 
         So the stream ends (after ``end``) once its last block has played, not when it was handed out.
@@ -66,7 +66,7 @@ class Playout(Core):
         return due - PULL_AHEAD if self.pull else due
 
     @property
-    def full(self) -> bool:  # type: ignore[override]  # as above
+    def full(self) -> bool:
         return self.buffer.full
 
     def push(self, frame: Frame, now: float) -> Sequence[Frame]:

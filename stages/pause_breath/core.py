@@ -291,7 +291,7 @@ class PauseBreathCore(Core):
         return self._out()
 
     @property
-    def deadline(self) -> float:  # type: ignore[override]  # a property where Core has a plain attribute
+    def deadline(self) -> float:
         """When ``poll`` must run if nothing arrives before (inf: never)."""
         return self._held[0].arrived + self.config.max_wait if self._held else math.inf
 
