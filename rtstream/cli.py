@@ -290,6 +290,8 @@ def inspect(name: str) -> None:
         click.echo(f"  accepts:  {cls.accepts}")
     if cls.role != "sink":
         click.echo(f"  produces: {'the format it receives' if cls.produces is None else cls.produces}")
+    if cls.frames_help:
+        click.echo(f"  frames:   {cls.frames_help}")
     _echo_params(info.params)
     _echo_statistics(cls.statistics_type)
 

@@ -230,6 +230,9 @@ class Stage:
     statistics_type: ClassVar[type | None] = None
     """The frozen record its elements' ``statistics()`` return (``rtstream inspect`` lists its fields)."""
 
+    frames_help: ClassVar[str] = ""
+    """What it needs or makes of frame durations, in words (``rtstream inspect``); empty: any, as they come."""
+
     def input_caps(self) -> Caps:
         """The formats this configured stage accepts."""
         return self.accepts

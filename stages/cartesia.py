@@ -347,6 +347,7 @@ class CartesiaTTS(Source):
 
     produces = Caps(tuple(Encoding), SAMPLE_RATES, (1,), (ANY_SIZE,))
     statistics_type = CartesiaStatistics
+    frames_help = "makes chunks of any size, as the service sends them"
 
     url: str = param(DEFAULT_URL, help="The TTS WebSocket (the simulator: '${services.NAME.url}').")
     api_key: str | None = param(

@@ -222,6 +222,7 @@ class Chunker(Filter):
     """Re-cuts audio of any chunk size into frames of exactly frame_ms, in any format."""
 
     statistics_type = ChunkerStatistics
+    frames_help = "makes frames of frame_ms out of chunks of any size"
 
     frame_ms: float = param(
         60.0, gt=0, max=1000, unit="ms", help="Frame duration; must be a whole number of samples at the edge's rate."

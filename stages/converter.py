@@ -290,6 +290,7 @@ class Converter(Filter):
 
     produces = Caps(tuple(Encoding), SAMPLE_RATES, (1, 2))
     statistics_type = ConverterStatistics
+    frames_help = "keeps the frame duration unless it resamples; resampled audio comes in chunks of any size"
 
     encoding: Encoding | None = param(
         type=Encoding, optional=True, help="Output encoding; unset: what downstream accepts, else the input's."

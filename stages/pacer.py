@@ -450,6 +450,7 @@ class Pacer(Filter):
     """Sends fixed frames on an absolute clock: frame n at t0 + n x period, never drifting."""
 
     statistics_type = PacerStatistics
+    frames_help = "takes only frames of frame_ms (a chunker with the same frame_ms before it makes them)"
 
     frame_ms: float = param(
         60.0, gt=0, max=1000, unit="ms", help="Duration of each frame (the period); as the chunker's."

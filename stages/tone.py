@@ -32,6 +32,7 @@ class Tone(Source):
 
     produces = Caps(tuple(Encoding), SAMPLE_RATES, (1, 2))
     statistics_type = ToneStatistics
+    frames_help = "makes frames of chunk_ms when that is whole samples (the last may be shorter)"
 
     frequency: float = param(440.0, gt=0, max=20000, unit="Hz", help="Frequency of the sine.")
     level: float = param(-12.0, min=-96, max=0, unit="dBFS", help="Peak level.")

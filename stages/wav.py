@@ -43,6 +43,7 @@ class WavSource(Source):
 
     produces = Caps(encodings=(Encoding.PCM_S16LE,), frame_ms=(ANY_SIZE,))
     statistics_type = WavSourceStatistics
+    frames_help = "makes chunks of any size"
 
     path: str = param(type=str, help="The WAV file (16-bit PCM, mono or stereo).")
     chunking: str = param(

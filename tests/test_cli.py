@@ -153,6 +153,9 @@ def test_every_registered_stage_documents_every_statistics_field():
 def test_inspect_prints_statistics_with_their_meaning_and_every_choice():
     output = invoke("inspect", "chunker").output
     assert "  remainder (string, default 'pad')" in output and "      allowed: pad, hold, drop\n" in output
+    assert (
+        "  produces: the format it receives\n  frames:   makes frames of frame_ms out of chunks of any size\n" in output
+    )
     statistics = output[output.index("\nStatistics\n") :]
     assert statistics.startswith(
         "\nStatistics\n  chunks_in (int)\n      Audio chunks taken in.\n  samples_in (int)\n"

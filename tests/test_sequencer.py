@@ -16,7 +16,7 @@ def chunks(frames):
     return [f for f in frames if isinstance(f, AudioChunk)]
 
 
-def feed(core, frames):
+def push_all(core, frames):
     out = []
     for f in frames:
         out += core.push(f, 0.0)
@@ -25,7 +25,7 @@ def feed(core, frames):
 
 def test_sender_numbers_stamps_and_flags():
     core = Stamper(start_seq=7)
-    out = feed(
+    out = push_all(
         core,
         [
             UtteranceStart("a"),
@@ -52,7 +52,7 @@ def test_sender_numbers_stamps_and_flags():
 def test_sender_retransmission_keeps_its_number():
     core = Stamper()
     first = pcm_chunk(160, pts=0, utterance="a", seed=1)
-    out = feed(core, [first, pcm_chunk(160, pts=160, utterance="a"), first, pcm_chunk(160, pts=-999, utterance="a")])
+    out = push_all(core, [first, pcm_chunk(160, pts=160, utterance="a"), first, pcm_chunk(160, pts=-999, utterance="a")])
     cs = chunks(out)
     assert [c.seq for c in cs] == [0, 1, 0]
     assert cs[2].flags & ChunkFlags.RETRANSMIT and cs[2].pts == 0
@@ -61,7 +61,7 @@ def test_sender_retransmission_keeps_its_number():
 
 def test_sender_marks_last_when_asked():
     core = Stamper(mark_last=True)
-    out = feed(
+    out = push_all(
         core,
         [UtteranceStart("a"), pcm_chunk(10, utterance="a"), pcm_chunk(10, pts=10, utterance="a"), UtteranceEnd("a")],
     )

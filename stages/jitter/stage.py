@@ -103,6 +103,7 @@ class JitterBufferStage(Filter):
     """Adaptive playout buffer: smooths jitter, conceals losses, stretches time within ±5 %."""
 
     statistics_type = JitterStatistics
+    frames_help = "makes ticks of tick_ms (the last of a talk spurt may be shorter) out of chunks of any size"
 
     direction: str = param(
         "outbound",

@@ -31,6 +31,7 @@ class PauseBreath(Filter):
 
     accepts = Caps(encodings=(Encoding.PCM_S16LE, Encoding.PCM_F32LE))
     statistics_type = PauseBreathStatistics
+    frames_help = "makes chunks of any size (it inserts audio of any length): put the chunker after it"
 
     comma: tuple[float, float] = _range((0.10, 0.20), "Pause after a comma.")
     period: tuple[float, float] = _range((0.40, 0.60), "Pause after a period that ends a sentence.")
