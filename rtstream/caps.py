@@ -26,7 +26,8 @@ def _tuple_or_none(value: Iterable[object] | None) -> tuple | None:
     return None if value is None else tuple(value)
 
 
-def _frames(frame_ms: float) -> str:
+def frames_text(frame_ms: float) -> str:
+    """A frame duration in words: ``frames of 20 ms``, ``chunks of any size``."""
     return "chunks of any size" if frame_ms == ANY_SIZE else f"frames of {frame_ms:g} ms"
 
 
@@ -112,7 +113,7 @@ class Structure:
         )
 
     def __str__(self) -> str:
-        frames = "" if self.frame_ms is None else ", " + " or ".join(_frames(ms) for ms in self.frame_ms)
+        frames = "" if self.frame_ms is None else ", " + " or ".join(frames_text(ms) for ms in self.frame_ms)
         formats = (self.encodings, self.rates, self.channels)
         if all(dim is None for dim in formats):
             return "any format" + frames

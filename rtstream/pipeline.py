@@ -1,11 +1,13 @@
 """Building a pipeline: stage configs from their tables, roles checked, one format per edge.
 
-Negotiation works like GStreamer caps, in two passes before any task starts. Backwards from
-the sink, each edge learns what the stages downstream of it can take (a stage that passes its
-format through passes the constraint up; one that converts absorbs it). Forwards from the
-source, each stage offers what it can produce, the offer is met with that constraint, and one
-format is fixed, keeping the upstream format wherever it is allowed. When an offer and a
-constraint do not meet, the error names both stages and both formats.
+Negotiation works like GStreamer caps (unions of structures), in two passes before any task
+starts. Backwards from the sink, each edge learns what the stages downstream of it can take (a
+stage that passes its format through passes the constraint up; one that converts absorbs it;
+one that cuts frames of its own passes the format up but not the frame duration). Forwards
+from the source, each stage offers what it can produce, the offer is met with that constraint,
+and one format and frame duration are fixed, keeping the upstream ones wherever they are
+allowed. When an offer and a constraint do not meet, the error names both stages and both
+formats, or both frame durations when only those differ. Then every stage opens its element.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import attrs
 
 from . import registry
-from .caps import ANY_SIZE, Caps, StreamFormat
+from .caps import ANY_SIZE, Caps, StreamFormat, frames_text
 from .config import DEFAULT_CAPACITY, PipelineSpec, ServiceSpec, StageSpec, fill_services
 from .errors import ConfigError, FormatMismatch, StageRef
 from .frames import AudioFormat
@@ -226,6 +228,4 @@ def _frame_values(caps: Caps) -> list[float]:
 
 
 def _durations(caps: Caps) -> str:
-    return " or ".join(
-        "chunks of any size" if ms == ANY_SIZE else f"frames of {ms:g} ms" for ms in dict.fromkeys(_frame_values(caps))
-    )
+    return " or ".join(frames_text(ms) for ms in dict.fromkeys(_frame_values(caps)))
