@@ -108,14 +108,15 @@ class WavSinkStatistics:
 
 
 class _Recording(Core):
-    """Writes the audio to the open WAV file, counting it and the events as a null sink does."""
+    """Writes the audio to the WAV file the element opened, counting it and the events as a null sink does."""
 
-    def __init__(self, writer: WavWriter) -> None:
-        self.writer = writer
+    def __init__(self) -> None:
+        self.writer: WavWriter | None = None
         self.tally = Tally()
 
     def push(self, frame: Frame, now: float) -> Sequence[Frame]:
         if type(frame) is AudioChunk:
+            assert self.writer is not None, "the element opens the file before the first frame"
             self.writer.write(frame.data)
         return self.tally.push(frame, now)
 
@@ -144,12 +145,11 @@ class _WavWriting:
 
     def __init__(self, path: str, fmt: AudioFormat) -> None:
         self.path, self.format = path, fmt
-        self.core: _Recording | None = None
+        self.core = _Recording()
 
     async def run(self, rx: ReceiveChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with WavWriter(self.path, self.format) as writer:
-            self.core = _Recording(writer)
+        with WavWriter(self.path, self.format) as self.core.writer:
             await run_core(self.core, rx, task_status=task_status)
 
     def statistics(self) -> WavSinkStatistics:
-        return WavSinkStatistics(Throughput(0, 0, 0.0), {}) if self.core is None else self.core.statistics()
+        return self.core.statistics()
