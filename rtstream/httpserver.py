@@ -82,6 +82,8 @@ class Upgrade:
     session: Callable[[WebSocket], Awaitable[None]]
     subprotocols: tuple[str, ...] = ()
     max_message_size: int = MAX_MESSAGE_BYTES
+    abandoned: Callable[[], None] | None = None
+    """Called instead of ``session`` when the upgrade fails (to give back what the route reserved)."""
 
 
 Route = Callable[[Request], Awaitable[Response | Upgrade]]
@@ -165,6 +167,21 @@ async def handle_connection(stream: trio.SocketStream, route: Route, *, request_
         if isinstance(answer, Response):
             await _send_response(stream, answer)
             return
+        await _upgrade(stream, request, raw, trailing, answer)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    except Exception:
+        log.exception("%s: the request handler failed", peer)
+    finally:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+
+
+async def _upgrade(
+    stream: trio.SocketStream, request: Request, raw: h11.Request, trailing: bytes, answer: Upgrade
+) -> None:
+    started = False
+    try:
         if not request.websocket:
             await _send_response(stream, Response.text(426, "this path takes a WebSocket"))
             return
@@ -174,18 +191,15 @@ async def handle_connection(stream: trio.SocketStream, route: Route, *, request_
             )
         except HandshakeFailed:
             return
+        started = True
         try:
             await answer.session(ws)
         finally:
             with trio.CancelScope(shield=True):
                 await ws.close()
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    except Exception:
-        log.exception("%s: the request handler failed", peer)
     finally:
-        with trio.CancelScope(shield=True):
-            await stream.aclose()
+        if not started and answer.abandoned is not None:
+            answer.abandoned()
 
 
 async def _read_request(stream: trio.SocketStream, peer: str) -> tuple[Request, h11.Request, bytes] | Response:
