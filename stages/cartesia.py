@@ -17,9 +17,6 @@ exponential backoff with jitter.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import math
 from collections import Counter
@@ -49,6 +46,17 @@ from rtstream.params import ParamError, param
 from rtstream.registry import register
 from rtstream.stage import SendChannel, Source
 from rtstream.stats import Drops, Quantiles, Summary
+from rtstream.wire import RemoteProtocolError
+from rtstream.wire.cartesia import (
+    CartesiaClient,
+    Chunk,
+    Done,
+    Error,
+    FlushDone,
+    Generation,
+    Request,
+    Timestamps,
+)
 
 from .wsclient import Backoff, ConnectFailed, open_connection, peer
 
@@ -79,10 +87,6 @@ class Counts:
     drops: Drops = attrs.Factory(Drops)
 
 
-class Malformed(Exception):
-    """A message that cannot be used; the argument is the reason counted."""
-
-
 class Utterance:
     """One utterance's conversation with the service, sans I/O.
 
@@ -95,8 +99,7 @@ class Utterance:
         self,
         utterance: str,
         words: list[str],
-        fmt: AudioFormat,
-        base_request: dict[str, Any],
+        generation: Generation,
         *,
         counts: Counts,
         pts: int,
@@ -104,12 +107,12 @@ class Utterance:
         chunk_words: int = 0,
         sequence_field: str | None = None,
         max_message_bytes: int = 1 << 20,
-        timestamps: bool = True,
     ) -> None:
         self.utterance = utterance
         self.words = words
-        self.format = fmt
-        self._base = base_request
+        self.format = fmt = generation.format
+        self._generation = generation
+        self._wire = CartesiaClient(sequence_field=sequence_field, max_message_bytes=max_message_bytes)
         self._counts = counts
         self.pts = pts
         """The pts of the next sample (stream time)."""
@@ -117,9 +120,7 @@ class Utterance:
         """One past the highest sequence number given so far (stream-wide)."""
         self._seq_base = seq_base
         self._chunk_words = chunk_words
-        self._seq_field = sequence_field
-        self._max_bytes = max_message_bytes
-        self._timestamps = timestamps
+        self._timestamps = generation.timestamps
         self._aligner = PayloadAligner(fmt)
         self.context_id: str | None = None
         self._attempt = 0
@@ -168,17 +169,18 @@ class Utterance:
         words = self.words[self.resume_from :]
         step = self._chunk_words or max(len(words), 1)
         pieces = [" ".join(words[i : i + step]) + " " for i in range(0, len(words), step)] or [""]
-        out = []
-        for i, piece in enumerate(pieces):
-            last = i == len(pieces) - 1
-            request = {
-                **self._base,
-                "transcript": piece.rstrip() if last else piece,
-                "context_id": self.context_id,
-                "continue": not last,
-            }
-            out.append(json.dumps(request))
-        return out
+        last = len(pieces) - 1
+        return [
+            self._wire.send(
+                Request(
+                    context_id=self.context_id,
+                    transcript=piece.rstrip() if i == last else piece,
+                    generation=self._generation,
+                    more=i != last,
+                )
+            )
+            for i, piece in enumerate(pieces)
+        ]
 
     def lost(self) -> None:
         """The current context was lost: resume from the first word whose audio did not all arrive.
@@ -203,48 +205,23 @@ class Utterance:
         self._word_ends = []
 
     def receive(self, message: str | bytes, now: float) -> list[Frame]:
-        """The frames a message makes; a malformed one is counted and makes none."""
+        """The frames a message makes; a malformed one is counted and raises RemoteProtocolError."""
         try:
-            return self._receive(message, now)
-        except Malformed as exc:
-            self._counts.malformed[str(exc)] += 1
+            response = self._wire.receive(message)
+        except RemoteProtocolError as exc:
+            self._counts.malformed[exc.reason] += 1
             raise
-
-    def _receive(self, message: str | bytes, now: float) -> list[Frame]:
-        if isinstance(message, bytes):
-            raise Malformed("binary_message")
-        if len(message) > self._max_bytes:
-            raise Malformed("oversize")
-        try:
-            data = json.loads(message)
-        except json.JSONDecodeError:
-            raise Malformed("bad_json") from None
-        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-            raise Malformed("bad_shape")
-        kind = data["type"]
-        handler = self._HANDLERS.get(kind)
-        if handler is None:
-            raise Malformed("unknown_type")
-        if data.get("context_id") != self.context_id:
+        if response.context_id != self.context_id:
             self._counts.stale += 1
             return []
-        return handler(self, data, now)
+        return self._HANDLERS[type(response)](self, response, now)
 
-    def _chunk(self, data: dict[str, Any], now: float) -> list[Frame]:
-        encoded = data.get("data")
-        if not isinstance(encoded, str):
-            raise Malformed("bad_shape")
-        try:
-            payload = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise Malformed("bad_base64") from None
-        samples = self._aligner.feed(payload)
-        seq = data.get(self._seq_field) if self._seq_field else None
-        if isinstance(seq, int) and not isinstance(seq, bool):
+    def _chunk(self, chunk: Chunk, now: float) -> list[Frame]:
+        samples = self._aligner.feed(chunk.audio)
+        seq = chunk.seq
+        if seq is not None:
             seq += self._seq_base
             self.seq_next = max(self.seq_next, seq + 1)
-        else:
-            seq = None
         counts = self._counts
         counts.chunks += 1
         if self._asked is not None:
@@ -252,49 +229,43 @@ class Utterance:
             self._asked = None
         if not len(samples):
             return []
-        chunk = AudioChunk(samples, self.format, pts=self.pts, seq=seq, arrival=now, utterance=self.utterance)
+        frame = AudioChunk(samples, self.format, pts=self.pts, seq=seq, arrival=now, utterance=self.utterance)
         self.pts += len(samples)
         self._context_samples += len(samples)
         self._counts.samples += len(samples)
-        return [chunk]
+        return [frame]
 
-    def _timestamps_message(self, data: dict[str, Any], now: float) -> list[Frame]:
-        stamps = data.get("word_timestamps")
-        try:
-            words, starts, ends = stamps["words"], stamps["start"], stamps["end"]
-            if not len(words) == len(starts) == len(ends):
-                raise ValueError
-            offset = self._context_start
-            timed = tuple(Word(str(w), offset + float(s), offset + float(e)) for w, s, e in zip(words, starts, ends))
-        except (TypeError, KeyError, ValueError):
-            raise Malformed("bad_timestamps") from None
-        self._word_ends += [float(e) for e in ends]
+    def _timestamps_message(self, stamps: Timestamps, now: float) -> list[Frame]:
+        offset = self._context_start
+        timed = tuple(
+            Word(w, offset + s, offset + e) for w, s, e in zip(stamps.words, stamps.start, stamps.end, strict=True)
+        )
+        self._word_ends += stamps.end
         self._counts.word_timings += len(timed)
         return [WordTimings(self.utterance, timed)] if timed else []
 
-    def _done(self, data: dict[str, Any], now: float) -> list[Frame]:
+    def _done(self, done: Done, now: float) -> list[Frame]:
         self.context_done = True
         self._next_context()
         return []
 
-    def _flush_done(self, data: dict[str, Any], now: float) -> list[Frame]:
+    def _flush_done(self, flush_done: FlushDone, now: float) -> list[Frame]:
         return []
 
-    def _error(self, data: dict[str, Any], now: float) -> list[Frame]:
-        status = data.get("status_code")
-        code = data.get("error_code") or data.get("title") or "error"
-        self.error = (status if isinstance(status, int) else 0, str(code))
-        self._counts.service_errors[str(code)] += 1
+    def _error(self, error: Error, now: float) -> list[Frame]:
+        code = error.error_code or error.title or "error"
+        self.error = (error.status_code or 0, code)
+        self._counts.service_errors[code] += 1
         self.context_done = True
         self.lost()
         return []
 
-    _HANDLERS: ClassVar[dict[str, Callable[..., list[Frame]]]] = {
-        "chunk": _chunk,
-        "timestamps": _timestamps_message,
-        "done": _done,
-        "flush_done": _flush_done,
-        "error": _error,
+    _HANDLERS: ClassVar[dict[type, Callable[[Utterance, Any, float], list[Frame]]]] = {
+        Chunk: _chunk,
+        Timestamps: _timestamps_message,
+        Done: _done,
+        FlushDone: _flush_done,
+        Error: _error,
     }
 
 
@@ -427,19 +398,19 @@ class CartesiaTTS(Source):
     def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CartesiaTTS:
         return attrs.evolve(self, format=fmt_out)
 
-    def _base_request(self, fmt: AudioFormat) -> dict[str, Any]:
-        return {
-            "model_id": self.model_id,
-            "voice": {"mode": "id", "id": self.voice_id},
-            "language": self.language,
-            "output_format": {"container": "raw", "encoding": fmt.encoding.value, "sample_rate": fmt.sample_rate},
-            "add_timestamps": self.timestamps,
-        }
+    def _generation(self, fmt: AudioFormat) -> Generation:
+        return Generation(
+            model_id=self.model_id,
+            voice_id=self.voice_id,
+            format=fmt,
+            language=self.language,
+            timestamps=self.timestamps,
+        )
 
     async def run(self, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         fmt = self.format or self.output_caps(None).fixate()
         counts = self._counts
-        base = self._base_request(fmt)
+        generation = self._generation(fmt)
         backoff = Backoff(self.backoff_initial, self.backoff_max)
         headers = [(b"Cartesia-Version", self.version.encode())]
         if self.api_key is not None:
@@ -466,15 +437,13 @@ class CartesiaTTS(Source):
                                 utterance = Utterance(
                                     f"utt-{n}",
                                     strip_tags(text).split(),
-                                    fmt,
-                                    base,
+                                    generation,
                                     counts=counts,
                                     pts=pts,
                                     seq_base=seq,
                                     chunk_words=self.chunk_words,
                                     sequence_field=self.sequence_field,
                                     max_message_bytes=self.max_message_bytes,
-                                    timestamps=self.timestamps,
                                 )
                                 counts.utterances += 1
                                 await tx.send(UtteranceStart(utterance.utterance, text))
@@ -523,8 +492,8 @@ class CartesiaTTS(Source):
                     waiting.deadline = math.inf  # no timeout while downstream holds us back
                     try:
                         frames = utterance.receive(message, trio.current_time())
-                    except Malformed as exc:
-                        self._log_malformed(str(exc), message)
+                    except RemoteProtocolError as exc:
+                        self._log_malformed(exc.reason, message)
                         continue
                     for frame in frames:
                         await tx.send(frame)

@@ -21,17 +21,20 @@ from rtstream.params import ParamError
 from rtstream.simulators.speech import synthesize
 from rtstream.simulators.tts import TtsSession, TtsSettings, audio_of
 from rtstream.simulators.websocket import converse, serve
-from rtstream.stages.cartesia import CartesiaTTS, Counts, Malformed, Utterance
+from rtstream.stages.cartesia import CartesiaTTS, Counts, Utterance
 from rtstream.stages.pause_breath.script import is_spoken, read_script
 from rtstream.testing import run_stage
+from rtstream.wire import RemoteProtocolError
+from rtstream.wire.cartesia import Generation
 
 PCM8 = AudioFormat("pcm_s16le", 8000)
 TEXT = "Hello there [pause 200ms] and welcome, this is the bridge."
 CLEAN = "Hello there and welcome, this is the bridge."
 
 
-def utterance(words="one two three", fmt=PCM8, **kw):
-    return Utterance("utt-1", words.split(), fmt, {"model_id": "m"}, counts=Counts(), pts=0, seq_base=0, **kw)
+def utterance(words="one two three", fmt=PCM8, timestamps=True, **kw):
+    generation = Generation(model_id="m", voice_id="v", format=fmt, timestamps=timestamps)
+    return Utterance("utt-1", words.split(), generation, counts=Counts(), pts=0, seq_base=0, **kw)
 
 
 def chunk(data: bytes, context="utt-1", **extra):
@@ -64,10 +67,10 @@ def test_odd_byte_counts_are_carried_and_seq_and_arrival_stamped():
 @pytest.mark.parametrize(
     "message,reason",
     [
-        (b"\x00", "binary_message"),
+        (b"\x00", "binary_frame"),
         ("{", "bad_json"),
         ("[1]", "bad_shape"),
-        ('{"type": "song"}', "unknown_type"),
+        ('{"type": "song"}', "unknown_event"),
         ('{"type": "chunk", "data": "!!", "context_id": "utt-1"}', "bad_base64"),
         ('{"type": "chunk", "context_id": "utt-1"}', "bad_shape"),
         (
@@ -80,7 +83,7 @@ def test_odd_byte_counts_are_carried_and_seq_and_arrival_stamped():
 def test_malformed_messages_are_counted(message, reason):
     u = utterance(max_message_bytes=1024)
     u.requests()
-    with pytest.raises(Malformed, match=f"^{reason}$"):
+    with pytest.raises(RemoteProtocolError, match=rf"^{reason}\b"):
         u.receive(message, 0.0)
     assert u._counts.malformed == {reason: 1}
 
@@ -323,9 +326,9 @@ async def test_malformed_server_messages_are_counted_and_logged_while_the_call_g
     assert out.report.stages[0].statistics["malformed"] == {
         "bad_base64": 1,
         "bad_json": 1,
-        "binary_message": 1,
+        "binary_frame": 1,
         "oversize": 1,
-        "unknown_type": 1,
+        "unknown_event": 1,
     }
     logged = [r.getMessage() for r in caplog.records]
     assert any(f"malformed message from ws://127.0.0.1:{port}/tts/websocket (bad_json" in m for m in logged)

@@ -16,9 +16,7 @@ impairments, so a client can see duplicated, reordered and dropped chunks. Set
 
 from __future__ import annotations
 
-import base64
 import itertools
-import json
 import random
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -28,14 +26,25 @@ import attrs
 import numpy as np
 
 from rtstream.audio.codec import from_float32
-from rtstream.frames import SAMPLE_RATES, AudioFormat, Encoding
+from rtstream.frames import AudioFormat
 from rtstream.params import ParamError, param
+from rtstream.wire import RemoteProtocolError
+from rtstream.wire.cartesia import (
+    BadRequest,
+    CartesiaService,
+    Chunk,
+    Done,
+    Error,
+    FlushDone,
+    Request,
+    Response,
+    Timestamps,
+)
 
 from ..netem import Impairments, NetEm, NetEmStatistics
 from ..speech import synthesize
 
 SEQUENCE_FIELD = "seq"
-ENCODINGS = tuple(e.value for e in Encoding)
 _EXPIRED_REMEMBERED = 1024
 
 
@@ -110,20 +119,6 @@ class RequestError(Exception):
         self.status, self.code, self.title, self.context_id = status, code, title, context_id
 
 
-def error_message(status: int, code: str, title: str, message: str, context_id: str | None) -> str:
-    return json.dumps(
-        {
-            "type": "error",
-            "done": True,
-            "status_code": status,
-            "error_code": code,
-            "title": title,
-            "message": message,
-            "context_id": context_id,
-        }
-    )
-
-
 @attrs.define
 class _Context:
     id: str
@@ -139,8 +134,8 @@ class _Context:
     chunks: int = 0
     flushes: int = 0
     ended: bool = False
-    queue: deque[tuple[float, str, str]] = attrs.Factory(deque)
-    """Messages being generated: (ready time, kind, message text)."""
+    queue: deque[tuple[float, Response]] = attrs.Factory(deque)
+    """Responses being generated, with the time each is ready."""
 
 
 @attrs.frozen
@@ -163,6 +158,7 @@ class TtsSession:
         self.settings = settings
         self._rng = random.Random(seed)
         self._net = NetEm(settings.impairments(), seed)
+        self._wire = CartesiaService(sequence_field=settings.sequence_field)
         self._limiter = limiter or ContextLimiter(settings.max_contexts)
         self._contexts: dict[str, _Context] = {}
         self._expired: deque[str] = deque(maxlen=_EXPIRED_REMEMBERED)
@@ -178,38 +174,33 @@ class TtsSession:
         """Take one request message that arrived at ``now``."""
         self._requests += 1
         try:
-            self._handle(self._parse(message), now)
-        except RequestError as exc:
-            self._errors[exc.code] += 1
-            self._net.push(error_message(exc.status, exc.code, exc.title, str(exc), exc.context_id), now)
-
-    @staticmethod
-    def _parse(message: str | bytes) -> dict[str, Any]:
-        if isinstance(message, bytes):
-            raise RequestError(
-                400, "invalid_request", "Invalid request", "binary messages are not accepted; send JSON text"
+            request = self._wire.receive(message)
+            if isinstance(request, Request):
+                self._handle(request, now)
+            else:
+                self._cancel(request.context_id)
+        except RemoteProtocolError as exc:
+            json_error = exc.reason == "bad_json"
+            context_id = exc.context_id if isinstance(exc, BadRequest) else None
+            error = RequestError(
+                400,
+                "invalid_json" if json_error else "invalid_request",
+                "Invalid JSON" if json_error else "Invalid request",
+                exc.detail,
+                context_id,
             )
-        try:
-            request = json.loads(message)
-        except json.JSONDecodeError as exc:
-            raise RequestError(400, "invalid_json", "Invalid JSON", f"the request is not valid JSON: {exc}") from None
-        if not isinstance(request, dict):
-            raise RequestError(400, "invalid_request", "Invalid request", "the request must be a JSON object")
-        return request
+            self._refuse(error, now)
+        except RequestError as exc:
+            self._refuse(exc, now)
 
-    def _handle(self, request: dict[str, Any], now: float) -> None:
-        context_id = request.get("context_id")
-        if context_id is not None and not isinstance(context_id, str):
-            raise RequestError(400, "invalid_request", "Invalid request", "context_id must be a string")
-        if request.get("cancel") is True:
-            if context_id is None:
-                raise RequestError(400, "invalid_request", "Invalid request", "cancel needs a context_id")
-            self._cancel(context_id)
-            return
-        fmt, timestamps = _check_request(request, context_id)
-        transcript = request["transcript"]
-        keep_open = _flag(request, "continue", context_id)
-        flush = _flag(request, "flush", context_id)
+    def _refuse(self, exc: RequestError, now: float) -> None:
+        self._errors[exc.code] += 1
+        self._net.push(self._wire.send(Error(exc.context_id, exc.status, exc.code, exc.title, str(exc))), now)
+
+    def _handle(self, request: Request, now: float) -> None:
+        context_id = request.context_id
+        fmt, timestamps = request.generation.format, request.generation.timestamps
+        transcript, keep_open, flush = request.transcript, request.more, request.flush
         if context_id is None:
             context_id = f"auto-{next(self._auto_ids)}"
         ctx = self._contexts.get(context_id)
@@ -237,21 +228,10 @@ class TtsSession:
             return
         if flush:
             ctx.flushes += 1
-            self._queue(
-                ctx,
-                "flush_done",
-                {
-                    "type": "flush_done",
-                    "done": False,
-                    "flush_done": True,
-                    "flush_id": ctx.flushes,
-                    "status_code": 206,
-                    "context_id": ctx.id,
-                },
-            )
+            self._queue(ctx, FlushDone(ctx.id, ctx.flushes))
         if not keep_open:
             ctx.ended = True
-            self._queue(ctx, "done", {"type": "done", "done": True, "status_code": 206, "context_id": ctx.id})
+            self._queue(ctx, Done(ctx.id))
 
     def _open(self, context_id: str, fmt: AudioFormat, timestamps: bool, now: float) -> _Context:
         if context_id in self._expired:
@@ -309,66 +289,40 @@ class TtsSession:
             if s.error_after is not None and self._chunks >= s.error_after and not self._failed:
                 self._failed = True  # one simulated failure per connection
                 ctx.ended = True
-                ctx.queue.append(
-                    (
-                        ready,
-                        "error",
-                        error_message(500, "internal_error", "Internal error", "simulated generation failure", ctx.id),
-                    )
-                )
+                failure = Error(ctx.id, 500, "internal_error", "Internal error", "simulated generation failure")
+                ctx.queue.append((ready, failure))
                 return
             self._chunks += 1
             self._bytes += len(piece)
-            chunk = {
-                "type": "chunk",
-                "data": base64.b64encode(piece).decode("ascii"),
-                "done": False,
-                "status_code": 206,
-                "step_time": round(len(piece) / bytes_per_second * 1000 / max(s.rtf, 1), 3),
-                "context_id": ctx.id,
-            }
-            if s.sequence_field:
-                chunk[s.sequence_field] = ctx.chunks
+            step_time = round(len(piece) / bytes_per_second * 1000 / max(s.rtf, 1), 3)
+            ctx.queue.append((ready, Chunk(ctx.id, piece, ctx.chunks, step_time)))
             ctx.chunks += 1
-            ctx.queue.append((ready, "chunk", json.dumps(chunk)))
             covered = offset // fmt.frame_bytes
             done_words = [w for w in pending if w.end <= covered]
             if ctx.timestamps and done_words:
                 del pending[: len(done_words)]
-                ctx.queue.append(
-                    (
-                        ready,
-                        "timestamps",
-                        json.dumps(
-                            {
-                                "type": "timestamps",
-                                "done": False,
-                                "status_code": 206,
-                                "context_id": ctx.id,
-                                "word_timestamps": {
-                                    "words": [w.text for w in done_words],
-                                    "start": [(base + w.start) / rate for w in done_words],
-                                    "end": [(base + w.end) / rate for w in done_words],
-                                },
-                            }
-                        ),
-                    )
+                stamps = Timestamps(
+                    ctx.id,
+                    tuple(w.text for w in done_words),
+                    tuple((base + w.start) / rate for w in done_words),
+                    tuple((base + w.end) / rate for w in done_words),
                 )
+                ctx.queue.append((ready, stamps))
         ctx.samples += len(audio)
 
-    def _queue(self, ctx: _Context, kind: str, message: dict[str, Any]) -> None:
+    def _queue(self, ctx: _Context, response: Response) -> None:
         ready = max(ctx.generated_until, ctx.queue[-1][0] if ctx.queue else -float("inf"), ctx.last_input)
-        ctx.queue.append((ready, kind, json.dumps(message)))
+        ctx.queue.append((ready, response))
 
     # -- output --------------------------------------------------------------------------------
 
     def pop_due(self, now: float) -> list[Any]:
         """The messages due by ``now`` (strings, or :data:`rtstream.simulators.netem.DISCONNECT`)."""
-        due: list[tuple[float, int, str, str, _Context]] = []
+        due: list[tuple[float, int, Response]] = []
         for order, ctx in enumerate(list(self._contexts.values())):
             while ctx.queue and ctx.queue[0][0] <= now:
-                ready, kind, text = ctx.queue.popleft()
-                due.append((ready, order, kind, text, ctx))
+                ready, response = ctx.queue.popleft()
+                due.append((ready, order, response))
             if ctx.queue or ctx.id not in self._contexts:
                 continue
             if ctx.ended:
@@ -376,8 +330,8 @@ class TtsSession:
             elif now >= self._expiry(ctx):
                 self._close(ctx, done=False)
         due.sort(key=lambda item: (item[0], item[1]))
-        for ready, _, kind, text, _ctx in due:
-            self._net.push(text, ready, media=kind == "chunk")
+        for ready, _, response in due:
+            self._net.push(self._wire.send(response), ready, media=type(response) is Chunk)
         return self._net.pop_due(now)
 
     def _close(self, ctx: _Context, *, done: bool) -> None:
@@ -416,39 +370,6 @@ class TtsSession:
             dict(sorted(self._errors.items())),
             self._net.statistics(),
         )
-
-
-def _flag(request: dict[str, Any], key: str, context_id: str | None) -> bool:
-    value = request.get(key, False)
-    if not isinstance(value, bool):
-        raise RequestError(400, "invalid_request", "Invalid request", f"{key} must be true or false", context_id)
-    return value
-
-
-def _check_request(request: dict[str, Any], context_id: str | None) -> tuple[AudioFormat, bool]:
-    def bad(message: str) -> RequestError:
-        return RequestError(400, "invalid_request", "Invalid request", message, context_id)
-
-    for key in ("model_id", "transcript"):
-        if not isinstance(request.get(key), str):
-            raise bad(f"{key} must be a string")
-    voice = request.get("voice")
-    if not isinstance(voice, dict) or voice.get("mode") != "id" or not isinstance(voice.get("id"), str):
-        raise bad('voice must be {"mode": "id", "id": "<voice id>"}')
-    out = request.get("output_format")
-    if not isinstance(out, dict):
-        raise bad("output_format must be an object")
-    if out.get("container") != "raw":
-        raise bad(f"output_format.container must be 'raw', got {out.get('container')!r}")
-    if out.get("encoding") not in ENCODINGS:
-        raise bad(f"output_format.encoding must be one of {', '.join(ENCODINGS)}, got {out.get('encoding')!r}")
-    rate = out.get("sample_rate")
-    if isinstance(rate, bool) or rate not in SAMPLE_RATES:
-        raise bad(f"output_format.sample_rate must be one of {', '.join(map(str, SAMPLE_RATES))}, got {rate!r}")
-    timestamps = request.get("add_timestamps", False)
-    if not isinstance(timestamps, bool):
-        raise bad("add_timestamps must be true or false")
-    return AudioFormat(out["encoding"], rate), timestamps
 
 
 def audio_of(text: str, fmt: AudioFormat) -> np.ndarray:
