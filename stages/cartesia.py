@@ -7,9 +7,10 @@ transcript as written, audio chunks (whole samples, an odd byte carried into the
 ``arrival`` stamped, ``seq`` from the simulator's sequence field when present), ``WordTimings``
 from the timestamps, ``UtteranceEnd``.
 
-:class:`Utterance` is the sans-I/O core: requests out, messages in, frames out. Malformed
-messages (not JSON, bad base64, unknown type, oversize...) are counted, logged once per kind
-with the peer, and skipped. When the connection drops or the service answers with an error,
+:class:`Utterance` is the sans-I/O core: requests out, messages in, frames out, speaking
+through :class:`rtstream.wire.cartesia.CartesiaClient`. Malformed messages (not JSON, bad
+base64, unknown type, oversize...) are counted by reason, logged once per reason with the
+peer, and skipped. When the connection drops or the service answers with an error,
 the utterance resumes on a new context from the first word whose audio had not fully arrived
 (known from the word timestamps; without them, from the start of the lost context), after an
 exponential backoff with jitter.
@@ -122,7 +123,7 @@ class Utterance:
         self._chunk_words = chunk_words
         self._timestamps = generation.timestamps
         self._aligner = PayloadAligner(fmt)
-        self.context_id: str | None = None
+        self.context: str | None = None
         self._attempt = 0
         self.resume_from = 0
         """Index in ``words`` of the first word the current context speaks."""
@@ -161,7 +162,7 @@ class Utterance:
         if self._attempt == 0:
             self._asked = now
         self._attempt += 1
-        self.context_id = self.utterance if self._attempt == 1 else f"{self.utterance}-r{self._attempt - 1}"
+        self.context = self.utterance if self._attempt == 1 else f"{self.utterance}-r{self._attempt - 1}"
         self._counts.contexts += 1
         self.context_done = False
         self.error = None
@@ -173,7 +174,7 @@ class Utterance:
         return [
             self._wire.send(
                 Request(
-                    context_id=self.context_id,
+                    context=self.context,
                     transcript=piece.rstrip() if i == last else piece,
                     generation=self._generation,
                     more=i != last,
@@ -211,7 +212,7 @@ class Utterance:
         except RemoteProtocolError as exc:
             self._counts.malformed[exc.reason] += 1
             raise
-        if response.context_id != self.context_id:
+        if response.context != self.context:
             self._counts.stale += 1
             return []
         return self._HANDLERS[type(response)](self, response, now)
@@ -249,7 +250,7 @@ class Utterance:
         self._next_context()
         return []
 
-    def _flush_done(self, flush_done: FlushDone, now: float) -> list[Frame]:
+    def _flushed(self, flushed: FlushDone, now: float) -> list[Frame]:
         return []
 
     def _error(self, error: Error, now: float) -> list[Frame]:
@@ -264,7 +265,7 @@ class Utterance:
         Chunk: _chunk,
         Timestamps: _timestamps_message,
         Done: _done,
-        FlushDone: _flush_done,
+        FlushDone: _flushed,
         Error: _error,
     }
 
@@ -466,7 +467,7 @@ class CartesiaTTS(Source):
                     utterance.lost()
                     log.warning(
                         "cartesia_tts: lost %s on %s (%s); resuming from word %d",
-                        utterance.context_id,
+                        utterance.context,
                         peer(self.url),
                         type(exc).__name__,
                         utterance.resume_from,
@@ -504,7 +505,7 @@ class CartesiaTTS(Source):
                     "cartesia_tts: %s answered %s for %s; resuming from word %d",
                     peer(self.url),
                     utterance.error,
-                    utterance.context_id,
+                    utterance.context,
                     utterance.resume_from,
                 )
                 if self._give_up(utterance):

@@ -46,7 +46,7 @@ class Generation:
 class Request:
     """Text for a context; ``more`` (Cartesia's ``continue``) keeps the context open for more text."""
 
-    context_id: str | None
+    context: str | None
     transcript: str
     generation: Generation
     more: bool = False
@@ -58,7 +58,7 @@ class Request:
 class Cancel:
     """Stop generating for a context (barge-in)."""
 
-    context_id: str
+    context: str
 
 
 # -- responses ------------------------------------------------------------------------------------
@@ -66,7 +66,7 @@ class Cancel:
 
 @attrs.frozen
 class Chunk:
-    context_id: str | None
+    context: str | None
     audio: bytes
     seq: int | None = None
     """The simulator's chunk number within the context (see the module docstring)."""
@@ -77,7 +77,7 @@ class Chunk:
 class Timestamps:
     """Words of a context with their start and end times, in seconds from the context's start."""
 
-    context_id: str | None
+    context: str | None
     words: tuple[str, ...]
     start: tuple[float, ...]
     end: tuple[float, ...]
@@ -85,20 +85,20 @@ class Timestamps:
 
 @attrs.frozen
 class FlushDone:
-    context_id: str | None
+    context: str | None
     flush_id: int | None = None
 
 
 @attrs.frozen
 class Done:
-    context_id: str | None
+    context: str | None
 
 
 @attrs.frozen
 class Error:
     """The service refused a request or failed; it ends the context."""
 
-    context_id: str | None
+    context: str | None
     status_code: int | None = None
     error_code: str | None = None
     title: str | None = None
@@ -111,9 +111,9 @@ Response: TypeAlias = Chunk | Timestamps | FlushDone | Done | Error
 class BadRequest(RemoteProtocolError):
     """A request the service refuses, with the context it named (for the error reply)."""
 
-    def __init__(self, reason: str, detail: str, context_id: str | None = None) -> None:
+    def __init__(self, reason: str, detail: str, context: str | None = None) -> None:
         super().__init__(reason, detail)
-        self.context_id = context_id
+        self.context = context
 
 
 # -- the client -----------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ class CartesiaClient:
 
     def send(self, request: Request | Cancel) -> str:
         if isinstance(request, Cancel):
-            return json.dumps({"context_id": request.context_id, "cancel": True})
+            return json.dumps({"context_id": request.context, "cancel": True})
         g = request.generation
         message: dict[str, Any] = {"model_id": g.model_id, "voice": {"mode": "id", "id": g.voice_id}}
         if g.language is not None:
@@ -140,7 +140,7 @@ class CartesiaClient:
         }
         message["add_timestamps"] = g.timestamps
         message["transcript"] = request.transcript
-        message["context_id"] = request.context_id
+        message["context_id"] = request.context
         message["continue"] = request.more
         if request.flush:
             message["flush"] = True
@@ -153,22 +153,22 @@ class CartesiaClient:
         parse = self._PARSERS.get(data["type"])
         if parse is None:
             raise RemoteProtocolError("unknown_event", f"type {data['type']!r}")
-        context_id = data.get("context_id")
-        if context_id is not None and not isinstance(context_id, str):
+        context = data.get("context_id")
+        if context is not None and not isinstance(context, str):
             raise RemoteProtocolError("bad_shape", "context_id must be a string")
-        return parse(self, data, context_id)
+        return parse(self, data, context)
 
-    def _chunk(self, data: dict[str, Any], context_id: str | None) -> Response:
+    def _chunk(self, data: dict[str, Any], context: str | None) -> Response:
         seq = data.get(self.sequence_field) if self.sequence_field else None
         step = data.get("step_time")
         return Chunk(
-            context_id,
+            context,
             base64_payload(data, "data"),
             seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
             float(step) if isinstance(step, int | float) and not isinstance(step, bool) else None,
         )
 
-    def _timestamps(self, data: dict[str, Any], context_id: str | None) -> Response:
+    def _timestamps(self, data: dict[str, Any], context: str | None) -> Response:
         stamps = data.get("word_timestamps")
         try:
             words, starts, ends = stamps["words"], stamps["start"], stamps["end"]  # type: ignore[index]  # bad_timestamps
@@ -176,26 +176,26 @@ class CartesiaClient:
                 raise TypeError
             if not all(isinstance(w, str) for w in words):
                 raise TypeError
-            return Timestamps(context_id, tuple(words), tuple(map(_seconds, starts)), tuple(map(_seconds, ends)))
+            return Timestamps(context, tuple(words), tuple(map(_seconds, starts)), tuple(map(_seconds, ends)))
         except (TypeError, KeyError, ValueError):
             detail = "word_timestamps must hold words, start and end alike"
             raise RemoteProtocolError("bad_timestamps", detail) from None
 
-    def _flush_done(self, data: dict[str, Any], context_id: str | None) -> Response:
+    def _flush_done(self, data: dict[str, Any], context: str | None) -> Response:
         flush_id = data.get("flush_id")
-        return FlushDone(context_id, flush_id if isinstance(flush_id, int) and not isinstance(flush_id, bool) else None)
+        return FlushDone(context, flush_id if isinstance(flush_id, int) and not isinstance(flush_id, bool) else None)
 
-    def _done(self, data: dict[str, Any], context_id: str | None) -> Response:
-        return Done(context_id)
+    def _done(self, data: dict[str, Any], context: str | None) -> Response:
+        return Done(context)
 
-    def _error(self, data: dict[str, Any], context_id: str | None) -> Response:
+    def _error(self, data: dict[str, Any], context: str | None) -> Response:
         def field(key: str) -> str | None:
             value = data.get(key)
             return value if isinstance(value, str) else None
 
         status = data.get("status_code")
         return Error(
-            context_id,
+            context,
             status if isinstance(status, int) and not isinstance(status, bool) else None,
             field("error_code"),
             field("title"),
@@ -227,17 +227,20 @@ class CartesiaService:
         self.sequence_field = sequence_field
 
     def receive(self, message: str | bytes) -> Request | Cancel:
-        request = load_object(message, noun="request")
-        context_id = request.get("context_id")
-        if context_id is not None and not isinstance(context_id, str):
+        try:
+            request = load_object(message, noun="request")
+        except RemoteProtocolError as exc:
+            raise BadRequest(exc.reason, exc.detail) from None
+        context = request.get("context_id")
+        if context is not None and not isinstance(context, str):
             raise BadRequest("bad_shape", "context_id must be a string")
         if request.get("cancel") is True:
-            if context_id is None:
+            if context is None:
                 raise BadRequest("bad_shape", "cancel needs a context_id")
-            return Cancel(context_id)
+            return Cancel(context)
 
         def bad(message: str, reason: str = "bad_shape") -> BadRequest:
-            return BadRequest(reason, message, context_id)
+            return BadRequest(reason, message, context)
 
         for key in ("model_id", "transcript"):
             if not isinstance(request.get(key), str):
@@ -275,7 +278,7 @@ class CartesiaService:
             timestamps=flags["add_timestamps"],
         )
         return Request(
-            context_id=context_id,
+            context=context,
             transcript=request["transcript"],
             generation=generation,
             more=flags["continue"],
@@ -284,7 +287,7 @@ class CartesiaService:
 
     def send(self, response: Response) -> str:
         match response:
-            case Chunk(context_id, audio, seq, step_time):
+            case Chunk(context, audio, seq, step_time):
                 message: dict[str, Any] = {
                     "type": "chunk",
                     "data": base64.b64encode(audio).decode("ascii"),
@@ -293,28 +296,28 @@ class CartesiaService:
                 }
                 if step_time is not None:
                     message["step_time"] = step_time
-                message["context_id"] = context_id
+                message["context_id"] = context
                 if self.sequence_field and seq is not None:
                     message[self.sequence_field] = seq
-            case Timestamps(context_id, words, start, end):
+            case Timestamps(context, words, start, end):
                 message = {
                     "type": "timestamps",
                     "done": False,
                     "status_code": 206,
-                    "context_id": context_id,
+                    "context_id": context,
                     "word_timestamps": {"words": list(words), "start": list(start), "end": list(end)},
                 }
-            case FlushDone(context_id, flush_id):
+            case FlushDone(context, flush_id):
                 message = {
                     "type": "flush_done",
                     "done": False,
                     "flush_done": True,
                     "flush_id": flush_id,
                     "status_code": 206,
-                    "context_id": context_id,
+                    "context_id": context,
                 }
-            case Done(context_id):
-                message = {"type": "done", "done": True, "status_code": 206, "context_id": context_id}
+            case Done(context):
+                message = {"type": "done", "done": True, "status_code": 206, "context_id": context}
             case Error():
                 message = {
                     "type": "error",
@@ -323,7 +326,7 @@ class CartesiaService:
                     "error_code": response.error_code,
                     "title": response.title,
                     "message": response.message,
-                    "context_id": response.context_id,
+                    "context_id": response.context,
                 }
             case _:
                 raise ValueError(f"no message for {type(response).__name__}")

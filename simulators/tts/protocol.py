@@ -1,7 +1,8 @@
-"""The Cartesia TTS WebSocket protocol, sans I/O: requests in, timed response messages out.
+"""A simulated Cartesia TTS service, sans I/O: requests in, timed response messages out.
 
-A :class:`TtsSession` is one connection. It is fed each request message with the time it
-arrived and gives back the messages to send when they are due; the server around it only moves
+A :class:`TtsSession` is one connection, speaking through the service side of
+:mod:`rtstream.wire.cartesia`. It is fed each request message with the time it arrived and
+gives back the messages to send when they are due; the server around it only moves
 bytes and sleeps until :meth:`TtsSession.next_due`. Per context it keeps the text received
 so far, synthesizes whole words as they arrive (everything on ``flush`` or ``continue: false``)
 and schedules the audio as the chunks a generator running ``rtf`` times faster than real time
@@ -28,7 +29,6 @@ import numpy as np
 from rtstream.audio.codec import from_float32
 from rtstream.frames import AudioFormat
 from rtstream.params import ParamError, param
-from rtstream.wire import RemoteProtocolError
 from rtstream.wire.cartesia import (
     BadRequest,
     CartesiaService,
@@ -114,9 +114,9 @@ class ContextLimiter:
 class RequestError(Exception):
     """A request the service refuses: answered with an ``error`` message."""
 
-    def __init__(self, status: int, code: str, title: str, message: str, context_id: str | None = None) -> None:
+    def __init__(self, status: int, code: str, title: str, message: str, context: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.title, self.context_id = status, code, title, context_id
+        self.status, self.code, self.title, self.context = status, code, title, context
 
 
 @attrs.define
@@ -178,16 +178,15 @@ class TtsSession:
             if isinstance(request, Request):
                 self._handle(request, now)
             else:
-                self._cancel(request.context_id)
-        except RemoteProtocolError as exc:
+                self._cancel(request.context)
+        except BadRequest as exc:
             json_error = exc.reason == "bad_json"
-            context_id = exc.context_id if isinstance(exc, BadRequest) else None
             error = RequestError(
                 400,
                 "invalid_json" if json_error else "invalid_request",
                 "Invalid JSON" if json_error else "Invalid request",
                 exc.detail,
-                context_id,
+                exc.context,
             )
             self._refuse(error, now)
         except RequestError as exc:
@@ -195,26 +194,26 @@ class TtsSession:
 
     def _refuse(self, exc: RequestError, now: float) -> None:
         self._errors[exc.code] += 1
-        self._net.push(self._wire.send(Error(exc.context_id, exc.status, exc.code, exc.title, str(exc))), now)
+        self._net.push(self._wire.send(Error(exc.context, exc.status, exc.code, exc.title, str(exc))), now)
 
     def _handle(self, request: Request, now: float) -> None:
-        context_id = request.context_id
+        context = request.context
         fmt, timestamps = request.generation.format, request.generation.timestamps
         transcript, keep_open, flush = request.transcript, request.more, request.flush
-        if context_id is None:
-            context_id = f"auto-{next(self._auto_ids)}"
-        ctx = self._contexts.get(context_id)
+        if context is None:
+            context = f"auto-{next(self._auto_ids)}"
+        ctx = self._contexts.get(context)
         if ctx is None:
-            ctx = self._open(context_id, fmt, timestamps, now)
+            ctx = self._open(context, fmt, timestamps, now)
         elif ctx.ended:
-            raise RequestError(400, "context_closed", "Context closed", f"context {context_id!r} has ended", context_id)
+            raise RequestError(400, "context_closed", "Context closed", f"context {context!r} has ended", context)
         elif ctx.format != fmt:
             raise RequestError(
                 400,
                 "invalid_request",
                 "Invalid request",
-                f"context {context_id!r} was opened as {ctx.format}; a request cannot change it to {fmt}",
-                context_id,
+                f"context {context!r} was opened as {ctx.format}; a request cannot change it to {fmt}",
+                context,
             )
         ctx.last_input = now
         ctx.text += transcript
@@ -233,26 +232,24 @@ class TtsSession:
             ctx.ended = True
             self._queue(ctx, Done(ctx.id))
 
-    def _open(self, context_id: str, fmt: AudioFormat, timestamps: bool, now: float) -> _Context:
-        if context_id in self._expired:
-            raise RequestError(
-                400, "context_expired", "Context expired", f"context {context_id!r} has expired", context_id
-            )
+    def _open(self, context: str, fmt: AudioFormat, timestamps: bool, now: float) -> _Context:
+        if context in self._expired:
+            raise RequestError(400, "context_expired", "Context expired", f"context {context!r} has expired", context)
         if not self._limiter.acquire():
             raise RequestError(
                 429,
                 "concurrency_limited",
                 "Concurrency limit reached",
                 f"too many concurrent contexts (limit {self._limiter.limit})",
-                context_id,
+                context,
             )
         self._opened += 1
-        ctx = _Context(context_id, fmt, timestamps, self._sizes(), last_input=now)
-        self._contexts[context_id] = ctx
+        ctx = _Context(context, fmt, timestamps, self._sizes(), last_input=now)
+        self._contexts[context] = ctx
         return ctx
 
-    def _cancel(self, context_id: str) -> None:
-        ctx = self._contexts.pop(context_id, None)
+    def _cancel(self, context: str) -> None:
+        ctx = self._contexts.pop(context, None)
         if ctx is not None:
             self._cancelled += 1
             self._limiter.release()
