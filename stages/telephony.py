@@ -5,7 +5,8 @@ protocol's media message the moment it arrives (a pacer upstream keeps the clock
 every utterance end, and turns a :class:`~rtstream.frames.Clear` into the protocol's clear.
 
 :class:`TelephonyLink` is the sans-I/O core: frames and incoming messages in, messages to send
-out, through one bounded queue. While the connection is down (or before a JSON protocol's
+out, through one bounded queue; the messages are the protocol's, from its bridge side in
+:mod:`rtstream.wire.telephony`. While the connection is down (or before a JSON protocol's
 ``start`` named the stream), frames wait in that queue up to ``hold_ms`` of audio; older ones
 are dropped and counted. The trio shell reconnects with exponential backoff and jitter.
 """
@@ -338,8 +339,10 @@ class TelephonySink(Sink):
             )
         if self.exotel_min_bytes > self.exotel_max_bytes:
             raise ParamError("exotel_min_bytes", f"must not exceed exotel_max_bytes ({self.exotel_max_bytes})")
-        if self.exotel_max_bytes < self.exotel_multiple:
-            raise ParamError("exotel_max_bytes", f"must be at least exotel_multiple ({self.exotel_multiple})")
+        try:
+            ChunkRule(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes)
+        except ValueError as exc:
+            raise ParamError("exotel_max_bytes", f"the chunk rule allows no chunk: {exc}") from None
 
     def input_caps(self) -> Caps:
         encoding = self.encoding or _DEFAULT_ENCODING[self.protocol]

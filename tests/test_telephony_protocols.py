@@ -310,3 +310,20 @@ def test_a_first_frame_dropped_in_an_outage_passes_its_arrival_on():
     assert link.pop(2.0)[0] == "media"
     assert link.statistics().drops["outage"].frames == 1
     assert link.statistics().first_audio_ms.max == pytest.approx(1000)  # from the first audio's arrival
+
+
+def test_exotel_chunk_settings_that_allow_no_chunk_are_refused():
+    with pytest.raises(
+        ParamError,
+        match=r"^exotel_max_bytes: the chunk rule allows no chunk: max_bytes \(300\) must be at least multiple \(320\)$",
+    ):
+        TelephonySink(url="ws://x", protocol="exotel", exotel_min_bytes=0, exotel_max_bytes=300)
+    with pytest.raises(
+        ParamError,
+        match=r"^exotel_max_bytes: the chunk rule allows no chunk: max_bytes \(300\) must be at least multiple \(320\)$",
+    ):
+        TelephonySettings(protocol="exotel", exotel_min_bytes=0, exotel_max_bytes=300)
+    with pytest.raises(ParamError, match=r"^exotel_min_bytes: must not exceed exotel_max_bytes \(3000\)$"):
+        TelephonySettings(protocol="exotel", exotel_max_bytes=3000)
+    with pytest.raises(ParamError, match=r"^exotel_max_bytes: the chunk rule allows no chunk: no multiple of 320 "):
+        TelephonySink(url="ws://x", protocol="exotel", exotel_min_bytes=3300, exotel_max_bytes=3500)

@@ -1,9 +1,9 @@
-"""The telephony media-stream protocols, sans I/O, as the telephony side speaks them.
+"""The simulated telephony side of a media stream, sans I/O.
 
-A :class:`TelephonyCall` is one media-stream connection from the bridge. It gives the
-opening messages the service sends (Twilio's ``connected`` and ``start``, Plivo's ``start``,
-Exotel's ``connected`` and ``start``; nothing for raw binary streams), checks every message
-it is fed (frame size and encoding, JSON shape, stream id), hands back the decoded audio for
+A :class:`TelephonyCall` is one media-stream connection from the bridge. It speaks through
+the protocol's provider side (:mod:`rtstream.wire.telephony`): it gives the opening messages
+(Twilio's ``connected`` and ``start``, Plivo's ``start``...; nothing for raw binary streams),
+counts every message the provider side refuses by its reason, checks frame sizes, hands back the decoded audio for
 recording, echoes marks once the audio sent before them has played, and measures the timing:
 inter-arrival deviation from each frame's duration, drift from the ideal grid, and gaps (the
 far end's playout buffer running dry).
@@ -83,8 +83,10 @@ class TelephonySettings:
             raise ParamError("encoding", f"{self.protocol} streams do not carry {enc} at {self.sample_rate} Hz")
         if self.exotel_min_bytes > self.exotel_max_bytes:
             raise ParamError("exotel_min_bytes", f"must not exceed exotel_max_bytes ({self.exotel_max_bytes})")
-        if self.exotel_max_bytes < self.exotel_multiple:
-            raise ParamError("exotel_max_bytes", f"must be at least exotel_multiple ({self.exotel_multiple})")
+        try:
+            ChunkRule(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes)
+        except ValueError as exc:
+            raise ParamError("exotel_max_bytes", f"the chunk rule allows no chunk: {exc}") from None
 
     @property
     def format(self) -> AudioFormat:
@@ -151,7 +153,7 @@ class TelephonyCall:
         start = Start(
             stream_id=sid,
             call_id="CA" + hashlib.sha256(sid.encode()).hexdigest()[:32],
-            account_id={"twilio": "AC" + "0" * 32, "plivo": "MA0000"}.get(self.settings.protocol, "exotel"),
+            account_id=self.wire.example_account,
             format=self.format,
             tracks=("inbound",),
             caller="+10000000000",

@@ -168,6 +168,8 @@ class ProviderSide(abc.ABC):
 
     clear_echo: ClassVar[bool] = False
     """A clear is answered with :class:`ClearEcho` and drops pending marks; without, pending marks echo at once."""
+    example_account: ClassVar[str | None] = None
+    """An account id in the provider's style, for simulated starts."""
 
     def __init__(self, fmt: AudioFormat, stream_id: str | None) -> None:
         self.format = fmt

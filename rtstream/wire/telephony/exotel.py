@@ -49,6 +49,8 @@ class ExotelBridge(_SnakeCase, TwilioBridge):
 
 
 class ExotelProvider(_SnakeCase, TwilioProvider):
+    example_account = "exotel"
+
     @staticmethod
     def new_stream_id(digest: str) -> str | None:
         return digest[:32]

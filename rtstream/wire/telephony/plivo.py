@@ -139,6 +139,7 @@ def _format_of(fmt: dict[str, Any]) -> AudioFormat:
 
 class PlivoProvider(ProviderSide):
     clear_echo = True
+    example_account = "MA0000"
 
     def __init__(self, fmt: AudioFormat, stream_id: str | None) -> None:
         super().__init__(fmt, stream_id)

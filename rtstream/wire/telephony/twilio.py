@@ -159,11 +159,11 @@ class TwilioBridge(_Names, BridgeSide):
 
 
 class TwilioProvider(_Names, ProviderSide):
-    FIRST_SEQUENCE: ClassVar[int] = 1
+    example_account = "AC" + "0" * 32
 
     def __init__(self, fmt: AudioFormat, stream_id: str | None) -> None:
         super().__init__(fmt, stream_id)
-        self._sequence = self.FIRST_SEQUENCE
+        self._sequence = 1
         self._call_id: str | None = None
 
     @staticmethod
