@@ -2,6 +2,7 @@
 
 import base64
 import functools
+import itertools
 import json
 import logging
 import re
@@ -74,7 +75,8 @@ def test_odd_byte_counts_are_carried_and_seq_and_arrival_stamped():
         ('{"type": "chunk", "data": "!!", "context_id": "utt-1"}', "bad_base64"),
         ('{"type": "chunk", "context_id": "utt-1"}', "bad_shape"),
         (
-            '{"type": "timestamps", "context_id": "utt-1", "word_timestamps": {"words": ["a"], "start": [], "end": []}}',
+            '{"type": "timestamps", "context_id": "utt-1",'
+            ' "word_timestamps": {"words": ["a"], "start": [], "end": []}}',
             "bad_timestamps",
         ),
         ("x" * 2000, "oversize"),
@@ -149,7 +151,7 @@ def test_an_error_reply_resumes_and_a_done_finishes():
 
 
 def test_transcript_parameters_are_checked(tmp_path):
-    with pytest.raises(ParamError, match="^transcript: give either transcript or transcript_file"):
+    with pytest.raises(ParamError, match=r"^transcript: give either transcript or transcript_file"):
         CartesiaTTS()
     with pytest.raises(ParamError, match=r"^transcript: unknown tag .*: '\[shout\]' at character 3$"):
         CartesiaTTS(transcript="Hi [shout] there")
@@ -190,7 +192,8 @@ def test_a_malformed_tag_is_a_config_error_before_anything_is_spoken(tmp_path, c
     assert (result.exit_code, result.output) == (
         2,
         (
-            f"Error: {config}: pipeline 'call', stage 1 'greeting' (cartesia_tts), key 'transcript': unknown breath type "
+            f"Error: {config}: pipeline 'call', stage 1 'greeting' (cartesia_tts), key 'transcript': "
+            "unknown breath type "
             """(use one of normal, deep, quick, sigh): '[breath type="loud"]' at character 7\n"""
         ),
     )
@@ -201,7 +204,8 @@ def test_a_malformed_tag_is_a_config_error_before_anything_is_spoken(tmp_path, c
     assert (result.exit_code, result.output) == (
         2,
         (
-            f"Error: {config}: pipeline 'call', stage 1 'greeting' (cartesia_tts), key 'transcript_file': {lines} line 2: "
+            f"Error: {config}: pipeline 'call', stage 1 'greeting' (cartesia_tts), key 'transcript_file': "
+            f"{lines} line 2: "
             "malformed pause tag (write [pause 300ms] or [pause 1.5s]): '[pause]' at character 9\n"
         ),
     )
@@ -209,12 +213,12 @@ def test_a_malformed_tag_is_a_config_error_before_anything_is_spoken(tmp_path, c
 
 def test_a_list_of_transcripts_is_one_utterance_each():
     with pytest.raises(
-        ParamError, match="^transcript: give either transcript or transcript_file, or a list of transcripts"
+        ParamError, match=r"^transcript: give either transcript or transcript_file, or a list of transcripts"
     ):
         CartesiaTTS(transcript="Hi.", transcripts=("Hi.",))
     with pytest.raises(ParamError, match=r"^transcripts: item 2: unknown tag .*'\[shout\]' at character 0$"):
         CartesiaTTS(transcripts=("Hello.", "[shout] Bye."))
-    with pytest.raises(ParamError, match="^transcripts: gives nothing to say$"):
+    with pytest.raises(ParamError, match=r"^transcripts: gives nothing to say$"):
         CartesiaTTS(transcripts=())
     assert CartesiaTTS(transcripts=["One.", "Two [breath] more."]).utterances == ("One.", "Two [breath] more.")
 
@@ -411,7 +415,7 @@ async def test_a_dropped_connection_resumes_on_a_new_context_from_the_lost_word(
     timed = [w.text for f in out.events if isinstance(f, WordTimings) for w in f.words]
     assert timed == text.split()  # every word timed once, in order: resumed from the first unfinished word
     words = [w for f in out.events if isinstance(f, WordTimings) for w in f.words]
-    assert all(a.end <= b.start for a, b in zip(words, words[1:]))
+    assert all(a.end <= b.start for a, b in itertools.pairwise(words))
     assert out.audio().size / 8000 >= words[-1].end
 
 
