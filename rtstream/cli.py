@@ -228,15 +228,15 @@ def simulate(
     duration: float | None,
     report_path: str | None,
 ) -> None:
-    """Run one service (a simulator) alone until Ctrl-C, then print its report.
+    """Run one service (a simulator) alone until Ctrl-C or SIGTERM, then print its report.
 
     Settings are the service's parameters as KEY=VALUE with TOML values, e.g.
     'rtstream simulate telephony protocol=twilio' or 'rtstream simulate tts rtf=1 pattern=[320,640]';
     'rtstream inspect TYPE' lists them. With no TYPE, list the service types.
     """
-    import signal
-
     import trio
+
+    from .runner import STOP_SIGNALS
 
     if service_type is None:
         for info in registry.services():
@@ -255,7 +255,7 @@ def simulate(
             bound = await nursery.start(service.serve, host, port)
             click.echo(f"{service_type} listening on {service.endpoints(host, bound)['url']} (Ctrl-C stops it)")
             sys.stdout.flush()
-            with trio.open_signal_receiver(signal.SIGINT) as signals, trio.move_on_after(duration or math.inf):
+            with trio.open_signal_receiver(*STOP_SIGNALS) as signals, trio.move_on_after(duration or math.inf):
                 async for _ in signals:
                     break
             nursery.cancel_scope.cancel()

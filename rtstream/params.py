@@ -239,10 +239,13 @@ def output_path_problem(value: str, max_size: int = 0) -> str | None:
         )
     if value.endswith(("/", os.sep)):
         return f"names a directory, not a file: {shown}"
+    not_a_folder = f"cannot be created: a part of its folder is not a directory: {shown}"
     try:
         info = os.stat(value)
     except FileNotFoundError:
         info = None
+    except NotADirectoryError:
+        return not_a_folder
     except (OSError, ValueError) as exc:
         return f"cannot write {shown}: {getattr(exc, 'strerror', None) or exc}"
     if info is not None:
@@ -258,10 +261,12 @@ def output_path_problem(value: str, max_size: int = 0) -> str | None:
             break
         except FileNotFoundError:
             folder = folder.parent
+        except NotADirectoryError:
+            return not_a_folder
         except OSError as exc:
             return f"cannot write {shown}: {exc.strerror or exc}"
     if not stat.S_ISDIR(info.st_mode):
-        return f"cannot be created: a part of its folder is not a directory: {shown}"
+        return not_a_folder
     if not _writable_dir(info, str(folder)):
         return f"cannot be created: its folder is not writable: {shown}"
     return None

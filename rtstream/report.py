@@ -18,6 +18,10 @@ import attrs
 import numpy as np
 
 from .redact import clean, redact
+from .text import clip
+
+MAX_KEY = 100
+"""Characters of a report key: a name a peer chose is cut there (stages bound how many with BoundedCounter)."""
 
 
 @attrs.frozen
@@ -62,7 +66,7 @@ def plain(value: Any) -> Any:
     if attrs.has(type(value)):
         return {f.name: plain(getattr(value, f.name)) for f in attrs.fields(type(value))}
     if isinstance(value, Mapping):
-        return {clean(str(k)): plain(v) for k, v in value.items()}
+        return {clip(clean(str(k)), MAX_KEY): plain(v) for k, v in value.items()}
     if isinstance(value, enum.Enum):
         return plain(value.value)
     if isinstance(value, str):

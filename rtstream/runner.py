@@ -9,7 +9,7 @@ Stopping is two-step: :meth:`RunControl.stop` cancels the sources, so the rest d
 in flight, and cancels everything if draining outlasts the grace period;
 :meth:`RunControl.abort` cancels at once. Ctrl-C and SIGTERM map to these when signals are handled.
 
-A pipeline that ran to its end but delivered no audio has failed, whatever its stages raised:
+A pipeline that ran to its own end but delivered no audio has failed, though no stage raised:
 a stage tells by an optional ``delivered() -> bool | None`` method (True: it passed on audio;
 False: it passed on none; None: it cannot tell). Without the method, a stage whose statistics
 hold :class:`~rtstream.stats.Throughput` records delivered when any of them counted a chunk.
@@ -160,8 +160,10 @@ async def run_pipeline(
         status = "failed"
     elif scope.cancelled_caught:
         status = "cancelled"
+    elif control.stopping:
+        status = "stopped"  # asked to stop: having delivered nothing yet is no failure of its own
     else:
-        status = "stopped" if control.stopping else "completed"
+        status = "completed"
         problem = _nothing_delivered(pipeline)
         if problem is not None:
             log.error("%s", problem)
@@ -205,7 +207,7 @@ def delivered(stage: Stage) -> bool | None:
 
 
 def _nothing_delivered(pipeline: Pipeline) -> str | None:
-    """Why a pipeline that ended by itself or was stopped still failed: a stage delivered no audio."""
+    """Why a pipeline that ran to its end still failed: a stage delivered no audio."""
     for stage, ref in zip(pipeline.stages, pipeline.refs, strict=True):
         if delivered(stage) is False:
             sink = pipeline.refs[-1]
