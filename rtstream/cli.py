@@ -167,6 +167,9 @@ def _write_report(path: str, text: str) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(text + "\n")
                 out.flush()

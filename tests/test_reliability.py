@@ -404,3 +404,19 @@ def test_peer_chosen_names_are_bounded():
         counts.add(name)
     assert counts.snapshot() == {"a": 2, "b": 1, "other": 3, "xxxxxxxxx…(10000 characters)": 1}
     assert counts.total == 7
+
+
+# -- cross-checks the stages declare -------------------------------------------------------------
+
+
+def test_an_exotel_limit_below_the_chunk_unit_is_refused():
+    """The regrouper could send no size at all (it looped, growing 7.5 MB/s): refused before start."""
+    from rtstream.simulators.telephony import TelephonySettings
+    from rtstream.stages.telephony import TelephonySink
+
+    bounds = {"exotel_max_bytes": 100, "exotel_min_bytes": 0, "exotel_multiple": 320}
+    message = r"^exotel_max_bytes: must be at least exotel_multiple \(320\), got 100$"
+    with pytest.raises(ParamError, match=message):
+        TelephonySink(url="ws://h/", protocol="exotel", **bounds)
+    with pytest.raises(ParamError, match=message):
+        TelephonySettings(protocol="exotel", **bounds)
