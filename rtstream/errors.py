@@ -6,6 +6,9 @@ import attrs
 
 from .text import clip, one_line
 
+MAX_MESSAGE = 1000
+"""Characters of an error message: a name or value a file or peer chose cannot make it longer."""
+
 
 @attrs.frozen
 class StageRef:
@@ -72,7 +75,7 @@ class ConfigError(PipelineError):
             place.append(f"key '{_name(self.key)}'")
         text = ", ".join(place)
         text = f"{text}: {self.message}" if text else self.message
-        return one_line(f"{self.file}: {text}" if self.file else text)
+        return clip(one_line(f"{self.file}: {text}" if self.file else text), MAX_MESSAGE)
 
 
 def _name(name: str) -> str:

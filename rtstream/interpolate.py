@@ -24,6 +24,7 @@ import attrs
 from . import redact
 from .text import clip, suggest
 
+_BRACE = re.compile(r"[{}]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SERVICE_REF = re.compile(r"services\.(?P<service>[A-Za-z_][A-Za-z0-9_-]*)\.(?P<key>[A-Za-z_][A-Za-z0-9_]*)")
 
@@ -161,21 +162,13 @@ def _references(text: str) -> Iterator[tuple[int, str | None, int]]:
             continue
         depth, j = 1, i + 2
         while depth:
-            j = _next_brace(text, j)
-            if j == -1:
+            brace = _BRACE.search(text, j)
+            if brace is None:
                 raise InterpolationError(f"{clip(repr(text[i:]))} has no closing '}}'")
-            depth += 1 if text[j] == "{" else -1
-            j += 1
+            depth += 1 if brace.group() == "{" else -1
+            j = brace.end()
         yield i, text[i + 2 : j - 1], j
         i = text.find("$", j)
-
-
-def _next_brace(text: str, start: int) -> int:
-    """The index of the next brace of either kind from ``start``, or -1."""
-    opening, closing = text.find("{", start), text.find("}", start)
-    if opening == -1 or closing == -1:
-        return max(opening, closing)
-    return min(opening, closing)
 
 
 def _joined(parts: list[str | ServiceRef]) -> list[str | ServiceRef]:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 
 import attrs
 import pytest
@@ -224,9 +225,9 @@ def test_names_and_values_are_escaped_into_one_line():
     )
 
 
-def test_a_huge_peer_name_is_not_echoed_whole():
-    error = ConfigError("bad", pipeline="p" * 10_000)
-    assert len(str(error)) < 100
+def test_a_huge_name_or_value_is_not_echoed_whole():
+    assert len(str(ConfigError("bad", pipeline="p" * 10_000))) < 100
+    assert len(str(ConfigError(f"unknown parameter '{'k' * 10_000}'"))) < 1100
 
 
 # -- secrets -------------------------------------------------------------------------------------
@@ -378,6 +379,32 @@ async def test_a_sink_that_says_it_delivered_nothing_fails_the_pipeline(autojump
 
 async def test_a_stage_that_cannot_tell_does_not_fail_the_pipeline(autojump_clock):
     assert (await run_pipeline(assemble("p", [Chunks(count=2), CollectingSink()]))).status == "completed"
+
+
+def test_a_tts_that_never_sends_audio_fails_the_run(tmp_path):
+    """The service answers every request but its audio is lost: exit 1, not "completed"."""
+    config = tmp_path / "p.toml"
+    config.write_text(
+        textwrap.dedent("""
+        [services.tts]
+        type = "tts"
+        drop = 1.0
+        [pipelines.a]
+        [[pipelines.a.stages]]
+        type = "cartesia_tts"
+        url = "${services.tts.url}"
+        transcript = "Hello there."
+        response_timeout = 0.2
+        reconnect_attempts = 0
+        [[pipelines.a.stages]]
+        type = "null_sink"
+        """)
+    )
+    result = CliRunner().invoke(main, ["run", str(config)])
+    assert result.exit_code == 1
+    assert result.output.startswith("pipeline 'a' failed after 0.2") and result.output.splitlines()[0].endswith(
+        ": pipeline 'a', nothing delivered: stage 1 (cartesia_tts) passed on no audio, so stage 2 (null_sink) got none"
+    )
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
