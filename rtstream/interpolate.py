@@ -1,9 +1,12 @@
 """``${NAME}`` in TOML strings: secrets and per-machine values come from the environment.
 
 ``${NAME}`` takes the variable (an error if it is unset), ``${NAME:-fallback}`` falls back when
-it is unset or empty, ``$$`` is a literal dollar sign. A string that took anything from the
-environment becomes an :class:`EnvStr`, which remembers how it was written so that error
-messages and reports show ``${API_KEY}``, never the key.
+it is unset or empty, ``$$`` is a literal dollar sign. The fallback is literal text and may hold
+balanced braces (``${OUT:-out/call-{call}.wav}``). A string with a reference becomes an
+:class:`EnvStr`, which remembers how it was written: error messages show ``${API_KEY}``, never
+the key, and a number or boolean parameter parses it whether it came from the environment or
+from the fallback (``${PORT:-8080}``). Every value taken from the environment is also given to
+:func:`rtstream.redact.remember`, so that it is scrubbed from logs and reports.
 
 ``${services.NAME.KEY}`` (the dots tell it from a variable) refers to an address of a service
 the run starts, such as its ``url``; it is only known once the service listens, so such a
@@ -14,23 +17,31 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import attrs
 
-_REFERENCE = re.compile(r"\$(?:\{(?P<body>[^}]*)\}|(?P<dollar>\$))")
+from . import redact
+from .text import clip, suggest
+
+_BRACE = re.compile(r"[{}]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SERVICE_REF = re.compile(r"services\.(?P<service>[A-Za-z_][A-Za-z0-9_-]*)\.(?P<key>[A-Za-z_][A-Za-z0-9_]*)")
 
 
 class EnvStr(str):
-    """A string that took a value from the environment; ``source`` is the text as written."""
+    """A string written with ``${...}`` references; ``source`` is the text as written.
+
+    ``secret`` is true when some of it came from the environment (not only from fallbacks).
+    """
 
     source: str
+    secret: bool
 
-    def __new__(cls, value: str, source: str) -> EnvStr:
+    def __new__(cls, value: str, source: str, secret: bool = True) -> EnvStr:
         self = super().__new__(cls, value)
         self.source = source
+        self.secret = secret
         return self
 
     def __repr__(self) -> str:
@@ -76,11 +87,10 @@ class Template:
                 )
             known = endpoints[part.service]
             if part.key not in known:
-                from .params import suggest  # params imports this module
-
                 listed = ", ".join(sorted(known))
+                hint = suggest(part.key, list(known))
                 raise InterpolationError(
-                    f"'${{services.{part.service}.{part.key}}}': the service has no '{part.key}'{suggest(part.key, list(known))}; "
+                    f"'${{services.{part.service}.{part.key}}}': the service has no '{part.key}'{hint}; "
                     f"it has: {listed}"
                 )
             out.append(known[part.key])
@@ -99,16 +109,16 @@ def interpolate(text: str, environ: Mapping[str, str] | None = None) -> str | Te
     if "$" not in text:
         return text
     env = os.environ if environ is None else environ
-    used_env = False
+    used_env = referenced = False
     parts: list[str | ServiceRef] = []
     last = 0
-    for match in _REFERENCE.finditer(text):
-        parts.append(text[last : match.start()])
-        last = match.end()
-        if match.group("dollar"):
+    for start, body, end in _references(text):
+        parts.append(text[last:start])
+        last = end
+        if body is None:
             parts.append("$")
             continue
-        body = match.group("body")
+        referenced = True
         service = _SERVICE_REF.fullmatch(body)
         if service:
             parts.append(ServiceRef(service.group("service"), service.group("key")))
@@ -116,7 +126,8 @@ def interpolate(text: str, environ: Mapping[str, str] | None = None) -> str | Te
         name, sep, fallback = body.partition(":-")
         if not _NAME.fullmatch(name):
             raise InterpolationError(
-                f"'${{{body}}}' is not a valid reference; write ${{NAME}}, ${{NAME:-default}} or ${{services.NAME.KEY}}"
+                f"{clip(repr('${' + body + '}'))} is not a valid reference; "
+                "write ${NAME}, ${NAME:-default} or ${services.NAME.KEY}"
             )
         value = env.get(name)
         if value is None or (sep and value == ""):
@@ -125,12 +136,39 @@ def interpolate(text: str, environ: Mapping[str, str] | None = None) -> str | Te
             value = fallback
         else:
             used_env = True
+            redact.remember(name, value)
         parts.append(value)
     parts.append(text[last:])
     if any(isinstance(p, ServiceRef) for p in parts):
         return Template(_joined(parts), text, used_env)
-    filled = "".join(parts)  # type: ignore[arg-type]
-    return EnvStr(filled, text) if used_env else filled
+    filled = "".join(parts)  # type: ignore[arg-type]  # no ServiceRef is left in parts
+    return EnvStr(filled, text, used_env) if referenced else filled
+
+
+def _references(text: str) -> Iterator[tuple[int, str | None, int]]:
+    """``(start, body, end)`` of each ``${body}`` in ``text`` (body None for ``$$``).
+
+    The body ends at the brace that balances its opening one, so a fallback may hold ``{call}``.
+    """
+    i = text.find("$")
+    while i != -1:
+        following = text[i + 1 : i + 2]
+        if following == "$":
+            yield i, None, i + 2
+            i = text.find("$", i + 2)
+            continue
+        if following != "{":
+            i = text.find("$", i + 1)
+            continue
+        depth, j = 1, i + 2
+        while depth:
+            brace = _BRACE.search(text, j)
+            if brace is None:
+                raise InterpolationError(f"{clip(repr(text[i:]))} has no closing '}}'")
+            depth += 1 if brace.group() == "{" else -1
+            j = brace.end()
+        yield i, text[i + 2 : j - 1], j
+        i = text.find("$", j)
 
 
 def _joined(parts: list[str | ServiceRef]) -> list[str | ServiceRef]:

@@ -43,7 +43,7 @@ from rtstream.frames import (
     WordTimings,
 )
 from rtstream.markup import MarkupError, strip_tags
-from rtstream.params import ParamError, param
+from rtstream.params import ParamError, param, show_path
 from rtstream.registry import register
 from rtstream.stage import SendChannel, Source
 from rtstream.stats import Drops, Quantiles, Summary
@@ -64,6 +64,8 @@ from .wsclient import Backoff, ConnectFailed, open_connection, peer
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "wss://api.cartesia.ai/tts/websocket"
+MAX_UTTERANCE = 4096
+"""Characters in one utterance: a turn of a conversation, not a book."""
 RATE_LIMITED = 429
 
 
@@ -296,17 +298,23 @@ def _read_lines(path: str) -> tuple[str, ...]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ParamError("transcript_file", f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise ParamError(
+            "transcript_file", f"cannot read {show_path(path)}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     lines = []
     for number, line in enumerate(text.splitlines(), 1):
         utterance = line.strip()
         if not utterance:
             continue
+        if len(utterance) > MAX_UTTERANCE:
+            raise ParamError(
+                "transcript_file", f"{show_path(path)} line {number}: must be at most {MAX_UTTERANCE} characters"
+            )
         try:
             strip_tags(utterance)
         except MarkupError as exc:  # the position within the line as written
             at = MarkupError(exc.message, exc.tag, exc.position + len(line) - len(line.lstrip()))
-            raise ParamError("transcript_file", f"{path} line {number}: {at}") from None
+            raise ParamError("transcript_file", f"{show_path(path)} line {number}: {at}") from None
         lines.append(utterance)
     return tuple(lines)
 
@@ -318,20 +326,33 @@ class CartesiaTTS(Source):
 
     produces = Caps(tuple(Encoding), SAMPLE_RATES, (1,))
 
-    url: str = param(DEFAULT_URL, help="The TTS WebSocket (the simulator: '${services.NAME.url}').")
+    url: str = param(DEFAULT_URL, kind="ws_url", help="The TTS WebSocket (the simulator: '${services.NAME.url}').")
     api_key: str | None = param(
-        type=str, optional=True, secret=True, help="API key, sent as the X-API-Key header; write '${CARTESIA_API_KEY}'."
+        type=str,
+        optional=True,
+        secret=True,
+        kind="header",
+        help="API key, sent as the X-API-Key header; write '${CARTESIA_API_KEY}'.",
     )
-    version: str = param("2026-03-01", help="The Cartesia-Version header.")
+    version: str = param("2026-03-01", kind="header", help="The Cartesia-Version header.")
     model_id: str = param("sonic-3", help="The TTS model.")
     voice_id: str = param("a0e99841-438c-4a64-b679-ae501e7d6091", help="The voice (by id).")
     language: str = param("en", help="Language of the transcript.")
-    transcript: str | None = param(type=str, optional=True, help="What to say (speech tags allowed); one utterance.")
+    transcript: str | None = param(
+        type=str, optional=True, max_length=MAX_UTTERANCE, help="What to say (speech tags allowed); one utterance."
+    )
     transcripts: tuple[str, ...] | None = param(
-        type=(str,), optional=True, help="Several utterances (speech tags allowed), spoken one after another."
+        type=(str,),
+        optional=True,
+        max_length=MAX_UTTERANCE,
+        help="Several utterances (speech tags allowed), spoken one after another.",
     )
     transcript_file: str | None = param(
-        type=str, optional=True, help="A UTF-8 file: each non-empty line one utterance."
+        type=str,
+        optional=True,
+        kind="input_file",
+        max_size=1 << 20,
+        help="A UTF-8 file: each non-empty line one utterance.",
     )
     encoding: Encoding | None = param(
         type=Encoding, optional=True, help="Encoding to ask for; none lets negotiation choose."
@@ -353,16 +374,16 @@ class CartesiaTTS(Source):
         1 << 20, min=1024, max=8 << 20, unit="bytes", help="Larger messages are dropped and counted."
     )
     response_timeout: float = param(
-        10.0, gt=0, max=600, unit="s", help="Silence on an open context after which it counts as lost."
+        10.0, min=0.01, max=600, unit="s", help="Silence on an open context after which it counts as lost."
     )
     reconnect_attempts: int = param(
         5, min=0, max=1000, help="Attempts in a row to (re)connect or resume before giving up."
     )
     backoff_initial: float = param(
-        0.1, gt=0, max=60, unit="s", help="First retry delay; it doubles (with jitter) per attempt."
+        0.1, min=0.001, max=60, unit="s", help="First retry delay; it doubles (with jitter) per attempt."
     )
-    backoff_max: float = param(2.0, gt=0, max=600, unit="s", help="Longest retry delay.")
-    connect_timeout: float = param(5.0, gt=0, max=600, unit="s", help="Time allowed for one connection attempt.")
+    backoff_max: float = param(2.0, min=0.001, max=600, unit="s", help="Longest retry delay.")
+    connect_timeout: float = param(5.0, min=0.01, max=600, unit="s", help="Time allowed for one connection attempt.")
     format: AudioFormat | None = None
     """The negotiated output format, filled in by :meth:`resolve`."""
     utterances: tuple[str, ...] = attrs.field(init=False)
@@ -533,6 +554,10 @@ class CartesiaTTS(Source):
                 reason,
                 message,
             )
+
+    def delivered(self) -> bool:
+        """Whether any audio came from the service (the runner fails a pipeline that got none)."""
+        return self._counts.chunks > 0
 
     def statistics(self) -> CartesiaStatistics:
         c = self._counts

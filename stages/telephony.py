@@ -23,7 +23,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from rtstream.caps import Caps
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, UtteranceEnd, UtteranceStart
-from rtstream.params import ParamError, param
+from rtstream.params import ParamError, param, require_at_least
 from rtstream.registry import register
 from rtstream.stage import ReceiveChannel, Sink
 from rtstream.stats import DropCount, Drops, Quantiles, Summary
@@ -289,7 +289,7 @@ class TelephonySink(Sink):
 
     accepts = Caps((Encoding.PCM_S16LE, Encoding.PCM_MULAW), (8000, 16000, 24000), (1,))
 
-    url: str = param(type=str, help="The media WebSocket to connect to (ws:// or wss://).")
+    url: str = param(type=str, kind="ws_url", help="The media WebSocket to connect to (ws:// or wss://).")
     protocol: str = param("raw", choices=PROTOCOLS, help="raw (binary PCM16 frames), twilio, plivo or exotel.")
     encoding: Encoding | None = param(
         type=Encoding,
@@ -313,15 +313,19 @@ class TelephonySink(Sink):
     )
     reconnect_attempts: int = param(5, min=0, max=1000, help="Attempts in a row to reconnect before the call fails.")
     backoff_initial: float = param(
-        0.1, gt=0, max=60, unit="s", help="First reconnect delay; it doubles (with jitter) per attempt."
+        0.1, min=0.001, max=60, unit="s", help="First reconnect delay; it doubles (with jitter) per attempt."
     )
-    backoff_max: float = param(2.0, gt=0, max=600, unit="s", help="Longest reconnect delay.")
-    connect_timeout: float = param(5.0, gt=0, max=600, unit="s", help="Time allowed for one connection attempt.")
+    backoff_max: float = param(2.0, min=0.001, max=600, unit="s", help="Longest reconnect delay.")
+    connect_timeout: float = param(5.0, min=0.01, max=600, unit="s", help="Time allowed for one connection attempt.")
     drain_timeout: float = param(2.0, min=0, max=600, unit="s", help="At the end, time allowed to send what is queued.")
     linger: float = param(1.0, min=0, max=600, unit="s", help="At the end, time to wait for the echoes of marks sent.")
-    exotel_multiple: int = param(320, min=1, unit="bytes", help="Exotel: chunk sizes are a multiple of this.")
-    exotel_min_bytes: int = param(3200, min=0, unit="bytes", help="Exotel: smallest chunk (100 ms of 8 kHz PCM16).")
-    exotel_max_bytes: int = param(100_000, min=1, unit="bytes", help="Exotel: largest chunk.")
+    exotel_multiple: int = param(
+        320, min=1, max=1 << 20, unit="bytes", help="Exotel: chunk sizes are a multiple of this."
+    )
+    exotel_min_bytes: int = param(
+        3200, min=0, max=1 << 20, unit="bytes", help="Exotel: smallest chunk (100 ms of 8 kHz PCM16)."
+    )
+    exotel_max_bytes: int = param(100_000, min=1, max=1 << 20, unit="bytes", help="Exotel: largest chunk.")
     format: AudioFormat | None = None
     """The negotiated input format, filled in by :meth:`resolve`."""
     _state: _State = attrs.field(init=False, factory=_State, eq=False, repr=False)
@@ -339,6 +343,7 @@ class TelephonySink(Sink):
             )
         if self.exotel_min_bytes > self.exotel_max_bytes:
             raise ParamError("exotel_min_bytes", f"must not exceed exotel_max_bytes ({self.exotel_max_bytes})")
+        require_at_least("exotel_max_bytes", self.exotel_max_bytes, "exotel_multiple", self.exotel_multiple)
         try:
             ChunkRule(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes)
         except ValueError as exc:
@@ -469,6 +474,10 @@ class TelephonySink(Sink):
         """The per-utterance first-audio latencies (seconds) of ``first_audio_ms``, to merge across calls."""
         link = self._state.link
         return Quantiles() if link is None else link.first_audio
+
+    def delivered(self) -> bool:
+        """Whether any audio reached the peer (the runner fails a pipeline that sent none)."""
+        return self.statistics().seconds_sent > 0
 
     def statistics(self) -> TelephonyStatistics:
         link = self._state.link or self.link()

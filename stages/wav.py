@@ -38,7 +38,7 @@ class WavSource(Source):
 
     produces = Caps(encodings=(Encoding.PCM_S16LE,))
 
-    path: str = param(type=str, help="The WAV file (16-bit PCM, mono or stereo).")
+    path: str = param(type=str, kind="input_file", max_size=4 << 30, help="The WAV file (16-bit PCM, mono or stereo).")
     chunking: str = param(
         "fixed", choices=("fixed", "random"), help="Fixed chunk sizes, or random ones between min_bytes and max_bytes."
     )
@@ -47,7 +47,7 @@ class WavSource(Source):
     )
     min_bytes: int = param(200, min=1, max=1 << 20, unit="bytes", help="Smallest chunk for random chunking.")
     max_bytes: int = param(2000, min=1, max=1 << 20, unit="bytes", help="Largest chunk for random chunking.")
-    seed: int = param(0, help="Seed of the random chunk sizes.")
+    seed: int = param(0, min=0, help="Seed of the random chunk sizes.")
     speed: float = param(1.0, min=0, max=1000, help="Times real time; 0 sends as fast as the pipeline takes it.")
     format: AudioFormat = attrs.field(init=False, default=attrs.Factory(_checked_format, takes_self=True))
     _sent: AudioCounter = attrs.field(init=False, factory=AudioCounter, eq=False, repr=False)
@@ -104,7 +104,7 @@ class WavSink(Sink):
 
     accepts = Caps(encodings=(Encoding.PCM_S16LE,))
 
-    path: str = param(type=str, help="The WAV file to write; its folder is created if needed.")
+    path: str = param(type=str, kind="output_path", help="The WAV file to write; its folder is created if needed.")
     format: AudioFormat | None = None
     """The negotiated input format, filled in by :meth:`resolve`."""
     _written: AudioCounter = attrs.field(init=False, factory=AudioCounter, eq=False, repr=False)
