@@ -227,11 +227,12 @@ def _pipeline(name: str, table: Any, environ: Mapping[str, str] | None, services
         raise ConfigError("must be a list of stage tables", pipeline=name, key="stages")
     stage_specs = tuple(_stage(name, i, s, environ, services) for i, s in enumerate(stages, start=1))
     used = {
-        ref.service
+        ref.name
         for spec in stage_specs
         for value in spec.params.values()
         for t in _templates(value)
         for ref in t.refs
+        if ref.scope == "services"
     }
     return PipelineSpec(
         name=name,
@@ -269,7 +270,7 @@ def _stage(
         except InterpolationError as exc:
             raise ConfigError(str(exc), pipeline=pipeline, stage=ref, key=key) from None
         for template in _templates(params[key]):
-            for service in (r.service for r in template.refs):
+            for service in (r.name for r in template.refs if r.scope == "services"):
                 if service not in services:
                     known = f"the file declares: {', '.join(services)}" if services else "add a [services.NAME] table"
                     raise ConfigError(
