@@ -13,12 +13,13 @@ moment it arrives, in arrival order. A jitter buffer after it puts audio in its 
 ``pts`` at playout time (as NetEq's packet buffer does), so holding chunks back here would only
 starve it after every loss. A number missing for ``window`` (milliseconds since the first
 chunk after it arrived, or a number of chunks received after it) is reported as a ``Gap`` with
-the pts and samples it spanned when the neighbours tell; a chunk that comes after its gap was
-reported still goes on (the buffer may yet play it), counted ``late``.
+the pts and samples it spanned when the neighbours tell, and the reason ``"missing"``: it may
+yet come, so a jitter buffer keeps its place open and decides at playout time. A chunk that
+comes after its gap was reported still goes on (the buffer may yet play it), counted ``late``.
 
 With ``reorder`` (or ``restamp``) the receiver is a :class:`Reorderer`: it holds chunks that
 arrive ahead of a missing one and releases them in order, giving up the missing one after the
-window; chunks arriving after their gap are dropped. That suits a consumer that is not a jitter
+window with a ``Gap`` of reason ``"lost"``; chunks arriving after their gap are dropped. That suits a consumer that is not a jitter
 buffer. ``restamp`` also rewrites ``pts`` in sequence order, for senders that number their
 chunks but do not timestamp them: a TTS WebSocket's chunks get their pts from the order they
 arrive in, which a reordered or duplicated chunk would scramble. A loss then takes the length
@@ -379,7 +380,8 @@ class Receiver(Reorderer):
         before, after = self._spans.get(first - 1), self._spans.get(end)
         pts = before[1] if before is not None else None
         samples = after[0] - pts if after is not None and pts is not None and after[0] > pts else None
-        out.append(Gap(seq=first, count=end - first, pts=pts if samples else None, samples=samples, reason="lost"))
+        gap = Gap(seq=first, count=end - first, pts=pts if samples else None, samples=samples, reason="missing")
+        out.append(gap)
         self._c["lost"] += end - first
         self._c["gaps"] += 1
 

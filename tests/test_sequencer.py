@@ -142,7 +142,7 @@ async def test_receiver_reports_a_gap_after_the_window_and_holds_nothing(autojum
         ("AudioChunk", 1),
     ]
     assert out.times == pytest.approx([0.0, 0.02, 0.08, 0.5])  # each chunk at once; the gap 60 ms after 2 came
-    assert out.frames[2] == Gap(seq=1, count=1, pts=160, samples=160, reason="lost")
+    assert out.frames[2] == Gap(seq=1, count=1, pts=160, samples=160, reason="missing")
     stats = out.report.stages[1].statistics
     assert stats["receiver"].late == 1 and stats["receiver"].max_held == 0 and stats["mode"] == "receiver"
 
@@ -182,7 +182,7 @@ def test_receiver_reports_losses_with_their_span_and_forwards_late_chunks():
     out, core = passed([0, 1, 4, 5, 6, 7, 2, 7], window=3)
     kinds = [(type(f).__name__, f.seq) for f in out]
     assert kinds == [("AudioChunk", s) for s in (0, 1, 4, 5, 6)] + [("Gap", 2), ("AudioChunk", 7), ("AudioChunk", 2)]
-    assert out[5] == Gap(seq=2, count=2, pts=320, samples=320, reason="lost")
+    assert out[5] == Gap(seq=2, count=2, pts=320, samples=320, reason="missing")
     s = core.statistics()
     assert (s.lost, s.late, s.gaps, s.duplicates, s.reordered) == (2, 1, 1, 1, 1)
 

@@ -12,11 +12,13 @@ or the target when that is larger) → *playing* → back to idle when the input
 when an utterance has been played to its ``UtteranceEnd``. Events keep their place: each is
 pinned to the timeline position where it arrived, then to the output sample where that
 position is played. ``Clear`` (barge-in) flushes the audio at once and goes out ahead of
-everything; ``Gap`` marks audio as lost so it is concealed without waiting for it.
+everything; ``Gap`` marks audio as lost so it is concealed without waiting for it (unless its
+reason is ``"missing"``: then it may yet come, and its hole is decided at playout like any other).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import attrs
@@ -277,7 +279,14 @@ class JitterBuffer:
         self.closed = True
 
     def _gap(self, gap: Gap, pos: int) -> None:
+        """Audio reported lost is concealed without waiting; audio only ``"missing"`` may yet come.
+
+        A receiving sequencer reports numbers missing after its window, but the packet may be
+        late rather than lost: the hole is decided at playout time, like any other.
+        """
         self._c.gaps_in += 1
+        if gap.reason == "missing":
+            return
         samples = gap.samples if gap.samples is not None else gap.count * self._last_chunk
         if gap.pts is not None and self._offset is not None:
             pos = gap.pts + self._offset
@@ -374,7 +383,7 @@ class JitterBuffer:
 
     def _ready_to_start(self) -> bool:
         s = self.settings
-        wanted = s.start_delay if s.direction == "inbound" else max(s.start_delay, self.target())
+        wanted = max(s.start_delay, self.target())
         level = self._write_end - self.timeline.start
         return level >= min(round(wanted * self.rate), self.max_level) or self.full or not self._more_coming()
 
@@ -388,8 +397,8 @@ class JitterBuffer:
                 if not self._rebuffering():
                     self._play(now, need)
                     continue
-            elif self._exhausted():
-                return
+            elif self._exhausted() or self.out.pending >= self.tick:
+                return  # a tick is ready: the hold is only kept while audio is there to keep it
             else:
                 self._fill_hole(now, need)
                 continue
@@ -513,7 +522,10 @@ class JitterBuffer:
         if not merging and avail >= need and self.estimator.settled:
             delay, target = self._delay(now), self.target()
             speed = self.speed.decide(now, delay, target, more_coming=self._more_coming())
-        if speed != 1.0 and len(x) >= need + (self.stretch.lookahead if speed > 1 else 0):
+            if speed != 1.0 and self.stretch.in_pause:  # a pause may take the whole difference at once
+                wanted = abs(delay - target) * self.rate / need
+                speed = 1 + math.copysign(max(abs(speed - 1), min(wanted, self.stretch.pause_change)), speed - 1)
+        if speed != 1.0 and len(x) >= need + (self.stretch.lag_min if speed > 1 else 0):
             out = self.out.reserve(need)
             quiet_only = not urgent(self.settings.direction, delay, target)
             used = self.stretch.render(self.out.history(self.stretch.lag_max), x, out, speed, quiet_only=quiet_only)

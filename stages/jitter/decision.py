@@ -27,8 +27,12 @@ URGENT_EXCESS = 0.100
 
 
 def band(target: float) -> float:
-    """How far above the target the inbound delay may drift before playout speeds up."""
-    return max(0.020, target / 4)
+    """How far above the target the inbound delay may drift before playout speeds up.
+
+    Speeding up happens in pauses (unless the delay is urgent), where it costs nothing heard,
+    so the band only keeps the speed from flapping: half a packet, or a tenth of the target.
+    """
+    return max(0.010, target / 10)
 
 
 class SpeedControl:
