@@ -20,10 +20,10 @@ comes after its gap was reported still goes on (the buffer may yet play it), cou
 With ``reorder`` (or ``restamp``) the receiver is a :class:`Reorderer`: it holds chunks that
 arrive ahead of a missing one and releases them in order, giving up the missing one after the
 window with a ``Gap`` of reason ``"lost"``; chunks arriving after their gap are dropped. That
-suits a consumer that is not a jitter buffer. ``restamp`` also rewrites ``pts`` in sequence order, for senders that number their
-chunks but do not timestamp them: a TTS WebSocket's chunks get their pts from the order they
-arrive in, which a reordered or duplicated chunk would scramble. A loss then takes the length
-of the chunk before it.
+suits a consumer that is not a jitter buffer. ``restamp`` also rewrites ``pts`` in sequence
+order, for senders that number their chunks but do not timestamp them: a TTS WebSocket's chunks
+get their pts from the order they arrive in, which a reordered or duplicated chunk would
+scramble. A loss then takes the length of the chunk before it.
 """
 
 from __future__ import annotations
@@ -267,6 +267,7 @@ class Reorderer:
         count = first - self.next  # type: ignore[operator]
         chunk = self._held[first][0]
         pts = self._end_pts
+        samples: int | None
         if self.restamp and pts is not None:
             samples = count * self._last_samples
             self._next_pts = pts + samples

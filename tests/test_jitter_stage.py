@@ -114,9 +114,9 @@ async def test_inbound_through_the_sequencer_conceals_a_loss(autojump_clock):
 
 
 def test_parameters_are_checked():
-    with pytest.raises(ParamError, match="^min_delay_ms: must not exceed max_delay_ms"):
+    with pytest.raises(ParamError, match=r"^min_delay_ms: must not exceed max_delay_ms"):
         JitterBufferStage(min_delay_ms=600.0)
-    with pytest.raises(ParamError, match="^tick_ms: must be one of 10.0, 20.0, got 15.0$"):
+    with pytest.raises(ParamError, match=r"^tick_ms: must be one of 10\.0, 20\.0, got 15\.0$"):
         JitterBufferStage(tick_ms=15.0)
     with pytest.raises(ConfigError, match="22050 Hz"):
         assemble(
