@@ -440,15 +440,12 @@ def score(rate: int, ref: np.ndarray, deg: np.ndarray) -> float:
 
 
 def recovery(watch: list[tuple[float, float, float]], spike: tuple[float, float]) -> float:
-    """Seconds from the end of the spike until the target is back within twice its value before it."""
+    """Seconds from the end of the spike until the target is back within twice its value before it, for good."""
     before = [target for t, target, _ in watch if t < spike[0]]
     if not before:
         return math.nan
-    limit = 2 * before[-1]
-    for t, target, _ in watch:
-        if t >= spike[1] and target <= limit:
-            return t - spike[1]
-    return math.inf
+    above = [t for t, target, _ in watch if t >= spike[0] and target > 2 * before[-1]]
+    return max(0.0, above[-1] + 0.1 - spike[1]) if above else 0.0
 
 
 Row = dict[str, float]

@@ -30,7 +30,7 @@ from rtstream.audio.stretch import TimeStretch
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Event, Frame, Gap, UtteranceEnd, UtteranceStart
 from rtstream.stats import DropCount, Drops, Quantiles, Summary
 
-from .decision import SpeedControl, skip_hole, urgent
+from .decision import URGENT_EXCESS, SpeedControl, band, skip_hole, urgent
 from .delay import DelayEstimator
 from .output import OutputQueue
 from .timeline import Timeline
@@ -394,6 +394,8 @@ class JitterBuffer:
             need = want - self.out.pending
             self._refill()
             if self.timeline.available():
+                if self._catch_up(now):
+                    continue
                 if not self._rebuffering():
                     self._play(now, need)
                     continue
@@ -403,6 +405,27 @@ class JitterBuffer:
                 self._fill_hole(now, need)
                 continue
             self._conceal(need, advance=False)
+
+    def _catch_up(self, now: float) -> bool:
+        """Inbound, after a concealment gone silent (a stall, then a burst): drop what is stale.
+
+        The burst would put the delay far above target, and draining it takes seconds of
+        stretched speech; a static buffer would have lost those packets late. So, once the
+        delay is more than URGENT_EXCESS above the band, the oldest audio goes at once (counted
+        ``catch_up``) and playout resumes near the target, merged in from the silence.
+        """
+        if self.settings.direction != "inbound" or not self.plc.active or self.plc.elapsed < 6 * self.plc.frame:
+            return False
+        target = self.target()
+        excess = self._delay(now) - target
+        if excess < band(target) + URGENT_EXCESS:
+            return False
+        n = min(round(excess * self.rate), self.timeline.end - self.timeline.start - self.tick)
+        if n <= 0:
+            return False
+        self._skip(n, "catch_up")
+        self._c.catch_ups += 1
+        return True
 
     def _rebuffering(self) -> bool:
         """Outbound, after a stall went silent: keep silent until the target is buffered again."""
@@ -667,5 +690,6 @@ class _Counters:
     merges: int = 0
     prebuffers: int = 0
     resyncs: int = 0
+    catch_ups: int = 0
     gaps_in: int = 0
     clears: int = 0

@@ -32,7 +32,7 @@ def band(target: float) -> float:
     Speeding up happens in pauses (unless the delay is urgent), where it costs nothing heard,
     so the band only keeps the speed from flapping: half a packet, or a tenth of the target.
     """
-    return max(0.010, target / 10)
+    return max(0.020, target / 4)
 
 
 class SpeedControl:
