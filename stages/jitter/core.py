@@ -18,6 +18,7 @@ reason is ``"missing"``: then it may yet come, and its hole is decided at playou
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 
@@ -40,6 +41,9 @@ INTERRUPTION = 0.150
 MAX_WAIT = 0.120
 """The longest a hole is waited for inbound before it is given up: with the last tick of
 concealment that may follow, the run stays below an interruption."""
+START_MARGIN = 1.5
+"""Inbound playout starts once this many times the target is buffered: the first packets show
+only part of the jitter, and growing the delay later costs concealment or stretched speech."""
 RESTART_RUN = 5
 """This many chunks in a row from further back than the maximum delay: the sender restarted."""
 _MAX_PENDING_LEVELS = 4
@@ -145,7 +149,9 @@ class JitterBuffer:
         self._splice = False
         self._run = 0
         self._utterance: str | None = None
-        self._arrivals: deque[tuple[int, float]] = deque()
+        self._arrivals: list[tuple[int, float]] = []
+        """A heap of (timeline end, arrival) of the chunks not yet played: by position, since
+        reordered chunks come out of order and each is timed when its own audio plays."""
         self._out_arrivals: deque[tuple[int, float | None]] = deque()
         """(output position, arrival of the audio played from there; None for concealment)."""
         self._delays = Quantiles()
@@ -207,8 +213,8 @@ class JitterBuffer:
         self._final = None
         self._write_end = max(self._write_end, pos + len(data))
         if len(self._arrivals) == _MAX_ARRIVALS:
-            self._arrivals.popleft()
-        self._arrivals.append((pos + len(data), arrival))
+            heapq.heappop(self._arrivals)
+        heapq.heappush(self._arrivals, (pos + len(data), arrival))
         if self.settings.direction == "inbound":
             excess = pos + len(data) - start - self.max_level
             if excess > 0:
@@ -383,7 +389,8 @@ class JitterBuffer:
 
     def _ready_to_start(self) -> bool:
         s = self.settings
-        wanted = max(s.start_delay, self.target())
+        margin = START_MARGIN if s.direction == "inbound" else 1.0
+        wanted = max(s.start_delay, margin * self.target())
         level = self._write_end - self.timeline.start
         return level >= min(round(wanted * self.rate), self.max_level) or self.full or not self._more_coming()
 
@@ -593,7 +600,7 @@ class JitterBuffer:
     def _played_until(self, pos: int, now: float) -> None:
         arrivals = self._arrivals
         while arrivals and arrivals[0][0] <= pos:
-            self._delays.add(now - arrivals.popleft()[1])
+            self._delays.add(now - heapq.heappop(arrivals)[1])
 
     def _pin_due(self, before: int, out_pos: int, in_start: int | None = None, out_len: int = 0) -> None:
         """Pin the events placed before ``before`` to output positions from ``out_pos``.

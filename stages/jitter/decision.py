@@ -29,8 +29,8 @@ URGENT_EXCESS = 0.100
 def band(target: float) -> float:
     """How far above the target the inbound delay may drift before playout speeds up.
 
-    Speeding up happens in pauses (unless the delay is urgent), where it costs nothing heard,
-    so the band only keeps the speed from flapping: half a packet, or a tenth of the target.
+    Every change of delay costs a little (PESQ hears even a pause made shorter), so the band is
+    wide: a packet, or a quarter of the target. Speeding up then goes down to half the band.
     """
     return max(0.020, target / 4)
 
@@ -76,7 +76,7 @@ def urgent(direction: str, delay: float, target: float) -> bool:
     """Whether the delay is far enough off target to stretch inside speech, not only in pauses."""
     if direction == "outbound":
         return delay < target / 2
-    return delay > target + band(target) + URGENT_EXCESS or delay < target - band(target) / 2
+    return delay > target + band(target) + URGENT_EXCESS
 
 
 def skip_hole(direction: str, delay: float, target: float, *, waited: float, max_wait: float) -> bool:

@@ -1,14 +1,16 @@
-"""The target delay: a high quantile of a forgetting histogram of relative arrival delays.
-
-This is WebRTC NetEq's delay manager. Each chunk's arrival is compared with its media time:
-``x = arrival - pts / rate``. Its *relative delay* is how much later than a reference it came:
+"""The target delay: a high quantile of a forgetting histogram of relative arrival delays. This is
+WebRTC NetEq's delay manager. Each chunk's arrival is compared with its media time: ``x =
+arrival - pts / rate``. Its *relative delay* is how much later than a reference it came:
 inbound, the reference is the earliest chunk of the last two seconds (so clock offsets and a
-slow drift cancel out); outbound, it is the first chunk of the utterance (a TTS bursts ahead,
-so what matters is how far a stall pushed a chunk behind the moment playing could have begun).
-Every half second the largest relative delay seen is added to a histogram of 20 ms buckets
-whose old counts fade by a factor of 0.983 per addition (about 30 s of memory; early on, every
-sample weighs alike). The target is the upper edge of the bucket at the 0.95 quantile; before
-the first half second is complete, the upper edge of the largest relative delay seen so far.
+slow drift cancel out; when an earlier one comes, the delays of this half second are measured
+again from it, so the first chunk's own lateness does not hide the jitter); outbound, it is the
+first chunk of the utterance (a TTS bursts ahead, so what matters is how far a stall pushed a
+chunk behind the moment playing could have begun). Every half second the largest relative delay
+seen is added to a histogram of 5 ms buckets (finer than NetEq's 20 ms: the target then
+overshoots the jitter by 5 ms at most) whose old counts fade by a factor of 0.983 per addition
+(about 30 s of memory; early on, every sample weighs alike). The target is the upper edge of the
+bucket at the 0.95 quantile; before the first half second is complete, the upper edge of the
+largest relative delay seen so far.
 
 Delay peaks (NetEq's delay-peak detector): once the histogram has its first half second, a
 relative delay above twice the target and at least 60 ms above it is a *peak*, kept out of the
@@ -49,7 +51,7 @@ class DelayEstimator:
         *,
         max_delay: float,
         reference: str = "window",
-        bucket: float = 0.020,
+        bucket: float = 0.005,
         forget: float = 0.983,
         quantile: float = 0.95,
     ) -> None:
@@ -98,6 +100,7 @@ class DelayEstimator:
         """Record a chunk whose media time (seconds) arrived at ``now``; return its relative delay."""
         x = now - media_time
         window = self._window
+        before = self.base
         while window and window[-1][1] >= x:
             window.pop()
         window.append((now, x))
@@ -105,6 +108,8 @@ class DelayEstimator:
             window.popleft()
         if self._first is None:
             self._first = x
+        if before is not None and self.reference == "window" and self.base < before:  # type: ignore[operator]
+            self._interval_max += before - self.base  # type: ignore[operator]
         rel = max(0.0, x - self.base)  # type: ignore[operator]
         self.last = rel
         if self._interval_start is None:
