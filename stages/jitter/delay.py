@@ -1,6 +1,7 @@
-"""The target delay: a high quantile of a forgetting histogram of relative arrival delays. This is
-WebRTC NetEq's delay manager. Each chunk's arrival is compared with its media time: ``x =
-arrival - pts / rate``. Its *relative delay* is how much later than a reference it came:
+"""The target delay: a high quantile of a forgetting histogram of relative arrival delays.
+
+This is WebRTC NetEq's delay manager. Each chunk's arrival is compared with its media time: ``x
+= arrival - pts / rate``. Its *relative delay* is how much later than a reference it came:
 inbound, the reference is the earliest chunk of the last two seconds (so clock offsets and a
 slow drift cancel out; when an earlier one comes, the delays of this half second are measured
 again from it, so the first chunk's own lateness does not hide the jitter); outbound, it is the
