@@ -69,33 +69,64 @@ class JitterSettings:
 
 @attrs.frozen
 class JitterStatistics:
-    """NetEq-style figures: delays in ms, rates as fractions of the audio handed out."""
+    """NetEq-style figures (delays in ms, rates as fractions of the audio handed out), then the
+    W3C webrtc-stats counters of RTCInboundRtpStreamStats under their own (camelCase) names."""
 
     direction: str
     state: str
+    """idle, buffering or playing."""
     chunks_in: int
     samples_in: int
     chunks_out: int
     samples_out: int
+    """Samples handed out: played audio, stretched audio and concealment."""
     seconds_out: float
     current_delay_ms: float
+    """Audio buffered ahead of the play position (holes included) and produced but not handed out."""
     target_delay_ms: float
+    """The target now: the delay histogram's quantile, raised while delay peaks recur."""
     delay_ms: Summary
-    """Time from arrival to playout of the audio played."""
+    """Time from arrival to playout of each chunk played."""
     concealment_rate: float
     accelerate_rate: float
     decelerate_rate: float
     concealment_events: int
     interruptions: int
+    """Concealments of 150 ms or more."""
     interruption_seconds: float
     late_losses: int
+    """Chunks that came after their place had been played (or given up), dropped."""
     lost_samples: int
+    """Samples of the timeline given up: concealed in place of audio that never came in time."""
     merges: int
+    """Concealments and skips joined to the audio after them with a cross-fade."""
     prebuffers: int
+    """Times playout had to gather audio before starting (the stream's start, after idle)."""
     resyncs: int
+    """Jumps in pts that re-anchored the timeline (a restarted sender)."""
+    catch_ups: int
+    """Inbound: stale audio dropped at once after a stall, rather than drained (``drops.catch_up``)."""
+    delay_peaks: int
+    """Delay peaks seen by the peak detector (kept out of the histogram)."""
     gaps_in: int
     clears: int
     drops: dict[str, DropCount]
+    """Audio dropped, by reason: late, duplicate, overflow, catch_up, clear, wrong_format, event_overflow."""
+    jitterBufferDelay: float
+    """Seconds each sample taken from the buffer spent in it (from its arrival), summed over samples."""
+    jitterBufferTargetDelay: float
+    """The target delay (seconds) at the moment each sample was taken out, summed over samples."""
+    jitterBufferEmittedCount: int
+    """Received samples taken out of the buffer (speeding up takes more than it plays, slowing down fewer)."""
+    totalSamplesReceived: int
+    concealedSamples: int
+    """Samples of concealment handed out, silent ones included."""
+    silentConcealedSamples: int
+    """Concealment handed out as silence (after 60 ms the replay has faded out)."""
+    concealmentEvents: int
+    """Times concealment began after real audio."""
+    insertedSamplesForDeceleration: int
+    removedSamplesForAcceleration: int
 
 
 class JitterBuffer:
@@ -134,7 +165,7 @@ class JitterBuffer:
         self.closed = False
         self._offset: int | None = None
         self._anchor_next = False
-        self._pending: deque[tuple[int, np.ndarray]] = deque()
+        self._pending: deque[tuple[int, np.ndarray, float]] = deque()
         """Outbound audio beyond the ring's room, in order; the stage stops reading meanwhile."""
         self._pending_samples = 0
         self._write_end = 0
@@ -222,11 +253,11 @@ class JitterBuffer:
                 start = self.timeline.start
                 if pos < start:
                     data, pos = data[start - pos :], start
-            self._store(pos, data)
+            self._store(pos, data, arrival)
         elif self._pending and self._pending_samples + len(data) > _MAX_PENDING_LEVELS * self.max_level:
             self.drops.add("overflow", samples=len(data))  # the caller ignored ``full``
         else:
-            self._pending.append((pos, data))
+            self._pending.append((pos, data, arrival))
             self._pending_samples += len(data)
             self._refill()
         if self.state == "idle":
@@ -239,8 +270,8 @@ class JitterBuffer:
         self._anchor_next = False
         self.estimator.restart()
 
-    def _store(self, pos: int, data: np.ndarray) -> None:
-        duplicate = self.timeline.write(pos, data)
+    def _store(self, pos: int, data: np.ndarray, arrival: float) -> None:
+        duplicate = self.timeline.write(pos, data, arrival)
         if duplicate:
             self.drops.add("duplicate", samples=duplicate)
 
@@ -248,19 +279,19 @@ class JitterBuffer:
         """Outbound: move what waits outside the ring into it, as far as there is room."""
         pending = self._pending
         while pending:
-            pos, data = pending.popleft()
+            pos, data, arrival = pending.popleft()
             start = self.timeline.start
             if pos < start:
                 data, pos = data[start - pos :], start
             room = start + self.timeline.capacity - pos
             if room < len(data):
                 if room > 0:
-                    self._store(pos, data[:room])
+                    self._store(pos, data[:room], arrival)
                     data, pos = data[room:], pos + room
-                pending.appendleft((pos, data))
+                pending.appendleft((pos, data, arrival))
                 break
-            self._store(pos, data)
-        self._pending_samples = sum(len(d) for _, d in pending)
+            self._store(pos, data, arrival)
+        self._pending_samples = sum(len(d) for _, d, _ in pending)
 
     def event(self, frame: Event, now: float) -> None:
         """Take an event; it keeps its place after the audio that came before it."""
@@ -308,7 +339,7 @@ class JitterBuffer:
         """Barge-in: drop all audio now; the events waiting go out at once, then the Clear."""
         self._c.clears += 1
         dropped = self.timeline.reset(self.timeline.start) + self.out.drop_pending()
-        dropped += sum(len(d) for _, d in self._pending)
+        dropped += sum(len(d) for _, d, _ in self._pending)
         self._pending.clear()
         self._pending_samples = 0
         if dropped:
@@ -421,7 +452,7 @@ class JitterBuffer:
         delay is more than URGENT_EXCESS above the band, the oldest audio goes at once (counted
         ``catch_up``) and playout resumes near the target, merged in from the silence.
         """
-        if self.settings.direction != "inbound" or not self.plc.active or self.plc.elapsed < 6 * self.plc.frame:
+        if self.settings.direction != "inbound" or not self.plc.active or self.plc.elapsed < self.plc.silent_after:
             return False
         target = self.target()
         excess = self._delay(now) - target
@@ -436,7 +467,7 @@ class JitterBuffer:
 
     def _rebuffering(self) -> bool:
         """Outbound, after a stall went silent: keep silent until the target is buffered again."""
-        if self.settings.direction != "outbound" or not self.plc.active or self.plc.elapsed < 6 * self.plc.frame:
+        if self.settings.direction != "outbound" or not self.plc.active or self.plc.elapsed < self.plc.silent_after:
             return False
         return self._more_coming() and not self.full and self.level() < round(self.target() * self.rate)
 
@@ -523,14 +554,17 @@ class JitterBuffer:
         start = self.out.produced
         self._out_arrivals.append((start, None))
         out = self.out.reserve(n)
+        before = self.plc.elapsed
         self.plc.fill(out)
         if advance and resume is not None:
             if self._bridge is None or self._bridge[1] != resume:
                 self._open_bridge(resume)
             if self._bridge is not None:
                 self._blend_bridge(out)
+                before = self.plc.elapsed  # faded into the audio after the hole: not silent
         self.out.commit(n)
         c.concealed += n
+        c.silent_concealed += max(0, self.plc.elapsed - max(before, self.plc.silent_after))
         self._run += n
         self._pin_due(self.timeline.start + (n if advance else 1), start)
         if advance:
@@ -579,6 +613,9 @@ class JitterBuffer:
         self._end_run()
         self._wait = 0
         a = self.timeline.start
+        c.emitted += used
+        c.delay_sum += used * now - self.timeline.stamp_sum(a, used)
+        c.target_sum += used * self.target()
         self._pin_due(a + used, start, a, n)
         self.timeline.advance(used)
         self._played_until(self.timeline.start, now)
@@ -675,9 +712,20 @@ class JitterBuffer:
             merges=c.merges,
             prebuffers=c.prebuffers,
             resyncs=c.resyncs,
+            catch_ups=c.catch_ups,
+            delay_peaks=self.estimator.peaks,
             gaps_in=c.gaps_in,
             clears=c.clears,
             drops=self.drops.snapshot(),
+            jitterBufferDelay=c.delay_sum,
+            jitterBufferTargetDelay=c.target_sum,
+            jitterBufferEmittedCount=c.emitted,
+            totalSamplesReceived=c.samples_in,
+            concealedSamples=c.concealed,
+            silentConcealedSamples=c.silent_concealed,
+            concealmentEvents=c.concealment_events,
+            insertedSamplesForDeceleration=c.decelerated,
+            removedSamplesForAcceleration=c.accelerated,
         )
 
 
@@ -700,3 +748,7 @@ class _Counters:
     catch_ups: int = 0
     gaps_in: int = 0
     clears: int = 0
+    emitted: int = 0
+    delay_sum: float = 0.0
+    target_sum: float = 0.0
+    silent_concealed: int = 0
