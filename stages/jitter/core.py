@@ -174,6 +174,8 @@ class JitterBuffer:
         self._pinned: deque[tuple[int, Event]] = deque()
         self._urgent: list[Frame] = []
         self._lost: list[tuple[int, int]] = []
+        self._given_up: deque[tuple[int, int]] = deque(maxlen=_MAX_LOST_RANGES)
+        """The latest timeline ranges passed without their audio: a chunk for one of them is a late loss."""
         self._last_chunk = 0
         self._stale_run = 0
         self._wait = 0
@@ -236,8 +238,11 @@ class JitterBuffer:
             start = pos  # nothing played yet: an earlier chunk that arrived second still counts
         if pos < start:
             if pos + n <= start:
-                c.late_losses += 1
-                self.drops.add("late", samples=n)
+                if pos >= start - self.max_level and not self._was_given_up(pos, pos + n):
+                    self.drops.add("duplicate", samples=n)  # its audio has just been played
+                else:
+                    c.late_losses += 1
+                    self.drops.add("late", samples=n)
                 return
             self.drops.add("late", samples=start - pos, frames=0)
             data, pos = data[start - pos :], start
@@ -488,9 +493,8 @@ class JitterBuffer:
             hole = resume - start
             repaid = min(self._wait, hole)
             if repaid:
-                self.timeline.advance(repaid)
+                self._give_up(repaid)
                 self._wait -= repaid
-                self._c.lost_samples += repaid
             if hole > repaid:
                 self._conceal(min(need, hole - repaid), advance=True, resume=resume)
         else:
@@ -568,8 +572,7 @@ class JitterBuffer:
         self._run += n
         self._pin_due(self.timeline.start + (n if advance else 1), start)
         if advance:
-            self.timeline.advance(n)
-            c.lost_samples += n
+            self._give_up(n)
             self._lost_at(self.timeline.start)
         else:
             self._wait += n
@@ -620,8 +623,25 @@ class JitterBuffer:
         self.timeline.advance(used)
         self._played_until(self.timeline.start, now)
 
+    def _give_up(self, n: int) -> None:
+        """Move past ``n`` samples that were concealed in place of audio that did not come."""
+        self._mark_given_up(n)
+        self.timeline.advance(n)
+        self._c.lost_samples += n
+
+    def _mark_given_up(self, n: int) -> None:
+        start, given_up = self.timeline.start, self._given_up
+        if given_up and given_up[-1][1] == start:
+            given_up[-1] = (given_up[-1][0], start + n)
+        else:
+            given_up.append((start, start + n))
+
+    def _was_given_up(self, pos: int, end: int) -> bool:
+        return any(s < end and pos < e for s, e in self._given_up)
+
     def _skip(self, n: int, reason: str) -> None:
         """Drop the oldest ``n`` samples unplayed (counted); the next audio is merged in."""
+        self._mark_given_up(n)
         passed = self.timeline.advance(n)
         if passed:
             self.drops.add(reason, samples=passed)
