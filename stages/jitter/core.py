@@ -355,6 +355,7 @@ class JitterBuffer:
         self._pinned.clear()
         self._events.clear()
         self._lost.clear()
+        self._given_up.clear()
         self._arrivals.clear()
         self._out_arrivals.clear()
         self._write_end = self.timeline.start
