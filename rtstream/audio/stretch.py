@@ -72,14 +72,22 @@ class TimeStretch:
         self._decay = 10 ** (-_PEAK_DECAY_DB_PER_S / 10 / rate)
 
     def render(
-        self, history: np.ndarray, x: np.ndarray, out: np.ndarray, speed: float, *, quiet_only: bool = False
+        self,
+        history: np.ndarray,
+        x: np.ndarray,
+        out: np.ndarray,
+        speed: float,
+        *,
+        quiet_only: bool = False,
+        at_most: int | None = None,
     ) -> int:
         """Fill ``out`` from ``x`` (the input that follows ``history``, the output so far).
 
         ``x`` must hold at least ``len(out)`` samples. Returns how many samples of ``x`` were
         used: ``len(out)`` plus the period removed, or minus the period inserted. With
         ``quiet_only`` a splice is made only in a pause. Inside a pause ``speed`` may differ from
-        1 by up to ``pause_change``, elsewhere by ``max_change``.
+        1 by up to ``pause_change``, elsewhere by ``max_change``; ``at_most`` caps what the
+        budget may hold (samples), so a caller near its goal does not overshoot it.
         """
         n = len(out)
         self._quiet_only = quiet_only
@@ -89,7 +97,8 @@ class TimeStretch:
         change = (speed - 1) * n
         if change == 0 or change * self.budget < 0:
             self.budget = 0.0
-        self.budget = min(max(self.budget + change, -self.lag_max), self.lag_max)
+        cap = self.lag_max if at_most is None else min(self.lag_max, at_most)
+        self.budget = min(max(self.budget + change, -cap), cap)
         if self.budget >= self.lag_min:
             lag = self._remove(x, out)
             if lag:

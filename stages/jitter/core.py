@@ -31,7 +31,7 @@ from rtstream.audio.stretch import TimeStretch
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Event, Frame, Gap, UtteranceEnd, UtteranceStart
 from rtstream.stats import DropCount, Drops, Quantiles, Summary
 
-from .decision import URGENT_EXCESS, SpeedControl, band, skip_hole, urgent
+from .decision import URGENT_EXCESS, SpeedControl, band, skip_hole, stop_at, urgent
 from .delay import DelayEstimator
 from .output import OutputQueue
 from .timeline import Timeline
@@ -590,13 +590,15 @@ class JitterBuffer:
         if not merging and avail >= need and self.estimator.settled:
             delay, target = self._delay(now), self.target()
             speed = self.speed.decide(now, delay, target, more_coming=self._more_coming())
+            at_most = max(0, round((delay - stop_at(target, speed)) * (1 if speed > 1 else -1) * self.rate))
             if speed != 1.0 and self.stretch.in_pause:  # a pause may take the whole difference at once
-                wanted = abs(delay - target) * self.rate / need
-                speed = 1 + math.copysign(max(abs(speed - 1), min(wanted, self.stretch.pause_change)), speed - 1)
+                change = max(abs(speed - 1), min(at_most / need, self.stretch.pause_change))
+                speed = 1 + math.copysign(change, speed - 1)
         if speed != 1.0 and len(x) >= need + (self.stretch.lag_min if speed > 1 else 0):
             out = self.out.reserve(need)
             quiet_only = not urgent(self.settings.direction, delay, target)
-            used = self.stretch.render(self.out.history(self.stretch.lag_max), x, out, speed, quiet_only=quiet_only)
+            history = self.out.history(self.stretch.lag_max)
+            used = self.stretch.render(history, x, out, speed, quiet_only=quiet_only, at_most=at_most)
             n = need
             if used > need:
                 c.accelerated += used - need

@@ -61,15 +61,19 @@ class SpeedControl:
             return 1.0
         if self.direction == "outbound":
             return 1 - self.change if more_coming and delay < target else 1.0
-        if self.speed > 1:
-            return self.speed if delay > target + band(target) / 2 else 1.0
-        if self.speed < 1:
-            return self.speed if delay < target else 1.0
+        if self.speed != 1:
+            return self.speed if (delay - stop_at(target, self.speed)) * (self.speed - 1) > 0 else 1.0
         if delay > target + band(target):
             return 1 + self.change
         if delay < target:
             return 1 - self.change
         return 1.0
+
+
+def stop_at(target: float, speed: float) -> float:
+    """The delay at which a speed change has done its work: half the band above the target when
+    speeding up, the target when slowing down."""
+    return target + band(target) / 2 if speed > 1 else target
 
 
 def urgent(direction: str, delay: float, target: float) -> bool:
