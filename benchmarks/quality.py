@@ -83,7 +83,6 @@ mode = "receiver"                 # number, drop duplicates, report gaps; never 
 [[stages]]
 type = "jitter_buffer"
 direction = "inbound"
-min_delay_ms = 40                 # a packet and a tick: a lost packet's successor is in when its hole plays
 """
 """The inbound chain the README recommends (caller -> telephony in -> here -> voice service)."""
 

@@ -389,15 +389,17 @@ def test_output_carries_the_arrival_of_the_audio_it_plays_and_none_for_concealme
 
 def test_webrtc_counters_on_a_scripted_stream():
     # 50 packets 30 ms after their media time, the 21st lost, a pull every 20 ms from t = 0.
-    # Playout starts at 60 ms with two packets in; from then on each pull takes a packet's
-    # last 130 samples 30 ms after they came and the next packet's first 30 (the hold) 10 ms after.
+    # Playout starts at 60 ms with two packets in and hands out half a block first, taking all
+    # of packet 0 and the first 30 samples of packet 1 (the hold); from then on each pull takes
+    # a packet's first 110 samples 30 ms after they came and its last 50 at the next pull.
     x = speech(1.0)
     jb = inbound()
     run(jb, packetize(x, drop={20}), until=2.0)
     s = jb.statistics()
     received = 49 * P
     assert s.totalSamplesReceived == received and s.jitterBufferEmittedCount == received
-    assert s.jitterBufferDelay == pytest.approx(49 * (130 * 0.03 + 30 * 0.01) + 30 * (0.03 - 0.01))
+    first_two = 160 * 0.03 + (30 * 0.01 + 80 * 0.03 + 50 * 0.05)
+    assert s.jitterBufferDelay == pytest.approx(first_two + 47 * (110 * 0.03 + 50 * 0.05))
     assert s.jitterBufferTargetDelay == pytest.approx(received * 0.020)
     assert (s.concealedSamples, s.silentConcealedSamples, s.concealmentEvents) == (P, 0, 1)
     assert (s.insertedSamplesForDeceleration, s.removedSamplesForAcceleration) == (0, 0)
@@ -406,12 +408,12 @@ def test_webrtc_counters_on_a_scripted_stream():
 
 def test_silent_concealment_is_counted_apart():
     # 200 ms lost: 60 ms of fading replay, then silence, until the packet after the hole is in;
-    # its last tick (130 samples, after the 30 of the hold) fades into it from both sides.
+    # the last 210 samples of the hole, concealed once it is, fade into it from both sides.
     jb = inbound()
     run(jb, packetize(speech(2.0), drop=set(range(20, 30))), until=3.0)
     s = jb.statistics()
     assert (s.concealedSamples, s.concealmentEvents, s.interruptions) == (10 * P, 1, 1)
-    assert s.silentConcealedSamples == 10 * P - 6 * 80 - 130
+    assert s.silentConcealedSamples == 10 * P - 6 * 80 - 210
 
 
 def test_speeding_up_and_slowing_down_are_counted_as_webrtc_names_them():

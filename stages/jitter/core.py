@@ -408,12 +408,18 @@ class JitterBuffer:
         if self.state == "idle":
             frames.extend(e for _, e in self._events)
             self._events.clear()
+        block = self.tick
         if self.state == "buffering" and self._ready_to_start():
             self.state = "playing"
+            if self.settings.direction == "inbound":
+                # Playout starts as a packet arrives, so a clock pulling every tick from here
+                # would pull at the very moments the next packets arrive: each just in time or
+                # a tick late by a coin toss. Half a block first puts the pulls between arrivals.
+                block //= 2
         if self.state != "playing":
             return frames
         self._produce(now)
-        n = min(self.tick, self.out.pending)
+        n = min(block, self.out.pending)
         if self._exhausted() and self.out.pending <= self.tick:
             self._pin_due(self.timeline.start + 1, self.out.produced)
         self._emit(n, frames)
