@@ -233,12 +233,13 @@ class JitterBuffer:
             self._anchor(chunk.pts)
             pos = chunk.pts + self._offset  # type: ignore[operator]
         self._last_chunk = n
-        self.estimator.arrival(arrival, pos / self.rate)
+        if not self._duplicate(pos, n):  # a copy's arrival says nothing about the network's delay
+            self.estimator.arrival(arrival, pos / self.rate)
         if pos < start and self.state == "buffering" and not self.out.produced and self.timeline.rewind(pos):
             start = pos  # nothing played yet: an earlier chunk that arrived second still counts
         if pos < start:
             if pos + n <= start:
-                if pos >= start - self.max_level and not self._was_given_up(pos, pos + n):
+                if self._duplicate(pos, n):
                     self.drops.add("duplicate", samples=n)  # its audio has just been played
                 else:
                     c.late_losses += 1
@@ -268,6 +269,14 @@ class JitterBuffer:
         if self.state == "idle":
             self.state = "buffering"
             c.prebuffers += 1
+
+    def _duplicate(self, pos: int, n: int) -> bool:
+        """All of ``[pos, pos + n)`` was just played (not concealed) or is buffered already."""
+        start, end = self.timeline.start, pos + n
+        played = min(end, start) - pos
+        if played > 0 and (pos < start - self.max_level or self._was_given_up(pos, min(end, start))):
+            return False
+        return end <= start or self.timeline.covered(max(pos, start), end) == end - max(pos, start)
 
     def _anchor(self, pts: int) -> None:
         """Place the next chunk right after what is buffered, whatever its pts says."""

@@ -98,6 +98,10 @@ class Timeline:
         else:
             ranges.insert(i, [s, e])
 
+    def covered(self, pos: int, end: int) -> int:
+        """Samples present in ``[pos, end)``."""
+        return sum(max(0, min(e, end) - max(s, pos)) for s, e in self._ranges)
+
     def available_at(self, pos: int) -> int:
         """Samples present without a break from ``pos``."""
         for s, e in self._ranges:
