@@ -506,3 +506,16 @@ def test_a_stall_then_a_burst_is_caught_up_not_drained():
     s = jb.statistics()
     assert s.catch_ups == 1 and s.drops["catch_up"].samples > 0.2 * 8000
     assert s.current_delay_ms < 80 and s.target_delay_ms <= 40
+
+
+def test_a_copy_after_its_audio_played_is_a_duplicate_and_a_first_chunk_that_came_second_counts():
+    x = speech(1.0)
+    packets = packetize(x)
+    packets[0], packets[1] = (packets[1][0], packets[0][1]), (packets[0][0], packets[1][1])  # 1 before 0
+    packets += [(packets[10][0] + 0.2, packets[10][1]), (packets[12][0] + 0.001, packets[12][1])]
+    jb = inbound()
+    out = audio(run(jb, packets, until=2.0))
+    s = jb.statistics()
+    assert s.late_losses == 0 and s.drops["duplicate"].frames == 2 and s.concealedSamples == 0
+    np.testing.assert_array_equal(out[: 10 * P], x[: 10 * P])
+    assert s.target_delay_ms == 20.0  # the copies' lateness is no network delay

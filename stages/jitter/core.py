@@ -164,6 +164,8 @@ class JitterBuffer:
         self.state = "idle"
         self.closed = False
         self._offset: int | None = None
+        self._origin = 0
+        """Where the current stream's first chunk was placed on the timeline."""
         self._anchor_next = False
         self._pending: deque[tuple[int, np.ndarray, float]] = deque()
         """Outbound audio beyond the ring's room, in order; the stage stops reading meanwhile."""
@@ -236,7 +238,7 @@ class JitterBuffer:
         if not self._duplicate(pos, n):  # a copy's arrival says nothing about the network's delay
             self.estimator.arrival(arrival, pos / self.rate)
         if pos < start and self.state == "buffering" and not self.out.produced and self.timeline.rewind(pos):
-            start = pos  # nothing played yet: an earlier chunk that arrived second still counts
+            start = self._origin = pos  # nothing played yet: an earlier chunk that arrived second still counts
         if pos < start:
             if pos + n <= start:
                 if self._duplicate(pos, n):
@@ -274,13 +276,15 @@ class JitterBuffer:
         """All of ``[pos, pos + n)`` was just played (not concealed) or is buffered already."""
         start, end = self.timeline.start, pos + n
         played = min(end, start) - pos
-        if played > 0 and (pos < start - self.max_level or self._was_given_up(pos, min(end, start))):
+        floor = max(self._origin, start - self.max_level)  # before the stream's first sample nothing was played
+        if played > 0 and (pos < floor or self._was_given_up(pos, min(end, start))):
             return False
         return end <= start or self.timeline.covered(max(pos, start), end) == end - max(pos, start)
 
     def _anchor(self, pts: int) -> None:
         """Place the next chunk right after what is buffered, whatever its pts says."""
-        self._offset = max(self._write_end, self.timeline.start) - pts
+        self._origin = max(self._write_end, self.timeline.start)
+        self._offset = self._origin - pts
         self._anchor_next = False
         self.estimator.restart()
 
