@@ -5,7 +5,8 @@ The two directions differ in their physics:
 * **inbound** (telephony to bot): packets arrive in real time, late or lost. The controlled
   quantity is the playout delay measured against the earliest arrival of the last two
   seconds; it is steered to the target by speeding up (when more than a band above it) or
-  slowing down (when below it). A hole is waited for (concealed without moving on) while the
+  slowing down (when below it; in pauses only, since a late packet's wait grows the delay
+  too, and stretched words cost more than they save). A hole is waited for (concealed without moving on) while the
   playout delay is below the target, since the packet is then probably just late; once the
   delay reaches the target it is counted lost and skipped.
 * **outbound** (TTS to telephony): the source bursts far ahead of real time, then stalls. A full
@@ -15,8 +16,9 @@ The two directions differ in their physics:
   is never waited for.
 
 Speed changes are at least 50 ms apart, like NetEq's time-scale decisions. A delay change
-inside a word is heard (and costs PESQ points), one in a pause is not: unless the delay is far
-off target, the stretcher only splices in pauses.
+inside a word is heard (and costs PESQ points), one in a pause much less: unless the delay is
+far above target, the stretcher only splices in pauses, and there it may take the whole
+difference at once (up to the point where the change stops, :func:`stop_at`).
 """
 
 from __future__ import annotations
