@@ -153,7 +153,8 @@ def converter_rows(repeat: int, path: Path) -> list[tuple[str, ...]]:
             core.flush()
 
         [per_stream] = best_of(repeat, run)
-        name = f"converter {fmt_in.encoding} {fmt_in.sample_rate // 1000}k→{fmt_out.encoding} {fmt_out.sample_rate // 1000}k"
+        rates = f"{fmt_in.sample_rate // 1000}k→{fmt_out.encoding} {fmt_out.sample_rate // 1000}k"
+        name = f"converter {fmt_in.encoding} {rates}"
         rows.append((name, "20 ms chunks", ns(per_stream / len(chunks)), "—", f"{SECONDS / per_stream:,.0f}× rt", "—"))
     return rows
 
@@ -172,7 +173,8 @@ def main() -> None:
     header = ("case", "input", "ours / call", "audioop / call", "ratio or speed", "target")
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     print(
-        f"G.711 and resampling: best of {args.repeat} runs; signal: {SECONDS} s of speech ({source}); ratio = audioop / ours"
+        f"G.711 and resampling: best of {args.repeat} runs; signal: {SECONDS} s of speech ({source}); "
+        "ratio = audioop / ours"
     )
     for i, row in enumerate((header, *rows)):
         left = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]

@@ -204,11 +204,13 @@ async def shape(
             continue
         k = int(np.searchsorted(ends, position, side="right"))  # inserted chunks carry no sequence number
         print(
-            f"  {words[k - 1] if k else '(before the first)':<24} {position / rate:>9.2f}s {chunk.samples / rate:>8.3f}s"
+            f"  {words[k - 1] if k else '(before the first)':<24} "
+            f"{position / rate:>9.2f}s {chunk.samples / rate:>8.3f}s"
         )
     print(f"  pauses {stats['pauses']}, breaths {stats['breaths']}")
     print(
-        f"  inserted {stats['seconds_inserted']:.2f} s: {len(audio) / rate:.2f} s -> {len(collected.audio()) / rate:.2f} s"
+        f"  inserted {stats['seconds_inserted']:.2f} s: "
+        f"{len(audio) / rate:.2f} s -> {len(collected.audio()) / rate:.2f} s"
     )
     print(f"  held at most {stats['held_max_seconds'] * 1000:.0f} ms; skipped: {stats['skipped'] or 'none'}")
     print(f"  listen: {before}  then  {after}")

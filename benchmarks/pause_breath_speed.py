@@ -70,7 +70,8 @@ def main() -> None:
     ]
     print(f"{args.wav}: looped to {seconds:.1f} s, {fmt}, {len(spans)} words, 20 ms chunks\n")
     print(
-        f"{'run':<38} {'p50 µs':>8} {'p99 µs':>8} {'max µs':>9} {'ms per s':>9} {'x real time':>12} {'ratio':>6} {'inserted':>9}"
+        f"{'run':<38} {'p50 µs':>8} {'p99 µs':>8} {'max µs':>9} {'ms per s':>9} "
+        f"{'x real time':>12} {'ratio':>6} {'inserted':>9}"
     )
     reference = None
     for name, frames, config in runs:

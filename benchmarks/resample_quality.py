@@ -7,8 +7,8 @@ speed in times real time (best of ``--repeat``); held, the most output soxr hold
 (the latency it adds); edge, the gain at the top of the telephone band (0.425 × the lower
 rate: 3.4 kHz at 8 kHz); alias, what is left of a tone above the new Nyquist frequency
 (downsampling) or of the images above the old one (upsampling); SNR against a VHQ float64
-one-shot reference on speech, over the band up to the edge frequency; and stream ≠ whole, the largest difference in PCM16 steps
-between the streamed output and soxr's one-shot output of the same signal. The int16 rows
+one-shot reference on speech, over the band up to the edge frequency; and stream ≠ whole, the largest
+difference in PCM16 steps between the streamed output and soxr's one-shot output of the same signal. The int16 rows
 include soxr's own rounding and dither, so their alias and SNR figures sit at the PCM16 floor.
 """
 

@@ -7,7 +7,13 @@ names the pipeline and the stage; other pipelines (other calls) go on.
 
 Stopping is two-step: :meth:`RunControl.stop` cancels the sources, so the rest drain what is
 in flight, and cancels everything if draining outlasts the grace period;
-:meth:`RunControl.abort` cancels at once. Ctrl-C maps to these when signals are handled.
+:meth:`RunControl.abort` cancels at once. Ctrl-C and SIGTERM map to these when signals are handled.
+
+A pipeline that ran to its own end but delivered no audio has failed, though no stage raised:
+a stage's element tells by an optional ``delivered() -> bool | None`` method (True: it passed on audio;
+False: it passed on none; None: it cannot tell). Without the method, a stage whose statistics
+hold :class:`~rtstream.stats.Throughput` records delivered when any of them counted a chunk.
+The pipeline fails when any stage says False, and the error names the first such stage.
 
 Services (servers the pipelines talk to, such as the simulators) run around the pipelines:
 :func:`open_services` starts them on free loopback ports and stops them afterwards.
@@ -28,6 +34,8 @@ from .errors import StageFailed
 from .pipeline import Pipeline
 from .report import PipelineReport, RunReport, StageReport
 from .service import Service
+from .stage import Element
+from .stats import Throughput
 
 log = logging.getLogger(__name__)
 
@@ -155,19 +163,24 @@ async def run_pipeline(
         starting.started()
     if error is not None and raise_on_failure:
         raise error
+    problem = str(error) if error is not None else None
     if error is not None:
         status = "failed"
     elif scope.cancelled_caught:
         status = "cancelled"
     elif control.stopping:
-        status = "stopped"
+        status = "stopped"  # asked to stop: having delivered nothing yet is no failure of its own
     else:
         status = "completed"
+        problem = _nothing_delivered(pipeline)
+        if problem is not None:
+            log.error("%s", problem)
+            status = "failed"
     return PipelineReport(
         pipeline=pipeline.name,
         instance=pipeline.instance,
         status=status,
-        error=str(error) if error else None,
+        error=problem,
         duration=trio.current_time() - started,
         stages=tuple(_stage_report(pipeline, i) for i in range(len(pipeline.stages))),
     )
@@ -187,6 +200,28 @@ def _first_failure(group: BaseExceptionGroup[StageFailed]) -> StageFailed:
     return min(failures, key=lambda f: f.stage.index)
 
 
+def delivered(element: Element) -> bool | None:
+    """Whether a stage's running ``element`` passed on any audio (None: it cannot tell); see the module docstring."""
+    hook = getattr(element, "delivered", None)
+    if callable(hook):
+        return hook()
+    stats = element.statistics()
+    fields = attrs.asdict(stats, recurse=False) if attrs.has(type(stats)) else stats
+    counts = [v for v in fields.values() if isinstance(v, Throughput)] if isinstance(fields, Mapping) else []
+    return any(c.chunks for c in counts) if counts else None
+
+
+def _nothing_delivered(pipeline: Pipeline) -> str | None:
+    """Why a pipeline that ran to its end still failed: a stage delivered no audio."""
+    for element, ref in zip(pipeline.elements, pipeline.refs, strict=True):
+        if delivered(element) is False:
+            sink = pipeline.refs[-1]
+            if ref == sink:
+                return f"pipeline '{pipeline.name}', nothing delivered: {sink} delivered no audio"
+            return f"pipeline '{pipeline.name}', nothing delivered: {ref} passed on no audio, so {sink} got none"
+    return None
+
+
 def _stage_report(pipeline: Pipeline, index: int) -> StageReport:
     stage, ref = pipeline.stages[index], pipeline.refs[index]
     stats = pipeline.elements[index].statistics()
@@ -201,18 +236,25 @@ def _stage_report(pipeline: Pipeline, index: int) -> StageReport:
     )
 
 
-async def watch_sigint(control: RunControl, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Map Ctrl-C onto ``control``: the first stops the sources and drains, the second aborts."""
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Ctrl-C, and what orchestrators (systemd, Kubernetes, docker stop) send."""
+
+
+async def watch_signals(control: RunControl, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Map Ctrl-C and SIGTERM onto ``control``: the first stops the sources and drains, a second aborts."""
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         task_status.started()
-        async for _ in signals:
+        log.info("running; Ctrl-C or SIGTERM stops the sources and drains for up to %.1f s", control.grace)
+        async for signum in signals:
+            name = signal.Signals(signum).name
             if control.stopping:
-                log.warning("interrupted again: cancelling now")
+                log.warning("%s again: cancelling now", name)
                 control.abort()
             else:
                 log.warning(
-                    "interrupted: stopping the sources, draining for up to %.1f s (Ctrl-C again to cancel now)",
+                    "interrupted: stopping the sources, draining for up to %.1f s (%s; again to cancel now)",
                     control.grace,
+                    name,
                 )
                 control.stop()
 
@@ -244,7 +286,7 @@ async def run_pipelines(
 
     async with trio.open_nursery() as helpers:
         if handle_signals:
-            await helpers.start(watch_sigint, control)
+            await helpers.start(watch_signals, control)
         if stop_after is not None:
             helpers.start_soon(_stop_after, control, stop_after)
         async with trio.open_nursery() as calls:

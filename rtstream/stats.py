@@ -1,4 +1,4 @@
-"""Counters for ``statistics()``: drops by reason, percentiles in bounded memory, documented fields.
+"""Counters for ``statistics()``: drops by reason, counts by name, percentiles in bounded memory, documented fields.
 
 Every field of a statistics record says what it counts: declare it with :func:`stat`, and
 :func:`fields_of` lists the fields with their help (``rtstream inspect`` prints them).
@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from .frames import AudioChunk
+from .text import clip, one_line
 
 _HELP = "rtstream.help"
 
@@ -115,6 +116,41 @@ class Drops:
 
     def snapshot(self) -> dict[str, DropCount]:
         return {reason: DropCount(self._frames[reason], self._samples[reason]) for reason in sorted(self._frames)}
+
+
+class BoundedCounter:
+    """Counts by name where a peer chooses the names (message types, event names, error codes).
+
+    At most ``limit`` names are kept, each put on one line and cut to ``max_key`` characters;
+    counts of further names go to ``other``. A peer sending ten thousand distinct or huge names
+    costs a bounded dict and a bounded report.
+    """
+
+    __slots__ = ("_counts", "limit", "max_key")
+
+    OTHER = "other"
+
+    def __init__(self, limit: int = 32, max_key: int = 64) -> None:
+        self.limit = limit
+        self.max_key = max_key
+        self._counts: Counter[str] = Counter()
+
+    def add(self, name: object, n: int = 1) -> None:
+        key = clip(one_line(str(name)), self.max_key)
+        if key not in self._counts and len(self._counts) >= self.limit:
+            key = self.OTHER
+        self._counts[key] += n
+
+    def __getitem__(self, name: str) -> int:
+        return self._counts[name]
+
+    @property
+    def total(self) -> int:
+        return sum(self._counts.values())
+
+    def snapshot(self) -> dict[str, int]:
+        """The counts by name, sorted (``other`` among them when names were folded)."""
+        return dict(sorted(self._counts.items()))
 
 
 @attrs.frozen

@@ -7,9 +7,10 @@ transcript as written, audio chunks (whole samples, an odd byte carried into the
 ``arrival`` stamped, ``seq`` from the simulator's sequence field when present), ``WordTimings``
 from the timestamps, ``UtteranceEnd``.
 
-:class:`Utterance` is the sans-I/O core: requests out, messages in, frames out. Malformed
-messages (not JSON, bad base64, unknown type, oversize...) are counted, logged once per kind
-with the peer, and skipped. When the connection drops or the service answers with an error,
+:class:`Utterance` is the sans-I/O core: requests out, messages in, frames out, speaking
+through :class:`rtstream.wire.cartesia.CartesiaClient`. Malformed messages (not JSON, bad
+base64, unknown type, oversize...) are counted by reason, logged once per reason with the
+peer, and skipped. When the connection drops or the service answers with an error,
 the utterance resumes on a new context from the first word whose audio had not fully arrived
 (known from the word timestamps; without them, from the start of the lost context), after an
 exponential backoff with jitter.
@@ -17,9 +18,6 @@ exponential backoff with jitter.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import math
 from collections import Counter
@@ -45,16 +43,29 @@ from rtstream.frames import (
     WordTimings,
 )
 from rtstream.markup import MarkupError, strip_tags
-from rtstream.params import ParamError, param
+from rtstream.params import ParamError, param, show_path
 from rtstream.registry import register
 from rtstream.stage import SendChannel, Source
 from rtstream.stats import Drops, Quantiles, Summary, stat
+from rtstream.wire import RemoteProtocolError
+from rtstream.wire.cartesia import (
+    CartesiaClient,
+    Chunk,
+    Done,
+    Error,
+    FlushDone,
+    Generation,
+    Request,
+    Timestamps,
+)
 
 from .wsclient import Backoff, ConnectFailed, open_connection, peer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "wss://api.cartesia.ai/tts/websocket"
+MAX_UTTERANCE = 4096
+"""Characters in one utterance: a turn of a conversation, not a book."""
 RATE_LIMITED = 429
 
 
@@ -79,10 +90,6 @@ class Counts:
     drops: Drops = attrs.Factory(Drops)
 
 
-class Malformed(Exception):
-    """A message that cannot be used; the argument is the reason counted."""
-
-
 class Utterance:
     """One utterance's conversation with the service, sans I/O.
 
@@ -95,8 +102,7 @@ class Utterance:
         self,
         utterance: str,
         words: list[str],
-        fmt: AudioFormat,
-        base_request: dict[str, Any],
+        generation: Generation,
         *,
         counts: Counts,
         pts: int,
@@ -104,12 +110,12 @@ class Utterance:
         chunk_words: int = 0,
         sequence_field: str | None = None,
         max_message_bytes: int = 1 << 20,
-        timestamps: bool = True,
     ) -> None:
         self.utterance = utterance
         self.words = words
-        self.format = fmt
-        self._base = base_request
+        self.format = fmt = generation.format
+        self._generation = generation
+        self._wire = CartesiaClient(sequence_field=sequence_field, max_message_bytes=max_message_bytes)
         self._counts = counts
         self.pts = pts
         """The pts of the next sample (stream time)."""
@@ -117,11 +123,9 @@ class Utterance:
         """One past the highest sequence number given so far (stream-wide)."""
         self._seq_base = seq_base
         self._chunk_words = chunk_words
-        self._seq_field = sequence_field
-        self._max_bytes = max_message_bytes
-        self._timestamps = timestamps
+        self._timestamps = generation.timestamps
         self._aligner = PayloadAligner(fmt)
-        self.context_id: str | None = None
+        self.context: str | None = None
         self._attempt = 0
         self.resume_from = 0
         """Index in ``words`` of the first word the current context speaks."""
@@ -160,7 +164,7 @@ class Utterance:
         if self._attempt == 0:
             self._asked = now
         self._attempt += 1
-        self.context_id = self.utterance if self._attempt == 1 else f"{self.utterance}-r{self._attempt - 1}"
+        self.context = self.utterance if self._attempt == 1 else f"{self.utterance}-r{self._attempt - 1}"
         self._counts.contexts += 1
         self.context_done = False
         self.error = None
@@ -168,17 +172,18 @@ class Utterance:
         words = self.words[self.resume_from :]
         step = self._chunk_words or max(len(words), 1)
         pieces = [" ".join(words[i : i + step]) + " " for i in range(0, len(words), step)] or [""]
-        out = []
-        for i, piece in enumerate(pieces):
-            last = i == len(pieces) - 1
-            request = {
-                **self._base,
-                "transcript": piece.rstrip() if last else piece,
-                "context_id": self.context_id,
-                "continue": not last,
-            }
-            out.append(json.dumps(request))
-        return out
+        last = len(pieces) - 1
+        return [
+            self._wire.send(
+                Request(
+                    context=self.context,
+                    transcript=piece.rstrip() if i == last else piece,
+                    generation=self._generation,
+                    more=i != last,
+                )
+            )
+            for i, piece in enumerate(pieces)
+        ]
 
     def lost(self) -> None:
         """The current context was lost: resume from the first word whose audio did not all arrive.
@@ -203,48 +208,23 @@ class Utterance:
         self._word_ends = []
 
     def receive(self, message: str | bytes, now: float) -> list[Frame]:
-        """The frames a message makes; a malformed one is counted and makes none."""
+        """The frames a message makes; a malformed one is counted and raises RemoteProtocolError."""
         try:
-            return self._receive(message, now)
-        except Malformed as exc:
-            self._counts.malformed[str(exc)] += 1
+            response = self._wire.receive(message)
+        except RemoteProtocolError as exc:
+            self._counts.malformed[exc.reason] += 1
             raise
-
-    def _receive(self, message: str | bytes, now: float) -> list[Frame]:
-        if isinstance(message, bytes):
-            raise Malformed("binary_message")
-        if len(message) > self._max_bytes:
-            raise Malformed("oversize")
-        try:
-            data = json.loads(message)
-        except json.JSONDecodeError:
-            raise Malformed("bad_json") from None
-        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-            raise Malformed("bad_shape")
-        kind = data["type"]
-        handler = self._HANDLERS.get(kind)
-        if handler is None:
-            raise Malformed("unknown_type")
-        if data.get("context_id") != self.context_id:
+        if response.context != self.context:
             self._counts.stale += 1
             return []
-        return handler(self, data, now)
+        return self._HANDLERS[type(response)](self, response, now)
 
-    def _chunk(self, data: dict[str, Any], now: float) -> list[Frame]:
-        encoded = data.get("data")
-        if not isinstance(encoded, str):
-            raise Malformed("bad_shape")
-        try:
-            payload = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise Malformed("bad_base64") from None
-        samples = self._aligner.feed(payload)
-        seq = data.get(self._seq_field) if self._seq_field else None
-        if isinstance(seq, int) and not isinstance(seq, bool):
+    def _chunk(self, chunk: Chunk, now: float) -> list[Frame]:
+        samples = self._aligner.feed(chunk.audio)
+        seq = chunk.seq
+        if seq is not None:
             seq += self._seq_base
             self.seq_next = max(self.seq_next, seq + 1)
-        else:
-            seq = None
         counts = self._counts
         counts.chunks += 1
         if self._asked is not None:
@@ -252,49 +232,43 @@ class Utterance:
             self._asked = None
         if not len(samples):
             return []
-        chunk = AudioChunk(samples, self.format, pts=self.pts, seq=seq, arrival=now, utterance=self.utterance)
+        frame = AudioChunk(samples, self.format, pts=self.pts, seq=seq, arrival=now, utterance=self.utterance)
         self.pts += len(samples)
         self._context_samples += len(samples)
         self._counts.samples += len(samples)
-        return [chunk]
+        return [frame]
 
-    def _timestamps_message(self, data: dict[str, Any], now: float) -> list[Frame]:
-        stamps = data.get("word_timestamps")
-        try:
-            words, starts, ends = stamps["words"], stamps["start"], stamps["end"]
-            if not len(words) == len(starts) == len(ends):
-                raise ValueError
-            offset = self._context_start
-            timed = tuple(Word(str(w), offset + float(s), offset + float(e)) for w, s, e in zip(words, starts, ends))
-        except (TypeError, KeyError, ValueError):
-            raise Malformed("bad_timestamps") from None
-        self._word_ends += [float(e) for e in ends]
+    def _timestamps_message(self, stamps: Timestamps, now: float) -> list[Frame]:
+        offset = self._context_start
+        timed = tuple(
+            Word(w, offset + s, offset + e) for w, s, e in zip(stamps.words, stamps.start, stamps.end, strict=True)
+        )
+        self._word_ends += stamps.end
         self._counts.word_timings += len(timed)
         return [WordTimings(self.utterance, timed)] if timed else []
 
-    def _done(self, data: dict[str, Any], now: float) -> list[Frame]:
+    def _done(self, done: Done, now: float) -> list[Frame]:
         self.context_done = True
         self._next_context()
         return []
 
-    def _flush_done(self, data: dict[str, Any], now: float) -> list[Frame]:
+    def _flushed(self, flushed: FlushDone, now: float) -> list[Frame]:
         return []
 
-    def _error(self, data: dict[str, Any], now: float) -> list[Frame]:
-        status = data.get("status_code")
-        code = data.get("error_code") or data.get("title") or "error"
-        self.error = (status if isinstance(status, int) else 0, str(code))
-        self._counts.service_errors[str(code)] += 1
+    def _error(self, error: Error, now: float) -> list[Frame]:
+        code = error.error_code or error.title or "error"
+        self.error = (error.status_code or 0, code)
+        self._counts.service_errors[code] += 1
         self.context_done = True
         self.lost()
         return []
 
-    _HANDLERS: ClassVar[dict[str, Callable[..., list[Frame]]]] = {
-        "chunk": _chunk,
-        "timestamps": _timestamps_message,
-        "done": _done,
-        "flush_done": _flush_done,
-        "error": _error,
+    _HANDLERS: ClassVar[dict[type, Callable[[Utterance, Any, float], list[Frame]]]] = {
+        Chunk: _chunk,
+        Timestamps: _timestamps_message,
+        Done: _done,
+        FlushDone: _flushed,
+        Error: _error,
     }
 
 
@@ -325,17 +299,23 @@ def _read_lines(path: str) -> tuple[str, ...]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ParamError("transcript_file", f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise ParamError(
+            "transcript_file", f"cannot read {show_path(path)}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     lines = []
     for number, line in enumerate(text.splitlines(), 1):
         utterance = line.strip()
         if not utterance:
             continue
+        if len(utterance) > MAX_UTTERANCE:
+            raise ParamError(
+                "transcript_file", f"{show_path(path)} line {number}: must be at most {MAX_UTTERANCE} characters"
+            )
         try:
             strip_tags(utterance)
         except MarkupError as exc:  # the position within the line as written
             at = MarkupError(exc.message, exc.tag, exc.position + len(line) - len(line.lstrip()))
-            raise ParamError("transcript_file", f"{path} line {number}: {at}") from None
+            raise ParamError("transcript_file", f"{show_path(path)} line {number}: {at}") from None
         lines.append(utterance)
     return tuple(lines)
 
@@ -349,20 +329,33 @@ class CartesiaTTS(Source):
     statistics_type = CartesiaStatistics
     frames_help = "makes chunks of any size, as the service sends them"
 
-    url: str = param(DEFAULT_URL, help="The TTS WebSocket (the simulator: '${services.NAME.url}').")
+    url: str = param(DEFAULT_URL, kind="ws_url", help="The TTS WebSocket (the simulator: '${services.NAME.url}').")
     api_key: str | None = param(
-        type=str, optional=True, secret=True, help="API key, sent as the X-API-Key header; write '${CARTESIA_API_KEY}'."
+        type=str,
+        optional=True,
+        secret=True,
+        kind="header",
+        help="API key, sent as the X-API-Key header; write '${CARTESIA_API_KEY}'.",
     )
-    version: str = param("2026-03-01", help="The Cartesia-Version header.")
+    version: str = param("2026-03-01", kind="header", help="The Cartesia-Version header.")
     model_id: str = param("sonic-3", help="The TTS model.")
     voice_id: str = param("a0e99841-438c-4a64-b679-ae501e7d6091", help="The voice (by id).")
     language: str = param("en", help="Language of the transcript.")
-    transcript: str | None = param(type=str, optional=True, help="What to say (speech tags allowed); one utterance.")
+    transcript: str | None = param(
+        type=str, optional=True, max_length=MAX_UTTERANCE, help="What to say (speech tags allowed); one utterance."
+    )
     transcripts: tuple[str, ...] | None = param(
-        type=(str,), optional=True, help="Several utterances (speech tags allowed), spoken one after another."
+        type=(str,),
+        optional=True,
+        max_length=MAX_UTTERANCE,
+        help="Several utterances (speech tags allowed), spoken one after another.",
     )
     transcript_file: str | None = param(
-        type=str, optional=True, help="A UTF-8 file: each non-empty line one utterance."
+        type=str,
+        optional=True,
+        kind="input_file",
+        max_size=1 << 20,
+        help="A UTF-8 file: each non-empty line one utterance.",
     )
     encoding: Encoding | None = param(
         type=Encoding, optional=True, help="Encoding to ask for; none lets negotiation choose."
@@ -384,16 +377,16 @@ class CartesiaTTS(Source):
         1 << 20, min=1024, max=8 << 20, unit="bytes", help="Larger messages are dropped and counted."
     )
     response_timeout: float = param(
-        10.0, gt=0, max=600, unit="s", help="Silence on an open context after which it counts as lost."
+        10.0, min=0.01, max=600, unit="s", help="Silence on an open context after which it counts as lost."
     )
     reconnect_attempts: int = param(
         5, min=0, max=1000, help="Attempts in a row to (re)connect or resume before giving up."
     )
     backoff_initial: float = param(
-        0.1, gt=0, max=60, unit="s", help="First retry delay; it doubles (with jitter) per attempt."
+        0.1, min=0.001, max=60, unit="s", help="First retry delay; it doubles (with jitter) per attempt."
     )
-    backoff_max: float = param(2.0, gt=0, max=600, unit="s", help="Longest retry delay.")
-    connect_timeout: float = param(5.0, gt=0, max=600, unit="s", help="Time allowed for one connection attempt.")
+    backoff_max: float = param(2.0, min=0.001, max=600, unit="s", help="Longest retry delay.")
+    connect_timeout: float = param(5.0, min=0.01, max=600, unit="s", help="Time allowed for one connection attempt.")
     utterances: tuple[str, ...] = attrs.field(init=False)
     """What to say, one item per utterance, read when the config is made (so a bad file is a config error)."""
 
@@ -430,14 +423,15 @@ class CartesiaTTS(Source):
         assert fmt_out is not None
         return CartesiaStream(self, fmt_out)
 
-    def base_request(self, fmt: AudioFormat) -> dict[str, Any]:
-        return {
-            "model_id": self.model_id,
-            "voice": {"mode": "id", "id": self.voice_id},
-            "language": self.language,
-            "output_format": {"container": "raw", "encoding": fmt.encoding.value, "sample_rate": fmt.sample_rate},
-            "add_timestamps": self.timestamps,
-        }
+    def generation(self, fmt: AudioFormat) -> Generation:
+        """What every request of a run asks for."""
+        return Generation(
+            model_id=self.model_id,
+            voice_id=self.voice_id,
+            format=fmt,
+            language=self.language,
+            timestamps=self.timestamps,
+        )
 
 
 class CartesiaStream:
@@ -450,7 +444,7 @@ class CartesiaStream:
 
     async def run(self, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         config, fmt, counts = self.config, self.format, self.counts
-        base = config.base_request(fmt)
+        generation = config.generation(fmt)
         backoff = Backoff(config.backoff_initial, config.backoff_max)
         headers = [(b"Cartesia-Version", config.version.encode())]
         if config.api_key is not None:
@@ -477,15 +471,13 @@ class CartesiaStream:
                                 utterance = Utterance(
                                     f"utt-{n}",
                                     strip_tags(text).split(),
-                                    fmt,
-                                    base,
+                                    generation,
                                     counts=counts,
                                     pts=pts,
                                     seq_base=seq,
                                     chunk_words=config.chunk_words,
                                     sequence_field=config.sequence_field,
                                     max_message_bytes=config.max_message_bytes,
-                                    timestamps=config.timestamps,
                                 )
                                 counts.utterances += 1
                                 await tx.send(UtteranceStart(utterance.utterance, text))
@@ -508,7 +500,7 @@ class CartesiaStream:
                     utterance.lost()
                     log.warning(
                         "cartesia_tts: lost %s on %s (%s); resuming from word %d",
-                        utterance.context_id,
+                        utterance.context,
                         peer(config.url),
                         type(exc).__name__,
                         utterance.resume_from,
@@ -535,8 +527,8 @@ class CartesiaStream:
                     waiting.deadline = math.inf  # no timeout while downstream holds us back
                     try:
                         frames = utterance.receive(message, trio.current_time())
-                    except Malformed as exc:
-                        self._log_malformed(str(exc), message)
+                    except RemoteProtocolError as exc:
+                        self._log_malformed(exc.reason, message)
                         continue
                     for frame in frames:
                         await tx.send(frame)
@@ -547,7 +539,7 @@ class CartesiaStream:
                     "cartesia_tts: %s answered %s for %s; resuming from word %d",
                     peer(config.url),
                     utterance.error,
-                    utterance.context_id,
+                    utterance.context,
                     utterance.resume_from,
                 )
                 if self._give_up(utterance):
@@ -577,6 +569,10 @@ class CartesiaStream:
                 reason,
                 message,
             )
+
+    def delivered(self) -> bool:
+        """Whether any audio came from the service (the runner fails a pipeline that got none)."""
+        return self.counts.chunks > 0
 
     def statistics(self) -> CartesiaStatistics:
         c = self.counts

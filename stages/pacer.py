@@ -480,10 +480,10 @@ class Pacer(Filter):
         5, min=1, max=1000, unit="frames", help="Most overdue frames a burst sends at once; older ones are dropped."
     )
     late_ms: float = param(
-        10.0, min=0, unit="ms", help="A frame sent more than this after its deadline counts as late."
+        10.0, min=0, max=60_000, unit="ms", help="A frame sent more than this after its deadline counts as late."
     )
     noise_level: float = param(-60.0, min=-96, max=-20, unit="dBFS", help="RMS level of comfort noise.")
-    seed: int = param(0, help="Seed of the comfort noise.")
+    seed: int = param(0, min=0, help="Seed of the comfort noise.")
 
     def input_caps(self) -> Caps:
         return self.accepts.with_frames((self.frame_ms,))

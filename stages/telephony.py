@@ -5,15 +5,14 @@ protocol's media message the moment it arrives (a pacer upstream keeps the clock
 every utterance end, and turns a :class:`~rtstream.frames.Clear` into the protocol's clear.
 
 :class:`TelephonyLink` is the sans-I/O core: frames and incoming messages in, messages to send
-out, through one bounded queue. While the connection is down (or before a JSON protocol's
+out, through one bounded queue; the messages are the protocol's, from its bridge side in
+:mod:`rtstream.wire.telephony`. While the connection is down (or before a JSON protocol's
 ``start`` named the stream), frames wait in that queue up to ``hold_ms`` of audio; older ones
 are dropped and counted. The trio shell reconnects with exponential backoff and jitter.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 from collections import Counter, deque
 from typing import Any
@@ -24,69 +23,22 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from rtstream.caps import Caps, Structure
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, UtteranceEnd, UtteranceStart
-from rtstream.params import ParamError, param
+from rtstream.params import ParamError, param, require_at_least
 from rtstream.registry import register
 from rtstream.stage import ReceiveChannel, Sink
 from rtstream.stats import DropCount, Drops, Quantiles, Summary, stat
+from rtstream.wire import RemoteProtocolError
+from rtstream.wire.telephony import PROTOCOLS as WIRE
+from rtstream.wire.telephony import ChunkRule, MarkEcho, Regrouper, SendClear, SendMark, SendMedia
 
 from .wsclient import Backoff, ConnectFailed, open_connection, peer
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("raw", "twilio", "plivo", "exotel")
-_CAPS: dict[str, dict[Encoding, tuple[int, ...]]] = {
-    "raw": {Encoding.PCM_S16LE: (8000, 16000)},
-    "twilio": {Encoding.PCM_MULAW: (8000,)},
-    "plivo": {Encoding.PCM_MULAW: (8000,), Encoding.PCM_S16LE: (8000, 16000)},
-    "exotel": {Encoding.PCM_S16LE: (8000, 16000, 24000), Encoding.PCM_MULAW: (8000,)},
-}
+PROTOCOLS = tuple(WIRE)
+_CAPS = {name: protocol.carries for name, protocol in WIRE.items()}
 """What each protocol carries: encodings and, for each, the sample rates."""
-_DEFAULT_ENCODING = {
-    "raw": Encoding.PCM_S16LE,
-    "twilio": Encoding.PCM_MULAW,
-    "plivo": Encoding.PCM_MULAW,
-    "exotel": Encoding.PCM_S16LE,
-}
-_PLIVO_TYPE = {Encoding.PCM_MULAW: "audio/x-mulaw", Encoding.PCM_S16LE: "audio/x-l16"}
-_STREAM_KEY = {"twilio": "streamSid", "plivo": "streamId", "exotel": "stream_sid"}
-_ECHO_EVENT = {"twilio": "mark", "plivo": "playedStream", "exotel": "mark"}
-
-
-class Regrouper:
-    """Exotel's rule: send chunks of a multiple of ``multiple`` bytes, at least ``least``, at most ``most``."""
-
-    def __init__(self, multiple: int, least: int, most: int, silence: int) -> None:
-        self.multiple, self.least, self.most = multiple, least, most
-        self._silence = bytes([silence])
-        self._buffer = bytearray()
-        self.padded = 0
-
-    def push(self, payload: bytes) -> list[bytes]:
-        """Whole chunks available after ``payload``."""
-        self._buffer += payload
-        out = []
-        while len(self._buffer) >= max(self.least, self.multiple):
-            size = min(len(self._buffer), self.most)
-            size -= size % self.multiple
-            out.append(bytes(self._buffer[:size]))
-            del self._buffer[:size]
-        return out
-
-    def flush(self) -> bytes | None:
-        """What is left, padded with silence to a whole chunk (None when nothing is left)."""
-        if not self._buffer:
-            return None
-        size = max(self.least, -(-len(self._buffer) // self.multiple) * self.multiple)
-        self.padded += size - len(self._buffer)
-        chunk = bytes(self._buffer) + self._silence * (size - len(self._buffer))
-        self._buffer.clear()
-        return chunk
-
-    def reset(self) -> int:
-        """Drop what is buffered; return how many bytes that was."""
-        dropped = len(self._buffer)
-        self._buffer.clear()
-        return dropped
+_DEFAULT_ENCODING = {name: protocol.default_encoding for name, protocol in WIRE.items()}
 
 
 @attrs.frozen
@@ -119,16 +71,17 @@ class TelephonyLink:
         self, protocol: str, fmt: AudioFormat, *, marks: bool, hold: float, regroup: Regrouper | None = None
     ) -> None:
         self.protocol = protocol
+        self.wire = WIRE[protocol]
         self.format = fmt
-        self._marks = marks and protocol != "raw"
+        self._marks = marks and self.wire.marks
         self._hold_samples = round(hold * fmt.sample_rate)
         self._regroup = regroup
         self._queue: deque[tuple[str, Any, float | None]] = deque()
         """(kind, value, arrival): arrival is set on an utterance's first media message only."""
         self._queued_samples = 0
         self._in_flight = 0
-        self.stream_id: str | None = None
-        self._media_head = ""
+        self.stream = self.wire.bridge(fmt)
+        """The protocol's bridge side for the current connection."""
         self.connected = False
         self._mark_times: dict[str, float] = {}
         self.drops = Drops()
@@ -213,7 +166,7 @@ class TelephonyLink:
                 self.drops.add("cleared", samples=dropped // self.format.frame_bytes)
         while self._drop_oldest_media("cleared"):
             pass
-        if self.protocol == "raw":
+        if not self.wire.marks:
             self.clears_unmapped += 1
         else:
             self._first_arrival = None
@@ -224,12 +177,12 @@ class TelephonyLink:
     @property
     def ready(self) -> bool:
         """Connected and, for the JSON protocols, told the stream id."""
-        return self.connected and (self.protocol == "raw" or self.stream_id is not None)
+        return self.connected and self.stream.ready
 
     def connect(self) -> None:
         self.connected = True
         self.connects += 1
-        self._set_stream(None)
+        self.stream = self.wire.bridge(self.format)
 
     def disconnect(self, *, lost: bool = True) -> None:
         """The connection closed: ``lost`` (counted) unless the stream ended and the sink closed it."""
@@ -266,13 +219,13 @@ class TelephonyLink:
             self.samples_sent += samples
             if arrival is not None:
                 self.first_audio.add(now - arrival)
-            return kind, self._media(value)
+            return kind, self.stream.send(SendMedia(value))
         if kind == "mark":
             self.marks_sent += 1
             self._mark_times[value] = now
-            return kind, self._mark(value)
+            return kind, self.stream.send(SendMark(value))
         self.clears_sent += 1
-        return kind, self._clear()
+        return kind, self.stream.send(SendClear())
 
     def sent(self) -> None:
         """The message last popped went out."""
@@ -285,74 +238,20 @@ class TelephonyLink:
         if kind == "media":
             self.drops.add("send_failed")
 
-    # -- the protocols -------------------------------------------------------------------------
-
-    def _media(self, payload: bytes) -> str | bytes:
-        if self.protocol == "raw":
-            return payload
-        return self._media_head + base64.b64encode(payload).decode("ascii") + '"}}'
-
-    def _set_stream(self, stream_id: str | None) -> None:
-        """Take the stream id; build the start of every media message once, not per frame."""
-        self.stream_id = stream_id
-        if self.protocol == "plivo":
-            kind, rate = _PLIVO_TYPE[self.format.encoding], self.format.sample_rate
-            self._media_head = '{"event":"playAudio","media":{"contentType":"%s","sampleRate":%d,"payload":"' % (
-                kind,
-                rate,
-            )
-        elif self.protocol != "raw":
-            key = _STREAM_KEY[self.protocol]
-            self._media_head = '{"event":"media","%s":%s,"media":{"payload":"' % (key, json.dumps(stream_id))
-
-    def _mark(self, name: str) -> str:
-        key = _STREAM_KEY[self.protocol]
-        if self.protocol == "plivo":
-            return json.dumps({"event": "checkpoint", key: self.stream_id, "name": name})
-        return json.dumps({"event": "mark", key: self.stream_id, "mark": {"name": name}})
-
-    def _clear(self) -> str:
-        event = "clearAudio" if self.protocol == "plivo" else "clear"
-        return json.dumps({"event": event, _STREAM_KEY[self.protocol]: self.stream_id})
-
-    def receive(self, message: str | bytes, now: float) -> str | None:
-        """Take a message from the telephony side; the reason if it was malformed (counted)."""
-        if self.protocol == "raw":
-            self.incoming["binary" if isinstance(message, bytes) else "text"] += 1
-            return None
-        reason = self._receive_json(message, now)
-        if reason is not None:
-            self.malformed[reason] += 1
-        return reason
-
-    def _receive_json(self, message: str | bytes, now: float) -> str | None:
-        if isinstance(message, bytes):
-            return "binary_frame"
+    def receive(self, message: str | bytes, now: float) -> None:
+        """Take a message from the telephony side; RemoteProtocolError (counted) if it is malformed."""
         try:
-            data = json.loads(message)
-        except json.JSONDecodeError:
-            return "bad_json"
-        if not isinstance(data, dict) or not isinstance(data.get("event"), str):
-            return "bad_shape"
-        event = data["event"]
-        self.incoming[event] += 1
-        key = _STREAM_KEY[self.protocol]
-        if event == "start":
-            start = data.get("start")
-            sid = start.get(key) if isinstance(start, dict) else None
-            sid = sid if isinstance(sid, str) else data.get(key)
-            if not isinstance(sid, str):
-                return "start_without_stream_id"
-            self._set_stream(sid)
-        elif event == _ECHO_EVENT[self.protocol]:
-            mark = data if self.protocol == "plivo" else data.get("mark")
-            name = mark.get("name") if isinstance(mark, dict) else None
-            sent = self._mark_times.pop(name, None) if isinstance(name, str) else None
-            if sent is None:
-                return "unknown_mark"
-            self.marks_echoed += 1
-            self.mark_delay.add(now - sent)
-        return None
+            event = self.stream.receive(message)
+            self.incoming[event.kind] += 1
+            if type(event) is MarkEcho:
+                sent = self._mark_times.pop(event.name, None)
+                if sent is None:
+                    raise RemoteProtocolError("unknown_mark", f"no mark {event.name!r} is awaiting its echo")
+                self.marks_echoed += 1
+                self.mark_delay.add(now - sent)
+        except RemoteProtocolError as exc:
+            self.malformed[exc.reason] += 1
+            raise
 
     def statistics(self) -> TelephonyStatistics:
         return TelephonyStatistics(
@@ -391,7 +290,7 @@ class TelephonySink(Sink):
     accepts = _caps(*PROTOCOLS)
     statistics_type = TelephonyStatistics
 
-    url: str = param(type=str, help="The media WebSocket to connect to (ws:// or wss://).")
+    url: str = param(type=str, kind="ws_url", help="The media WebSocket to connect to (ws:// or wss://).")
     protocol: str = param("raw", choices=PROTOCOLS, help="raw (binary PCM16 frames), twilio, plivo or exotel.")
     encoding: Encoding | None = param(
         type=Encoding,
@@ -415,15 +314,19 @@ class TelephonySink(Sink):
     )
     reconnect_attempts: int = param(5, min=0, max=1000, help="Attempts in a row to reconnect before the call fails.")
     backoff_initial: float = param(
-        0.1, gt=0, max=60, unit="s", help="First reconnect delay; it doubles (with jitter) per attempt."
+        0.1, min=0.001, max=60, unit="s", help="First reconnect delay; it doubles (with jitter) per attempt."
     )
-    backoff_max: float = param(2.0, gt=0, max=600, unit="s", help="Longest reconnect delay.")
-    connect_timeout: float = param(5.0, gt=0, max=600, unit="s", help="Time allowed for one connection attempt.")
+    backoff_max: float = param(2.0, min=0.001, max=600, unit="s", help="Longest reconnect delay.")
+    connect_timeout: float = param(5.0, min=0.01, max=600, unit="s", help="Time allowed for one connection attempt.")
     drain_timeout: float = param(2.0, min=0, max=600, unit="s", help="At the end, time allowed to send what is queued.")
     linger: float = param(1.0, min=0, max=600, unit="s", help="At the end, time to wait for the echoes of marks sent.")
-    exotel_multiple: int = param(320, min=1, unit="bytes", help="Exotel: chunk sizes are a multiple of this.")
-    exotel_min_bytes: int = param(3200, min=0, unit="bytes", help="Exotel: smallest chunk (100 ms of 8 kHz PCM16).")
-    exotel_max_bytes: int = param(100_000, min=1, unit="bytes", help="Exotel: largest chunk.")
+    exotel_multiple: int = param(
+        320, min=1, max=1 << 20, unit="bytes", help="Exotel: chunk sizes are a multiple of this."
+    )
+    exotel_min_bytes: int = param(
+        3200, min=0, max=1 << 20, unit="bytes", help="Exotel: smallest chunk (100 ms of 8 kHz PCM16)."
+    )
+    exotel_max_bytes: int = param(100_000, min=1, max=1 << 20, unit="bytes", help="Exotel: largest chunk.")
 
     def __attrs_post_init__(self) -> None:
         carried = _CAPS[self.protocol]
@@ -438,6 +341,11 @@ class TelephonySink(Sink):
             )
         if self.exotel_min_bytes > self.exotel_max_bytes:
             raise ParamError("exotel_min_bytes", f"must not exceed exotel_max_bytes ({self.exotel_max_bytes})")
+        require_at_least("exotel_max_bytes", self.exotel_max_bytes, "exotel_multiple", self.exotel_multiple)
+        try:
+            ChunkRule(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes)
+        except ValueError as exc:
+            raise ParamError("exotel_max_bytes", f"the chunk rule allows no chunk: {exc}") from None
 
     def input_caps(self) -> Caps:
         """The protocol's formats in the configured encoding (default: the protocol's), at any frame duration."""
@@ -448,10 +356,9 @@ class TelephonySink(Sink):
     def link(self, fmt: AudioFormat) -> TelephonyLink:
         """A fresh core for this configuration."""
         regroup = None
-        if self.protocol == "exotel":
-            regroup = Regrouper(
-                self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes, int(fmt.encoding.silence)
-            )
+        if WIRE[self.protocol].chunk_rule is not None:
+            rule = ChunkRule(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes)
+            regroup = Regrouper(rule, fmt.encoding.silence)
         return TelephonyLink(self.protocol, fmt, marks=self.marks, hold=self.hold_ms / 1000, regroup=regroup)
 
     def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> TelephonyStream:
@@ -541,9 +448,11 @@ class TelephonyStream:
             try:
                 while True:
                     message = await ws.get_message()
-                    reason = link.receive(message, trio.current_time())
-                    if reason is not None and link.malformed[reason] == 1:
-                        log.warning("telephony_ws: malformed message from %s (%s): %.80r", peer(url), reason, message)
+                    try:
+                        link.receive(message, trio.current_time())
+                    except RemoteProtocolError as exc:
+                        if link.malformed[exc.reason] == 1:
+                            log.warning("telephony_ws: malformed message from %s (%s): %.80r", peer(url), exc, message)
                     self.poke()
             except ConnectionClosed:
                 cancel_scope.cancel()
@@ -574,6 +483,10 @@ class TelephonyStream:
     def first_audio(self) -> Quantiles:
         """The per-utterance first-audio latencies (seconds) of ``first_audio_ms``, to merge across calls."""
         return self.link.first_audio
+
+    def delivered(self) -> bool:
+        """Whether any audio reached the peer (the runner fails a pipeline that sent none)."""
+        return self.statistics().seconds_sent > 0
 
     def statistics(self) -> TelephonyStatistics:
         return self.link.statistics()

@@ -37,7 +37,7 @@ class Tone(Source):
     frequency: float = param(440.0, gt=0, max=20000, unit="Hz", help="Frequency of the sine.")
     level: float = param(-12.0, min=-96, max=0, unit="dBFS", help="Peak level.")
     duration: float | None = param(
-        3.0, type=float, optional=True, gt=0, unit="s", help="Length of the tone; none plays until stopped."
+        3.0, type=float, optional=True, gt=0, max=1e6, unit="s", help="Length of the tone; none plays until stopped."
     )
     encoding: Encoding = param(Encoding.PCM_S16LE, help="Sample encoding.")
     sample_rate: int = param(16000, choices=SAMPLE_RATES, unit="Hz", help="Sample rate.")
@@ -46,6 +46,10 @@ class Tone(Source):
     speed: float = param(1.0, min=0, max=1000, help="Times real time; 0 sends as fast as the pipeline takes it.")
 
     def __attrs_post_init__(self) -> None:
+        if self.duration is not None and round(self.duration * self.sample_rate) < 1:
+            raise ParamError(
+                "duration", f"must be at least one sample ({1 / self.sample_rate:g} s), got {self.duration:g}"
+            )
         if self.frequency >= self.sample_rate / 2:
             raise ParamError(
                 "frequency", f"must be below half the sample rate ({self.sample_rate / 2:g} Hz), got {self.frequency:g}"

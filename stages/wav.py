@@ -45,7 +45,7 @@ class WavSource(Source):
     statistics_type = WavSourceStatistics
     frames_help = "makes chunks of any size"
 
-    path: str = param(type=str, help="The WAV file (16-bit PCM, mono or stereo).")
+    path: str = param(type=str, kind="input_file", max_size=4 << 30, help="The WAV file (16-bit PCM, mono or stereo).")
     chunking: str = param(
         "fixed", choices=("fixed", "random"), help="Fixed chunk sizes, or random ones between min_bytes and max_bytes."
     )
@@ -54,7 +54,7 @@ class WavSource(Source):
     )
     min_bytes: int = param(200, min=1, max=1 << 20, unit="bytes", help="Smallest chunk for random chunking.")
     max_bytes: int = param(2000, min=1, max=1 << 20, unit="bytes", help="Largest chunk for random chunking.")
-    seed: int = param(0, help="Seed of the random chunk sizes.")
+    seed: int = param(0, min=0, help="Seed of the random chunk sizes.")
     speed: float = param(1.0, min=0, max=1000, help="Times real time; 0 sends as fast as the pipeline takes it.")
     format: AudioFormat = attrs.field(init=False, default=attrs.Factory(_checked_format, takes_self=True))
     """The file's format, read when the config is made (so a bad file is a config error)."""
@@ -133,7 +133,7 @@ class WavSink(Sink):
     accepts = Caps(encodings=(Encoding.PCM_S16LE,))
     statistics_type = WavSinkStatistics
 
-    path: str = param(type=str, help="The WAV file to write; its folder is created if needed.")
+    path: str = param(type=str, kind="output_path", help="The WAV file to write; its folder is created if needed.")
 
     def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> _WavWriting:
         assert fmt_in is not None

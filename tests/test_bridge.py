@@ -208,7 +208,7 @@ async def test_malformed_tts_messages_are_counted_and_logged_while_the_call_goes
         with trio.move_on_after(2):
             await server.wait_idle()
     source = out.report.stages[0].statistics
-    assert source["malformed"] == {"bad_base64": 1, "bad_json": 1, "oversize": 1, "unknown_type": 1}
+    assert source["malformed"] == {"bad_base64": 1, "bad_json": 1, "oversize": 1, "unknown_event": 1}
     warned = [r.getMessage() for r in caplog.records if "malformed message" in r.getMessage()]
     assert len(warned) == 4 and all("ws://127.0.0.1:" in w for w in warned)
     assert_heard(read_wav(record.format(call=1))[0], audio_of(TEXT, fmt), 480)

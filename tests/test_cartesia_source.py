@@ -2,6 +2,7 @@
 
 import base64
 import functools
+import itertools
 import json
 import logging
 import re
@@ -21,17 +22,20 @@ from rtstream.params import ParamError
 from rtstream.simulators.speech import synthesize
 from rtstream.simulators.tts import TtsSession, TtsSettings, audio_of
 from rtstream.simulators.websocket import converse, serve
-from rtstream.stages.cartesia import CartesiaTTS, Counts, Malformed, Utterance
+from rtstream.stages.cartesia import CartesiaTTS, Counts, Utterance
 from rtstream.stages.pause_breath.script import is_spoken, read_script
 from rtstream.testing import run_stage
+from rtstream.wire import RemoteProtocolError
+from rtstream.wire.cartesia import Generation
 
 PCM8 = AudioFormat("pcm_s16le", 8000)
 TEXT = "Hello there [pause 200ms] and welcome, this is the bridge."
 CLEAN = "Hello there and welcome, this is the bridge."
 
 
-def utterance(words="one two three", fmt=PCM8, **kw):
-    return Utterance("utt-1", words.split(), fmt, {"model_id": "m"}, counts=Counts(), pts=0, seq_base=0, **kw)
+def utterance(words="one two three", fmt=PCM8, timestamps=True, **kw):
+    generation = Generation(model_id="m", voice_id="v", format=fmt, timestamps=timestamps)
+    return Utterance("utt-1", words.split(), generation, counts=Counts(), pts=0, seq_base=0, **kw)
 
 
 def chunk(data: bytes, context="utt-1", **extra):
@@ -64,14 +68,15 @@ def test_odd_byte_counts_are_carried_and_seq_and_arrival_stamped():
 @pytest.mark.parametrize(
     "message,reason",
     [
-        (b"\x00", "binary_message"),
+        (b"\x00", "binary_frame"),
         ("{", "bad_json"),
         ("[1]", "bad_shape"),
-        ('{"type": "song"}', "unknown_type"),
+        ('{"type": "song"}', "unknown_event"),
         ('{"type": "chunk", "data": "!!", "context_id": "utt-1"}', "bad_base64"),
         ('{"type": "chunk", "context_id": "utt-1"}', "bad_shape"),
         (
-            '{"type": "timestamps", "context_id": "utt-1", "word_timestamps": {"words": ["a"], "start": [], "end": []}}',
+            '{"type": "timestamps", "context_id": "utt-1",'
+            ' "word_timestamps": {"words": ["a"], "start": [], "end": []}}',
             "bad_timestamps",
         ),
         ("x" * 2000, "oversize"),
@@ -80,7 +85,7 @@ def test_odd_byte_counts_are_carried_and_seq_and_arrival_stamped():
 def test_malformed_messages_are_counted(message, reason):
     u = utterance(max_message_bytes=1024)
     u.requests()
-    with pytest.raises(Malformed, match=f"^{reason}$"):
+    with pytest.raises(RemoteProtocolError, match=rf"^{reason}\b"):
         u.receive(message, 0.0)
     assert u._counts.malformed == {reason: 1}
 
@@ -146,7 +151,7 @@ def test_an_error_reply_resumes_and_a_done_finishes():
 
 
 def test_transcript_parameters_are_checked(tmp_path):
-    with pytest.raises(ParamError, match="^transcript: give either transcript or transcript_file"):
+    with pytest.raises(ParamError, match=r"^transcript: give either transcript or transcript_file"):
         CartesiaTTS()
     with pytest.raises(ParamError, match=r"^transcript: unknown tag .*: '\[shout\]' at character 3$"):
         CartesiaTTS(transcript="Hi [shout] there")
@@ -187,7 +192,8 @@ def test_a_malformed_tag_is_a_config_error_before_anything_is_spoken(tmp_path, c
     assert (result.exit_code, result.output) == (
         2,
         (
-            f"Error: {config}: pipeline 'call', stage 1 'greeting' (cartesia_tts), key 'transcript': unknown breath type "
+            f"Error: {config}: pipeline 'call', stage 1 'greeting' (cartesia_tts), key 'transcript': "
+            "unknown breath type "
             """(use one of normal, deep, quick, sigh): '[breath type="loud"]' at character 7\n"""
         ),
     )
@@ -198,7 +204,8 @@ def test_a_malformed_tag_is_a_config_error_before_anything_is_spoken(tmp_path, c
     assert (result.exit_code, result.output) == (
         2,
         (
-            f"Error: {config}: pipeline 'call', stage 1 'greeting' (cartesia_tts), key 'transcript_file': {lines} line 2: "
+            f"Error: {config}: pipeline 'call', stage 1 'greeting' (cartesia_tts), key 'transcript_file': "
+            f"{lines} line 2: "
             "malformed pause tag (write [pause 300ms] or [pause 1.5s]): '[pause]' at character 9\n"
         ),
     )
@@ -206,12 +213,12 @@ def test_a_malformed_tag_is_a_config_error_before_anything_is_spoken(tmp_path, c
 
 def test_a_list_of_transcripts_is_one_utterance_each():
     with pytest.raises(
-        ParamError, match="^transcript: give either transcript or transcript_file, or a list of transcripts"
+        ParamError, match=r"^transcript: give either transcript or transcript_file, or a list of transcripts"
     ):
         CartesiaTTS(transcript="Hi.", transcripts=("Hi.",))
     with pytest.raises(ParamError, match=r"^transcripts: item 2: unknown tag .*'\[shout\]' at character 0$"):
         CartesiaTTS(transcripts=("Hello.", "[shout] Bye."))
-    with pytest.raises(ParamError, match="^transcripts: gives nothing to say$"):
+    with pytest.raises(ParamError, match=r"^transcripts: gives nothing to say$"):
         CartesiaTTS(transcripts=())
     assert CartesiaTTS(transcripts=["One.", "Two [breath] more."]).utterances == ("One.", "Two [breath] more.")
 
@@ -323,9 +330,9 @@ async def test_malformed_server_messages_are_counted_and_logged_while_the_call_g
     assert out.report.stages[0].statistics["malformed"] == {
         "bad_base64": 1,
         "bad_json": 1,
-        "binary_message": 1,
+        "binary_frame": 1,
         "oversize": 1,
-        "unknown_type": 1,
+        "unknown_event": 1,
     }
     logged = [r.getMessage() for r in caplog.records]
     assert any(f"malformed message from ws://127.0.0.1:{port}/tts/websocket (bad_json" in m for m in logged)
@@ -408,7 +415,7 @@ async def test_a_dropped_connection_resumes_on_a_new_context_from_the_lost_word(
     timed = [w.text for f in out.events if isinstance(f, WordTimings) for w in f.words]
     assert timed == text.split()  # every word timed once, in order: resumed from the first unfinished word
     words = [w for f in out.events if isinstance(f, WordTimings) for w in f.words]
-    assert all(a.end <= b.start for a, b in zip(words, words[1:]))
+    assert all(a.end <= b.start for a, b in itertools.pairwise(words))
     assert out.audio().size / 8000 >= words[-1].end
 
 

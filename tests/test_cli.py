@@ -106,17 +106,16 @@ def test_a_failed_run_exits_1(tmp_path):
         duration = 0.1
         speed = 0
         [[pipelines.a.stages]]
-        type = "wav_sink"
-        path = "%s"
+        type = "telephony_ws"
+        url = "ws://127.0.0.1:1/"
+        reconnect_attempts = 0
     """
-            % (tmp_path / "no-such-dir-file" / "x.wav" / "y.wav")
         )
     )
-    (tmp_path / "no-such-dir-file").write_text("a file where a folder is expected")
     result = invoke("run", str(config))
     assert result.exit_code == 1
     assert "pipeline 'a' failed after" in result.output
-    assert "stage 2 (wav_sink) failed: NotADirectoryError" in result.output
+    assert "stage 2 (telephony_ws) failed: ConnectFailed" in result.output
 
 
 def test_stages_and_inspect():

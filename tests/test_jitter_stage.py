@@ -1,5 +1,7 @@
 """The jitter_buffer stage on virtual time: its clock, backpressure, events and barge-in."""
 
+import json
+
 import numpy as np
 import pytest
 import trio
@@ -9,6 +11,7 @@ from rtstream.errors import ConfigError
 from rtstream.frames import AudioChunk, AudioFormat, Clear, UtteranceEnd, UtteranceStart
 from rtstream.params import ParamError
 from rtstream.pipeline import assemble
+from rtstream.report import RunReport
 from rtstream.runner import run_pipeline
 from rtstream.stages.jitter.stage import JitterBufferStage
 from rtstream.stages.sequencer import Sequencer
@@ -115,9 +118,9 @@ async def test_inbound_through_the_sequencer_conceals_a_loss(autojump_clock):
 
 
 def test_parameters_are_checked():
-    with pytest.raises(ParamError, match="^min_delay_ms: must not exceed max_delay_ms"):
+    with pytest.raises(ParamError, match=r"^min_delay_ms: must not exceed max_delay_ms"):
         JitterBufferStage(min_delay_ms=600.0)
-    with pytest.raises(ParamError, match="^tick_ms: must be one of 10.0, 20.0, got 15.0$"):
+    with pytest.raises(ParamError, match=r"^tick_ms: must be one of 10\.0, 20\.0, got 15\.0$"):
         JitterBufferStage(tick_ms=15.0)
     with pytest.raises(ConfigError, match="22050 Hz"):
         assemble(
@@ -138,3 +141,49 @@ async def test_statistics_before_and_after_a_run(autojump_clock):
     assert report.status == "completed"
     after = report.stages[1].statistics
     assert (after["state"], after["chunks_in"], after["samples_out"]) == ("idle", 10, 1600)
+
+
+def jittered(n: int, *, seed: int = 1, duplicates: float = 0.05):
+    """n packets of 20 ms with up to 60 ms of jitter (so they reorder), some sent twice."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for k in range(n):
+        at = k * 0.02 + rng.uniform(0, 0.06)
+        chunk = pcm_chunk(160, pts=k * 160, seq=k, seed=k)
+        items.append((at, chunk))
+        if rng.random() < duplicates:
+            items.append((at + 0.015, chunk))
+    return sorted(items, key=lambda item: item[0])
+
+
+async def test_reordering_happens_inside_the_buffer_and_a_sequencer_changes_nothing(autojump_clock):
+    script = jittered(150)
+    stage = JitterBufferStage(direction="inbound", start_delay_ms=100.0, max_stretch=0.0)
+    alone = await run_stage(stage, script)
+    chained = await run_stages([Sequencer(mode="receiver", window=20.0), stage], script)
+    source = np.concatenate([pcm_chunk(160, seed=k).data for k in range(150)])
+    np.testing.assert_array_equal(alone.audio(), source)  # every packet in its place, nothing concealed
+    np.testing.assert_array_equal(chained.audio(), alone.audio())
+    receiver = chained.report.stages[1].statistics["receiver"]
+    jb = chained.report.stages[2].statistics
+    assert receiver.reordered > 10 and receiver.max_held == 0 and receiver.duplicates > 0
+    assert jb["late_losses"] == 0 and jb["concealedSamples"] == 0 and jb["gaps_in"] == receiver.gaps
+
+
+async def test_the_report_carries_the_webrtc_counters_by_name(autojump_clock):
+    out = await run_stage(JitterBufferStage(direction="inbound"), jittered(50, duplicates=0))
+    stats = json.loads(RunReport(pipelines=(out.report,)).to_json())["pipelines"][0]["stages"][1]["statistics"]
+    names = (
+        "jitterBufferDelay",
+        "jitterBufferTargetDelay",
+        "jitterBufferEmittedCount",
+        "totalSamplesReceived",
+        "concealedSamples",
+        "silentConcealedSamples",
+        "concealmentEvents",
+        "insertedSamplesForDeceleration",
+        "removedSamplesForAcceleration",
+    )
+    assert set(names) <= set(stats)
+    assert stats["totalSamplesReceived"] == 50 * 160
+    assert 0 < stats["jitterBufferDelay"] / stats["jitterBufferEmittedCount"] < 0.2

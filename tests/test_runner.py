@@ -12,7 +12,7 @@ from rtstream.caps import Caps
 from rtstream.errors import StageFailed
 from rtstream.frames import AudioChunk
 from rtstream.pipeline import assemble
-from rtstream.runner import RunControl, run_pipeline, run_pipelines, watch_sigint
+from rtstream.runner import RunControl, run_pipeline, run_pipelines, watch_signals
 from rtstream.stage import Filter, Sink, Source
 from rtstream.testing import run_stage, run_virtual
 
@@ -240,7 +240,7 @@ async def test_a_first_sigint_drains_and_a_second_cancels_at_once(autojump_clock
     control = RunControl(grace=100.0)
     result = []
     async with trio.open_nursery() as nursery:
-        await nursery.start(watch_sigint, control)
+        await nursery.start(watch_signals, control)
         nursery.start_soon(_store, result, run_pipeline(chain(Ticker(count=None), Collector(hang=True)), control))
         await trio.sleep(1.0)
         os.kill(os.getpid(), signal.SIGINT)

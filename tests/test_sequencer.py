@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from rtstream.frames import AudioChunk, ChunkFlags, Gap, UtteranceEnd, UtteranceStart
 from rtstream.params import ParamError
-from rtstream.stages.sequencer import Reorderer, Sequencer, Stamper
+from rtstream.stages.sequencer import Receiver, Reorderer, Sequencer, Stamper
 from rtstream.testing import run_stage
 
 
@@ -86,7 +86,7 @@ def test_reordering_within_the_window_restores_order_across_a_wrap(start, shifts
     n = len(shifts)
     # each packet moves back by up to two places: reordering within a 3-packet window
     # (the first packet to arrive starts the stream, as an RTP receiver takes it)
-    order = [0] + sorted(range(1, n), key=lambda i: i + shifts[i] + 0.5 * (i % 2))
+    order = [0, *sorted(range(1, n), key=lambda i: i + shifts[i] + 0.5 * (i % 2))]
     seqs = [(start + i) % (1 << bits) if bits < 64 else start + i for i in order]
     out, core = received(seqs, bits=bits, window=3)
     got = [c.seq for c in chunks(out)]
@@ -128,17 +128,68 @@ def test_a_restarted_sender_resynchronizes():
     assert core.statistics().resyncs == 1
 
 
-async def test_receiver_gives_up_after_the_window_in_virtual_time(autojump_clock):
+async def test_receiver_reports_a_gap_after_the_window_and_holds_nothing(autojump_clock):
     script = [
         (0.0, pcm_chunk(160, pts=0, seq=0)),
         (0.02, pcm_chunk(160, pts=320, seq=2)),
         (0.5, pcm_chunk(160, pts=160, seq=1)),
     ]
     out = await run_stage(Sequencer(mode="receiver", window=60.0), script)
+    assert [(type(f).__name__, f.seq) for f in out.frames] == [
+        ("AudioChunk", 0),
+        ("AudioChunk", 2),
+        ("Gap", 1),
+        ("AudioChunk", 1),
+    ]
+    assert out.times == pytest.approx([0.0, 0.02, 0.08, 0.5])  # each chunk at once; the gap 60 ms after 2 came
+    assert out.frames[2] == Gap(seq=1, count=1, pts=160, samples=160, reason="missing")
+    stats = out.report.stages[1].statistics
+    assert stats["receiver"].late == 1 and stats["receiver"].max_held == 0 and stats["mode"] == "receiver"
+
+
+async def test_reorder_mode_holds_and_drops_what_comes_after_its_gap(autojump_clock):
+    script = [
+        (0.0, pcm_chunk(160, pts=0, seq=0)),
+        (0.02, pcm_chunk(160, pts=320, seq=2)),
+        (0.5, pcm_chunk(160, pts=160, seq=1)),
+    ]
+    out = await run_stage(Sequencer(mode="receiver", window=60.0, reorder=True), script)
     assert [type(f).__name__ for f in out.frames] == ["AudioChunk", "Gap", "AudioChunk"]
     assert out.times[1] == pytest.approx(0.08)  # 60 ms after the chunk behind the hole arrived
-    stats = out.report.stages[1].statistics
-    assert stats["receiver"].late == 1 and stats["mode"] == "receiver"
+    assert out.report.stages[1].statistics["receiver"].late == 1
+
+
+def passed(seqs, *, window=3, unit="packets", size=160):
+    core = Receiver(window=window, unit=unit)
+    out = []
+    for i, s in enumerate(seqs):
+        out += core.put(pcm_chunk(size, pts=s * size, seq=s), float(i))
+    return out + core.flush(), core
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.permutations(range(12)), st.lists(st.integers(0, 11), max_size=6))
+def test_receiver_passes_every_chunk_once_in_arrival_order(order, again):
+    seqs = list(order) + again  # any reordering, then some duplicates
+    out, core = passed(seqs, window=100)
+    assert [c.seq for c in chunks(out)] == list(order)
+    s = core.statistics()
+    assert s.duplicates == len(again) and s.released == 12 and s.max_held == 0
+    assert s.lost == s.late and not any(isinstance(f, Gap) and f.count <= 0 for f in out)
+
+
+def test_receiver_reports_losses_with_their_span_and_forwards_late_chunks():
+    out, core = passed([0, 1, 4, 5, 6, 7, 2, 7], window=3)
+    kinds = [(type(f).__name__, f.seq) for f in out]
+    assert kinds == [("AudioChunk", s) for s in (0, 1, 4, 5, 6)] + [("Gap", 2), ("AudioChunk", 7), ("AudioChunk", 2)]
+    assert out[5] == Gap(seq=2, count=2, pts=320, samples=320, reason="missing")
+    s = core.statistics()
+    assert (s.lost, s.late, s.gaps, s.duplicates, s.reordered) == (2, 1, 1, 1, 1)
+
+
+def test_receiver_takes_a_first_chunk_that_came_second():
+    out, core = passed([1, 0, 2])
+    assert [c.seq for c in chunks(out)] == [1, 0, 2] and core.statistics().lost == 0
 
 
 async def test_sender_stage_and_unsequenced_chunks():
@@ -152,9 +203,9 @@ async def test_sender_stage_and_unsequenced_chunks():
 
 
 def test_bad_parameters_name_the_key():
-    with pytest.raises(ParamError, match="^wire_bits: must be one of 16, 32, 64, got 24$"):
+    with pytest.raises(ParamError, match=r"^wire_bits: must be one of 16, 32, 64, got 24$"):
         Sequencer(wire_bits=24)
-    with pytest.raises(ParamError, match="^window_unit: "):
+    with pytest.raises(ParamError, match=r"^window_unit: "):
         Sequencer(window_unit="seconds")
     assert attrs.has(Sequencer)
 

@@ -14,7 +14,9 @@ from rtstream.audio import g711
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, UtteranceEnd, UtteranceStart
 from rtstream.params import ParamError
 from rtstream.simulators.telephony import TelephonyCall, TelephonySettings
-from rtstream.stages.telephony import Regrouper, TelephonyLink, TelephonySink
+from rtstream.stages.telephony import TelephonyLink, TelephonySink
+from rtstream.wire import RemoteProtocolError
+from rtstream.wire.telephony import ChunkRule, Regrouper, SendMark, SendMedia
 
 ULAW = AudioFormat(Encoding.PCM_MULAW, 8000)
 PCM8 = AudioFormat(Encoding.PCM_S16LE, 8000)
@@ -28,11 +30,11 @@ def tone(fmt, samples, pts=0):
 
 def connected(protocol, fmt, call, **kw):
     """A link that has read the call's opening messages."""
-    regroup = Regrouper(320, 3200, 100_000, 0) if protocol == "exotel" else None
+    regroup = Regrouper(ChunkRule(320, 3200, 100_000), 0) if protocol == "exotel" else None
     link = TelephonyLink(protocol, fmt, marks=True, hold=1.0, regroup=regroup, **kw)
     link.connect()
     for message in call.opening():
-        assert link.receive(message, 0.0) is None
+        link.receive(message, 0.0)
     return link
 
 
@@ -82,7 +84,8 @@ def test_each_protocol_end_to_end(protocol, fmt, frame):
         return
     assert report["marks"] == 1
     echoes = call.pop_due(100.0)
-    assert len(echoes) == 1 and link.receive(echoes[0], 1.0) is None
+    assert len(echoes) == 1
+    link.receive(echoes[0], 1.0)
     assert link.statistics().marks_echoed == 1
 
 
@@ -110,9 +113,9 @@ def test_twilio_wire_format_and_mark_echo_after_playout():
 def test_clear_drops_queued_audio_and_echoes_pending_marks_at_once():
     call = TelephonyCall(TelephonySettings(protocol="twilio"), 1)
     link = connected("twilio", ULAW, call)
-    for i in range(5):
-        call.receive(link._media(tone(ULAW, 160).tobytes()), 0.0)
-    call.receive(link._mark("a"), 0.0)
+    for _ in range(5):
+        call.receive(link.stream.send(SendMedia(tone(ULAW, 160).tobytes())), 0.0)
+    call.receive(link.stream.send(SendMark("a")), 0.0)
     link.push(tone(ULAW, 160))
     link.push(Clear())
     kind, message = link.pop(0.0)
@@ -177,7 +180,7 @@ def test_exotel_checks_the_chunk_rule():
     call = TelephonyCall(TelephonySettings(protocol="exotel"), 1)
     link = connected("exotel", PCM8, call)
     for size in (3200, 3840, 3000, 2560, 100_160):
-        call.receive(link._media(b"\x00" * size), 0.0)
+        call.receive(link.stream.send(SendMedia(b"\x00" * size)), 0.0)
     assert call.report()["wrong_size"] == 3
 
 
@@ -198,9 +201,9 @@ def test_timing_deviation_drift_and_gaps():
 def test_a_mark_starts_a_new_timing_segment():
     call = TelephonyCall(TelephonySettings(protocol="twilio"), 1)
     link = connected("twilio", ULAW, call)
-    call.receive(link._media(b"\xff" * 160), 0.0)
-    call.receive(link._mark("u1"), 0.0)
-    call.receive(link._media(b"\xff" * 160), 5.0)  # the next utterance, much later
+    call.receive(link.stream.send(SendMedia(b"\xff" * 160)), 0.0)
+    call.receive(link.stream.send(SendMark("u1")), 0.0)
+    call.receive(link.stream.send(SendMedia(b"\xff" * 160)), 5.0)  # the next utterance, much later
     r = call.report()
     assert r["deviation_ms"]["count"] == 0 and r["gaps"]["count"] == 0
 
@@ -243,18 +246,19 @@ def test_json_protocols_wait_for_start_before_sending():
         (b"\x00", "binary_frame"),
         ("nope", "bad_json"),
         ("[]", "bad_shape"),
-        ('{"event": "start", "start": {}}', "start_without_stream_id"),
+        ('{"event": "start", "start": {}}', "missing_stream_id"),
         ('{"event": "mark", "mark": {"name": "never-sent"}}', "unknown_mark"),
     ],
 )
 def test_link_counts_malformed_messages(message, reason):
     link = TelephonyLink("twilio", ULAW, marks=True, hold=1.0)
-    assert link.receive(message, 0.0) == reason
+    with pytest.raises(RemoteProtocolError, match=rf"^{reason}\b"):
+        link.receive(message, 0.0)
     assert link.statistics().malformed == {reason: 1}
 
 
 def test_regrouper_makes_exotel_chunks_and_pads_the_rest():
-    r = Regrouper(320, 3200, 4000, 0)
+    r = Regrouper(ChunkRule(320, 3200, 4000), 0)
     assert r.push(b"\x01" * 3000) == []
     [chunk] = r.push(b"\x01" * 1000)
     assert len(chunk) == 3840
@@ -306,3 +310,15 @@ def test_a_first_frame_dropped_in_an_outage_passes_its_arrival_on():
     assert link.pop(2.0)[0] == "media"
     assert link.statistics().drops["outage"].frames == 1
     assert link.statistics().first_audio_ms.max == pytest.approx(1000)  # from the first audio's arrival
+
+
+def test_exotel_chunk_settings_that_allow_no_chunk_are_refused():
+    no_chunk = r"must be at least exotel_multiple \(320\), got 300"
+    with pytest.raises(ParamError, match=rf"^exotel_max_bytes: {no_chunk}$"):
+        TelephonySink(url="ws://x", protocol="exotel", exotel_min_bytes=0, exotel_max_bytes=300)
+    with pytest.raises(ParamError, match=rf"^exotel_max_bytes: {no_chunk}$"):
+        TelephonySettings(protocol="exotel", exotel_min_bytes=0, exotel_max_bytes=300)
+    with pytest.raises(ParamError, match=r"^exotel_min_bytes: must not exceed exotel_max_bytes \(3000\)$"):
+        TelephonySettings(protocol="exotel", exotel_max_bytes=3000)
+    with pytest.raises(ParamError, match=r"^exotel_max_bytes: the chunk rule allows no chunk: no multiple of 320 "):
+        TelephonySink(url="ws://x", protocol="exotel", exotel_min_bytes=3300, exotel_max_bytes=3500)

@@ -1,9 +1,9 @@
-"""The telephony media-stream protocols, sans I/O, as the telephony side speaks them.
+"""The simulated telephony side of a media stream, sans I/O.
 
-A :class:`TelephonyCall` is one media-stream connection from the bridge. It gives the
-opening messages the service sends (Twilio's ``connected`` and ``start``, Plivo's ``start``,
-Exotel's ``connected`` and ``start``; nothing for raw binary streams), checks every message
-it is fed (frame size and encoding, JSON shape, stream id), hands back the decoded audio for
+A :class:`TelephonyCall` is one media-stream connection from the bridge. It speaks through
+the protocol's provider side (:mod:`rtstream.wire.telephony`): it gives the opening messages
+(Twilio's ``connected`` and ``start``, Plivo's ``start``...; nothing for raw binary streams),
+counts every message the provider side refuses by its reason, checks frame sizes, hands back the decoded audio for
 recording, echoes marks once the audio sent before them has played, and measures the timing:
 inter-arrival deviation from each frame's duration, drift from the ideal grid, and gaps (the
 far end's playout buffer running dry).
@@ -14,10 +14,7 @@ mark may rightly start later), so pauses between utterances are not counted as j
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 from collections import Counter, deque
 from typing import Any
 
@@ -26,15 +23,15 @@ import numpy as np
 
 from rtstream.audio.codec import to_int16
 from rtstream.frames import AudioFormat, Encoding
-from rtstream.params import ParamError, param
+from rtstream.params import ParamError, param, require_at_least
 from rtstream.stats import Quantiles
+from rtstream.wire import RemoteProtocolError
+from rtstream.wire.telephony import PROTOCOLS as WIRE
+from rtstream.wire.telephony import ChunkRule, ClearEcho, MarkEcho, Metadata, SendClear, SendMark, SendMedia, Start
 
 from ..netem import DISCONNECT
 
-PROTOCOLS = ("raw", "twilio", "plivo", "exotel")
-_RATES = {"raw": (8000, 16000), "twilio": (8000,), "plivo": (8000, 16000), "exotel": (8000, 16000, 24000)}
-_DEFAULT_FRAME_MS = {"raw": 60.0, "twilio": 20.0, "plivo": 20.0, "exotel": 100.0}
-_PLIVO_TYPES = {"audio/x-mulaw": Encoding.PCM_MULAW, "audio/x-l16": Encoding.PCM_S16LE}
+PROTOCOLS = tuple(WIRE)
 
 
 @attrs.frozen(kw_only=True)
@@ -59,62 +56,60 @@ class TelephonySettings:
         gt=0,
         max=1000,
         unit="ms",
-        help="Expected frame length; none takes the protocol's usual (raw 60, twilio and plivo 20). Exotel checks its chunk rule instead.",
+        help=(
+            "Expected frame length; none takes the protocol's usual (raw 60, twilio and plivo 20)."
+            " Exotel checks its chunk rule instead."
+        ),
     )
-    exotel_multiple: int = param(320, min=1, unit="bytes", help="Exotel: chunk sizes must be a multiple of this.")
-    exotel_min_bytes: int = param(3200, min=0, unit="bytes", help="Exotel: smallest chunk allowed.")
-    exotel_max_bytes: int = param(100_000, min=1, unit="bytes", help="Exotel: largest chunk allowed.")
+    exotel_multiple: int = param(
+        320, min=1, max=1 << 20, unit="bytes", help="Exotel: chunk sizes must be a multiple of this."
+    )
+    exotel_min_bytes: int = param(3200, min=0, max=1 << 20, unit="bytes", help="Exotel: smallest chunk allowed.")
+    exotel_max_bytes: int = param(100_000, min=1, max=1 << 20, unit="bytes", help="Exotel: largest chunk allowed.")
     playout_delay: float = param(
         0.04, min=0, max=5, unit="s", help="Far-end buffering before a segment plays; a gap is that buffer running dry."
     )
     disconnect_after: int | None = param(
-        type=int, optional=True, min=1, help="Drop a connection after this many media frames; none never does."
+        type=int,
+        optional=True,
+        min=1,
+        max=1 << 31,
+        help="Drop a connection after this many media frames; none never does.",
     )
-    disconnects: int = param(1, min=0, help="How many connections disconnect_after drops (0: every one).")
-    seed: int = param(0, help="Seed of the stream and call ids.")
+    disconnects: int = param(1, min=0, max=1 << 31, help="How many connections disconnect_after drops (0: every one).")
+    seed: int = param(0, min=0, help="Seed of the stream and call ids.")
 
     def __attrs_post_init__(self) -> None:
-        if self.sample_rate not in _RATES[self.protocol]:
-            rates = "|".join(map(str, _RATES[self.protocol]))
+        wire = WIRE[self.protocol]
+        if self.sample_rate not in wire.rates:
+            rates = "|".join(map(str, wire.rates))
             raise ParamError("sample_rate", f"{self.protocol} streams carry {rates} Hz, got {self.sample_rate}")
         enc = self.format.encoding
-        allowed = {
-            "raw": (Encoding.PCM_S16LE,),
-            "twilio": (Encoding.PCM_MULAW,),
-            "plivo": (Encoding.PCM_MULAW, Encoding.PCM_S16LE),
-            "exotel": (Encoding.PCM_S16LE, Encoding.PCM_MULAW),
-        }[self.protocol]
-        if enc not in allowed or (enc is Encoding.PCM_MULAW and self.sample_rate != 8000):
+        if self.sample_rate not in wire.carries.get(enc, ()):
             raise ParamError("encoding", f"{self.protocol} streams do not carry {enc} at {self.sample_rate} Hz")
+        if self.exotel_min_bytes > self.exotel_max_bytes:
+            raise ParamError("exotel_min_bytes", f"must not exceed exotel_max_bytes ({self.exotel_max_bytes})")
+        require_at_least("exotel_max_bytes", self.exotel_max_bytes, "exotel_multiple", self.exotel_multiple)
+        try:
+            ChunkRule(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes)
+        except ValueError as exc:
+            raise ParamError("exotel_max_bytes", f"the chunk rule allows no chunk: {exc}") from None
 
     @property
     def format(self) -> AudioFormat:
-        default = Encoding.PCM_MULAW if self.protocol in ("twilio", "plivo") else Encoding.PCM_S16LE
-        return AudioFormat(self.encoding or default, self.sample_rate)
+        return AudioFormat(self.encoding or WIRE[self.protocol].default_encoding, self.sample_rate)
 
     @property
     def frame_bytes(self) -> int:
-        """The expected size of one frame (raw, twilio, plivo)."""
-        return self.format.bytes_in(self.frame_ms or _DEFAULT_FRAME_MS[self.protocol])
+        """The expected size of one frame (where the protocol has no chunk rule, or frame_ms is set)."""
+        return self.format.bytes_in(self.frame_ms or WIRE[self.protocol].frame_ms)
 
-
-class _BadMessage(Exception):
-    """A message the service rejects; the argument is the reason counted."""
-
-
-@attrs.frozen
-class _Media:
-    payload: bytes
-
-
-@attrs.frozen
-class _Mark:
-    name: str
-
-
-@attrs.frozen
-class _Clear:
-    pass
+    @property
+    def chunk_rule(self) -> ChunkRule | None:
+        """The chunk rule checked in place of a frame size (Exotel's, unless frame_ms is set)."""
+        if self.frame_ms is not None or WIRE[self.protocol].chunk_rule is None:
+            return None
+        return ChunkRule(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes)
 
 
 class TelephonyCall:
@@ -132,15 +127,11 @@ class TelephonyCall:
         self.number = number
         self.format = settings.format
         digest = hashlib.sha256(f"{settings.seed}:{number}".encode()).hexdigest()
-        self.stream_id = {"twilio": "MZ" + digest[:32], "exotel": digest[:32]}.get(
-            settings.protocol, f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
-        )
-        self._parse = {
-            "raw": self._parse_raw,
-            "twilio": self._parse_twilio,
-            "plivo": self._parse_plivo,
-            "exotel": self._parse_exotel,
-        }[settings.protocol]
+        provider = WIRE[settings.protocol].provider
+        self.stream_id = provider.new_stream_id(digest)
+        self.wire = provider(self.format, self.stream_id)
+        """The protocol's provider side."""
+        self._chunk_rule = settings.chunk_rule
         self._disconnect_after = disconnect_after
         self._all_deviations = all_deviations
         self.closed = "open"
@@ -163,80 +154,47 @@ class TelephonyCall:
 
     # -- opening -------------------------------------------------------------------------------
 
-    def opening(self) -> list[str]:
+    def opening(self) -> list[str | bytes]:
         """The messages the service sends when the stream opens."""
-        s, sid = self.settings, self.stream_id
-        call_sid = "CA" + hashlib.sha256(sid.encode()).hexdigest()[:32]
-        if s.protocol == "twilio":
-            start = {
-                "streamSid": sid,
-                "callSid": call_sid,
-                "accountSid": "AC" + "0" * 32,
-                "tracks": ["inbound"],
-                "customParameters": {},
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            }
-            return [
-                json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
-                json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": start}),
-            ]
-        if s.protocol == "plivo":
-            kind = "audio/x-mulaw" if self.format.encoding is Encoding.PCM_MULAW else "audio/x-l16"
-            start = {
-                "callId": call_sid,
-                "streamId": sid,
-                "accountId": "MA0000",
-                "tracks": ["inbound"],
-                "mediaFormat": {"encoding": kind, "sampleRate": self.format.sample_rate},
-            }
-            return [json.dumps({"event": "start", "sequenceNumber": 0, "start": start, "extra_headers": "{}"})]
-        if s.protocol == "exotel":
-            start = {
-                "stream_sid": sid,
-                "call_sid": call_sid,
-                "account_sid": "exotel",
-                "from": "+10000000000",
-                "to": "+10000000001",
-                "custom_parameters": {},
-                "media_format": {
-                    "encoding": "base64",
-                    "sample_rate": str(self.format.sample_rate),
-                    "bit_rate": "128kbps",
-                },
-            }
-            return [
-                json.dumps({"event": "connected"}),
-                json.dumps({"event": "start", "sequence_number": 1, "stream_sid": sid, "start": start}),
-            ]
-        return []
+        sid = self.stream_id or ""
+        start = Start(
+            stream_id=sid,
+            call_id="CA" + hashlib.sha256(sid.encode()).hexdigest()[:32],
+            account_id=self.wire.example_account,
+            format=self.format,
+            tracks=("inbound",),
+            caller="+10000000000",
+            called="+10000000001",
+        )
+        return self.wire.opening(start)
 
     # -- input ---------------------------------------------------------------------------------
 
     def receive(self, message: str | bytes, now: float) -> np.ndarray | None:
         """Check one message from the bridge; the PCM16 audio it carried (None if none)."""
         try:
-            event = self._parse(message)
-        except _BadMessage as exc:
-            self.errors[str(exc)] += 1
+            command = self.wire.receive(message)
+        except RemoteProtocolError as exc:
+            self.errors[exc.reason] += 1
             return None
-        if type(event) is _Media:
-            return self._media(event.payload, now)
-        if type(event) is _Mark:
-            self.marks += 1
-            self._pending_marks.append((max(now, self._play_end), event.name))
-            self._end_segment()
-        elif type(event) is _Clear:
-            self.clears += 1
-            self._play_end = min(self._play_end, now)
-            self._clear_reply(now)
-            self._end_segment()
+        match command:
+            case SendMedia(payload):
+                return self._media(payload, now)
+            case SendMark(name):
+                self.marks += 1
+                self._pending_marks.append((max(now, self._play_end), name))
+                self._end_segment()
+            case SendClear():
+                self.clears += 1
+                self._play_end = min(self._play_end, now)
+                self._clear_reply(now)
+                self._end_segment()
+            case Metadata():
+                self.text_frames += 1
         return None
 
     def _media(self, payload: bytes, now: float) -> np.ndarray | None:
         fmt = self.format
-        if len(payload) % fmt.frame_bytes or not payload:
-            self.errors["partial_sample"] += 1
-            return None
         if not self._size_ok(len(payload)):
             self.wrong_size += 1
         self.frames += 1
@@ -249,10 +207,9 @@ class TelephonyCall:
         return to_int16(samples, fmt.encoding)
 
     def _size_ok(self, size: int) -> bool:
-        s = self.settings
-        if s.protocol == "exotel" and s.frame_ms is None:
-            return size % s.exotel_multiple == 0 and s.exotel_min_bytes <= size <= s.exotel_max_bytes
-        return size == s.frame_bytes
+        if self._chunk_rule is not None:
+            return self._chunk_rule.allows(size)
+        return size == self.settings.frame_bytes
 
     def _time(self, now: float, duration: float) -> None:
         if self._last_arrival is None:
@@ -278,107 +235,13 @@ class TelephonyCall:
     def _end_segment(self) -> None:
         self._last_arrival = None
 
-    # -- protocols -----------------------------------------------------------------------------
-
-    @staticmethod
-    def _json(message: str | bytes) -> dict[str, Any]:
-        if isinstance(message, bytes):
-            raise _BadMessage("binary_frame")
-        try:
-            data = json.loads(message)
-        except json.JSONDecodeError:
-            raise _BadMessage("bad_json") from None
-        if not isinstance(data, dict) or not isinstance(data.get("event"), str):
-            raise _BadMessage("bad_shape")
-        return data
-
-    @staticmethod
-    def _payload(media: Any) -> bytes:
-        if not isinstance(media, dict) or not isinstance(media.get("payload"), str):
-            raise _BadMessage("bad_shape")
-        try:
-            return base64.b64decode(media["payload"], validate=True)
-        except binascii.Error:
-            raise _BadMessage("bad_base64") from None
-
-    def _check_id(self, data: dict[str, Any], key: str) -> None:
-        if data.get(key) != self.stream_id:
-            raise _BadMessage("wrong_stream_id")
-
-    @staticmethod
-    def _name(mark: Any) -> str:
-        if not isinstance(mark, dict) or not isinstance(mark.get("name"), str):
-            raise _BadMessage("bad_shape")
-        return mark["name"]
-
-    def _parse_raw(self, message: str | bytes) -> Any:
-        if isinstance(message, bytes):
-            return _Media(message)
-        try:
-            json.loads(message)
-        except json.JSONDecodeError:
-            raise _BadMessage("bad_json") from None
-        self.text_frames += 1
-        return None
-
-    def _parse_twilio(self, message: str | bytes) -> Any:
-        data = self._json(message)
-        event = data["event"]
-        if event not in ("media", "mark", "clear"):
-            raise _BadMessage("unknown_event")
-        self._check_id(data, "streamSid")
-        if event == "media":
-            return _Media(self._payload(data.get("media")))
-        return _Mark(self._name(data.get("mark"))) if event == "mark" else _Clear()
-
-    def _parse_exotel(self, message: str | bytes) -> Any:
-        data = self._json(message)
-        event = data["event"]
-        if event not in ("media", "mark", "clear"):
-            raise _BadMessage("unknown_event")
-        self._check_id(data, "stream_sid")
-        if event == "media":
-            return _Media(self._payload(data.get("media")))
-        return _Mark(self._name(data.get("mark"))) if event == "mark" else _Clear()
-
-    def _parse_plivo(self, message: str | bytes) -> Any:
-        data = self._json(message)
-        event = data["event"]
-        if event == "playAudio":
-            media = data.get("media")
-            payload = self._payload(media)
-            if _PLIVO_TYPES.get(media.get("contentType")) is not self.format.encoding:
-                raise _BadMessage("wrong_content_type")
-            if media.get("sampleRate") != self.format.sample_rate:
-                raise _BadMessage("wrong_sample_rate")
-            return _Media(payload)
-        if event == "checkpoint":
-            self._check_id(data, "streamId")
-            if not isinstance(data.get("name"), str):
-                raise _BadMessage("bad_shape")
-            return _Mark(data["name"])
-        if event == "clearAudio":
-            self._check_id(data, "streamId")
-            return _Clear()
-        raise _BadMessage("unknown_event")
-
     # -- output --------------------------------------------------------------------------------
-
-    def _echo(self, name: str) -> str:
-        p, sid = self.settings.protocol, self.stream_id
-        if p == "plivo":
-            return json.dumps({"event": "playedStream", "streamId": sid, "name": name})
-        if p == "exotel":
-            return json.dumps({"event": "mark", "stream_sid": sid, "mark": {"name": name}})
-        return json.dumps(
-            {"event": "mark", "sequenceNumber": str(self.marks_echoed + 2), "streamSid": sid, "mark": {"name": name}}
-        )
 
     def _clear_reply(self, now: float) -> None:
         """A clear drops the audio buffered at the far end: pending marks are echoed at once."""
-        if self.settings.protocol == "plivo":
+        if self.wire.clear_echo:
             self._pending_marks.clear()
-            self._outbox.append((now, json.dumps({"event": "clearedAudio", "streamId": self.stream_id})))
+            self._outbox.append((now, self.wire.send(ClearEcho())))
         else:
             self._pending_marks = deque((now, name) for _, name in self._pending_marks)
 
@@ -386,7 +249,7 @@ class TelephonyCall:
         """Messages for the bridge due by ``now`` (mark echoes; :data:`DISCONNECT` to drop it)."""
         out = []
         while self._pending_marks and self._pending_marks[0][0] <= now:
-            out.append(self._echo(self._pending_marks.popleft()[1]))
+            out.append(self.wire.send(MarkEcho(self._pending_marks.popleft()[1])))
             self.marks_echoed += 1
         while self._outbox and self._outbox[0][0] <= now:
             out.append(self._outbox.popleft()[1])
@@ -404,7 +267,7 @@ class TelephonyCall:
             "call": self.number,
             "protocol": self.settings.protocol,
             "format": str(fmt),
-            "stream_id": self.stream_id if self.settings.protocol != "raw" else None,
+            "stream_id": self.stream_id,
             "closed": self.closed,
             "frames": self.frames,
             "seconds": self.bytes / fmt.frame_bytes / fmt.sample_rate,

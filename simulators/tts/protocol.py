@@ -1,7 +1,8 @@
-"""The Cartesia TTS WebSocket protocol, sans I/O: requests in, timed response messages out.
+"""A simulated Cartesia TTS service, sans I/O: requests in, timed response messages out.
 
-A :class:`TtsSession` is one connection. It is fed each request message with the time it
-arrived and gives back the messages to send when they are due; the server around it only moves
+A :class:`TtsSession` is one connection, speaking through the service side of
+:mod:`rtstream.wire.cartesia`. It is fed each request message with the time it arrived and
+gives back the messages to send when they are due; the server around it only moves
 bytes and sleeps until :meth:`TtsSession.next_due`. Per context it keeps the text received
 so far, synthesizes whole words as they arrive (everything on ``flush`` or ``continue: false``)
 and schedules the audio as the chunks a generator running ``rtf`` times faster than real time
@@ -16,9 +17,7 @@ impairments, so a client can see duplicated, reordered and dropped chunks. Set
 
 from __future__ import annotations
 
-import base64
 import itertools
-import json
 import random
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -28,14 +27,24 @@ import attrs
 import numpy as np
 
 from rtstream.audio.codec import from_float32
-from rtstream.frames import SAMPLE_RATES, AudioFormat, Encoding
+from rtstream.frames import AudioFormat
 from rtstream.params import ParamError, param
+from rtstream.wire.cartesia import (
+    BadRequest,
+    CartesiaService,
+    Chunk,
+    Done,
+    Error,
+    FlushDone,
+    Request,
+    Response,
+    Timestamps,
+)
 
 from ..netem import Impairments, NetEm, NetEmStatistics
 from ..speech import synthesize
 
 SEQUENCE_FIELD = "seq"
-ENCODINGS = tuple(e.value for e in Encoding)
 _EXPIRED_REMEMBERED = 1024
 
 
@@ -49,7 +58,12 @@ class TtsSettings(Impairments):
         help="Chunk sizes: the pattern cycled, random in a range, or fixed.",
     )
     pattern: tuple[int, ...] = param(
-        (500, 300, 700, 200), type=(int,), min=1, unit="bytes", help="Chunk sizes cycled by pattern chunking."
+        (500, 300, 700, 200),
+        type=(int,),
+        min=1,
+        max=1 << 20,
+        unit="bytes",
+        help="Chunk sizes cycled by pattern chunking.",
     )
     chunk_bytes: int = param(1000, min=1, max=1 << 20, unit="bytes", help="Chunk size for fixed chunking.")
     min_bytes: int = param(200, min=1, max=1 << 20, unit="bytes", help="Smallest chunk for random chunking.")
@@ -59,7 +73,11 @@ class TtsSettings(Impairments):
     )
     first_byte_latency: float = param(0.1, min=0, max=60, unit="s", help="Delay before an idle context's first chunk.")
     max_contexts: int | None = param(
-        type=int, optional=True, min=1, help="Concurrent contexts allowed across the server; more get a 429 error."
+        type=int,
+        optional=True,
+        min=1,
+        max=1 << 20,
+        help="Concurrent contexts allowed across the server; more get a 429 error.",
     )
     context_timeout: float = param(
         1.0, gt=0, max=3600, unit="s", help="An open context expires this long after its last audio."
@@ -68,6 +86,7 @@ class TtsSettings(Impairments):
         type=int,
         optional=True,
         min=0,
+        max=1 << 31,
         help="Reply with an error (500) in place of this connection's next chunk after this many.",
     )
     sequence_field: str | None = param(
@@ -76,7 +95,7 @@ class TtsSettings(Impairments):
         optional=True,
         help="Name of the chunk-number field the simulator adds; none leaves it out.",
     )
-    seed: int = param(0, help="Seed of random chunk sizes and impairments (connection n uses seed + n).")
+    seed: int = param(0, min=0, help="Seed of random chunk sizes and impairments (connection n uses seed + n).")
 
     def __attrs_post_init__(self) -> None:
         if self.min_bytes > self.max_bytes:
@@ -105,23 +124,9 @@ class ContextLimiter:
 class RequestError(Exception):
     """A request the service refuses: answered with an ``error`` message."""
 
-    def __init__(self, status: int, code: str, title: str, message: str, context_id: str | None = None) -> None:
+    def __init__(self, status: int, code: str, title: str, message: str, context: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.title, self.context_id = status, code, title, context_id
-
-
-def error_message(status: int, code: str, title: str, message: str, context_id: str | None) -> str:
-    return json.dumps(
-        {
-            "type": "error",
-            "done": True,
-            "status_code": status,
-            "error_code": code,
-            "title": title,
-            "message": message,
-            "context_id": context_id,
-        }
-    )
+        self.status, self.code, self.title, self.context = status, code, title, context
 
 
 @attrs.define
@@ -139,8 +144,8 @@ class _Context:
     chunks: int = 0
     flushes: int = 0
     ended: bool = False
-    queue: deque[tuple[float, str, str]] = attrs.Factory(deque)
-    """Messages being generated: (ready time, kind, message text)."""
+    queue: deque[tuple[float, Response]] = attrs.Factory(deque)
+    """Responses being generated, with the time each is ready."""
 
 
 @attrs.frozen
@@ -163,6 +168,7 @@ class TtsSession:
         self.settings = settings
         self._rng = random.Random(seed)
         self._net = NetEm(settings.impairments(), seed)
+        self._wire = CartesiaService(sequence_field=settings.sequence_field)
         self._limiter = limiter or ContextLimiter(settings.max_contexts)
         self._contexts: dict[str, _Context] = {}
         self._expired: deque[str] = deque(maxlen=_EXPIRED_REMEMBERED)
@@ -178,52 +184,46 @@ class TtsSession:
         """Take one request message that arrived at ``now``."""
         self._requests += 1
         try:
-            self._handle(self._parse(message), now)
-        except RequestError as exc:
-            self._errors[exc.code] += 1
-            self._net.push(error_message(exc.status, exc.code, exc.title, str(exc), exc.context_id), now)
-
-    @staticmethod
-    def _parse(message: str | bytes) -> dict[str, Any]:
-        if isinstance(message, bytes):
-            raise RequestError(
-                400, "invalid_request", "Invalid request", "binary messages are not accepted; send JSON text"
+            request = self._wire.receive(message)
+            if isinstance(request, Request):
+                self._handle(request, now)
+            else:
+                self._cancel(request.context)
+        except BadRequest as exc:
+            json_error = exc.reason == "bad_json"
+            error = RequestError(
+                400,
+                "invalid_json" if json_error else "invalid_request",
+                "Invalid JSON" if json_error else "Invalid request",
+                exc.detail,
+                exc.context,
             )
-        try:
-            request = json.loads(message)
-        except json.JSONDecodeError as exc:
-            raise RequestError(400, "invalid_json", "Invalid JSON", f"the request is not valid JSON: {exc}") from None
-        if not isinstance(request, dict):
-            raise RequestError(400, "invalid_request", "Invalid request", "the request must be a JSON object")
-        return request
+            self._refuse(error, now)
+        except RequestError as exc:
+            self._refuse(exc, now)
 
-    def _handle(self, request: dict[str, Any], now: float) -> None:
-        context_id = request.get("context_id")
-        if context_id is not None and not isinstance(context_id, str):
-            raise RequestError(400, "invalid_request", "Invalid request", "context_id must be a string")
-        if request.get("cancel") is True:
-            if context_id is None:
-                raise RequestError(400, "invalid_request", "Invalid request", "cancel needs a context_id")
-            self._cancel(context_id)
-            return
-        fmt, timestamps = _check_request(request, context_id)
-        transcript = request["transcript"]
-        keep_open = _flag(request, "continue", context_id)
-        flush = _flag(request, "flush", context_id)
-        if context_id is None:
-            context_id = f"auto-{next(self._auto_ids)}"
-        ctx = self._contexts.get(context_id)
+    def _refuse(self, exc: RequestError, now: float) -> None:
+        self._errors[exc.code] += 1
+        self._net.push(self._wire.send(Error(exc.context, exc.status, exc.code, exc.title, str(exc))), now)
+
+    def _handle(self, request: Request, now: float) -> None:
+        context = request.context
+        fmt, timestamps = request.generation.format, request.generation.timestamps
+        transcript, keep_open, flush = request.transcript, request.more, request.flush
+        if context is None:
+            context = f"auto-{next(self._auto_ids)}"
+        ctx = self._contexts.get(context)
         if ctx is None:
-            ctx = self._open(context_id, fmt, timestamps, now)
+            ctx = self._open(context, fmt, timestamps, now)
         elif ctx.ended:
-            raise RequestError(400, "context_closed", "Context closed", f"context {context_id!r} has ended", context_id)
+            raise RequestError(400, "context_closed", "Context closed", f"context {context!r} has ended", context)
         elif ctx.format != fmt:
             raise RequestError(
                 400,
                 "invalid_request",
                 "Invalid request",
-                f"context {context_id!r} was opened as {ctx.format}; a request cannot change it to {fmt}",
-                context_id,
+                f"context {context!r} was opened as {ctx.format}; a request cannot change it to {fmt}",
+                context,
             )
         ctx.last_input = now
         ctx.text += transcript
@@ -237,42 +237,29 @@ class TtsSession:
             return
         if flush:
             ctx.flushes += 1
-            self._queue(
-                ctx,
-                "flush_done",
-                {
-                    "type": "flush_done",
-                    "done": False,
-                    "flush_done": True,
-                    "flush_id": ctx.flushes,
-                    "status_code": 206,
-                    "context_id": ctx.id,
-                },
-            )
+            self._queue(ctx, FlushDone(ctx.id, ctx.flushes))
         if not keep_open:
             ctx.ended = True
-            self._queue(ctx, "done", {"type": "done", "done": True, "status_code": 206, "context_id": ctx.id})
+            self._queue(ctx, Done(ctx.id))
 
-    def _open(self, context_id: str, fmt: AudioFormat, timestamps: bool, now: float) -> _Context:
-        if context_id in self._expired:
-            raise RequestError(
-                400, "context_expired", "Context expired", f"context {context_id!r} has expired", context_id
-            )
+    def _open(self, context: str, fmt: AudioFormat, timestamps: bool, now: float) -> _Context:
+        if context in self._expired:
+            raise RequestError(400, "context_expired", "Context expired", f"context {context!r} has expired", context)
         if not self._limiter.acquire():
             raise RequestError(
                 429,
                 "concurrency_limited",
                 "Concurrency limit reached",
                 f"too many concurrent contexts (limit {self._limiter.limit})",
-                context_id,
+                context,
             )
         self._opened += 1
-        ctx = _Context(context_id, fmt, timestamps, self._sizes(), last_input=now)
-        self._contexts[context_id] = ctx
+        ctx = _Context(context, fmt, timestamps, self._sizes(), last_input=now)
+        self._contexts[context] = ctx
         return ctx
 
-    def _cancel(self, context_id: str) -> None:
-        ctx = self._contexts.pop(context_id, None)
+    def _cancel(self, context: str) -> None:
+        ctx = self._contexts.pop(context, None)
         if ctx is not None:
             self._cancelled += 1
             self._limiter.release()
@@ -309,66 +296,40 @@ class TtsSession:
             if s.error_after is not None and self._chunks >= s.error_after and not self._failed:
                 self._failed = True  # one simulated failure per connection
                 ctx.ended = True
-                ctx.queue.append(
-                    (
-                        ready,
-                        "error",
-                        error_message(500, "internal_error", "Internal error", "simulated generation failure", ctx.id),
-                    )
-                )
+                failure = Error(ctx.id, 500, "internal_error", "Internal error", "simulated generation failure")
+                ctx.queue.append((ready, failure))
                 return
             self._chunks += 1
             self._bytes += len(piece)
-            chunk = {
-                "type": "chunk",
-                "data": base64.b64encode(piece).decode("ascii"),
-                "done": False,
-                "status_code": 206,
-                "step_time": round(len(piece) / bytes_per_second * 1000 / max(s.rtf, 1), 3),
-                "context_id": ctx.id,
-            }
-            if s.sequence_field:
-                chunk[s.sequence_field] = ctx.chunks
+            step_time = round(len(piece) / bytes_per_second * 1000 / max(s.rtf, 1), 3)
+            ctx.queue.append((ready, Chunk(ctx.id, piece, ctx.chunks, step_time)))
             ctx.chunks += 1
-            ctx.queue.append((ready, "chunk", json.dumps(chunk)))
             covered = offset // fmt.frame_bytes
             done_words = [w for w in pending if w.end <= covered]
             if ctx.timestamps and done_words:
                 del pending[: len(done_words)]
-                ctx.queue.append(
-                    (
-                        ready,
-                        "timestamps",
-                        json.dumps(
-                            {
-                                "type": "timestamps",
-                                "done": False,
-                                "status_code": 206,
-                                "context_id": ctx.id,
-                                "word_timestamps": {
-                                    "words": [w.text for w in done_words],
-                                    "start": [(base + w.start) / rate for w in done_words],
-                                    "end": [(base + w.end) / rate for w in done_words],
-                                },
-                            }
-                        ),
-                    )
+                stamps = Timestamps(
+                    ctx.id,
+                    tuple(w.text for w in done_words),
+                    tuple((base + w.start) / rate for w in done_words),
+                    tuple((base + w.end) / rate for w in done_words),
                 )
+                ctx.queue.append((ready, stamps))
         ctx.samples += len(audio)
 
-    def _queue(self, ctx: _Context, kind: str, message: dict[str, Any]) -> None:
+    def _queue(self, ctx: _Context, response: Response) -> None:
         ready = max(ctx.generated_until, ctx.queue[-1][0] if ctx.queue else -float("inf"), ctx.last_input)
-        ctx.queue.append((ready, kind, json.dumps(message)))
+        ctx.queue.append((ready, response))
 
     # -- output --------------------------------------------------------------------------------
 
     def pop_due(self, now: float) -> list[Any]:
         """The messages due by ``now`` (strings, or :data:`rtstream.simulators.netem.DISCONNECT`)."""
-        due: list[tuple[float, int, str, str, _Context]] = []
+        due: list[tuple[float, int, Response]] = []
         for order, ctx in enumerate(list(self._contexts.values())):
             while ctx.queue and ctx.queue[0][0] <= now:
-                ready, kind, text = ctx.queue.popleft()
-                due.append((ready, order, kind, text, ctx))
+                ready, response = ctx.queue.popleft()
+                due.append((ready, order, response))
             if ctx.queue or ctx.id not in self._contexts:
                 continue
             if ctx.ended:
@@ -376,8 +337,8 @@ class TtsSession:
             elif now >= self._expiry(ctx):
                 self._close(ctx, done=False)
         due.sort(key=lambda item: (item[0], item[1]))
-        for ready, _, kind, text, _ctx in due:
-            self._net.push(text, ready, media=kind == "chunk")
+        for ready, _, response in due:
+            self._net.push(self._wire.send(response), ready, media=type(response) is Chunk)
         return self._net.pop_due(now)
 
     def _close(self, ctx: _Context, *, done: bool) -> None:
@@ -416,39 +377,6 @@ class TtsSession:
             dict(sorted(self._errors.items())),
             self._net.statistics(),
         )
-
-
-def _flag(request: dict[str, Any], key: str, context_id: str | None) -> bool:
-    value = request.get(key, False)
-    if not isinstance(value, bool):
-        raise RequestError(400, "invalid_request", "Invalid request", f"{key} must be true or false", context_id)
-    return value
-
-
-def _check_request(request: dict[str, Any], context_id: str | None) -> tuple[AudioFormat, bool]:
-    def bad(message: str) -> RequestError:
-        return RequestError(400, "invalid_request", "Invalid request", message, context_id)
-
-    for key in ("model_id", "transcript"):
-        if not isinstance(request.get(key), str):
-            raise bad(f"{key} must be a string")
-    voice = request.get("voice")
-    if not isinstance(voice, dict) or voice.get("mode") != "id" or not isinstance(voice.get("id"), str):
-        raise bad('voice must be {"mode": "id", "id": "<voice id>"}')
-    out = request.get("output_format")
-    if not isinstance(out, dict):
-        raise bad("output_format must be an object")
-    if out.get("container") != "raw":
-        raise bad(f"output_format.container must be 'raw', got {out.get('container')!r}")
-    if out.get("encoding") not in ENCODINGS:
-        raise bad(f"output_format.encoding must be one of {', '.join(ENCODINGS)}, got {out.get('encoding')!r}")
-    rate = out.get("sample_rate")
-    if isinstance(rate, bool) or rate not in SAMPLE_RATES:
-        raise bad(f"output_format.sample_rate must be one of {', '.join(map(str, SAMPLE_RATES))}, got {rate!r}")
-    timestamps = request.get("add_timestamps", False)
-    if not isinstance(timestamps, bool):
-        raise bad("add_timestamps must be true or false")
-    return AudioFormat(out["encoding"], rate), timestamps
 
 
 def audio_of(text: str, fmt: AudioFormat) -> np.ndarray:

@@ -84,7 +84,7 @@ class PauseBreath(Filter):
         unit="s",
         help="Most audio held waiting for word timings; beyond it the oldest goes out unshaped.",
     )
-    seed: int = param(0, help="Seed of the random pause lengths and breaths (the same seed, the same output).")
+    seed: int = param(0, min=0, help="Seed of the random pause lengths and breaths (the same seed, the same output).")
     on_bad_markup: str = param(
         "warn",
         choices=("warn", "fail"),

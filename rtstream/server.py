@@ -1,0 +1,234 @@
+"""The media server: routes providers' requests to calls, admits calls, drains on shutdown.
+
+A route is an :class:`Endpoint` at a path. A call endpoint answers the provider's WebSocket
+upgrade and runs one call per connection; an answer endpoint answers a webhook (TwiML, Plivo
+XML) that sends the provider to a call endpoint. ``/health`` reports whether the server is
+accepting, for a load balancer's readiness probe.
+
+Admission happens before the upgrade, where refusing is cheap and the provider can try another
+host: while draining, or when ``max_calls`` calls are running, the upgrade gets HTTP 503. Every
+refusal is counted by reason.
+
+Stopping is two-step, like :class:`rtstream.runner.RunControl`: :meth:`Server.drain` stops
+accepting (the listeners close), lets running calls finish within the drain period, then
+cancels what is left; :meth:`Server.abort` cancels every call at once. Either way each call
+ends through its own teardown, which closes its WebSocket the provider's way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from .httpserver import Request, Response, Upgrade, serve
+from .websocket import MAX_MESSAGE_BYTES, WebSocket
+
+log = logging.getLogger(__name__)
+
+HEALTH_PATH = "/health"
+KEPT_CALL_REPORTS = 1000
+"""Per-call reports kept for the final report; older ones are folded into the totals only."""
+
+
+class Endpoint(Protocol):
+    """What serves one path."""
+
+    async def handle(self, request: Request, server: Server) -> Response | Upgrade:
+        """Answer ``request`` or upgrade it; call :meth:`Server.admit` before upgrading to a call."""
+        ...
+
+
+class Admission:
+    """Which calls may start: none while draining, at most ``max_calls`` at once."""
+
+    def __init__(self, max_calls: int) -> None:
+        if max_calls < 1:
+            raise ValueError(f"max_calls must be at least 1, got {max_calls}")
+        self.max_calls = max_calls
+        self.active = 0
+        self.admitted = 0
+        self.draining = False
+        self.refused: Counter[str] = Counter()
+
+    def refusal(self) -> str | None:
+        """Why a new call would be refused now (``draining``, ``full``), or None."""
+        if self.draining:
+            return "draining"
+        if self.active >= self.max_calls:
+            return "full"
+        return None
+
+    def enter(self) -> bool:
+        """Take a slot for a call; False (and the refusal counted) when none is free."""
+        reason = self.refusal()
+        if reason is not None:
+            self.refused[reason] += 1
+            return False
+        self.active += 1
+        self.admitted += 1
+        return True
+
+    def leave(self) -> None:
+        """Give back a slot taken by :meth:`enter`."""
+        self.active -= 1
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """The ``/health`` answer: 200 while accepting, 503 when full or draining."""
+        reason = self.refusal()
+        status = "accepting" if reason is None else reason
+        body = {"status": status, "active_calls": self.active, "max_calls": self.max_calls}
+        return (200 if reason is None else 503), body
+
+
+@attrs.frozen
+class CallRecord:
+    """One finished call, as the server saw it; ``report`` is what the call's endpoint returned."""
+
+    route: str
+    peer: str
+    outcome: str
+    duration: float
+    report: Mapping[str, Any]
+
+
+class Server:
+    """Routes, admission and the lifecycle of the calls of one process."""
+
+    def __init__(self, endpoints: Mapping[str, Endpoint], *, max_calls: int, drain: float = 10.0) -> None:
+        self.endpoints = dict(endpoints)
+        self.admission = Admission(max_calls)
+        self.drain_period = drain
+        self.requests: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self.calls: deque[CallRecord] = deque(maxlen=KEPT_CALL_REPORTS)
+        self._call_scopes: set[trio.CancelScope] = set()
+        self._accepting: trio.CancelScope | None = None
+        self._drain_deadline = math.inf
+        self._released = trio.Event()
+
+    # ------------------------------------------------------------------ routing
+
+    async def route(self, request: Request) -> Response | Upgrade:
+        """The answer to one request (the :data:`rtstream.httpserver.Route` of this server)."""
+        if request.path == HEALTH_PATH:
+            self.requests["health"] += 1
+            status, body = self.admission.health()
+            return Response(status, (json.dumps(body) + "\n").encode(), content_type="application/json")
+        endpoint = self.endpoints.get(request.path)
+        if endpoint is None:
+            self.requests["not_found"] += 1
+            return Response.text(404, f"no route for {request.path[:200]!r}")
+        return await endpoint.handle(request, self)
+
+    def refuse(self, reason: str, response: Response) -> Response:
+        """Count a refused request under ``reason`` and return ``response``."""
+        self.admission.refused[reason] += 1
+        return response
+
+    def admit(
+        self,
+        route: str,
+        request: Request,
+        call: Callable[[WebSocket], Awaitable[tuple[str, Mapping[str, Any]]]],
+        *,
+        subprotocols: Sequence[str] = (),
+        max_message_size: int = MAX_MESSAGE_BYTES,
+    ) -> Response | Upgrade:
+        """Upgrade to ``call`` if a slot is free, else 503.
+
+        ``call`` runs the call on the open WebSocket and returns its outcome (``completed``,
+        ``failed``…) and report; the slot is given back whether it ran or the upgrade failed.
+        """
+        if not self.admission.enter():
+            reason = self.admission.refusal() or "full"
+            log.info("%s: call on %s refused (%s)", request.peer, route, reason)
+            return Response.text(503, f"not accepting calls ({reason})")
+
+        async def session(ws: WebSocket) -> None:
+            started = trio.current_time()
+            outcome: str = "failed"
+            report: Mapping[str, Any] = {}
+            try:
+                with trio.CancelScope(deadline=self._drain_deadline) as scope:
+                    self._call_scopes.add(scope)
+                    try:
+                        outcome, report = await call(ws)
+                    finally:
+                        self._call_scopes.discard(scope)
+                if scope.cancelled_caught:
+                    outcome = "cancelled"
+            finally:
+                self.outcomes[outcome] += 1
+                self.calls.append(CallRecord(route, request.peer, outcome, trio.current_time() - started, report))
+                self._release()
+
+        return Upgrade(
+            session, subprotocols=tuple(subprotocols), max_message_size=max_message_size, abandoned=self._release
+        )
+
+    def _release(self) -> None:
+        self.admission.leave()
+        self._released.set()
+        self._released = trio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def serve(
+        self, listeners: Sequence[trio.SocketListener], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Accept until drained or aborted, then return once every call has ended."""
+        async with trio.open_nursery() as calls:
+            with trio.CancelScope() as accepting:
+                self._accepting = accepting
+                if self.admission.draining:
+                    accepting.cancel()
+                await serve(listeners, self.route, handler_nursery=calls, task_status=task_status)
+
+    def drain(self) -> None:
+        """Stop accepting; cancel the calls still running ``drain`` seconds from now."""
+        if self.admission.draining:
+            return
+        self.admission.draining = True
+        if self._accepting is not None:
+            self._accepting.cancel()
+        self._drain_deadline = trio.current_time() + self.drain_period
+        for scope in self._call_scopes:
+            scope.deadline = min(scope.deadline, self._drain_deadline)
+        log.warning(
+            "draining: not accepting calls; %d running, ended in at most %.1f s",
+            self.admission.active,
+            self.drain_period,
+        )
+
+    def abort(self) -> None:
+        """End every call now."""
+        self.admission.draining = True
+        self._drain_deadline = -math.inf
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for scope in self._call_scopes:
+            scope.cancel()
+
+    async def wait_idle(self) -> None:
+        """Return when no call is running."""
+        while self.admission.active:
+            await self._released.wait()
+
+    def report(self) -> dict[str, Any]:
+        """What the server did: requests, admissions and refusals, outcomes, and the kept per-call reports."""
+        return {
+            "max_calls": self.admission.max_calls,
+            "admitted": self.admission.admitted,
+            "active": self.admission.active,
+            "refused": dict(self.admission.refused),
+            "requests": dict(self.requests),
+            "outcomes": dict(self.outcomes),
+            "calls": [attrs.asdict(c) for c in self.calls],
+        }

@@ -1,0 +1,364 @@
+"""A lean WebSocket over a trio stream: h11 for the opening handshake, wsproto for the frames.
+
+There is no reader task and no message queue per connection: :meth:`WebSocket.receive` reads
+the socket itself, answers pings and the peer's close as it goes, and returns one message. A
+bridge stream always has a task reading its socket (a telephony link reads marks and stops, a
+TTS link reads audio), so nothing is lost by not reading in the background, and each message
+costs no task switch and no channel hop. Sends take a lock (two tasks may send on one socket)
+and :meth:`WebSocket.send_many` frames several messages into one write.
+
+The server side is :func:`accept` on a request already parsed by :mod:`rtstream.httpserver`,
+so one port serves plain HTTP and WebSocket upgrades and a call can be refused (HTTP 503)
+before the upgrade. The client side is :func:`connect`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+from collections.abc import Iterable, Sequence
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+import h11
+import trio
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
+from wsproto.handshake import generate_accept_token
+from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
+
+RECEIVE_BYTES = 64 << 10
+"""Bytes read per receive: a burst of TTS chunks is read and parsed in one go."""
+MAX_MESSAGE_BYTES = 1 << 20
+"""Default bound on one incoming message; a larger one closes the connection with 1009."""
+CLOSE_TIMEOUT = 1.0
+"""How long :meth:`WebSocket.close` waits for the peer's Close before dropping the socket."""
+
+NORMAL = 1000
+GOING_AWAY = 1001
+PROTOCOL_ERROR = 1002
+UNSUPPORTED_DATA = 1003
+NO_STATUS = 1005
+ABNORMAL = 1006
+POLICY_VIOLATION = 1008
+TOO_BIG = 1009
+INTERNAL_ERROR = 1011
+
+
+@attrs.frozen
+class CloseReason:
+    """How a connection ended: the close code (1006 when no Close frame came) and its reason."""
+
+    code: int
+    reason: str = ""
+    local: bool = False
+    """True when this side started the closing handshake."""
+
+
+class ConnectionClosed(Exception):
+    """The connection is closed; ``reason`` says by whom and with which code."""
+
+    def __init__(self, reason: CloseReason) -> None:
+        super().__init__(f"connection closed with {reason.code}{': ' + reason.reason if reason.reason else ''}")
+        self.reason = reason
+
+
+class HandshakeFailed(Exception):
+    """The opening handshake did not complete; ``status`` is the HTTP status when the server refused."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class WebSocket:
+    """One open WebSocket connection, either role."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        connection: Connection,
+        *,
+        subprotocol: str | None = None,
+        max_message_size: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._stream = stream
+        self._ws = connection
+        self._send_lock = trio.StrictFIFOLock()
+        self._parts: list[str | bytes] = []
+        self._size = 0
+        self.max_message_size = max_message_size
+        self.subprotocol = subprotocol
+        self.closed: CloseReason | None = None
+        self.messages_in = 0
+        self.messages_out = 0
+
+    # ------------------------------------------------------------------ receiving
+
+    async def receive(self) -> str | bytes:
+        """The next whole message; ConnectionClosed once the connection has ended."""
+        while True:
+            for event in self._ws.events():
+                message = await self._handle(event)
+                if message is not None:
+                    self.messages_in += 1
+                    return message
+            if self.closed is not None:
+                raise ConnectionClosed(self.closed)
+            try:
+                data = bytes(await self._stream.receive_some(RECEIVE_BYTES))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self._lost()
+                continue
+            try:
+                self._ws.receive_data(data)
+            except WsRemoteProtocolError:
+                await self._fail(PROTOCOL_ERROR, "malformed frame")
+
+    async def _handle(self, event: object) -> str | bytes | None:
+        if isinstance(event, Message):
+            return await self._message_part(event)
+        if isinstance(event, Ping):
+            await self._send_bytes(self._ws.send(event.response()))
+        elif isinstance(event, CloseConnection):
+            self.closed = CloseReason(event.code, event.reason or "")
+            if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                await self._send_bytes(self._ws.send(event.response()))
+            await self._stream.aclose()
+        elif isinstance(event, Pong):
+            pass
+        return None
+
+    async def _message_part(self, event: Message[Any]) -> str | bytes | None:
+        self._size += len(event.data)
+        if self._size > self.max_message_size:
+            await self._fail(TOO_BIG, f"message over {self.max_message_size} bytes")
+            return None
+        data: str | bytes = event.data
+        if event.message_finished and not self._parts:
+            self._size = 0
+            return data
+        self._parts.append(data)
+        if not event.message_finished:
+            return None
+        parts, self._parts, self._size = self._parts, [], 0
+        if isinstance(event, TextMessage):
+            return "".join(p for p in parts if isinstance(p, str))
+        return b"".join(p for p in parts if isinstance(p, bytes))
+
+    def _lost(self) -> None:
+        if self.closed is None:
+            self.closed = CloseReason(ABNORMAL, "connection lost")
+
+    async def _fail(self, code: int, reason: str) -> None:
+        """Close for a protocol violation by the peer; the next receive raises ConnectionClosed."""
+        await self._close_frame(code, reason)
+        self.closed = CloseReason(code, reason, local=True)
+        await self._stream.aclose()
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, message: str | bytes) -> None:
+        """Send one message; ConnectionClosed if the connection has ended."""
+        await self.send_many((message,))
+
+    async def send_many(self, messages: Iterable[str | bytes]) -> None:
+        """Send several messages in one write (one system call for a burst)."""
+        if self.closed is not None or self._ws.state is not ConnectionState.OPEN:
+            raise ConnectionClosed(self.closed or CloseReason(ABNORMAL, "closing"))
+        data = bytearray()
+        count = 0
+        for message in messages:
+            data += self._ws.send(TextMessage(message) if isinstance(message, str) else BytesMessage(message))
+            count += 1
+        await self._send_bytes(bytes(data))
+        self.messages_out += count
+
+    async def _send_bytes(self, data: bytes) -> None:
+        async with self._send_lock:
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._lost()
+                raise ConnectionClosed(self.closed or CloseReason(ABNORMAL)) from None
+
+    async def ping(self, payload: bytes = b"") -> None:
+        """Send a ping (its pong is consumed by :meth:`receive`)."""
+        await self._send_bytes(self._ws.send(Ping(payload)))
+
+    async def _close_frame(self, code: int, reason: str) -> None:
+        if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            with contextlib.suppress(ConnectionClosed):
+                await self._send_bytes(self._ws.send(CloseConnection(code, reason)))
+
+    async def close(self, code: int = NORMAL, reason: str = "") -> None:
+        """The closing handshake: send Close, wait up to CLOSE_TIMEOUT for the peer's, drop the socket.
+
+        Safe to call more than once and after the peer closed; never raises for a lost connection.
+        """
+        if self.closed is None:
+            self.closed = CloseReason(code, reason, local=True)
+            await self._close_frame(code, reason)
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                while self._ws.state is not ConnectionState.CLOSED:
+                    try:
+                        data = bytes(await self._stream.receive_some(RECEIVE_BYTES))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        break
+                    if not data:
+                        break
+                    try:
+                        self._ws.receive_data(data)
+                    except WsRemoteProtocolError:
+                        break
+                    for _ in self._ws.events():
+                        pass  # late messages are discarded; the peer's Close completes the handshake
+        with trio.CancelScope(shield=True):
+            await self._stream.aclose()
+
+
+# ---------------------------------------------------------------------- server side
+
+
+def upgrade_requested(request: h11.Request) -> bool:
+    """Whether an HTTP request asks for a WebSocket."""
+    headers = _headers(request.headers)
+    return headers.get("upgrade", "").lower() == "websocket" and "upgrade" in headers.get("connection", "").lower()
+
+
+async def accept(
+    stream: trio.abc.Stream,
+    request: h11.Request,
+    trailing: bytes = b"",
+    *,
+    subprotocols: Sequence[str] = (),
+    max_message_size: int = MAX_MESSAGE_BYTES,
+) -> WebSocket:
+    """Answer an upgrade request with 101 and return the open connection.
+
+    ``trailing`` is what the client sent after the request (frames it sent without waiting).
+    HandshakeFailed (after a 400 has been sent) when the request is not a valid upgrade.
+    """
+    headers = _headers(request.headers)
+    key = headers.get("sec-websocket-key", "")
+    if not upgrade_requested(request) or headers.get("sec-websocket-version") != "13" or not key:
+        await _refuse(stream, 400, b"not a WebSocket version 13 upgrade request")
+        raise HandshakeFailed("not a WebSocket version 13 upgrade request", 400)
+    offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    chosen = next((p for p in offered if p in subprotocols), None)
+    response = [
+        (b"Upgrade", b"websocket"),
+        (b"Connection", b"Upgrade"),
+        (b"Sec-WebSocket-Accept", generate_accept_token(key.encode("ascii"))),
+    ]
+    if chosen is not None:
+        response.append((b"Sec-WebSocket-Protocol", chosen.encode("ascii")))
+    await stream.send_all(_response_bytes(101, response))
+    connection = Connection(ConnectionType.SERVER, trailing_data=trailing)
+    return WebSocket(stream, connection, subprotocol=chosen, max_message_size=max_message_size)
+
+
+async def _refuse(stream: trio.abc.Stream, status: int, body: bytes) -> None:
+    headers = [
+        (b"Content-Type", b"text/plain"),
+        (b"Content-Length", str(len(body)).encode()),
+        (b"Connection", b"close"),
+    ]
+    await stream.send_all(_response_bytes(status, headers) + body)
+
+
+def _response_bytes(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+    phrase = HTTPStatus(status).phrase.encode("ascii")
+    lines = [b"HTTP/1.1 %d %s" % (status, phrase), *(name + b": " + value for name, value in headers)]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
+
+
+# ---------------------------------------------------------------------- client side
+
+
+async def connect(
+    url: str,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    subprotocols: Sequence[str] = (),
+    timeout: float = 10.0,
+    max_message_size: int = MAX_MESSAGE_BYTES,
+) -> WebSocket:
+    """Open a client connection to a ``ws://`` URL within ``timeout`` seconds.
+
+    HandshakeFailed names the peer (without its query, which may hold a key) and why.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "ws":
+        raise HandshakeFailed(f"{_peer(url)}: only ws:// URLs are supported here, got {parts.scheme!r}")
+    host, port = parts.hostname or "", parts.port or 80
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    key = base64.b64encode(os.urandom(16))
+    request_headers = [
+        ("Host", parts.netloc),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key.decode("ascii")),
+        ("Sec-WebSocket-Version", "13"),
+        *headers,
+    ]
+    if subprotocols:
+        request_headers.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+    with trio.move_on_after(timeout) as scope:
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+        except OSError as exc:
+            raise HandshakeFailed(f"{_peer(url)}: {exc.strerror or exc}") from None
+        try:
+            return await _client_handshake(stream, url, target, request_headers, key, max_message_size)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            raise
+    assert scope.cancelled_caught
+    raise HandshakeFailed(f"{_peer(url)}: no answer to the opening handshake within {timeout:g} s")
+
+
+async def _client_handshake(
+    stream: trio.SocketStream,
+    url: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    key: bytes,
+    max_message_size: int,
+) -> WebSocket:
+    http = h11.Connection(h11.CLIENT)
+    await stream.send_all(http.send(h11.Request(method="GET", target=target, headers=headers)))
+    while True:
+        event = http.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(RECEIVE_BYTES)
+            if not data:
+                raise HandshakeFailed(f"{_peer(url)}: the connection closed during the opening handshake")
+            http.receive_data(data)
+            continue
+        if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+            answer = _headers(event.headers)
+            if answer.get("sec-websocket-accept", "").encode("ascii") != generate_accept_token(key):
+                raise HandshakeFailed(f"{_peer(url)}: the server's Sec-WebSocket-Accept is wrong")
+            trailing, _ = http.trailing_data
+            connection = Connection(ConnectionType.CLIENT, trailing_data=trailing)
+            subprotocol = answer.get("sec-websocket-protocol")
+            return WebSocket(stream, connection, subprotocol=subprotocol, max_message_size=max_message_size)
+        if isinstance(event, h11.Response):
+            raise HandshakeFailed(f"{_peer(url)}: refused with HTTP {event.status_code}", event.status_code)
+        raise HandshakeFailed(f"{_peer(url)}: unexpected answer to the opening handshake")
+
+
+def _peer(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"

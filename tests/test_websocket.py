@@ -1,0 +1,165 @@
+"""The lean WebSocket and the one-port HTTP server, checked against an independent peer.
+
+The peer is the ``websockets`` library (its synchronous client, in a thread), so neither side
+of a handshake or a frame is checked only against our own code.
+"""
+
+from __future__ import annotations
+
+import socket as stdlib_socket
+
+import pytest
+import trio
+from websockets.exceptions import ConnectionClosed as PeerClosed
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as peer_connect
+
+from rtstream import websocket
+from rtstream.httpserver import Request, Response, Upgrade, bound_port, open_listener, serve
+
+TIMEOUT = 10
+
+
+async def echo(ws: websocket.WebSocket) -> None:
+    """Echo every message until the peer closes."""
+    try:
+        while True:
+            await ws.send(await ws.receive())
+    except websocket.ConnectionClosed:
+        pass
+
+
+async def route(request: Request) -> Response | Upgrade:
+    if request.path == "/echo":
+        return Upgrade(echo, subprotocols=("audio.jambonz.org",), max_message_size=4096)
+    if request.path == "/busy":
+        return Response.text(503, "full")
+    if request.path == "/form":
+        return Response.text(200, ",".join(f"{k}={v[0]}" for k, v in sorted(request.form.items())))
+    return Response.text(404)
+
+
+async def start_server(nursery: trio.Nursery) -> int:
+    listener = await open_listener("127.0.0.1", 0)
+    port = bound_port(listener)
+    await nursery.start(lambda task_status: serve([listener], route, handler_nursery=nursery, task_status=task_status))
+    return port
+
+
+async def test_independent_client_echoes_text_and_binary_and_closes_cleanly() -> None:
+    def dial(port: int) -> tuple[object, object, object, int | None]:
+        with peer_connect(f"ws://127.0.0.1:{port}/echo", subprotocols=["audio.jambonz.org"]) as peer:
+            peer.send("hello")
+            text = peer.recv()
+            peer.send(b"\x00\x01" * 100)
+            binary = peer.recv()
+            chosen = peer.subprotocol
+        return text, binary, chosen, peer.close_code
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery)
+            text, binary, chosen, code = await trio.to_thread.run_sync(dial, port)
+            nursery.cancel_scope.cancel()
+    assert (text, binary, chosen, code) == ("hello", b"\x00\x01" * 100, "audio.jambonz.org", 1000)
+
+
+async def test_an_oversize_message_closes_with_1009() -> None:
+    def dial(port: int) -> int | None:
+        with peer_connect(f"ws://127.0.0.1:{port}/echo") as peer:
+            peer.send(b"x" * 5000)
+            with pytest.raises(PeerClosed):
+                peer.recv()
+        return peer.close_code
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery)
+            code = await trio.to_thread.run_sync(dial, port)
+            nursery.cancel_scope.cancel()
+    assert code == 1009
+
+
+async def test_a_refused_upgrade_gets_the_routes_status_before_any_websocket() -> None:
+    def dial(port: int) -> int:
+        with pytest.raises(InvalidStatus) as refused:
+            peer_connect(f"ws://127.0.0.1:{port}/busy")
+        return refused.value.response.status_code
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery)
+            status = await trio.to_thread.run_sync(dial, port)
+            nursery.cancel_scope.cancel()
+    assert status == 503
+
+
+def _http(port: int, raw: bytes) -> bytes:
+    with stdlib_socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(raw)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def test_plain_http_routes_forms_and_rejects_garbage() -> None:
+    body = b"CallSid=CA1&From=%2B15550100"
+    form = (
+        b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery)
+            answer = await trio.to_thread.run_sync(_http, port, form)
+            missing = await trio.to_thread.run_sync(_http, port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+            garbage = await trio.to_thread.run_sync(_http, port, b"\x16\x03\x01 not http\r\n\r\n")
+            plain_on_ws = await trio.to_thread.run_sync(_http, port, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+            nursery.cancel_scope.cancel()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nCallSid=CA1,From=+15550100\n")
+    assert missing.startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert garbage.startswith(b"HTTP/1.1 400 ")
+    assert plain_on_ws.startswith(b"HTTP/1.1 426 ")
+
+
+async def test_our_client_against_our_server_and_a_refusal() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery)
+            ws = await websocket.connect(f"ws://127.0.0.1:{port}/echo?key=secret")
+            await ws.send_many(["a", b"b", "c"])
+            got = [await ws.receive() for _ in range(3)]
+            await ws.close()
+            with pytest.raises(websocket.HandshakeFailed, match=r"^ws://127\.0\.0\.1:\d+/busy: refused with HTTP 503$"):
+                await websocket.connect(f"ws://127.0.0.1:{port}/busy?key=secret")
+            nursery.cancel_scope.cancel()
+    assert got == ["a", b"b", "c"]
+    assert ws.closed == websocket.CloseReason(1000, "", local=True)
+
+
+async def test_a_peer_that_vanishes_reads_as_1006_at_the_server() -> None:
+    ended: list[websocket.CloseReason | None] = []
+    done = trio.Event()
+
+    async def record(ws: websocket.WebSocket) -> None:
+        with pytest.raises(websocket.ConnectionClosed):
+            await ws.receive()
+        ended.append(ws.closed)
+        done.set()
+
+    async def recording_route(request: Request) -> Response | Upgrade:
+        return Upgrade(record)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            listener = await open_listener("127.0.0.1", 0)
+            port = bound_port(listener)
+            await nursery.start(
+                lambda task_status: serve([listener], recording_route, handler_nursery=nursery, task_status=task_status)
+            )
+            ws = await websocket.connect(f"ws://127.0.0.1:{port}/")
+            await ws._stream.aclose()  # the transport drops with no Close frame
+            await done.wait()
+            nursery.cancel_scope.cancel()
+    assert ended == [websocket.CloseReason(1006, "connection lost")]
