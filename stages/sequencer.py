@@ -398,7 +398,6 @@ class Receiver(Reorderer):
         self._c["gaps"] += 1
 
 
-
 class _Receiver(CoreElement):
     """The receiver's element: the reorderer's counts in the stage's record."""
 

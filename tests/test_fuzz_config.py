@@ -119,6 +119,10 @@ def config_for(info: Any, params: dict[str, Any], files: dict[str, str], pipelin
         return table("[services.s]", {"type": info.name, **params}) + f"[pipelines.{name}]\n" + source + sink
     own = table(stage, {"type": info.name, **params})
     role = info.cls.role
+    if info.name == "pacer":  # it takes only frames of its frame_ms: a chunker before it cuts them
+        given = params.get("frame_ms")
+        ms = given if isinstance(given, int | float) and not isinstance(given, bool) else 60.0
+        convert += table(stage, {"type": "chunker", "frame_ms": ms})
     body = {"source": [own, sink], "filter": [source, convert, own, sink], "sink": [source, convert, own]}[role]
     return f"[pipelines.{name}]\n" + "".join(body)
 

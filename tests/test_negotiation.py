@@ -151,7 +151,7 @@ def test_a_union_allows_each_structure_and_not_their_product():
 
 def test_the_telephony_sink_no_longer_advertises_mulaw_at_24_khz():
     accepts = TelephonySink.accepts
-    assert str(accepts) == "pcm_s16le, 8000|16000|24000 Hz, mono; or pcm_mulaw 8000 Hz mono"
+    assert str(accepts) == "pcm_s16le, 8000|16000|24000 Hz, mono; or pcm_mulaw 8000 Hz mono; or pcm_alaw 8000 Hz mono"
     assert AudioFormat(S16, 24000) in accepts and AudioFormat(MULAW, 24000) not in accepts
 
 

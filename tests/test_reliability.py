@@ -25,9 +25,9 @@ from rtstream.params import ParamError, param, params_of, whole_samples
 from rtstream.pipeline import assemble, build_pipeline
 from rtstream.report import PipelineReport, RunReport, StageReport, format_text
 from rtstream.runner import RunControl, run_pipeline, watch_signals
-from rtstream.stage import Source
+from rtstream.stage import Sink, Source, run_core
 from rtstream.stats import BoundedCounter, Throughput
-from rtstream.testing import CollectingSink
+from rtstream.testing import CollectingSink, Collector
 
 # -- TOML depth ----------------------------------------------------------------------------------
 
@@ -338,6 +338,9 @@ class Chunks(Source):
     def output_caps(self, fmt_in):
         return Caps.of(PCM8K)
 
+    def open(self, fmt_in, fmt_out):
+        return self  # a test stage, its own element: what it keeps is the test's log
+
     async def run(self, tx, *, task_status=trio.TASK_STATUS_IGNORED):
         async with tx:
             task_status.started()
@@ -350,10 +353,19 @@ class Chunks(Source):
 
 
 @attrs.frozen(kw_only=True)
-class Judged(CollectingSink):
-    """A sink that says itself whether it delivered (the optional hook)."""
+class Judged(Sink):
+    """A sink whose element says itself whether it delivered (the optional hook); its own element."""
 
     says: bool | None = None
+
+    def open(self, fmt_in, fmt_out):
+        return self
+
+    async def run(self, rx, *, task_status=trio.TASK_STATUS_IGNORED):
+        await run_core(Collector(), rx, task_status=task_status)
+
+    def statistics(self):
+        return {}
 
     def delivered(self):
         return self.says
@@ -402,7 +414,7 @@ def test_a_tts_that_never_sends_audio_fails_the_run(tmp_path):
     )
     result = CliRunner().invoke(main, ["run", str(config)])
     assert result.exit_code == 1
-    assert result.output.startswith("pipeline 'a' failed after 0.2") and result.output.splitlines()[0].endswith(
+    assert result.stdout.startswith("pipeline 'a' failed after 0.2") and result.stdout.splitlines()[0].endswith(
         ": pipeline 'a', nothing delivered: stage 1 (cartesia_tts) passed on no audio, so stage 2 (null_sink) got none"
     )
 

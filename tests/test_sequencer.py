@@ -52,7 +52,9 @@ def test_sender_numbers_stamps_and_flags():
 def test_sender_retransmission_keeps_its_number():
     core = Stamper()
     first = pcm_chunk(160, pts=0, utterance="a", seed=1)
-    out = push_all(core, [first, pcm_chunk(160, pts=160, utterance="a"), first, pcm_chunk(160, pts=-999, utterance="a")])
+    out = push_all(
+        core, [first, pcm_chunk(160, pts=160, utterance="a"), first, pcm_chunk(160, pts=-999, utterance="a")]
+    )
     cs = chunks(out)
     assert [c.seq for c in cs] == [0, 1, 0]
     assert cs[2].flags & ChunkFlags.RETRANSMIT and cs[2].pts == 0
@@ -163,8 +165,8 @@ def passed(seqs, *, window=3, unit="packets", size=160):
     core = Receiver(window=window, unit=unit)
     out = []
     for i, s in enumerate(seqs):
-        out += core.put(pcm_chunk(size, pts=s * size, seq=s), float(i))
-    return out + core.flush(), core
+        out += core.push(pcm_chunk(size, pts=s * size, seq=s), float(i))
+    return out + core.end(), core
 
 
 @settings(max_examples=60, deadline=None)

@@ -97,9 +97,7 @@ class JitterStatistics:
         help="Samples of the timeline given up: concealed in place of audio that never came in time."
     )
     merges: int = stat(help="Concealments and skips joined to the audio after them with a cross-fade.")
-    prebuffers: int = stat(
-        help="Times playout had to gather audio before starting (the stream's start, after idle)."
-    )
+    prebuffers: int = stat(help="Times playout had to gather audio before starting (the stream's start, after idle).")
     resyncs: int = stat(help="Jumps in pts that re-anchored the timeline (a restarted sender).")
     catch_ups: int = stat(
         help="Inbound: stale audio dropped at once after a stall, rather than drained (drops.catch_up)."
