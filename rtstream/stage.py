@@ -273,6 +273,11 @@ class Source(Stage):
 
     role = "source"
 
+    stoppable: ClassVar[bool] = True
+    """A stop of the run (Ctrl-C, SIGTERM, a caller hanging up) cuts the source short. A source
+    whose stream ends with its peer's (``telephony_in``, ended by the provider's stop) says
+    False: it drains what the peer sent, and only the grace period's end cancels it."""
+
 
 class Filter(Stage):
     """A stage between two others: its element runs ``run(rx, tx, *, task_status)``."""
