@@ -125,7 +125,11 @@ class Dialer:
                 await ws.close(NORMAL if call.ended else GOING_AWAY, call.hangup or "going away")
             closed = ws.closed
             assert closed is not None
-            call.close = {"code": closed.code, "by": "caller" if closed.local else "server", "reason": closed.reason}
+            call.close = {
+                "code": int(closed.code),
+                "by": "caller" if closed.local else "server",
+                "reason": closed.reason,
+            }
         call.finish("completed" if call.script_done else "server_closed", call.close)
 
     async def _converse(self, ws: WebSocket, call: CallerCall, writer: WavWriter | None) -> None:
@@ -169,7 +173,7 @@ class Dialer:
     def _fold(self, call: CallerCall) -> None:
         report = call.report()
         self._totals.add(report)
-        if len(self._kept) < self.settings.report_calls:
+        if call.number <= self.settings.report_calls:
             self._kept.append(report)
 
     def report(self) -> dict[str, Any]:
@@ -197,7 +201,7 @@ class Dialer:
             "gaps": {"count": t.sums["gaps"], "total_ms": t.sums["gap_ms"], "max_ms": t.max_gap_ms},
             "first_audio_ms": attrs.asdict(t.first_audio.summary(scale=1000)),
             "sent": {key: t.sums["sent_" + key] for key in SENT_KEYS},
-            "per_call": list(self._kept),
+            "per_call": sorted(self._kept, key=lambda r: r["call"]),
         }
 
 

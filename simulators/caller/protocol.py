@@ -113,7 +113,11 @@ class CallerSettings(TelephonySettings):
         help="What the caller says when no audio file is given (synthesized speech).",
     )
     speak_at: float = param(0.5, min=0, max=86_400, unit="s", help="When the caller starts speaking; silence around.")
-    dtmf: str = param("", max_length=100, help="DTMF digits the caller presses (0-9, *, #, A-D); empty for none.")
+    dtmf: str = param(
+        "",
+        max_length=100,
+        help="DTMF digits the caller presses (0-9, *, #, A-D); empty for none. Quote digits in TOML: '\"12\"'.",
+    )
     dtmf_at: float = param(1.0, min=0, max=86_400, unit="s", help="When the first digit is pressed.")
     dtmf_interval: float = param(0.25, min=0, max=60, unit="s", help="Time between digits.")
     parameters: tuple[str, ...] = param(
