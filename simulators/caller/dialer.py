@@ -10,6 +10,7 @@ Only the first ``report_calls`` reports are kept one by one, so a long run holds
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections import Counter
@@ -26,6 +27,8 @@ from rtstream.wavfile import WavWriter, read_wav
 from rtstream.websocket import GOING_AWAY, NORMAL, ConnectionClosed, HandshakeFailed, WebSocket, connect
 
 from .protocol import CallerCall, CallerSettings, Hangup, speech_bytes
+
+log = logging.getLogger(__name__)
 
 SENT_KEYS = ("frames", "seconds", "dtmf", "dropped", "duplicated", "reordered")
 
@@ -48,6 +51,7 @@ class _Totals:
         self.errors: Counter[str] = Counter()
         self.sums: Counter[str] = Counter()
         self.max_drift_ms = self.max_gap_ms = 0.0
+        self.underrun_ms: float | None = None
         self.first_audio = Quantiles(resolution=1e-6)
 
     def add(self, report: dict[str, Any]) -> None:
@@ -65,6 +69,8 @@ class _Totals:
         self.max_drift_ms = max(self.max_drift_ms, report["drift_ms"]["max"])
         if report["first_audio_ms"] is not None:
             self.first_audio.add(report["first_audio_ms"] / 1000)
+        if report["in_utterance_underrun_ms"] is not None:
+            self.underrun_ms = (self.underrun_ms or 0.0) + report["in_utterance_underrun_ms"]
 
 
 class Dialer:
@@ -98,10 +104,10 @@ class Dialer:
             with trio.move_on_after(s.call_timeout) as deadline:
                 await self._dial(call)
             if deadline.cancelled_caught:
-                call.finish("timeout", call.close)
+                call.finish("timeout")
         finally:
             if call.outcome is None:
-                call.finish("cancelled", call.close)
+                call.finish("cancelled")
             self.active -= 1
             self._fold(call)
 
@@ -125,12 +131,8 @@ class Dialer:
                 await ws.close(NORMAL if call.ended else GOING_AWAY, call.hangup or "going away")
             closed = ws.closed
             assert closed is not None
-            call.close = {
-                "code": int(closed.code),
-                "by": "caller" if closed.local else "server",
-                "reason": closed.reason,
-            }
-        call.finish("completed" if call.script_done else "server_closed", call.close)
+            call.record_close(int(closed.code), "caller" if closed.local else "server", closed.reason)
+        call.finish("completed" if call.script_done else "server_closed")
 
     async def _converse(self, ws: WebSocket, call: CallerCall, writer: WavWriter | None) -> None:
         """Run ``call`` on ``ws`` until the caller hangs up or the server closes."""
@@ -172,16 +174,32 @@ class Dialer:
 
     def _fold(self, call: CallerCall) -> None:
         report = call.report()
+        if report["outcome"] != "completed" or report["errors"] or report["wrong_size"]:
+            log.warning(
+                "caller call %d to %s: %s, close %s, bad messages %s, wrong-size frames %d",
+                call.number,
+                _shown(self.settings.url),
+                report["outcome"],
+                report["close"],
+                report["errors"],
+                report["wrong_size"],
+            )
         self._totals.add(report)
         if call.number <= self.settings.report_calls:
             self._kept.append(report)
 
     def report(self) -> dict[str, Any]:
-        """Calls placed, completed and failed by reason; the bot's audio across every call; the kept calls."""
+        """Calls placed, completed and failed by reason; the bot's audio across every call; the kept calls.
+
+        ``failed`` counts each outcome but ``completed``: ``http_NNN`` (refused before the
+        upgrade), ``unreachable``, ``timeout``, ``server_closed`` (before the caller's script
+        ran out), ``cancelled``. ``close_codes`` counts the calls by their close code;
+        ``deviation_ms`` and ``first_audio_ms`` are percentiles over every call's values;
+        ``in_utterance_underrun_ms`` sums the calls that can tell (see :meth:`CallerCall.report`).
+        """
         s, t = self.settings, self._totals
-        url = urlsplit(s.url)
         return {
-            "url": f"{url.scheme}://{url.netloc}{url.path}",
+            "url": _shown(s.url),
             "protocol": s.protocol,
             "format": str(s.format),
             "placed": self.placed,
@@ -199,10 +217,17 @@ class Dialer:
             "deviation_ms": attrs.asdict(self.deviations.summary(scale=1000)),
             "max_drift_ms": t.max_drift_ms,
             "gaps": {"count": t.sums["gaps"], "total_ms": t.sums["gap_ms"], "max_ms": t.max_gap_ms},
+            "in_utterance_underrun_ms": t.underrun_ms,
             "first_audio_ms": attrs.asdict(t.first_audio.summary(scale=1000)),
             "sent": {key: t.sums["sent_" + key] for key in SENT_KEYS},
             "per_call": sorted(self._kept, key=lambda r: r["call"]),
         }
+
+
+def _shown(url: str) -> str:
+    """A URL without its query, which may hold a key."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 class _Wake:
@@ -210,7 +235,7 @@ class _Wake:
 
     def __init__(self) -> None:
         self._event = trio.Event()
-        self._until = math.inf
+        self._until = -math.inf  # awake
 
     def maybe(self, due: float | None) -> None:
         if due is not None and due < self._until:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import deque
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -284,8 +283,11 @@ class CallerCall:
         fmt = settings.format
         self._speech = speech
         self._speech_at = round(settings.speak_at * fmt.sample_rate) * fmt.frame_bytes
-        self._silence = bytes([int(fmt.encoding.silence)]) * settings.send_frame_bytes
-        self._frame_ms = settings.send_period * 1000
+        self._frame_bytes = settings.send_frame_bytes  # the settings compute these exactly, slowly: once per call
+        self._period = settings.send_period
+        self._frames = settings.send_frames
+        self._silence = bytes([int(fmt.encoding.silence)]) * self._frame_bytes
+        self._frame_ms = self._period * 1000
         self._timestamp_origin = unix_ms if settings.protocol in UNIX_TIMESTAMPS else 0
         seed = int(hashlib.sha256(f"{settings.seed}:{number}:netem".encode()).hexdigest()[:16], 16)
         self.netem = NetEm(settings.impairments(hangup=hangup), seed)
@@ -321,10 +323,10 @@ class CallerCall:
 
     def _frame_time(self, n: int) -> float:
         assert self._t0 is not None
-        return self._t0 + (n + 1) * self.settings.send_period
+        return self._t0 + (n + 1) * self._period
 
     def _frame(self, n: int) -> bytes:
-        size = self.settings.send_frame_bytes
+        size = self._frame_bytes
         offset = n * size - self._speech_at
         if offset + size <= 0 or offset >= len(self._speech):
             return self._silence
@@ -334,7 +336,7 @@ class CallerCall:
 
     def _push_due(self, now: float) -> None:
         """Push into the network, in time order, what the caller has said by ``now``."""
-        frames = self.settings.send_frames
+        frames = self._frames
         while not self._stop_pushed and not self._bot_hangup and not self.netem.disconnected:
             t_frame = self._frame_time(self._next_frame) if self._next_frame < frames else math.inf
             t_dtmf = self._dtmf[0][0] if self._dtmf else math.inf
@@ -400,7 +402,7 @@ class CallerCall:
             return None
         times = [self._end_at, self.netem.next_due()]
         if not self._stop_pushed and not self._bot_hangup and not self.netem.disconnected:
-            frames = self.settings.send_frames
+            frames = self._frames
             times.append(self._frame_time(min(self._next_frame, frames - 1)))
             times.append(self._dtmf[0][0] if self._dtmf else None)
             times.append(self.checker.next_due())
@@ -418,18 +420,28 @@ class CallerCall:
 
     # -- the end -------------------------------------------------------------------------------
 
-    def finish(self, outcome: str, close: Mapping[str, Any] | None = None) -> None:
-        """Record how the call ended: ``completed`` or why it failed, and the close (code, by whom, reason)."""
+    def record_close(self, code: int, by: str, reason: str) -> None:
+        """How the connection closed: its close code, who closed it (``caller``, ``server``) and why."""
+        self.close = {"code": code, "by": by, "reason": reason}
+
+    def finish(self, outcome: str) -> None:
+        """How the call ended: ``completed`` (its script ran out) or why not (``http_503``, ``timeout``...)."""
         self.outcome = outcome
-        self.close = None if close is None else dict(close)
 
     def report(self) -> dict[str, Any]:
-        """The checker's report of the bot's audio, with the caller's side and the call's end."""
+        """The checker's report of the bot's audio, with the caller's side and the call's end.
+
+        Beside the checker's keys (frames, seconds, wrong_size, errors by reason, marks,
+        marks_echoed, clears, deviation_ms, drift_ms, gaps): ``outcome``; ``close`` (code, by,
+        reason; None if never connected); ``hangup`` (why the caller closed); ``first_audio_ms``
+        (connection to the bot's first audio); ``in_utterance_underrun_ms`` (gaps inside
+        segments a mark ends; None when no mark came, as a pause cannot be told from a gap);
+        ``sent``: media messages written, the seconds of caller audio said, DTMF, whether stop
+        went out, and what the network dropped, duplicated, reordered and stalled.
+        """
         s = self.settings
         checked = self.checker.report()
-        fmt = s.format
         net = self.netem.statistics()
-        sent_samples = self.sent_frames * s.send_frame_bytes // fmt.frame_bytes
         return {
             **checked,
             "outcome": self.outcome,
@@ -439,7 +451,7 @@ class CallerCall:
             "in_utterance_underrun_ms": checked["gaps"]["total_ms"] if self.checker.marks else None,
             "sent": {
                 "frames": self.sent_frames,
-                "seconds": sent_samples / fmt.sample_rate,
+                "seconds": self._next_frame * self._period,
                 "dtmf": self.sent_dtmf,
                 "stop": self.stop_sent,
                 "dropped": net.dropped,
