@@ -36,6 +36,7 @@ from rtstream.signatures import plivo_v3_valid, twilio_valid
 from rtstream.simulators.caller import CallerCall, CallerSettings, Dialer, Hangup
 from rtstream.simulators.caller.dialer import load_speech
 from rtstream.simulators.services import CallerService, TelephonyService
+from rtstream.simulators.telephony.protocol import MAX_PENDING_MARKS
 from rtstream.wavfile import read_wav
 from rtstream.wire import RemoteProtocolError
 from rtstream.wire.telephony import (
@@ -451,7 +452,7 @@ def test_plivo_signs_with_a_nonce():
         ({"protocol": "exotel", "auth_token": "t"}, r"^auth_token: exotel does not sign its streams; signing: "),
         ({"url": "wss://example.com/x"}, r"^url: the dialer speaks ws:// only"),
         ({"parameters": ["novalue"]}, r"^parameters: each must be NAME=VALUE, got 'novalue'$"),
-        ({"headers": ["NoColon"]}, r"^headers: each must be 'Name: value' on one line"),
+        ({"headers": ["A: b", "NoColon"]}, r"^headers: each must be 'Name: value' on one line; item 2 is not$"),
         ({"send_frame_ms": 0.01}, r"^send_frame_ms: 0.01 ms at 8000 Hz is 0.08 samples"),
         ({"record": "x-{number}.wav"}, r"^record: only \{call\} may stand in braces"),
     ],
@@ -595,3 +596,16 @@ def test_rtstream_simulate_caller_refuses_bad_settings():
 def test_the_caller_service_dials():
     assert CallerService.dials and not TelephonyService.dials
     assert CallerService.info.name == "caller"
+
+
+def test_marks_waiting_to_play_are_bounded():
+    call = CallerCall(settings("ws://127.0.0.1:1/x"), 1, b"")
+    call.open(0.0)
+    side = PROTOCOLS["twilio"].bridge(ULAW)
+    side.receive(call.checker.opening()[1])  # the bridge learns the stream id
+    audio = side.send(SendMedia(tone(ULAW, 8000)))  # one second, so every mark waits for it
+    call.receive(audio, 0.0)
+    for n in range(MAX_PENDING_MARKS + 3):
+        call.receive(side.send(SendMark(f"m{n}")), 0.0)
+    report = call.report()
+    assert report["marks"] == MAX_PENDING_MARKS + 3 and report["errors"] == {"too_many_marks": 3}

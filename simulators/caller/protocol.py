@@ -70,7 +70,8 @@ class _Sent:
 
 @attrs.frozen
 class Hangup:
-    """Close the connection here: ``reason`` is ``hangup`` (mid-call, no stop) or ``stopped`` (after stop)."""
+    """Close the connection here, for ``reason``: ``stopped`` (after stop), or a hang-up without stop
+    (``hangup``: ``hangup_after`` into the call; ``bot_frames``: after ``disconnect_after`` of the bot's frames)."""
 
     reason: str
 
@@ -123,7 +124,11 @@ class CallerSettings(TelephonySettings):
         (), type=(str,), max_items=100, help="Custom parameters of the start message, each NAME=VALUE."
     )
     headers: tuple[str, ...] = param(
-        (), type=(str,), max_items=50, help="Extra headers of the WebSocket upgrade, each 'Name: value'."
+        (),
+        type=(str,),
+        max_items=50,
+        secret=True,
+        help="Extra headers of the WebSocket upgrade, each 'Name: value' (secret: they may carry credentials).",
     )
     auth_token: str | None = param(
         type=str,
@@ -191,10 +196,10 @@ class CallerSettings(TelephonySettings):
         for item in self.parameters:
             if "=" not in item or not item.partition("=")[0]:
                 raise ParamError("parameters", f"each must be NAME=VALUE, got {item!r}")
-        for item in self.headers:
+        for i, item in enumerate(self.headers, 1):
             name, sep, _ = item.partition(":")
             if not sep or not name.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in item):
-                raise ParamError("headers", f"each must be 'Name: value' on one line, got {item!r}")
+                raise ParamError("headers", f"each must be 'Name: value' on one line; item {i} is not")
         if self.auth_token is not None and self.protocol not in SIGNERS:
             raise ParamError("auth_token", f"{self.protocol} does not sign its streams; signing: {', '.join(SIGNERS)}")
         if self.record is not None:
@@ -439,7 +444,6 @@ class CallerCall:
         ``sent``: media messages written, the seconds of caller audio said, DTMF, whether stop
         went out, and what the network dropped, duplicated, reordered and stalled.
         """
-        s = self.settings
         checked = self.checker.report()
         net = self.netem.statistics()
         return {
