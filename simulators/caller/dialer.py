@@ -117,7 +117,7 @@ class Dialer:
             ws = await connect(
                 s.url,
                 headers=s.upgrade_headers(call.number),
-                subprotocols=() if s.subprotocol is None else (s.subprotocol,),
+                subprotocols=s.subprotocols,
                 timeout=s.connect_timeout,
             )
         except HandshakeFailed as exc:

@@ -137,7 +137,10 @@ class CallerSettings(TelephonySettings):
         help="Sign the upgrade as the provider does (twilio: X-Twilio-Signature, plivo: V3); none: unsigned.",
     )
     subprotocol: str | None = param(
-        type=str, optional=True, kind="header", help="WebSocket subprotocol to ask for; none asks for none."
+        type=str,
+        optional=True,
+        kind="header",
+        help="WebSocket subprotocol to ask for; none: the protocol's own (jambonz: audio.jambonz.org), if any.",
     )
     hangup_after: float | None = param(
         type=float,
@@ -221,6 +224,12 @@ class CallerSettings(TelephonySettings):
     def send_frames(self) -> int:
         """Media messages per call: ``duration`` rounded up to whole frames."""
         return max(1, math.ceil(round(self.duration / self.send_period, 9)))
+
+    @property
+    def subprotocols(self) -> tuple[str, ...]:
+        """What the upgrade asks for: the subprotocol set, else the protocol's own."""
+        chosen = self.subprotocol or WIRE[self.protocol].subprotocol
+        return () if chosen is None else (chosen,)
 
     @property
     def call_timeout(self) -> float:
@@ -307,6 +316,8 @@ class CallerCall:
         """Why the caller closed the connection (``hangup``, ``bot_frames``, ``stopped``), None if it did not."""
         self.sent_frames = self.sent_dtmf = 0
         self.stop_sent = False
+        """A stop message went out (streams without one end by closing)."""
+        self._said_all = False
         self.first_audio: float | None = None
         self.outcome: str | None = None
         self.close: dict[str, Any] | None = None
@@ -323,8 +334,8 @@ class CallerCall:
 
     @property
     def script_done(self) -> bool:
-        """The call ran its course: its stop went out, or it hung up as planned."""
-        return self.stop_sent or self.hangup in ("hangup", "bot_frames")
+        """The call ran its course: its audio (and stop, where there is one) went out, or it hung up as planned."""
+        return self._said_all or self.hangup in ("hangup", "bot_frames")
 
     def _frame_time(self, n: int) -> float:
         assert self._t0 is not None
@@ -387,7 +398,8 @@ class CallerCall:
             elif item.kind == "dtmf":
                 self.sent_dtmf += 1
             elif item.kind == "stop":
-                self.stop_sent = True
+                self._said_all = True
+                self.stop_sent = item.message is not None
                 self._end_at = now + (0.0 if item.message is None else self.settings.linger)
             if item.message is not None:
                 out.append(item.message)

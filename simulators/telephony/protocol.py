@@ -109,10 +109,17 @@ class TelephonySettings:
 
     @property
     def chunk_rule(self) -> ChunkRule | None:
-        """The chunk rule checked in place of a frame size (Exotel's, unless frame_ms is set)."""
-        if self.frame_ms is not None or WIRE[self.protocol].chunk_rule is None:
+        """The chunk rule checked in place of a frame size, unless frame_ms is set.
+
+        Exotel's rule in bytes comes from the exotel_* settings; a rule in milliseconds
+        (Telnyx, Vonage) is the protocol's own, in this stream's format.
+        """
+        wire = WIRE[self.protocol]
+        if self.frame_ms is not None or wire.chunk_rule is None:
             return None
-        return ChunkRule(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes)
+        if isinstance(wire.chunk_rule, ChunkRule):
+            return ChunkRule(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes)
+        return wire.chunk_rule_for(self.format)
 
 
 class TelephonyCall:
