@@ -69,8 +69,8 @@ class TurnRecord:
     began: float
     spoke: float = 0.0
     """Seconds of speech."""
-    finished: float | None = None
-    """The end of its speech and digits (when it started waiting)."""
+    said: float | None = None
+    """The end of its speech (its last digit for a turn of digits only): turn latency counts from here."""
     reply: Reply | None = None
     outcome: str = "speaking"
     """``speaking``, ``waiting``, ``replied``, ``no_reply`` (none within the timeout), ``hung_up``."""
@@ -179,10 +179,9 @@ class Conversation:
                 self._reply.onset = onset
         for k, digit in enumerate(turn.dtmf):
             self.dtmf.append((end + k * self._dtmf_interval, digit))
-        if turn.dtmf:
-            end += (len(turn.dtmf) - 1) * self._dtmf_interval
-        record.finished = end
-        self._phase_until = end
+        finished = end + max(0, len(turn.dtmf) - 1) * self._dtmf_interval
+        record.said = end if turn.speaks else finished
+        self._phase_until = finished  # then it waits, or goes on
 
     def _phase_due(self, at: float) -> None:
         """The current turn's phase ends at ``at``: it finished speaking, timed out, or interrupts."""
@@ -294,8 +293,8 @@ class Conversation:
         reply = record.reply
         if reply is None:
             return out
-        if not self.turns[record.number - 1].listens and record.finished is not None:
-            out["latency_ms"] = (reply.first - record.finished) * 1000
+        if not self.turns[record.number - 1].listens and record.said is not None:
+            out["latency_ms"] = (reply.first - record.said) * 1000
         out["reply_ms"] = reply.heard * 1000
         if reply.onset is not None:
             out["barge_in_ms"] = (reply.last_end - reply.onset) * 1000
