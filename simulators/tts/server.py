@@ -92,7 +92,7 @@ class SpeechServer:
             elif name == "network":
                 for net_name, net_value in attrs.asdict(value).items():
                     totals[f"net_{net_name}"] += int(net_value)
-            elif isinstance(value, int | float) and not isinstance(value, bool):
+            elif isinstance(value, int) and not isinstance(value, bool):
                 totals[name] += value
 
     async def wait_idle(self) -> None:
