@@ -92,10 +92,19 @@ class DeepgramDialect(Dialect):
         return self.add(context, text, now) if text else []
 
     def add(self, context: str, text: str, now: float) -> list[Message]:
-        messages: list[Message] = [self._wire.send(Speak(text))]
-        self._words += len(text.split())
-        if text.rstrip().endswith(_SENTENCE_END) and self._budget.left(now) > SPARE_FLUSHES:
-            messages += self._flush(context, now, end=False)
+        """Speak the text, a sentence a message, each flushed while the budget has more than its spare."""
+        messages: list[Message] = []
+        sentence: list[str] = []
+        for word in text.split():
+            sentence.append(word)
+            if word.endswith(_SENTENCE_END) and self._budget.left(now) > SPARE_FLUSHES:
+                messages.append(self._wire.send(Speak(" ".join(sentence) + " ")))
+                self._words += len(sentence)
+                sentence = []
+                messages += self._flush(context, now, end=False)
+        if sentence:
+            messages.append(self._wire.send(Speak(" ".join(sentence) + " ")))
+            self._words += len(sentence)
         return messages
 
     def _flush(self, context: str, now: float, *, end: bool) -> list[Message]:

@@ -203,6 +203,8 @@ class Speech:
         self._context_start = 0.0
         self._context_samples = 0
         self._word_ends: list[float] = []
+        self._unheard: list[Word] = []
+        """Timed words whose audio has not all arrived: their WordTimings wait for it (a resume may re-time them)."""
         self._reached = 0
         """Words of the current context known to be fully heard without timings (:class:`Reached`)."""
         self._reached_at = 0.0
@@ -295,6 +297,7 @@ class Speech:
         self._context_start = self.seconds
         self._context_samples = 0
         self._word_ends = []
+        self._unheard = []
         self._reached = 0
         self._reached_at = 0.0
 
@@ -323,15 +326,22 @@ class Speech:
         self.pts += len(samples)
         self._context_samples += len(samples)
         counts.samples += len(samples)
-        return [frame]
+        return [frame, *self._heard_words()]
+
+    def _heard_words(self, everything: bool = False) -> list[Frame]:
+        """WordTimings for the timed words whose audio has now all arrived."""
+        heard_until = self.seconds + 1e-9
+        cut = len(self._unheard) if everything else sum(1 for w in self._unheard if w.end <= heard_until)
+        words, self._unheard = self._unheard[:cut], self._unheard[cut:]
+        self._counts.word_timings += len(words)
+        return [WordTimings(self.utterance, words)] if words else []  # type: ignore[arg-type]  # converter=tuple
 
     def _timed_words(self, timed: Timed, now: float) -> list[Frame]:
         self._timed = True
         offset = self._context_start
-        words = [Word(text, offset + start, offset + end) for text, start, end in timed.words]
+        self._unheard += [Word(text, offset + start, offset + end) for text, start, end in timed.words]
         self._word_ends += [end for _, _, end in timed.words]
-        self._counts.word_timings += len(words)
-        return [WordTimings(self.utterance, words)] if words else []  # type: ignore[arg-type]  # converter=tuple
+        return self._heard_words()
 
     def _reached_words(self, reached: Reached, now: float) -> list[Frame]:
         self._reached = reached.words
@@ -344,8 +354,9 @@ class Speech:
 
     def _finished(self, finished: Finished, now: float) -> list[Frame]:
         self.context_done = True
+        frames = self._heard_words(everything=True)
         self._next_context()
-        return []
+        return frames
 
     def _failed(self, failed: Failed, now: float) -> list[Frame]:
         self.error = failed.code
@@ -563,10 +574,16 @@ class StreamingTTS(Source, Filter):
                     if not started:
                         task_status.started()
                         started = True
+                    lost: ConnectionClosed | trio.TooSlowError | None = None
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(_read, ws, connection, events_tx.clone())
-                        done = await self._session(ws, connection, state, tx, events, backoff)
+                        try:
+                            done = await self._session(ws, connection, state, tx, events, backoff)
+                        except (ConnectionClosed, trio.TooSlowError) as exc:
+                            lost = exc  # raised below, outside the nursery (which would group it)
                         nursery.cancel_scope.cancel()
+                    if lost is not None:
+                        raise lost
                     if done:
                         return
                     continue  # stream-input: a new connection for the next utterance
