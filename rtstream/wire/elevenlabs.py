@@ -22,7 +22,7 @@ import base64
 import json
 from collections.abc import Iterable
 from typing import Any, TypeAlias
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import attrs
 
@@ -102,7 +102,7 @@ def read_handshake(target: str, headers: Iterable[tuple[bytes, bytes]]) -> Hands
             key = value.decode("latin-1")
         elif name.lower() == b"authorization" and value[:7].lower() == b"bearer ":
             key = value[7:].decode("latin-1").strip()
-    return Handshake(parts[3] == "multi-stream-input", parts[2], query, key)
+    return Handshake(parts[3] == "multi-stream-input", unquote(parts[2]), query, key)
 
 
 # -- messages ----------------------------------------------------------------------------------------
