@@ -4,7 +4,6 @@ import base64
 import json
 
 import numpy as np
-import pytest
 
 from rtstream.frames import AudioFormat
 from rtstream.simulators.speech import synthesize
@@ -188,7 +187,7 @@ def test_elevenlabs_stream_input_ends_with_empty_text_and_closes():
 
 def aura(**kw):
     settings = DeepgramSettings(**{"rtf": 0, "first_byte_latency": 0, **kw})
-    return DeepgramSession(settings, fmt=PCM16, model="aura-2-thalia-en", request_id="r")
+    return DeepgramSession(settings, fmt=PCM16, model="aura-2-thalia-en", request_id="r", seed=settings.seed)
 
 
 def test_deepgram_speaks_sentences_as_they_end_and_the_rest_on_flush():
