@@ -417,8 +417,9 @@ def read_lines(path: str) -> tuple[str, ...]:
             continue
         try:
             strip_tags(utterance)
-        except MarkupError as exc:
-            raise ParamError("transcript_file", f"{path} line {number}: {exc}") from None
+        except MarkupError as exc:  # the position within the line as written
+            at = MarkupError(exc.message, exc.tag, exc.position + len(line) - len(line.lstrip()))
+            raise ParamError("transcript_file", f"{path} line {number}: {at}") from None
         lines.append(utterance)
     return tuple(lines)
 
@@ -710,7 +711,13 @@ class StreamingTTS(Source, Filter):
         except RemoteProtocolError as exc:
             self._counts.malformed[exc.reason] += 1
             if self._counts.malformed[exc.reason] == 1:
-                log.warning("%s: malformed message (%s, counted from now on): %.80r", self.name, exc.reason, message)
+                log.warning(
+                    "%s: malformed message from %s (%s, counted from now on): %.80r",
+                    self.name,
+                    peer(self.endpoint_url(state.format)),
+                    exc.reason,
+                    message,
+                )
             return
         speech = state.speech
         if speech is None:

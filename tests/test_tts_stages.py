@@ -15,10 +15,11 @@ from rtstream.errors import StageFailed
 from rtstream.frames import AudioFormat, Clear, Gap, TextToken, UtteranceEnd, UtteranceStart, WordTimings
 from rtstream.params import ParamError
 from rtstream.simulators.speech import synthesize
-from rtstream.simulators.tts import audio_of, serve_tts
+from rtstream.simulators.tts import TtsServer, TtsSettings, audio_of, serve_tts
 from rtstream.simulators.tts.deepgram import DeepgramServer, DeepgramSettings
 from rtstream.simulators.tts.elevenlabs import ElevenLabsServer, ElevenLabsSettings
 from rtstream.simulators.tts.server import Refusal
+from rtstream.stages.cartesia import CartesiaTTS
 from rtstream.stages.deepgram import DeepgramTTS, FlushBudget
 from rtstream.stages.elevenlabs import ElevenLabsTTS
 from rtstream.testing import ScriptedSource, run_stage, run_stages
@@ -53,7 +54,12 @@ async def simulator(kind, vandal=(), **settings):
 
     With ``vandal``, its sessions slip those bad messages in before their audio messages.
     """
-    if kind == "elevenlabs":
+    path = ""
+    if kind == "cartesia":
+        config = TtsSettings(**{**FAST, **settings})
+        server = TtsServer(config, api_key=KEY)
+        path = "/tts/websocket"
+    elif kind == "elevenlabs":
         config = ElevenLabsSettings(**{**FAST, **settings})
         server = ElevenLabsServer(config, api_key=KEY)
     else:
@@ -69,12 +75,12 @@ async def simulator(kind, vandal=(), **settings):
         server.open = open_vandal
     async with trio.open_nursery() as nursery:
         port = await nursery.start(functools.partial(serve_tts, config, "127.0.0.1", 0, server=server))
-        yield f"ws://127.0.0.1:{port}", server
+        yield f"ws://127.0.0.1:{port}{path}", server
         nursery.cancel_scope.cancel()
 
 
 def stage(kind, url, **kw):
-    cls = ElevenLabsTTS if kind == "elevenlabs" else DeepgramTTS
+    cls = {"cartesia": CartesiaTTS, "elevenlabs": ElevenLabsTTS, "deepgram": DeepgramTTS}[kind]
     return cls(url=url, **{"api_key": KEY, "sample_rate": 16000, **QUICK, **kw})
 
 
@@ -88,12 +94,13 @@ def stats(out):
 
 
 BOTH = pytest.mark.parametrize("kind", ["elevenlabs", "deepgram"])
+ALL = pytest.mark.parametrize("kind", ["cartesia", "elevenlabs", "deepgram"])
 
 
 # -- speech ------------------------------------------------------------------------------------------
 
 
-@BOTH
+@ALL
 async def test_transcripts_are_spoken_as_synthesized(kind):
     lines = ("Hello there, how are you?", "Fine. Thanks.")
     with trio.fail_after(15):
@@ -140,6 +147,23 @@ async def test_output_formats(kind, fields, encoding, rate):
     assert out.chunks[0].format == fmt and np.array_equal(out.audio(), audio_of("Hi there.", fmt))
 
 
+@pytest.mark.parametrize("auth", ["header", "bearer", "query"])
+async def test_cartesia_sends_its_key_each_way(auth):
+    with trio.fail_after(10):
+        async with simulator("cartesia") as (url, _):
+            out = await run_stage(stage("cartesia", url, transcript="Hi.", auth=auth))
+    assert np.array_equal(out.audio(), audio_of("Hi.", PCM16))
+
+
+async def test_cartesia_asks_for_a_transport_encoding_and_delivers_pcm16():
+    with trio.fail_after(10):
+        async with simulator("cartesia") as (url, _):
+            out = await run_stage(stage("cartesia", url, transcript="Hi there.", transport="pcm_s32le"))
+    assert out.chunks[0].format == PCM16
+    expected = audio_of("Hi there.", PCM16).astype(int)
+    assert np.abs(out.audio().astype(int) - expected).max() <= 1  # truncated where PCM16 rounds
+
+
 def test_elevenlabs_parameters_are_checked():
     with pytest.raises(ParamError, match=r"^keep_alive: must be shorter than inactivity_timeout \(20 s\), got 30$"):
         ElevenLabsTTS(transcript="Hi.", keep_alive=30)
@@ -157,7 +181,7 @@ def test_secrets_stay_out_of_the_repr():
 # -- text from upstream ------------------------------------------------------------------------------
 
 
-@BOTH
+@ALL
 async def test_text_frames_from_upstream_are_spoken_as_they_come(kind):
     script = [
         (0.0, TextToken("Hello the", "a")),
@@ -188,7 +212,7 @@ async def test_text_frames_from_upstream_are_spoken_as_they_come(kind):
     assert stats(out)["tokens"] == 4
 
 
-@BOTH
+@ALL
 async def test_a_clear_cancels_the_utterance_and_passes_on(kind):
     long = "One two three four five six seven eight nine ten eleven twelve. "
     script = [(0.0, TextToken(long * 4, "a")), (0.3, Clear()), (0.35, TextToken("Yes?", "b", final=True))]
@@ -272,7 +296,7 @@ async def test_a_service_failure_mid_reply_resumes(kind):
         assert [w.text for w in timed_words(out)] == text.split()
 
 
-@BOTH
+@ALL
 async def test_a_wrong_key_fails_the_stage_with_401(kind):
     with trio.fail_after(10):
         async with simulator(kind) as (url, _):

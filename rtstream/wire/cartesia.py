@@ -47,6 +47,27 @@ SPEEDS = {"slow": 0.8, "normal": 1.0, "fast": 1.25}
 AUTH_MODES = ("header", "bearer", "query")
 """How a client sends its key: ``X-API-Key``, ``Authorization: Bearer``, or ``?api_key=``."""
 
+
+class TransportDecoder:
+    """A transport encoding's bytes as the bytes of the encoding it is delivered as (:data:`TRANSPORTS`).
+
+    A sample split between two chunks waits for the rest of its bytes.
+    """
+
+    def __init__(self, transport: str) -> None:
+        self.delivered, self._dtype = TRANSPORTS[transport]
+        self._carry = b""
+
+    def feed(self, payload: bytes) -> bytes:
+        data = self._carry + payload
+        cut = len(data) - len(data) % self._dtype.itemsize
+        self._carry = data[cut:]
+        samples = np.frombuffer(data[:cut], self._dtype)
+        if self.delivered is Encoding.PCM_S16LE:
+            return (samples >> 16).astype("<i2").tobytes()  # the top 16 bits of each 32-bit sample
+        return samples.astype("<f4").tobytes()
+
+
 # -- the opening handshake ---------------------------------------------------------------------------
 
 

@@ -95,6 +95,8 @@ class _Context:
     last_input: float = 0.0
     flushes: int = 0
     ended: bool = False
+    failed: bool = False
+    """Its generation failed: its error is on the way, and later requests for it are ignored."""
     queue: deque[tuple[float, Response]] = attrs.Factory(deque)
     """Responses being generated, with the time each is ready."""
 
@@ -182,6 +184,8 @@ class TtsSession:
         ctx = self._contexts.get(context)
         if ctx is None:
             ctx = self._open(context, request.generation, now)
+        elif ctx.failed:
+            return
         elif ctx.ended:
             raise RequestError(400, "context_closed", "Context closed", f"context {context!r} has ended", context)
         elif ctx.generation.format != request.generation.format:
@@ -256,7 +260,7 @@ class TtsSession:
         for piece in ctx.voice.speak(text, now):
             if s.error_after is not None and self._chunks >= s.error_after and not self._failed:
                 self._failed = True  # one simulated failure per connection
-                ctx.ended = True
+                ctx.ended = ctx.failed = True
                 failure = self._error(ctx.id, 500, "internal_error", "Internal error", "simulated generation failure")
                 ctx.queue.append((piece.ready, failure))
                 return
