@@ -145,7 +145,7 @@ def one_run(args: argparse.Namespace) -> dict:
     late = 0
     seconds = 0.0
     for pipeline in pipelines:
-        sink, pacer = pipeline.stages[-1], pipeline.stages[-2]
+        sink, pacer = pipeline.elements[-1], pipeline.elements[-2]
         first_audio.merge(sink.first_audio)
         lateness.merge(pacer.lateness)
         late += pacer.statistics().late_frames

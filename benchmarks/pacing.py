@@ -51,7 +51,7 @@ import trio_websocket
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rtstream.caps import Caps
+from rtstream.caps import Caps, StreamFormat
 from rtstream.frames import AudioChunk, AudioFormat, Encoding, UtteranceEnd, UtteranceStart
 from rtstream.pipeline import assemble
 from rtstream.realtime import quiet_gc
@@ -80,8 +80,11 @@ class BurstySource(Source):
     seed: int
     first_byte: float = 0.1
 
-    def output_caps(self, fmt_in: AudioFormat | None) -> Caps:
+    def output_caps(self, fmt_in: StreamFormat | None) -> Caps:
         return Caps.of(FORMAT)
+
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> BurstySource:
+        return self  # it keeps nothing of a run: the config can be its own element
 
     async def run(self, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         rng = random.Random(self.seed)
@@ -104,6 +107,9 @@ class BurstySource(Source):
 @attrs.frozen(kw_only=True)
 class NaivePacer(Filter):
     """The reference: send a frame, then ``sleep(period)`` — relative sleeps, so every wake-up's lateness adds up."""
+
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> NaivePacer:
+        return self  # it keeps nothing of a run: the config can be its own element
 
     async def run(
         self, rx: ReceiveChannel, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -128,6 +134,9 @@ class WebSocketSink(Sink):
     """Sends each audio frame as one binary message on the call's connection."""
 
     ws: trio_websocket.WebSocketConnection = attrs.field(eq=False, repr=False)
+
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> WebSocketSink:
+        return self  # it keeps nothing of a run but the call's connection it was given
 
     async def run(self, rx: ReceiveChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         send = self.ws.send_message

@@ -43,9 +43,8 @@ def run(frames: list, config: PauseBreath, fmt) -> tuple[Quantiles, float, objec
     for frame in frames:
         before = time.perf_counter()
         core.push(frame, 0.0)
-        core.ready.clear()
         per_push.add(time.perf_counter() - before)
-    core.flush()
+    core.end()
     return per_push, time.perf_counter() - started, core.counts
 
 

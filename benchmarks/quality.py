@@ -1,30 +1,38 @@
-"""Speech quality through the jitter buffer, in PESQ, against zero-fill and a G.711 Appendix I port.
+"""Speech quality through the inbound chain as configured, on virtual time, in PESQ.
 
-    python benchmarks/quality.py [--speech DIR] [--seed N]
+    python benchmarks/quality.py [--speech DIR] [--seed N] [--rates 8000,16000]
+                                 [--traces SUBSTR,...] [--clips N] [--chain FILE]
 
 Needs the ``bench`` extra (``pip install '.[bench]'``, the ``pesq`` package). Every recording in
 DIR (16 kHz mono WAV; default ../shared/data/speech) runs through each trace at 8 kHz
-(narrowband, resampled with soxr) and 16 kHz (wideband), in 20 ms packets, on simulated time:
-the jitter buffer core gets the time passed in, so the figures do not depend on machine load.
+(narrowband, resampled with soxr) and 16 kHz (wideband), in 20 ms packets.
 
-Inbound traces (network packets: random loss, Gilbert-Elliott bursts, jitter) compare three
-receivers: **zero-fill** and **G.711 App. I** play a static buffer whose delay is set so that
-its mean playout delay equals ours (a fair latency budget), filling missing packets with
-silence or with the Appendix's concealment; **ours** is ``JitterBuffer(direction="inbound")``.
-Jitter is i.i.d. uniform in [0, J] on a 30 ms path, so at J = 200 ms packets also reorder.
+Four receivers per inbound trace (network packets: loss, bursts, jitter, duplicates, a spike,
+clock skew):
 
-The outbound trace is a TTS speaking sentence by sentence: each sentence (1-2.5 s) comes in
-chunks of 10-120 ms at 8x real time after a stall of 0.4-1.6 s. The baselines play what has
-arrived on a 10 ms clock from the first chunk on (silence or concealment while nothing has);
-ours buffers with backpressure at 500 ms. Nothing is lost, so stalls show as interruptions.
+* **chain**: the recommended inbound chain, :data:`INBOUND_CHAIN` (the TOML of the README's
+  jitter section, or ``--chain FILE`` holding ``[[stages]]`` tables), built the way
+  ``rtstream run`` builds a pipeline and run as stages between a scripted source and a
+  collecting sink on trio's MockClock: packets enter at their arrival times, the buffer plays
+  on its own tick;
+* **stage**: the ``jitter_buffer`` stage of that chain alone;
+* **core**: ``JitterBuffer(direction="inbound")`` driven directly every 20 ms;
+* **zero** and **AppI**: a static buffer whose mean playout delay equals the chain's, filling
+  missing and late packets with silence or with a plain port of G.711 Appendix I. For jitter
+  rows the AppI column is the static-buffer-at-the-same-delay baseline.
 
-"stretch" rows use no loss and no jitter: the buffer starts 180 ms above its target and
-drains it (in pauses while within 100 ms of the band, inside speech beyond that). The kernel
-row runs ``TimeStretch`` alone, alternating 1.05 and 0.95 every 2 s inside speech, to show
-what PESQ makes of continuous stretching.
+The outbound row ("TTS stalls") runs the ``sequencer`` and ``jitter_buffer`` tables of the
+``jitter`` pipeline in pipelines.toml (with ``clock = "tick"``, standing in for the pacer) on a
+TTS that speaks sentence by sentence at 8x real time after stalls of 0.5-3 s, with 5 % of its
+chunks swapped and 3 % duplicated; its baselines play what has arrived on a 10 ms clock.
 
-PESQ is P.862 (narrowband, MOS-LQO) and P.862.2 (wideband), against the clean input. Figures
-are means over the recordings; interruptions (concealment of 150 ms or more) are totals.
+Columns: ``late%`` is late losses of the chain / of the static buffer at the same delay;
+``delay`` the chain's mean arrival-to-playout delay; ``@late`` the mean delay of the static
+buffer that would lose the same share of packets late; ``intr`` interruptions (concealment of
+150 ms or more) in total; ``recov`` (spike row) the seconds from the end of the spike until the
+target is back within twice its value before it; ``dmax`` the largest buffer delay seen.
+PESQ is P.862 (narrowband) and P.862.2 (wideband) against the clean input, mean over the
+recordings. The figures do not depend on machine load. The script prints; it never asserts.
 """
 
 from __future__ import annotations
@@ -32,19 +40,30 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tomllib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 import numpy as np
 import soxr
+import trio
+import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from corpus import SPEECH_DIR
 
-from rtstream.audio.stretch import TimeStretch
+from rtstream.config import PipelineSpec, StageSpec
+from rtstream.errors import StageRef
 from rtstream.frames import AudioChunk, AudioFormat, UtteranceEnd, UtteranceStart
+from rtstream.pipeline import assemble, build_pipeline
+from rtstream.runner import run_pipeline
+from rtstream.stage import Stage
 from rtstream.stages.jitter.core import JitterBuffer, JitterSettings
+from rtstream.stages.jitter.stage import JitterBufferStage
+from rtstream.testing import CollectingSink, ScriptedSource
 from rtstream.wavfile import read_wav
 
 try:
@@ -55,6 +74,17 @@ except ImportError:  # pragma: no cover
 PACKET = 0.020
 PATH = 0.030
 INTERRUPTION = 0.150
+PIPELINES = Path(__file__).resolve().parents[1] / "pipelines.toml"
+INBOUND_CHAIN = """
+[[stages]]
+type = "sequencer"
+mode = "receiver"                 # number, drop duplicates, report gaps; never holds audio
+
+[[stages]]
+type = "jitter_buffer"
+direction = "inbound"
+"""
+"""The inbound chain the README recommends (caller -> telephony in -> here -> voice service)."""
 
 
 # --------------------------------------------------------------------- the reference PLC
@@ -173,37 +203,52 @@ class Trace:
     lost: np.ndarray
     delay: np.ndarray
     """Network delay beyond the path's 30 ms, per packet."""
+    send: np.ndarray
+    """Send time of each packet (the sender's clock may be skewed)."""
+    duplicate: np.ndarray
+    spike: tuple[float, float] | None = None
+    """(start, end) of a delay spike, seconds."""
 
 
-def loss_trace(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
-    return rng.random(n) < rate
-
-
-def gilbert_elliott(
-    n: int, rng: np.random.Generator, *, p: float = 0.025, r: float = 0.35, h: float = 0.9
-) -> np.ndarray:
-    """Bursty loss: good/bad states (bad entered with p, left with r), loss h in bad, none in good."""
+def gilbert_elliott(n: int, rng: np.random.Generator, *, loss: float = 0.05, burst: float = 3.0) -> np.ndarray:
+    """Bursty loss: every packet in the bad state is lost; bursts last ``burst`` packets on average."""
+    r = 1 / burst
+    p = loss * r / (1 - loss)
     lost = np.zeros(n, bool)
     bad = False
     for k in range(n):
         bad = rng.random() < (1 - r if bad else p)
-        lost[k] = bad and rng.random() < h
+        lost[k] = bad
     return lost
 
 
 def traces(n: int, rng: np.random.Generator) -> list[Trace]:
-    zero = np.zeros(n)
-    none = np.zeros(n, bool)
+    zero, none, send = np.zeros(n), np.zeros(n, bool), np.arange(n) * PACKET
+
+    def trace(name: str, lost=none, delay=zero, duplicate=none, **kw: Any) -> Trace:
+        return Trace(name, lost, delay, kw.pop("send", send), duplicate, **kw)
+
+    p99 = 0.200
+    spike_at = min(3.0, n * PACKET / 3)
+    spike = np.where((send >= spike_at) & (send < spike_at + 0.4), spike_at + 0.4 - send, 0.0)
     return [
-        Trace("loss 2%", loss_trace(n, 0.02, rng), zero),
-        Trace("loss 5%", loss_trace(n, 0.05, rng), zero),
-        Trace("loss 10%", loss_trace(n, 0.10, rng), zero),
-        Trace("bursty G-E", gilbert_elliott(n, rng), zero),
-        Trace("jitter 0", none, zero),
-        Trace("jitter 50", none, rng.uniform(0, 0.050, n)),
-        Trace("jitter 200", none, rng.uniform(0, 0.200, n)),
-        Trace("jitter 50 + 5%", loss_trace(n, 0.05, rng), rng.uniform(0, 0.050, n)),
+        trace("clean"),
+        trace("loss 5%", lost=rng.random(n) < 0.05),
+        trace("bursty G-E 5%", lost=gilbert_elliott(n, rng)),
+        trace("jitter 50", delay=rng.uniform(0, 0.050, n)),
+        trace("jitter U200", delay=rng.uniform(0, p99 / 0.99, n)),
+        trace("jitter exp200", delay=rng.exponential(p99 / math.log(100), n)),
+        trace(
+            "j50+5%+dup3%", lost=rng.random(n) < 0.05, delay=rng.uniform(0, 0.050, n), duplicate=rng.random(n) < 0.03
+        ),
+        trace("spike 400", delay=spike, spike=(spike_at, spike_at + 0.4)),
     ]
+
+
+def skew_trace(n: int, skew: float) -> Trace:
+    """The sender's clock runs ``skew`` fast (positive) or slow: packets come that much more often."""
+    send = np.arange(n) * PACKET / (1 + skew)
+    return Trace(f"skew {skew:+.1%} 60s", np.zeros(n, bool), np.zeros(n), send, np.zeros(n, bool))
 
 
 # --------------------------------------------------------------------- receivers
@@ -229,30 +274,87 @@ def play_static(x: np.ndarray, size: int, missing: np.ndarray, rate: int, concea
     return to_int16(np.concatenate(out))
 
 
-def run_ours(x: np.ndarray, fmt: AudioFormat, trace: Trace, **settings) -> tuple[np.ndarray, object]:
+def arrivals(trace: Trace) -> list[tuple[float, int]]:
+    """(arrival, packet) in arrival order, duplicates included, lost packets left out."""
+    arrival = trace.send + PATH + trace.delay
+    items = [(float(arrival[k]), int(k)) for k in range(len(arrival)) if not trace.lost[k]]
+    items += [(float(arrival[k]) + PACKET, int(k)) for k in np.flatnonzero(trace.duplicate & ~trace.lost)]
+    return sorted(items)
+
+
+def run_core(x: np.ndarray, fmt: AudioFormat, trace: Trace, settings: JitterSettings) -> tuple[np.ndarray, Any]:
+    """The chain's buffer as a core alone, every 20 ms: the packets due by then put in, then a tick pulled."""
     size = fmt.samples_in(PACKET * 1000)
-    n = len(trace.lost)
-    send = np.arange(n) * PACKET
-    arrival = send + PATH + trace.delay
-    order = [k for k in np.argsort(arrival, kind="stable") if not trace.lost[k]]
-    jb = JitterBuffer(fmt, JitterSettings(direction="inbound", **settings))
+    items = arrivals(trace)
+    jb = JitterBuffer(fmt, settings)
     out, i, t = [], 0, 0.0
-    while not jb.finished and t < arrival.max() + 5:
-        while i < len(order) and arrival[order[i]] <= t + 1e-9:
-            k = order[i]
-            jb.put(AudioChunk(x[k * size : (k + 1) * size], fmt, pts=k * size, seq=k, arrival=arrival[k]), t)
+    while not jb.finished and t < items[-1][0] + 5:
+        while i < len(items) and items[i][0] <= t + 1e-9:
+            at, k = items[i]
+            jb.put(AudioChunk(x[k * size : (k + 1) * size], fmt, pts=k * size, seq=k, arrival=at), t)
             i += 1
-        if i == len(order):
+        if i == len(items):
             jb.close()
         out += [f.data for f in jb.pull(t) if isinstance(f, AudioChunk)]
         t += PACKET
     return np.concatenate(out), jb.statistics()
 
 
+@attrs.frozen
+class ChainRun:
+    audio: np.ndarray
+    jitter: Any
+    """The jitter buffer's statistics (a JitterStatistics)."""
+    watch: list[tuple[float, float, float]]
+    """(time, target delay ms, current delay ms) every 100 ms."""
+
+
+def build_chain(tables: Sequence[dict[str, Any]], fmt: AudioFormat) -> list[Stage]:
+    """The stages of ``tables`` (TOML stage tables), built and negotiated as ``rtstream run`` does."""
+    ends = [{"type": "tone", "sample_rate": fmt.sample_rate}, *tables, {"type": "null_sink"}]
+    specs = tuple(
+        StageSpec(ref=StageRef(i, t["type"]), params={k: v for k, v in t.items() if k != "type"}, capacity=None)
+        for i, t in enumerate(ends, 1)
+    )
+    return list(build_pipeline(PipelineSpec(name="quality", description="", capacity=2, stages=specs)).stages[1:-1])
+
+
+def run_chain(stages: Sequence[Stage], script: list[tuple[float, AudioChunk]], fmt: AudioFormat) -> ChainRun:
+    """Run ``stages`` between a scripted source and a collecting sink on trio's MockClock."""
+
+    async def main() -> ChainRun:
+        sink = CollectingSink()
+        pipeline = assemble("quality", [ScriptedSource(script=script, format=fmt), *stages, sink])
+        jb = next(s for s in pipeline.stages if isinstance(s, JitterBufferStage))
+        watch: list[tuple[float, float, float]] = []
+        start = trio.current_time()
+
+        async def watcher() -> None:
+            while True:
+                s = jb.statistics()
+                if not isinstance(s, dict):
+                    watch.append((trio.current_time() - start, s.target_delay_ms, s.current_delay_ms))
+                await trio.sleep(0.1)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watcher)
+            await run_pipeline(pipeline, raise_on_failure=True)
+            nursery.cancel_scope.cancel()
+        chunks = [f.data for f in sink.frames if isinstance(f, AudioChunk)]
+        return ChainRun(np.concatenate(chunks), jb.statistics(), watch)
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def packet_script(x: np.ndarray, fmt: AudioFormat, trace: Trace) -> list[tuple[float, AudioChunk]]:
+    size = fmt.samples_in(PACKET * 1000)
+    return [(at, AudioChunk(x[k * size : (k + 1) * size], fmt, pts=k * size, seq=k)) for at, k in arrivals(trace)]
+
+
 def tts_schedule(n_samples: int, rate: int, rng: np.random.Generator) -> list[tuple[float, int, int]]:
     """(ready time, start, end): sentences of 1-2.5 s, each synthesized at 8x real time in chunks
-    of 10-120 ms after a stall of 0.4-1.6 s (the LLM thinking): about 1.3x real time on average,
-    with stalls that can outlast what was buffered."""
+    of 10-120 ms after a stall of 0.5-3 s (the LLM thinking): about real time on average, with
+    stalls that often outlast what was buffered."""
     chunks, pos, t = [], 0, 0.2
     while pos < n_samples:
         sentence_end = min(n_samples, pos + int(rng.uniform(1.0, 2.5) * rate))
@@ -261,7 +363,7 @@ def tts_schedule(n_samples: int, rate: int, rng: np.random.Generator) -> list[tu
             t += size / rate / 8
             chunks.append((t, pos, pos + size))
             pos += size
-        t += rng.uniform(0.4, 1.6)
+        t += rng.uniform(0.5, 3.0)
     return chunks
 
 
@@ -287,7 +389,23 @@ def play_naive(x: np.ndarray, schedule, rate: int, conceal: bool) -> tuple[np.nd
     return to_int16(np.concatenate(out)), interruptions
 
 
-def run_ours_tts(x: np.ndarray, fmt: AudioFormat, schedule) -> tuple[np.ndarray, object]:
+def tts_script(x: np.ndarray, fmt: AudioFormat, schedule, rng: np.random.Generator) -> list:
+    """The TTS chunks numbered in order, then 5 % swapped with the next and 3 % sent twice."""
+    chunks = [(at, AudioChunk(x[s:e], fmt, pts=s, seq=k)) for k, (at, s, e) in enumerate(schedule)]
+    for k in range(len(chunks) - 1):
+        if rng.random() < 0.05:
+            (a, c), (b, d) = chunks[k], chunks[k + 1]
+            chunks[k], chunks[k + 1] = (a, d), (b, c)
+    out: list = [(0.0, UtteranceStart("u"))]
+    for at, chunk in chunks:
+        out.append((at, chunk))
+        if rng.random() < 0.03:
+            out.append((at, chunk))
+    out.append((chunks[-1][0], UtteranceEnd("u")))
+    return out
+
+
+def run_core_tts(x: np.ndarray, fmt: AudioFormat, schedule) -> tuple[np.ndarray, Any]:
     jb = JitterBuffer(fmt, JitterSettings(direction="outbound"))
     jb.event(UtteranceStart("u"), 0.0)
     out, i, t = [], 0, 0.0
@@ -304,145 +422,180 @@ def run_ours_tts(x: np.ndarray, fmt: AudioFormat, schedule) -> tuple[np.ndarray,
     return np.concatenate(out), jb.statistics()
 
 
-def stretch_kernel(x: np.ndarray, rate: int) -> np.ndarray:
-    st = TimeStretch(rate)
-    tick = rate // 50
-    src = (x.astype(np.float32) / 32768)[:, None]
-    out = np.zeros((len(x) * 2, 1), np.float32)
-    pos = produced = 0
-    while pos + tick + st.lookahead <= len(src):
-        speed = 1.05 if int(produced / rate / 2) % 2 == 0 else 0.95
-        pos += st.render(
-            out[max(0, produced - 500) : produced],
-            src[pos : pos + tick + st.lookahead],
-            out[produced : produced + tick],
-            speed,
-        )
-        produced += tick
-    return to_int16(out[:produced, 0] * 32768)
+def outbound_tables() -> list[dict[str, Any]]:
+    """The sequencer and jitter buffer of pipelines.toml's ``jitter`` pipeline, ticking on their own."""
+    stages = tomllib.loads(PIPELINES.read_text())["pipelines"]["jitter"]["stages"]
+    tables = [dict(s) for s in stages if s["type"] in ("sequencer", "jitter_buffer")]
+    for t in tables:
+        if t["type"] == "jitter_buffer":
+            t["clock"] = "tick"
+    return tables
 
 
 # --------------------------------------------------------------------- the table
 
 
 def score(rate: int, ref: np.ndarray, deg: np.ndarray) -> float:
-    return pesq(rate, ref, deg, "nb" if rate == 8000 else "wb")
+    return float(pesq(rate, ref, deg, "nb" if rate == 8000 else "wb"))
+
+
+def recovery(watch: list[tuple[float, float, float]], spike: tuple[float, float]) -> float:
+    """Seconds from the end of the spike until the target is back within twice its value before it, for good."""
+    before = [target for t, target, _ in watch if t < spike[0]]
+    if not before:
+        return math.nan
+    above = [t for t, target, _ in watch if t >= spike[0] and target > 2 * before[-1]]
+    return max(0.0, above[-1] + 0.1 - spike[1]) if above else 0.0
+
+
+Row = dict[str, float]
+
+
+def inbound_row(x: np.ndarray, fmt: AudioFormat, trace: Trace, chain: list[Stage], fast: bool) -> Row:
+    rate = fmt.sample_rate
+    size = fmt.samples_in(PACKET * 1000)
+    n = len(trace.lost)
+    script = packet_script(x, fmt, trace)
+    ours = run_chain(chain, script, fmt)
+    s = ours.jitter
+    received = ~trace.lost
+    jitter = trace.delay + (trace.send - np.arange(n) * PACKET)
+    static_offset = s.delay_ms.mean / 1000 + float(np.mean(jitter[received]))
+    late_static = jitter > static_offset
+    missing = trace.lost | late_static
+    late = s.late_losses / n
+    order = np.sort(jitter[received])
+    same_late = order[min(len(order) - 1, max(0, math.ceil((1 - late) * len(order)) - 1))]
+    row: Row = {
+        "loss": float(trace.lost.mean()),
+        "zero": score(rate, x, play_static(x, size, missing, rate, conceal=False)),
+        "appi": score(rate, x, play_static(x, size, missing, rate, conceal=True)),
+        "chain": score(rate, x, ours.audio),
+        "late": late,
+        "late_static": float(late_static[received].mean()),
+        "delay": s.delay_ms.mean,
+        "at_late": 1000 * (same_late - float(np.mean(jitter[received & (jitter <= same_late)]))),
+        "intr": s.interruptions,
+        "conc": s.concealment_rate,
+        "acc": s.accelerate_rate,
+        "dec": s.decelerate_rate,
+        "dmax": max(d for _, _, d in ours.watch) if ours.watch else math.nan,
+        "recov": recovery(ours.watch, trace.spike) if trace.spike else math.nan,
+    }
+    if trace.name.startswith("skew"):  # a static buffer on the receiver's clock runs off the sender's
+        row.update(zero=math.nan, appi=math.nan, late_static=math.nan, at_late=math.nan)
+    if not fast:
+        jb_only = [st for st in chain if isinstance(st, JitterBufferStage)]
+        row["stage"] = score(rate, x, run_chain(jb_only, script, fmt).audio)
+        core, cs = run_core(x, fmt, trace, jb_only[0].settings)
+        row["core"] = score(rate, x, core)
+        row["core_delay"] = cs.delay_ms.mean
+    return row
+
+
+def outbound_row(x: np.ndarray, fmt: AudioFormat, rng: np.random.Generator, fast: bool) -> Row:
+    rate = fmt.sample_rate
+    schedule = tts_schedule(len(x), rate, rng)
+    ours = run_chain(build_chain(outbound_tables(), fmt), tts_script(x, fmt, schedule, rng), fmt)
+    s = ours.jitter
+    zero, _ = play_naive(x, schedule, rate, conceal=False)
+    appi, _ = play_naive(x, schedule, rate, conceal=True)
+    row: Row = {
+        "zero": score(rate, x, zero),
+        "appi": score(rate, x, appi),
+        "chain": score(rate, x, ours.audio),
+        "delay": s.delay_ms.mean,
+        "intr": s.interruptions,
+        "conc": s.concealment_rate,
+        "acc": s.accelerate_rate,
+        "dec": s.decelerate_rate,
+        "dmax": max(d for _, _, d in ours.watch) if ours.watch else math.nan,
+    }
+    if not fast:
+        row["core"] = score(rate, x, run_core_tts(x, fmt, schedule)[0])
+    return row
+
+
+def cell(value: float, spec: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def print_row(rate: int, name: str, rows: list[Row]) -> None:
+    m: dict[str, float] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    intr = sum(int(r["intr"]) for r in rows)
+    get = m.get
+    late = f"{100 * m['late']:.2f}/{cell(100 * m['late_static'], '.2f')}" if "late" in m else "-"
+    plus = m["chain"] - m["zero"] if "zero" in m else math.nan
+    recov = get("recov", math.nan)
+    print(
+        f"{rate:>5} {name:<14} {100 * get('loss', 0):>5.1f} {cell(get('zero', math.nan), '.2f'):>5} "
+        f"{cell(get('appi', math.nan), '.2f'):>5} {cell(get('core', math.nan), '.2f'):>5} "
+        f"{cell(get('stage', math.nan), '.2f'):>5} {m['chain']:>5.2f} {cell(plus, '+.2f'):>6} {late:>11} "
+        f"{m['delay']:>6.0f} {cell(get('core_delay', math.nan), '.0f'):>5} "
+        f"{cell(get('at_late', math.nan), '.0f'):>6} {intr:>4} {100 * m['conc']:>5.1f} "
+        f"{100 * m['acc']:>5.2f} {100 * m['dec']:>5.2f} {cell(m['dmax'], '.0f'):>5} "
+        f"{cell(recov if math.isfinite(recov) or math.isnan(recov) else 99.0, '.1f'):>5}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--speech", default=str(SPEECH_DIR))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rates", default="8000,16000", help="comma-separated sample rates")
+    parser.add_argument("--traces", default="", help="comma-separated substrings of the trace names to run")
+    parser.add_argument("--clips", type=int, default=0, help="use only the first N recordings")
+    parser.add_argument("--chain", type=Path, help="a TOML file of [[stages]] tables to run instead")
+    parser.add_argument("--fast", action="store_true", help="only the chain and the static baselines")
     args = parser.parse_args()
-    files = sorted(Path(args.speech).glob("*.wav"))
+    files = sorted(Path(args.speech).glob("*.wav"))[: args.clips or None]
     if not files:
         sys.exit(f"no WAV files in {args.speech}")
-    head = f"{'rate':>5} {'trace':<15} {'loss%':>5} {'zero':>5} {'AppI':>5} {'ours':>5} {'+zero':>6} {'late% ours/static':>17} {'delay ms':>8} {'intr':>5} {'conc%':>5} {'acc%':>5} {'dec%':>5}"
+    tables = tomllib.loads(args.chain.read_text() if args.chain else INBOUND_CHAIN)["stages"]
+    wanted = [w for w in args.traces.split(",") if w]
+
+    def selected(name: str) -> bool:
+        return not wanted or any(w in name for w in wanted)
+
     print(f"PESQ MOS-LQO, mean of {len(files)} recordings; seed {args.seed}")
+    print(
+        "chain: "
+        + " -> ".join(f"{t['type']}({', '.join(f'{k}={v}' for k, v in t.items() if k != 'type')})" for t in tables)
+    )
+    head = (
+        f"{'rate':>5} {'trace':<14} {'loss%':>5} {'zero':>5} {'AppI':>5} {'core':>5} {'stage':>5} {'chain':>5} "
+        f"{'+zero':>6} {'late% ch/st':>11} {'delay':>6} {'core':>5} {'@late':>6} {'intr':>4} {'conc%':>5} {'acc%':>5} "
+        f"{'dec%':>5} {'dmax':>5} {'recov':>5}"
+    )
     print(head)
     print("-" * len(head))
-    for rate in (8000, 16000):
+    for rate in (int(r) for r in args.rates.split(",")):
         fmt = AudioFormat("pcm_s16le", rate)
         size = fmt.samples_in(PACKET * 1000)
+        chain = build_chain(tables, fmt)
         clips = []
         for f in files:
             data, wav_fmt = read_wav(f)
             if wav_fmt.sample_rate != rate:
                 data = to_int16(soxr.resample(data.astype(np.float32), wav_fmt.sample_rate, rate))
             clips.append(data[: len(data) // size * size])
-        rows: dict[str, list] = {}
+        rows: dict[str, list[Row]] = {}
         for ci, x in enumerate(clips):
             rng = np.random.default_rng(args.seed * 1000 + ci)
             n = len(x) // size
             for trace in traces(n, rng):
-                y, s = run_ours(x, fmt, trace)
-                arrival_late = trace.delay > (s.delay_ms.mean / 1000 + float(np.mean(trace.delay[~trace.lost])))
-                missing = trace.lost | arrival_late
-                zero = play_static(x, size, missing, rate, conceal=False)
-                appi = play_static(x, size, missing, rate, conceal=True)
-                rows.setdefault(trace.name, []).append(
-                    (
-                        trace.lost.mean(),
-                        score(rate, x, zero),
-                        score(rate, x, appi),
-                        score(rate, x, y),
-                        s.late_losses / n,
-                        arrival_late[~trace.lost].mean(),
-                        s.delay_ms.mean,
-                        s.interruptions,
-                        s.concealment_rate,
-                        s.accelerate_rate,
-                        s.decelerate_rate,
-                    )
-                )
-            schedule = tts_schedule(len(x), rate, rng)
-            zero, zi = play_naive(x, schedule, rate, conceal=False)
-            appi, _ = play_naive(x, schedule, rate, conceal=True)
-            y, s = run_ours_tts(x, fmt, schedule)
-            rows.setdefault("TTS stalls", []).append(
-                (
-                    0.0,
-                    score(rate, x, zero),
-                    score(rate, x, appi),
-                    score(rate, x, y),
-                    0.0,
-                    0.0,
-                    s.delay_ms.mean,
-                    s.interruptions,
-                    s.concealment_rate,
-                    s.accelerate_rate,
-                    s.decelerate_rate,
-                    zi,
-                )
-            )
-            clean = Trace("clean", np.zeros(n, bool), np.zeros(n))
-            y, s = run_ours(x, fmt, clean, start_delay=0.2)
-            rows.setdefault("stretch: drain", []).append(
-                (
-                    0.0,
-                    math.nan,
-                    math.nan,
-                    score(rate, x, y),
-                    0.0,
-                    0.0,
-                    s.delay_ms.mean,
-                    s.interruptions,
-                    s.concealment_rate,
-                    s.accelerate_rate,
-                    s.decelerate_rate,
-                )
-            )
-            rows.setdefault("stretch: kernel", []).append(
-                (
-                    0.0,
-                    math.nan,
-                    math.nan,
-                    score(rate, x, stretch_kernel(x, rate)),
-                    0.0,
-                    0.0,
-                    math.nan,
-                    0,
-                    0.0,
-                    0.05,
-                    0.05,
-                )
-            )
+                if selected(trace.name):
+                    rows.setdefault(trace.name, []).append(inbound_row(x, fmt, trace, chain, args.fast))
+            if selected("TTS stalls"):
+                rows.setdefault("TTS stalls", []).append(outbound_row(x, fmt, rng, args.fast))
+            long = np.tile(x, math.ceil(60 / (len(x) / rate)))
+            for skew in (0.005, -0.005):
+                trace = skew_trace(len(long) // size, skew)
+                if selected(trace.name):
+                    rows.setdefault(trace.name, []).append(inbound_row(long, fmt, trace, chain, args.fast))
         for name, values in rows.items():
-            v = np.array([r[:11] for r in values], dtype=float)
-            m = v.mean(axis=0)
-            intr = int(v[:, 7].sum())
-            extra = f"  (no buffer: {sum(r[11] for r in values)} interruptions)" if name == "TTS stalls" else ""
-            late = f"{100 * m[4]:.2f}/{100 * m[5]:.2f}" if name.startswith(("loss", "bursty", "jitter")) else "-"
-
-            def fmt(value: float, spec: str) -> str:
-                width = int("".join(ch for ch in spec.split(".")[0] if ch.isdigit()))
-                return "-".rjust(width) if math.isnan(value) else format(value, spec)
-
-            print(
-                f"{rate:>5} {name:<15} {100 * m[0]:>5.1f} {fmt(m[1], '>5.2f')} {fmt(m[2], '>5.2f')} {m[3]:>5.2f} "
-                f"{fmt(m[3] - m[1], '>+6.2f')} {late:>17} {fmt(m[6], '>8.0f')} {intr:>5} {100 * m[8]:>5.1f} "
-                f"{100 * m[9]:>5.2f} {100 * m[10]:>5.2f}{extra}"
-            )
+            print_row(rate, name, values)
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

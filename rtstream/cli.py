@@ -5,29 +5,39 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
-import tomllib
-from typing import Any, NoReturn, TextIO
+import tempfile
+from pathlib import Path
+from typing import Any, NoReturn
 
 import attrs
 import click
 
 from . import __version__, registry
-from .config import Config, PipelineSpec, load_config, service_spec
+from .config import Config, PipelineSpec, load_config, parse_toml, service_spec
 from .errors import ConfigError
-from .params import ParamInfo
+from .params import ParamInfo, output_path_problem
 from .pipeline import Endpoints, Pipeline, build_pipeline, build_service
 from .realtime import quiet_gc
+from .redact import RedactingFormatter, clean
 from .report import format_fields, plain
 from .service import Service
+from .stats import fields_of
 
 LOOPBACK = "127.0.0.1"
+PLACEHOLDER_PORT = 1
+"""The port in the addresses stages are checked with before the services listen (0 is no port to dial)."""
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class Problem(click.ClickException):
-    """A usage or configuration error: one line on stderr, exit status 2."""
+    """A usage or configuration error: one line on stderr (secrets redacted), exit status 2."""
 
     exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(clean(message))
 
 
 @attrs.frozen
@@ -47,7 +57,7 @@ class _Plan:
 
     def placeholder_endpoints(self) -> dict[str, dict[str, str]]:
         """Addresses for checking the stages before the services listen."""
-        return {name: service.endpoints(LOOPBACK, 0) for name, service in self.services.items()}
+        return {name: service.endpoints(LOOPBACK, PLACEHOLDER_PORT) for name, service in self.services.items()}
 
 
 def _plan(file: str, names: tuple[str, ...], instances: int = 1) -> _Plan:
@@ -75,7 +85,10 @@ def _plan(file: str, names: tuple[str, ...], instances: int = 1) -> _Plan:
 )
 def main(log_level: str) -> None:
     """Stream real-time voice audio between speech services and telephony."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+    for handler in logging.getLogger().handlers:  # every record, the libraries' too, redacted and on one line
+        if not isinstance(handler.formatter, RedactingFormatter):
+            handler.setFormatter(RedactingFormatter(LOG_FORMAT))
 
 
 pipeline_option = click.option(
@@ -109,8 +122,8 @@ def run(
 ) -> NoReturn:
     """Run the pipelines of FILE and print a report.
 
-    Ctrl-C stops the sources and lets the rest drain for the grace period; a second Ctrl-C
-    cancels at once.
+    Ctrl-C or SIGTERM stops the sources and lets the rest drain for the grace period; a second
+    one cancels at once. The report is printed (and written) either way.
     """
     import trio
 
@@ -118,7 +131,8 @@ def run(
     from .runner import open_services, run_pipelines
 
     plan = _plan(file, names, instances)
-    report_file = _open_for_writing(report_path) if report_path else None
+    if report_path:
+        _check_writable(report_path)
 
     async def run_all() -> RunReport | ConfigError:
         async with open_services(plan.services, host=LOOPBACK, grace=grace) as endpoints:
@@ -126,7 +140,9 @@ def run(
                 pipelines = plan.pipelines(endpoints, instances)
             except ConfigError as exc:
                 return exc
-            report = await run_pipelines(pipelines, grace=grace, stop_after=duration, handle_signals=True)
+            report = await run_pipelines(
+                pipelines, grace=grace, stop_after=duration, handle_signals=True, task_status=_Running(len(pipelines))
+            )
         reports = {name: service.report() for name, service in plan.services.items()}
         return attrs.evolve(report, services={name: r for name, r in reports.items() if r is not None})
 
@@ -135,17 +151,50 @@ def run(
     if isinstance(report, ConfigError):
         raise Problem(str(report))
     click.echo(format_text(report))
-    if report_file is not None:
-        with report_file:
-            report_file.write(report.to_json() + "\n")
+    if report_path:
+        _write_report(report_path, report.to_json())
     sys.exit(1 if report.failed else 0)
 
 
-def _open_for_writing(path: str) -> TextIO:
+class _Running:
+    """Says on stderr, once every pipeline has started, that the run is under way (scripts wait for it)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def started(self, value: None = None) -> None:
+        pipelines = "pipeline" if self.count == 1 else "pipelines"
+        click.echo(f"running {self.count} {pipelines}; Ctrl-C stops the sources and drains, twice cancels", err=True)
+
+
+def _check_writable(path: str) -> None:
+    """Before the run: the report's path can be written (a Problem, exit 2, if not)."""
+    problem = output_path_problem(path)
+    if problem is not None:
+        raise Problem(f"--report: {problem}")
+
+
+def _write_report(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: a temporary file beside it, renamed over it."""
+    target = Path(path)
     try:
-        return open(path, "w", encoding="utf-8")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            os.unlink(temporary)
+            raise
     except OSError as exc:
-        raise Problem(f"cannot write the report to {path}: {exc.strerror}") from None
+        click.echo(clean(f"Error: cannot write the report to {path}: {exc.strerror or exc}"), err=True)
+        sys.exit(1)
 
 
 @main.command()
@@ -156,10 +205,10 @@ def validate(file: str, names: tuple[str, ...]) -> None:
     plan = _plan(file, names)
     for pipeline in plan.pipelines(plan.placeholder_endpoints()):
         chain = " -> ".join(
-            f"{ref.label or ref.type}" + (f" [{fmt}]" if i < len(pipeline.formats) else "")
-            for i, (ref, fmt) in enumerate(zip(pipeline.refs, [*pipeline.formats, None], strict=True))
+            f"{ref.label or ref.type}" + (f" [{edge}]" if edge is not None else "")
+            for ref, edge in zip(pipeline.refs, [*pipeline.edges, None], strict=True)
         )
-        click.echo(f"pipeline '{pipeline.name}' ok: {chain}")
+        click.echo(clean(f"pipeline '{pipeline.name}' ok: {chain}"))
 
 
 @main.command()
@@ -196,15 +245,15 @@ def simulate(
     duration: float | None,
     report_path: str | None,
 ) -> None:
-    """Run one service (a simulator) alone until Ctrl-C, then print its report.
+    """Run one service (a simulator) alone until Ctrl-C or SIGTERM, then print its report.
 
     Settings are the service's parameters as KEY=VALUE with TOML values, e.g.
     'rtstream simulate telephony protocol=twilio' or 'rtstream simulate tts rtf=1 pattern=[320,640]';
     'rtstream inspect TYPE' lists them. With no TYPE, list the service types.
     """
-    import signal
-
     import trio
+
+    from .runner import STOP_SIGNALS
 
     if service_type is None:
         for info in registry.services():
@@ -215,14 +264,15 @@ def simulate(
         service = build_service(service_spec(service_type, {"type": service_type, **_key_values(settings)}))
     except (registry.UnknownService, ConfigError) as exc:
         raise Problem(str(exc)) from None
-    report_file = _open_for_writing(report_path) if report_path else None
+    if report_path:
+        _check_writable(report_path)
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(service.serve, host, port)
             click.echo(f"{service_type} listening on {service.endpoints(host, bound)['url']} (Ctrl-C stops it)")
             sys.stdout.flush()
-            with trio.open_signal_receiver(signal.SIGINT) as signals, trio.move_on_after(duration or math.inf):
+            with trio.open_signal_receiver(*STOP_SIGNALS) as signals, trio.move_on_after(duration or math.inf):
                 async for _ in signals:
                     break
             nursery.cancel_scope.cancel()
@@ -233,9 +283,8 @@ def simulate(
     if report is not None:
         click.echo(f"{service_type} report")
         click.echo("\n".join(format_fields(report, indent="    ")))
-        if report_file is not None:
-            with report_file:
-                report_file.write(json.dumps(plain(report), indent=2, allow_nan=False) + "\n")
+        if report_path:
+            _write_report(report_path, json.dumps(plain(report), indent=2, allow_nan=False))
 
 
 def _key_values(settings: tuple[str, ...]) -> dict[str, Any]:
@@ -246,8 +295,8 @@ def _key_values(settings: tuple[str, ...]) -> dict[str, Any]:
         if not sep or not key:
             raise Problem(f"'{word}' is not a setting; write KEY=VALUE")
         try:
-            table[key] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
+            table[key] = parse_toml(f"v = {value}")["v"]
+        except ConfigError:
             table[key] = value
     return table
 
@@ -276,7 +325,25 @@ def inspect(name: str) -> None:
         click.echo(f"  accepts:  {cls.accepts}")
     if cls.role != "sink":
         click.echo(f"  produces: {'the format it receives' if cls.produces is None else cls.produces}")
+    if cls.frames_help:
+        click.echo(f"  frames:   {cls.frames_help}")
     _echo_params(info.params)
+    _echo_statistics(cls.statistics_type)
+
+
+def _echo_statistics(record: type | None) -> None:
+    click.echo("")
+    click.echo("Statistics")
+    if record is None:
+        click.echo("  (none declared)")
+        return
+    for field in fields_of(record):
+        inner = field.name.partition(".")[2]
+        if inner:
+            click.echo(f"      .{inner} ({field.type}): {field.help}")
+        else:
+            click.echo(f"  {field.name} ({field.type})")
+            click.echo(f"      {field.help}")
 
 
 def _echo_params(params: list[ParamInfo]) -> None:

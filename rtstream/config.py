@@ -26,6 +26,8 @@ here, so that errors name the file, pipeline, stage and key before anything star
 
 from __future__ import annotations
 
+import os
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -39,6 +41,9 @@ from .params import show, suggest
 
 DEFAULT_CAPACITY = 2
 MAX_CAPACITY = 1024
+MAX_DEPTH = 32
+"""Most levels of tables and arrays within each other; a pipelines file needs about six."""
+MAX_FILE_BYTES = 16 << 20
 
 _TOP_KEYS = ("pipelines", "services")
 _PIPELINE_KEYS = ("stages", "capacity", "description")
@@ -99,20 +104,22 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     """Read and check a pipelines file."""
     file = str(path)
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read, a directory cannot be read
+            raise ConfigError("not a regular file", file=file)
+        if info.st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"is {info.st_size} bytes; a pipelines file may hold {MAX_FILE_BYTES}", file=file)
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("file not found", file=file) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the file: {exc}", file=file) from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError, and so is a NUL in the path
+        raise ConfigError(f"cannot read the file: {getattr(exc, 'strerror', None) or exc}", file=file) from None
     return parse_config(text, file=file, environ=environ)
 
 
 def parse_config(text: str, *, file: str = "<string>", environ: Mapping[str, str] | None = None) -> Config:
     """Check the text of a pipelines file; ``file`` names it in errors."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", file=file) from None
+    document = parse_toml(text, file=file)
     try:
         _reject_unknown(document, _TOP_KEYS, "top-level key")
         services = document.get("services", {})
@@ -126,6 +133,40 @@ def parse_config(text: str, *, file: str = "<string>", environ: Mapping[str, str
     except ConfigError as exc:
         raise exc.located(file=file) from None
     return Config(file=file, pipelines=specs, services=service_specs)
+
+
+def parse_toml(text: str, *, file: str | None = None) -> dict[str, Any]:
+    """TOML text as a document at most :data:`MAX_DEPTH` levels deep, or a one-line ConfigError.
+
+    tomllib recurses once per level of nesting: a file nested thousands deep exhausts the stack
+    inside it, so that is caught here, at the boundary, and reported as what it is.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", file=file) from None
+    except RecursionError:
+        raise ConfigError(f"nested too deeply (at most {MAX_DEPTH} levels of arrays and tables)", file=file) from None
+    place = _too_deep(document)
+    if place is not None:
+        raise ConfigError(
+            f"nested too deeply at {show(place)} (at most {MAX_DEPTH} levels of arrays and tables)", file=file
+        )
+    return document
+
+
+def _too_deep(document: dict[str, Any]) -> str | None:
+    """The dotted path of the first value nested deeper than :data:`MAX_DEPTH`, else None (no recursion)."""
+    pending: list[tuple[Any, str, int]] = [(document, "", 0)]
+    while pending:
+        value, path, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            return path
+        if isinstance(value, dict):
+            pending.extend((v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            pending.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
+    return None
 
 
 def service_spec(name: str, table: Any, environ: Mapping[str, str] | None = None) -> ServiceSpec:
@@ -186,11 +227,12 @@ def _pipeline(name: str, table: Any, environ: Mapping[str, str] | None, services
         raise ConfigError("must be a list of stage tables", pipeline=name, key="stages")
     stage_specs = tuple(_stage(name, i, s, environ, services) for i, s in enumerate(stages, start=1))
     used = {
-        ref.service
+        ref.name
         for spec in stage_specs
         for value in spec.params.values()
         for t in _templates(value)
         for ref in t.refs
+        if ref.scope == "services"
     }
     return PipelineSpec(
         name=name,
@@ -228,7 +270,7 @@ def _stage(
         except InterpolationError as exc:
             raise ConfigError(str(exc), pipeline=pipeline, stage=ref, key=key) from None
         for template in _templates(params[key]):
-            for service in (r.service for r in template.refs):
+            for service in (r.name for r in template.refs if r.scope == "services"):
                 if service not in services:
                     known = f"the file declares: {', '.join(services)}" if services else "add a [services.NAME] table"
                     raise ConfigError(

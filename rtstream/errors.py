@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import attrs
 
+from .text import clip, one_line
+
+MAX_MESSAGE = 1000
+"""Characters of an error message: a name or value a file or peer chose cannot make it longer."""
+
 
 @attrs.frozen
 class StageRef:
@@ -14,9 +19,10 @@ class StageRef:
     label: str | None = None
 
     def __str__(self) -> str:
+        kind = clip(one_line(self.type), 40)
         if self.label and self.label != self.type:
-            return f"stage {self.index} '{self.label}' ({self.type})"
-        return f"stage {self.index} ({self.type})"
+            return f"stage {self.index} '{clip(one_line(self.label), 40)}' ({kind})"
+        return f"stage {self.index} ({kind})"
 
 
 class PipelineError(Exception):
@@ -27,7 +33,8 @@ class ConfigError(PipelineError):
     """A configuration cannot be used; the message says where: file, service or pipeline, stage and key.
 
     Errors are raised where the problem is found, with what is known there, and located
-    further (``located``) as they travel up through the config loader.
+    further (``located``) as they travel up through the config loader. The text is one line
+    whatever the names and values hold (control characters escaped, long names cut).
     """
 
     def __init__(
@@ -59,16 +66,21 @@ class ConfigError(PipelineError):
     def __str__(self) -> str:
         place = []
         if self.service is not None:
-            place.append(f"service '{self.service}'")
+            place.append(f"service '{_name(self.service)}'")
         if self.pipeline is not None:
-            place.append(f"pipeline '{self.pipeline}'")
+            place.append(f"pipeline '{_name(self.pipeline)}'")
         if self.stage is not None:
             place.append(str(self.stage))
         if self.key is not None:
-            place.append(f"key '{self.key}'")
+            place.append(f"key '{_name(self.key)}'")
         text = ", ".join(place)
         text = f"{text}: {self.message}" if text else self.message
-        return f"{self.file}: {text}" if self.file else text
+        return clip(one_line(f"{self.file}: {text}" if self.file else text), MAX_MESSAGE)
+
+
+def _name(name: str) -> str:
+    """A name from the file (pipeline, service, key) fit for a one-line message."""
+    return clip(one_line(name), 60)
 
 
 class FormatMismatch(ConfigError):
@@ -91,4 +103,4 @@ class StageFailed(PipelineError):
         cause = type(error).__name__
         if str(error):
             cause = f"{cause}: {error}"
-        return f"pipeline '{self.pipeline}', {self.stage} failed: {cause}"
+        return one_line(f"pipeline '{_name(self.pipeline)}', {self.stage} failed: {cause}")

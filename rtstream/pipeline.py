@@ -1,11 +1,13 @@
 """Building a pipeline: stage configs from their tables, roles checked, one format per edge.
 
-Negotiation works like GStreamer caps, in two passes before any task starts. Backwards from
-the sink, each edge learns what the stages downstream of it can take (a stage that passes its
-format through passes the constraint up; one that converts absorbs it). Forwards from the
-source, each stage offers what it can produce, the offer is met with that constraint, and one
-format is fixed, keeping the upstream format wherever it is allowed. When an offer and a
-constraint do not meet, the error names both stages and both formats.
+Negotiation works like GStreamer caps (unions of structures), in two passes before any task
+starts. Backwards from the sink, each edge learns what the stages downstream of it can take (a
+stage that passes its format through passes the constraint up; one that converts absorbs it;
+one that cuts frames of its own passes the format up but not the frame duration). Forwards
+from the source, each stage offers what it can produce, the offer is met with that constraint,
+and one format and frame duration are fixed, keeping the upstream ones wherever they are
+allowed. When an offer and a constraint do not meet, the error names both stages and both
+formats, or both frame durations when only those differ. Then every stage opens its element.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ from typing import Any
 import attrs
 
 from . import registry
-from .caps import Caps
+from .caps import ANY_SIZE, Caps, StreamFormat, frames_text
 from .config import DEFAULT_CAPACITY, PipelineSpec, ServiceSpec, StageSpec, fill_services
 from .errors import ConfigError, FormatMismatch, StageRef
 from .frames import AudioFormat
 from .interpolate import InterpolationError
 from .params import ParamError, params_of, suggest
 from .service import Service
-from .stage import Filter, Sink, Source, Stage
+from .stage import Element, Filter, Sink, Source, Stage
 
 Endpoints = Mapping[str, Mapping[str, str]]
 """Per service name, its addresses (``url``, ``host``, ``port``...)."""
@@ -31,15 +33,22 @@ Endpoints = Mapping[str, Mapping[str, str]]
 
 @attrs.frozen
 class Pipeline:
-    """A pipeline ready to run: resolved stages and, per edge, its format and channel capacity."""
+    """A pipeline ready to run: its stage configs, their opened elements, and per edge its format and capacity."""
 
     name: str
     stages: tuple[Stage, ...]
+    elements: tuple[Element, ...]
+    """One running element per stage, opened for this pipeline instance."""
     refs: tuple[StageRef, ...]
-    formats: tuple[AudioFormat, ...]
-    """``formats[i]`` is the format between ``stages[i]`` and ``stages[i + 1]``."""
+    edges: tuple[StreamFormat, ...]
+    """``edges[i]`` is what flows between ``stages[i]`` and ``stages[i + 1]``: format and frame duration."""
     capacities: tuple[int, ...]
     instance: int = 1
+
+    @property
+    def formats(self) -> tuple[AudioFormat, ...]:
+        """The audio format of each edge."""
+        return tuple(edge.format for edge in self.edges)
 
 
 def build_pipeline(
@@ -65,23 +74,23 @@ def assemble(
     capacities: Sequence[int] | None = None,
     instance: int = 1,
 ) -> Pipeline:
-    """A runnable pipeline from stage objects: roles checked, formats negotiated and resolved."""
+    """A runnable pipeline from stage configs: roles checked, formats negotiated, elements opened."""
     if refs is None:
         refs = [StageRef(i, s.info.name if hasattr(s, "info") else type(s).__name__) for i, s in enumerate(stages, 1)]
     if capacities is None:
         capacities = [DEFAULT_CAPACITY] * (len(stages) - 1)
     _check_roles(stages, refs)
-    formats = negotiate(stages, refs)
-    ends: list[AudioFormat | None] = [None, *formats, None]
-    resolved = []
+    edges = negotiate(stages, refs)
+    ends: list[AudioFormat | None] = [None, *(edge.format for edge in edges), None]
+    elements = []
     for i, stage in enumerate(stages):
         try:
-            resolved.append(stage.resolve(ends[i], ends[i + 1]))
+            elements.append(stage.open(ends[i], ends[i + 1]))
         except ParamError as exc:
             raise ConfigError(exc.message, stage=refs[i], key=exc.key) from None
         except ValueError as exc:
             raise ConfigError(str(exc), stage=refs[i]) from None
-    return Pipeline(name, tuple(resolved), tuple(refs), tuple(formats), tuple(capacities), instance)
+    return Pipeline(name, tuple(stages), tuple(elements), tuple(refs), tuple(edges), tuple(capacities), instance)
 
 
 def build_service(spec: ServiceSpec, *, file: str | None = None) -> Service:
@@ -146,44 +155,77 @@ def _check_roles(stages: Sequence[Stage], refs: Sequence[StageRef]) -> None:
             raise ConfigError(f"{rule}; {ref.type} is a {stage.role}", stage=ref)
 
 
-def negotiate(stages: Sequence[Stage], refs: Sequence[StageRef]) -> list[AudioFormat]:
+def negotiate(stages: Sequence[Stage], refs: Sequence[StageRef]) -> list[StreamFormat]:
     """One format per edge, or FormatMismatch naming the two stages that cannot agree."""
     last = len(stages) - 1
     need: list[Caps] = [Caps.ANY] * last
     need[last - 1] = stages[last].input_caps()
     for i in range(last - 1, 0, -1):
         stage = stages[i]
-        own = stage.input_caps()
-        if type(stage).produces is None:
-            met = own & need[i]
-            if met.empty:
-                j = _blame(stages, i, own)
+        met = stage.upstream_caps(need[i])
+        if met.empty:
+            own = stage.input_caps()
+            j = _blame(stages, i, own, need[i])
+            if _frames_only(own, stages[j].input_caps()):
                 raise FormatMismatch(
-                    f"{refs[i]} accepts {own} and passes it on unchanged, "
-                    f"but {refs[j]} accepts only {stages[j].input_caps()}"
+                    f"{refs[i]} takes {_durations(own)} and passes them on, "
+                    f"but {refs[j]} takes only {_durations(stages[j].input_caps())}"
                 )
-            need[i - 1] = met
-        else:
-            need[i - 1] = own
-    formats: list[AudioFormat] = []
-    fmt_in: AudioFormat | None = None
+            raise FormatMismatch(
+                f"{refs[i]} accepts {own.with_frames(None)} and passes it on unchanged, "
+                f"but {refs[j]} accepts only {stages[j].input_caps().with_frames(None)}"
+            )
+        need[i - 1] = met
+    edges: list[StreamFormat] = []
+    edge: StreamFormat | None = None
     for i in range(last):
-        offered = stages[i].output_caps(fmt_in)
+        offered = stages[i].output_caps(edge)
         allowed = offered & need[i]
         if allowed.empty:
-            j = _blame(stages, i, offered)
-            hint = "; add a converter between them" if type(stages[i]).produces is None or i == 0 else ""
+            j = _blame(stages, i, offered, need[i])
+            theirs = stages[j].input_caps()
+            if _frames_only(offered, theirs):
+                hint = "; put a chunker between them" if ANY_SIZE in _frame_values(offered) else ""
+                raise FormatMismatch(
+                    f"{refs[i]} produces {_durations(offered)}, but {refs[j]} takes only {_durations(theirs)}{hint}"
+                )
+            hint = "; add a converter between them" if stages[i].produces is None or i == 0 else ""
             raise FormatMismatch(
-                f"{refs[i]} produces {offered}, but {refs[j]} accepts only {stages[j].input_caps()}{hint}"
+                f"{refs[i]} produces {offered.with_frames(None)}, but {refs[j]} accepts only "
+                f"{theirs.with_frames(None)}{hint}"
             )
-        fmt_in = allowed.fixate(prefer=fmt_in)
-        formats.append(fmt_in)
-    return formats
+        edge = allowed.fixate(prefer=edge)
+        edges.append(edge)
+    return edges
 
 
-def _blame(stages: Sequence[Stage], i: int, offered: Caps) -> int:
-    """The first stage downstream of ``i`` (through pass-through stages) that refuses ``offered``."""
+def _blame(stages: Sequence[Stage], i: int, offered: Caps, need: Caps) -> int:
+    """The first stage downstream of ``i`` (through pass-through stages) that refuses ``offered``.
+
+    A clash of formats is looked for with frame durations left out, since stages that cut
+    frames of their own pass formats through; a clash of frame durations only crosses stages
+    that pass frames through.
+    """
+    if not (offered.with_frames(None) & need.with_frames(None)).empty:
+        for j in range(i + 1, len(stages)):
+            if (offered & stages[j].input_caps()).empty:
+                return j
+        return len(stages) - 1
+    offered = offered.with_frames(None)
     for j in range(i + 1, len(stages) - 1):
-        if (offered & stages[j].input_caps()).empty or type(stages[j]).produces is not None:
+        if (offered & stages[j].input_caps().with_frames(None)).empty or stages[j].produces is not None:
             return j
     return len(stages) - 1
+
+
+def _frames_only(mine: Caps, theirs: Caps) -> bool:
+    """The two caps would meet but for their frame durations."""
+    return not (mine.with_frames(None) & theirs.with_frames(None)).empty and (mine & theirs).empty
+
+
+def _frame_values(caps: Caps) -> list[float]:
+    return [ms for s in caps.structures for ms in (s.frame_ms or ())]
+
+
+def _durations(caps: Caps) -> str:
+    return " or ".join(frames_text(ms) for ms in dict.fromkeys(_frame_values(caps)))

@@ -1,4 +1,9 @@
-"""The run report: per pipeline instance, how it ended and what every stage counted."""
+"""The run report: per pipeline instance, how it ended and what every stage counted.
+
+Every string of a report passes through :func:`rtstream.redact.redact` on its way out (text
+and JSON alike), so a value read from the environment never appears in it; keys are put on
+one line too, since some are chosen by peers.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,12 @@ from typing import Any
 
 import attrs
 import numpy as np
+
+from .redact import clean, redact
+from .text import clip
+
+MAX_KEY = 100
+"""Characters of a report key: a name a peer chose is cut there (stages bound how many with BoundedCounter)."""
 
 
 @attrs.frozen
@@ -51,15 +62,17 @@ class RunReport:
 
 
 def plain(value: Any) -> Any:
-    """``value`` as JSON-ready dicts, lists and scalars (attrs records, enums, numpy scalars)."""
+    """``value`` as JSON-ready dicts, lists and scalars (attrs records, enums, numpy scalars), secrets redacted."""
     if attrs.has(type(value)):
         return {f.name: plain(getattr(value, f.name)) for f in attrs.fields(type(value))}
     if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {clip(clean(str(k)), MAX_KEY): plain(v) for k, v in value.items()}
+    if isinstance(value, enum.Enum):
+        return plain(value.value)
+    if isinstance(value, str):
+        return redact(str(value))
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
-    if isinstance(value, enum.Enum):
-        return value.value
     if isinstance(value, np.generic):
         return plain(value.item())
     if isinstance(value, float) and not math.isfinite(value):
@@ -106,7 +119,7 @@ def format_text(report: RunReport) -> str:
     for name, service_report in report.services.items():
         lines.append(f"service '{name}'")
         lines.extend(format_fields(service_report, indent="    "))
-    return "\n".join(lines)
+    return "\n".join(clean(line) for line in lines)
 
 
 def _wrap(fields: list[str], *, indent: str, width: int) -> list[str]:

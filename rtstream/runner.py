@@ -7,7 +7,13 @@ names the pipeline and the stage; other pipelines (other calls) go on.
 
 Stopping is two-step: :meth:`RunControl.stop` cancels the sources, so the rest drain what is
 in flight, and cancels everything if draining outlasts the grace period;
-:meth:`RunControl.abort` cancels at once. Ctrl-C maps to these when signals are handled.
+:meth:`RunControl.abort` cancels at once. Ctrl-C and SIGTERM map to these when signals are handled.
+
+A pipeline that ran to its own end but delivered no audio has failed, though no stage raised:
+a stage's element tells by an optional ``delivered() -> bool | None`` method (True: it passed on audio;
+False: it passed on none; None: it cannot tell). Without the method, a stage whose statistics
+hold :class:`~rtstream.stats.Throughput` records delivered when any of them counted a chunk.
+The pipeline fails when any stage says False, and the error names the first such stage.
 
 Services (servers the pipelines talk to, such as the simulators) run around the pipelines:
 :func:`open_services` starts them on free loopback ports and stops them afterwards.
@@ -28,6 +34,8 @@ from .errors import StageFailed
 from .pipeline import Pipeline
 from .report import PipelineReport, RunReport, StageReport
 from .service import Service
+from .stage import Element
+from .stats import Throughput
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +109,16 @@ async def _run_stage(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    stage, ref = pipeline.stages[index], pipeline.refs[index]
+    stage, element, ref = pipeline.stages[index], pipeline.elements[index], pipeline.refs[index]
     status = _TrackedStatus(task_status)
     try:
         if stage.role == "source":
             with control.source_scope() as scope, scope:
-                await stage.run(*channels, task_status=status)
+                await element.run(*channels, task_status=status)
             if not status.done:  # stopped before it could start
                 status.started()
         else:
-            await stage.run(*channels, task_status=status)
+            await element.run(*channels, task_status=status)
     except trio.BrokenResourceError as exc:
         downstream = channels[-1]
         if stage.role != "sink" and downstream.statistics().open_receive_channels == 0:
@@ -124,15 +132,20 @@ async def _run_stage(
 
 
 async def run_pipeline(
-    pipeline: Pipeline, control: RunControl | None = None, *, raise_on_failure: bool = False
+    pipeline: Pipeline,
+    control: RunControl | None = None,
+    *,
+    raise_on_failure: bool = False,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> PipelineReport:
-    """Run one pipeline to its end and report on it.
+    """Run one pipeline to its end and report on it; ``task_status.started()`` once every stage has.
 
     A failing stage is logged and reported; with ``raise_on_failure`` its StageFailed is raised.
     """
     control = control or RunControl()
     started = trio.current_time()
     error = None
+    starting = _TrackedStatus(task_status)
     with control.pipeline_scope() as scope, scope:
         try:
             async with trio.open_nursery() as nursery:
@@ -142,24 +155,32 @@ async def run_pipeline(
                     inbound = (ends[i - 1][1],) if i > 0 else ()
                     outbound = (ends[i][0],) if i < last else ()
                     await nursery.start(_run_stage, pipeline, i, inbound + outbound, control)
+                starting.started()
         except* StageFailed as group:
             error = _first_failure(group)
             log.error("%s", error)
+    if not starting.done:  # failed or cancelled while starting
+        starting.started()
     if error is not None and raise_on_failure:
         raise error
+    problem = str(error) if error is not None else None
     if error is not None:
         status = "failed"
     elif scope.cancelled_caught:
         status = "cancelled"
     elif control.stopping:
-        status = "stopped"
+        status = "stopped"  # asked to stop: having delivered nothing yet is no failure of its own
     else:
         status = "completed"
+        problem = _nothing_delivered(pipeline)
+        if problem is not None:
+            log.error("%s", problem)
+            status = "failed"
     return PipelineReport(
         pipeline=pipeline.name,
         instance=pipeline.instance,
         status=status,
-        error=str(error) if error else None,
+        error=problem,
         duration=trio.current_time() - started,
         stages=tuple(_stage_report(pipeline, i) for i in range(len(pipeline.stages))),
     )
@@ -179,9 +200,31 @@ def _first_failure(group: BaseExceptionGroup[StageFailed]) -> StageFailed:
     return min(failures, key=lambda f: f.stage.index)
 
 
+def delivered(element: Element) -> bool | None:
+    """Whether a stage's running ``element`` passed on any audio (None: it cannot tell); see the module docstring."""
+    hook = getattr(element, "delivered", None)
+    if callable(hook):
+        return hook()
+    stats = element.statistics()
+    fields = attrs.asdict(stats, recurse=False) if attrs.has(type(stats)) else stats
+    counts = [v for v in fields.values() if isinstance(v, Throughput)] if isinstance(fields, Mapping) else []
+    return any(c.chunks for c in counts) if counts else None
+
+
+def _nothing_delivered(pipeline: Pipeline) -> str | None:
+    """Why a pipeline that ran to its end still failed: a stage delivered no audio."""
+    for element, ref in zip(pipeline.elements, pipeline.refs, strict=True):
+        if delivered(element) is False:
+            sink = pipeline.refs[-1]
+            if ref == sink:
+                return f"pipeline '{pipeline.name}', nothing delivered: {sink} delivered no audio"
+            return f"pipeline '{pipeline.name}', nothing delivered: {ref} passed on no audio, so {sink} got none"
+    return None
+
+
 def _stage_report(pipeline: Pipeline, index: int) -> StageReport:
     stage, ref = pipeline.stages[index], pipeline.refs[index]
-    stats = stage.statistics()
+    stats = pipeline.elements[index].statistics()
     return StageReport(
         index=ref.index,
         type=ref.type,
@@ -193,18 +236,25 @@ def _stage_report(pipeline: Pipeline, index: int) -> StageReport:
     )
 
 
-async def watch_sigint(control: RunControl, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Map Ctrl-C onto ``control``: the first stops the sources and drains, the second aborts."""
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Ctrl-C, and what orchestrators (systemd, Kubernetes, docker stop) send."""
+
+
+async def watch_signals(control: RunControl, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Map Ctrl-C and SIGTERM onto ``control``: the first stops the sources and drains, a second aborts."""
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         task_status.started()
-        async for _ in signals:
+        log.info("running; Ctrl-C or SIGTERM stops the sources and drains for up to %.1f s", control.grace)
+        async for signum in signals:
+            name = signal.Signals(signum).name
             if control.stopping:
-                log.warning("interrupted again: cancelling now")
+                log.warning("%s again: cancelling now", name)
                 control.abort()
             else:
                 log.warning(
-                    "interrupted: stopping the sources, draining for up to %.1f s (Ctrl-C again to cancel now)",
+                    "interrupted: stopping the sources, draining for up to %.1f s (%s; again to cancel now)",
                     control.grace,
+                    name,
                 )
                 control.stop()
 
@@ -222,22 +272,27 @@ async def run_pipelines(
     stop_after: float | None = None,
     handle_signals: bool = False,
     control: RunControl | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> RunReport:
-    """Run pipelines concurrently (each a call) until all have ended; report on every one."""
+    """Run pipelines concurrently (each a call) until all have ended; report on every one.
+
+    ``task_status.started()`` once every pipeline has started all its stages.
+    """
     control = control or RunControl(grace)
     reports: list[PipelineReport | None] = [None] * len(pipelines)
 
-    async def run_one(i: int) -> None:
-        reports[i] = await run_pipeline(pipelines[i], control)
+    async def run_one(i: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        reports[i] = await run_pipeline(pipelines[i], control, task_status=task_status)
 
     async with trio.open_nursery() as helpers:
         if handle_signals:
-            await helpers.start(watch_sigint, control)
+            await helpers.start(watch_signals, control)
         if stop_after is not None:
             helpers.start_soon(_stop_after, control, stop_after)
         async with trio.open_nursery() as calls:
             for i in range(len(pipelines)):
-                calls.start_soon(run_one, i)
+                await calls.start(run_one, i)
+            task_status.started()
         helpers.cancel_scope.cancel()
     return RunReport(tuple(r for r in reports if r is not None))
 

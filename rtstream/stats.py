@@ -1,22 +1,69 @@
-"""Counters for ``statistics()``: drops by reason, and percentiles in bounded memory."""
+"""Counters for ``statistics()``: drops by reason, counts by name, percentiles in bounded memory, documented fields.
+
+Every field of a statistics record says what it counts: declare it with :func:`stat`, and
+:func:`fields_of` lists the fields with their help (``rtstream inspect`` prints them).
+"""
 
 from __future__ import annotations
 
 import math
+import types
+import typing
 from collections import Counter
+from typing import Any
 
 import attrs
 
 from .frames import AudioChunk
+from .text import clip, one_line
+
+_HELP = "rtstream.help"
+
+
+def stat(*, help: str, default: Any = attrs.NOTHING) -> Any:
+    """A field of a frozen statistics record, with the help ``rtstream inspect`` prints."""
+    return attrs.field(default=default, metadata={_HELP: help})
+
+
+@attrs.frozen
+class StatInfo:
+    """One documented statistics field: dotted name, type as written, help (None if undocumented)."""
+
+    name: str
+    type: str
+    help: str | None
+
+
+def fields_of(record: type) -> list[StatInfo]:
+    """Every field of the statistics record type ``record``, nested records' fields dotted after theirs."""
+    hints = typing.get_type_hints(record)
+    out = []
+    for field in attrs.fields(record):
+        kind = hints[field.name]
+        out.append(StatInfo(field.name, _type_name(kind), field.metadata.get(_HELP)))
+        nested = [k for k in (kind, *typing.get_args(kind)) if isinstance(k, type) and attrs.has(k)]
+        for inner in nested[:1] if typing.get_origin(kind) is not dict else ():
+            out.extend(attrs.evolve(f, name=f"{field.name}.{f.name}") for f in fields_of(inner))
+    return out
+
+
+def _type_name(kind: Any) -> str:
+    """``kind`` as written in the record: ``int``, ``dict[str, DropCount]``, ``Summary | None``."""
+    args = typing.get_args(kind)
+    if not args:
+        return "None" if kind is type(None) else getattr(kind, "__name__", str(kind))
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    return f"{typing.get_origin(kind).__name__}[{', '.join(_type_name(a) for a in args)}]"
 
 
 @attrs.frozen
 class Throughput:
     """How much audio passed a point: chunks, samples per channel, and seconds."""
 
-    chunks: int
-    samples: int
-    seconds: float
+    chunks: int = stat(help="Audio chunks.")
+    samples: int = stat(help="Samples per channel.")
+    seconds: float = stat(help="Seconds of audio.")
 
 
 class AudioCounter:
@@ -40,8 +87,10 @@ class AudioCounter:
 
 @attrs.frozen
 class DropCount:
-    frames: int
-    samples: int
+    """What was dropped for one reason."""
+
+    frames: int = stat(help="Frames (or chunks) dropped.")
+    samples: int = stat(help="Samples per channel dropped.")
 
 
 class Drops:
@@ -69,15 +118,50 @@ class Drops:
         return {reason: DropCount(self._frames[reason], self._samples[reason]) for reason in sorted(self._frames)}
 
 
+class BoundedCounter:
+    """Counts by name where a peer chooses the names (message types, event names, error codes).
+
+    At most ``limit`` names are kept, each put on one line and cut to ``max_key`` characters;
+    counts of further names go to ``other``. A peer sending ten thousand distinct or huge names
+    costs a bounded dict and a bounded report.
+    """
+
+    __slots__ = ("_counts", "limit", "max_key")
+
+    OTHER = "other"
+
+    def __init__(self, limit: int = 32, max_key: int = 64) -> None:
+        self.limit = limit
+        self.max_key = max_key
+        self._counts: Counter[str] = Counter()
+
+    def add(self, name: object, n: int = 1) -> None:
+        key = clip(one_line(str(name)), self.max_key)
+        if key not in self._counts and len(self._counts) >= self.limit:
+            key = self.OTHER
+        self._counts[key] += n
+
+    def __getitem__(self, name: str) -> int:
+        return self._counts[name]
+
+    @property
+    def total(self) -> int:
+        return sum(self._counts.values())
+
+    def snapshot(self) -> dict[str, int]:
+        """The counts by name, sorted (``other`` among them when names were folded)."""
+        return dict(sorted(self._counts.items()))
+
+
 @attrs.frozen
 class Summary:
     """Percentiles of a series (in its own unit); None when it is empty."""
 
-    count: int
-    p50: float | None
-    p99: float | None
-    max: float | None
-    mean: float | None
+    count: int = stat(help="Values in the series.")
+    p50: float | None = stat(help="Median (None when empty).")
+    p99: float | None = stat(help="99th percentile (None when empty).")
+    max: float | None = stat(help="Largest value (None when empty).")
+    mean: float | None = stat(help="Mean (None when empty).")
 
 
 class Quantiles:

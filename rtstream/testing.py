@@ -19,12 +19,13 @@ import numpy as np
 import trio
 import trio.testing
 
-from .caps import Caps
+from .caps import Caps, StreamFormat
 from .frames import AudioChunk, AudioFormat, Frame
-from .pipeline import assemble
+from .pipeline import Pipeline, assemble
 from .report import PipelineReport
 from .runner import run_pipeline
-from .stage import ReceiveChannel, SendChannel, Sink, Source, Stage
+from .stage import NOTHING, Core, CoreElement, SendChannel, Sink, Source, Stage
+from .stats import stat
 
 T = TypeVar("T")
 
@@ -33,17 +34,32 @@ def _timed(script: Iterable[Frame | tuple[float, Frame]]) -> tuple[tuple[float |
     return tuple(item if isinstance(item, tuple) else (None, item) for item in script)
 
 
+@attrs.frozen
+class ScriptStatistics:
+    frames: int = stat(help="Frames in the script.")
+
+
 @attrs.frozen(kw_only=True)
 class ScriptedSource(Source):
     """Sends scripted frames: at once, or each at its time (seconds after start) when given one."""
+
+    statistics_type = ScriptStatistics
 
     script: tuple[tuple[float | None, Frame], ...] = attrs.field(converter=_timed)
     format: AudioFormat | None = None
     """The format to announce; by default that of the first audio chunk in the script."""
 
-    def output_caps(self, fmt_in: AudioFormat | None) -> Caps:
+    def output_caps(self, fmt_in: StreamFormat | None) -> Caps:
         fmt = self.format or next((f.format for _, f in self.script if isinstance(f, AudioChunk)), None)
         return Caps.ANY if fmt is None else Caps.of(fmt)
+
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> _Player:
+        return _Player(self.script)
+
+
+class _Player:
+    def __init__(self, script: tuple[tuple[float | None, Frame], ...]) -> None:
+        self.script = script
 
     async def run(self, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with tx:
@@ -54,32 +70,46 @@ class ScriptedSource(Source):
                     await trio.sleep_until(start + at)
                 await tx.send(frame)
 
-    def statistics(self) -> dict[str, int]:
-        return {"frames": len(self.script)}
+    def statistics(self) -> ScriptStatistics:
+        return ScriptStatistics(len(self.script))
 
 
-@attrs.frozen(kw_only=True)
-class CollectingSink(Sink):
-    """Keeps every frame it receives with the time it arrived."""
+@attrs.frozen
+class CollectedStatistics:
+    frames: int = stat(help="Frames received.")
 
-    caps: Caps = Caps.ANY
-    received: list[tuple[float, Frame]] = attrs.field(init=False, factory=list, eq=False, repr=False)
 
-    def input_caps(self) -> Caps:
-        return self.caps
+class Collector(Core):
+    """Keeps every frame it receives with the time it arrived (the core of :class:`CollectingSink`)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[float, Frame]] = []
 
     @property
     def frames(self) -> list[Frame]:
         return [frame for _, frame in self.received]
 
-    async def run(self, rx: ReceiveChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with rx:
-            task_status.started()
-            async for frame in rx:
-                self.received.append((trio.current_time(), frame))
+    def push(self, frame: Frame, now: float) -> Sequence[Frame]:
+        self.received.append((now, frame))
+        return NOTHING
 
-    def statistics(self) -> dict[str, int]:
-        return {"frames": len(self.received)}
+    def statistics(self) -> CollectedStatistics:
+        return CollectedStatistics(len(self.received))
+
+
+@attrs.frozen(kw_only=True)
+class CollectingSink(Sink):
+    """Keeps every frame it receives with the time it arrived; its element's core is a :class:`Collector`."""
+
+    statistics_type = CollectedStatistics
+
+    caps: Caps = Caps.ANY
+
+    def input_caps(self) -> Caps:
+        return self.caps
+
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CoreElement:
+        return CoreElement(Collector())
 
 
 @attrs.frozen
@@ -127,17 +157,23 @@ async def run_stages(
     chain = list(stages)
     if not chain or not isinstance(chain[0], Source):
         chain.insert(0, ScriptedSource(script=script, format=format))
-    sink = CollectingSink(caps=accept)
     if not isinstance(chain[-1], Sink):
-        chain.append(sink)
+        chain.append(CollectingSink(caps=accept))
     pipeline = assemble("test", chain, capacities=[capacity] * (len(chain) - 1))
     report = await run_pipeline(pipeline, raise_on_failure=True)
-    return Collected(sink.received, report)
+    return Collected(collected(pipeline), report)
 
 
 async def run_stage(stage: Stage, script: Iterable[Frame | tuple[float, Frame]] = (), **kwargs: Any) -> Collected:
     """Run one stage (source, filter or sink); see :func:`run_stages`."""
     return await run_stages([stage], script, **kwargs)
+
+
+def collected(pipeline: Pipeline) -> list[tuple[float, Frame]]:
+    """What the pipeline's collecting sink received (time, frame); [] if its sink is another."""
+    element = pipeline.elements[-1]
+    core = getattr(element, "core", None)
+    return core.received if isinstance(core, Collector) else []
 
 
 def run_virtual(fn: Callable[..., Awaitable[T]], *args: Any) -> T:

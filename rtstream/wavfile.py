@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .frames import SAMPLE_RATES, AudioFormat, Encoding
+from .params import show_path
 
 
 class WavError(ValueError):
@@ -15,26 +16,32 @@ class WavError(ValueError):
 
 
 def open_wav(path: str | Path) -> tuple[wave.Wave_read, AudioFormat]:
-    """Open a WAV file for reading, checking it is 16-bit PCM, mono or stereo, at a supported rate."""
+    """Open a WAV file for reading, checking it is 16-bit PCM, mono or stereo, at a supported rate.
+
+    Every failure, an OSError of any kind included (``/proc/self/mem`` gives EIO), is a WavError.
+    """
+    name = show_path(str(path) if isinstance(path, Path) else path)
     try:
-        reader = wave.open(str(path), "rb")
+        reader = wave.open(str(path), "rb")  # noqa: SIM115  (the caller closes it)
     except FileNotFoundError:
-        raise WavError(f"file not found: {path}") from None
+        raise WavError(f"file not found: {name}") from None
     except IsADirectoryError:
-        raise WavError(f"is a directory, not a WAV file: {path}") from None
+        raise WavError(f"is a directory, not a WAV file: {name}") from None
     except EOFError:
-        raise WavError(f"not a readable PCM WAV file (it ends inside its header): {path}") from None
+        raise WavError(f"not a readable PCM WAV file (it ends inside its header): {name}") from None
     except wave.Error as exc:
-        raise WavError(f"not a readable PCM WAV file ({exc}): {path}") from None
+        raise WavError(f"not a readable PCM WAV file ({exc}): {name}") from None
+    except OSError as exc:
+        raise WavError(f"cannot read the file ({exc.strerror or type(exc).__name__}): {name}") from None
     try:
         width, channels, rate = reader.getsampwidth(), reader.getnchannels(), reader.getframerate()
         if width != 2:
-            raise WavError(f"has {8 * width}-bit samples; rtstream reads 16-bit PCM WAV files: {path}")
+            raise WavError(f"has {8 * width}-bit samples; rtstream reads 16-bit PCM WAV files: {name}")
         if channels not in (1, 2):
-            raise WavError(f"has {channels} channels; use a mono or stereo file: {path}")
+            raise WavError(f"has {channels} channels; use a mono or stereo file: {name}")
         if rate not in SAMPLE_RATES:
             rates = ", ".join(map(str, SAMPLE_RATES))
-            raise WavError(f"has a sample rate of {rate} Hz; use one of {rates}: {path}")
+            raise WavError(f"has a sample rate of {rate} Hz; use one of {rates}: {name}")
     except WavError:
         reader.close()
         raise
@@ -58,7 +65,7 @@ class WavWriter:
             raise ValueError(f"WAV files are written as pcm_s16le, not {fmt.encoding}")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "wb", buffering=1 << 16)  # noqa: SIM115  (closed in close())
-        self._wave = wave.open(self._file, "wb")
+        self._wave = wave.open(self._file, "wb")  # noqa: SIM115  (closed in close())
         self._wave.setnchannels(fmt.channels)
         self._wave.setsampwidth(2)
         self._wave.setframerate(fmt.sample_rate)

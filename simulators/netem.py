@@ -39,7 +39,11 @@ class Impairments:
     reorder: float = param(0.0, min=0, max=1, help="Chance that an audio message is swapped with the next one.")
     drop: float = param(0.0, min=0, max=1, help="Chance that an audio message is lost.")
     disconnect_after: int | None = param(
-        type=int, optional=True, min=1, help="Drop the connection after this many audio messages; none never does."
+        type=int,
+        optional=True,
+        min=1,
+        max=1 << 31,
+        help="Drop the connection after this many audio messages; none never does.",
     )
 
     def impairments(self) -> Impairments:

@@ -33,7 +33,7 @@ class TtsService(TtsSettings, Service):
     """A Cartesia-protocol TTS simulator: speech-like audio in chunks, with timestamps and impairments."""
 
     api_key: str | None = param(
-        type=str, optional=True, secret=True, help="Require this API key from clients; none accepts any."
+        type=str, optional=True, secret=True, kind="header", help="Require this API key from clients; none accepts any."
     )
     _running: _Running = attrs.field(init=False, factory=_Running, eq=False, repr=False)
 
@@ -117,9 +117,14 @@ class TelephonyService(TelephonySettings, Service):
     """A telephony media-stream simulator (raw, twilio, plivo, exotel) that checks and times every frame."""
 
     record: str | None = param(
-        type=str, optional=True, help="Write each call's audio to this WAV file; {call} stands for the call number."
+        type=str,
+        optional=True,
+        kind="output_path",
+        help="Write each call's audio to this WAV file; {call} stands for the call number.",
     )
-    report_calls: int = param(20, min=0, help="Calls listed one by one in the report (all are counted in the totals).")
+    report_calls: int = param(
+        20, min=0, max=100_000, help="Calls listed one by one in the report (all are counted in the totals)."
+    )
     _running: _Running = attrs.field(init=False, factory=_Running, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:

@@ -15,11 +15,13 @@ the first word whose audio had not all arrived. The shell is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import attrs
 
-from rtstream.caps import Caps
+from rtstream.audio.payload import TransportDecoder
+from rtstream.caps import ANY_SIZE, Caps, StreamFormat
 from rtstream.frames import SAMPLE_RATES, AudioFormat, Encoding
 from rtstream.params import ParamError, param
 from rtstream.registry import register
@@ -36,7 +38,6 @@ from rtstream.wire.cartesia import (
     Generation,
     Request,
     Timestamps,
-    TransportDecoder,
     handshake,
 )
 
@@ -61,7 +62,8 @@ class CartesiaDialect(Dialect):
 
     def start(self, context: str, text: str, now: float) -> list[Message]:
         if self._generation.transport is not None:
-            self._decoders[context] = TransportDecoder(self._generation.transport)
+            delivered, wire_dtype = TRANSPORTS[self._generation.transport]
+            self._decoders[context] = TransportDecoder(wire_dtype, delivered)
         return self.add(context, text, now) if text else []
 
     def add(self, context: str, text: str, now: float) -> list[Message]:
@@ -102,12 +104,14 @@ class CartesiaTTS(StreamingTTS):
 
     name: ClassVar[str] = "cartesia_tts"
 
-    url: str = param(DEFAULT_URL, help="The TTS WebSocket (the simulator: '${services.NAME.url}').")
-    api_key: str | None = param(type=str, optional=True, secret=True, help="API key; write '${CARTESIA_API_KEY}'.")
+    url: str = param(DEFAULT_URL, kind="ws_url", help="The TTS WebSocket (the simulator: '${services.NAME.url}').")
+    api_key: str | None = param(
+        type=str, optional=True, secret=True, kind="header", help="API key; write '${CARTESIA_API_KEY}'."
+    )
     auth: str = param(
         "header", choices=AUTH_MODES, help="How the key goes: X-API-Key header, Authorization: Bearer, or ?api_key=."
     )
-    version: str = param(VERSION, help="The Cartesia-Version header.")
+    version: str = param(VERSION, kind="header", help="The Cartesia-Version header.")
     model_id: str = param("sonic-3", help="The TTS model.")
     voice_id: str = param("a0e99841-438c-4a64-b679-ae501e7d6091", help="The voice (by id).")
     language: str = param("en", help="Language of the transcript.")
@@ -141,12 +145,13 @@ class CartesiaTTS(StreamingTTS):
                 "transport", f"{self.transport} arrives as {TRANSPORTS[self.transport][0]}, not {self.encoding}"
             )
 
-    def output_caps(self, fmt_in: AudioFormat | None) -> Caps:
+    def output_caps(self, fmt_in: StreamFormat | None) -> Caps:
         encoding = TRANSPORTS[self.transport][0] if self.transport else self.encoding
         return Caps(
             (encoding,) if encoding else tuple(Encoding),
             (self.sample_rate,) if self.sample_rate else SAMPLE_RATES,
             (1,),
+            (ANY_SIZE,),
         )
 
     def _handshake(self) -> tuple[str, list[tuple[bytes, bytes]]]:
@@ -158,7 +163,7 @@ class CartesiaTTS(StreamingTTS):
     def headers(self) -> list[tuple[bytes, bytes]]:
         return self._handshake()[1]
 
-    def dialect(self, fmt: AudioFormat) -> CartesiaDialect:
+    def dialects(self, fmt: AudioFormat) -> Callable[[], CartesiaDialect]:
         generation = Generation(
             model_id=self.model_id,
             voice_id=self.voice_id,
@@ -169,7 +174,7 @@ class CartesiaTTS(StreamingTTS):
             speed=self.speed,
             transport=self.transport,
         )
-        return CartesiaDialect(
+        return lambda: CartesiaDialect(
             generation,
             chunk_words=self.chunk_words,
             sequence_field=self.sequence_field,

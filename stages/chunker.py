@@ -26,23 +26,22 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
-import trio
 
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Frame, UtteranceEnd
 from rtstream.params import param, whole_samples
 from rtstream.registry import register
-from rtstream.stage import Filter, ReceiveChannel, SendChannel
-from rtstream.stats import DropCount, Drops
+from rtstream.stage import Core, CoreElement, Filter
+from rtstream.stats import DropCount, Drops, stat
 
 REMAINDER_POLICIES = ("pad", "hold", "drop")
 
 
-class FrameCutter:
+class FrameCutter(Core):
     """Cuts a stream of chunks and events into frames of ``frame_samples`` samples each.
 
-    ``feed`` takes one frame of the pipeline (audio or event) and returns what to send on,
-    in order; ``finish`` flushes at the end of the stream. Output pts count the samples sent
-    from 0, continuously; seq numbers the frames from 0.
+    ``push`` takes one frame of the pipeline (audio or event) and returns what to send on,
+    in order; ``end`` flushes at the end of the stream. Output pts count the samples sent
+    from 0, continuously; seq numbers the frames from 0. Untimed: ``poll`` never has anything.
     """
 
     __slots__ = (
@@ -91,8 +90,8 @@ class FrameCutter:
         """Samples waiting in the partial frame."""
         return self._fill
 
-    def feed(self, frame: Frame) -> list[Frame]:
-        """What to send on after ``frame``, in order."""
+    def push(self, frame: Frame, now: float) -> list[Frame]:
+        """What to send on after ``frame``, in order (``now`` is not used: the cutter has no clock)."""
         if type(frame) is AudioChunk:
             return self._cut(frame)
         out: list[Frame] = []
@@ -110,7 +109,7 @@ class FrameCutter:
             self._deferred.append(frame)
         return out
 
-    def finish(self) -> list[Frame]:
+    def end(self) -> list[Frame]:
         """What is left to send at the end of the stream."""
         out: list[Frame] = []
         if self._partial is not None:
@@ -192,28 +191,38 @@ class FrameCutter:
         self._fill = 0
         self._held = False
 
+    def statistics(self) -> ChunkerStatistics:
+        return ChunkerStatistics(
+            chunks_in=self.chunks_in,
+            samples_in=self.samples_in,
+            frames_out=self.frames_out,
+            samples_out=self.frames_out * self.frame_samples,
+            padded_samples=self.padded_samples,
+            pending_samples=self._fill,
+            drops=self.drops.snapshot(),
+        )
+
 
 @attrs.frozen
 class ChunkerStatistics:
-    chunks_in: int
-    samples_in: int
-    frames_out: int
-    samples_out: int
-    padded_samples: int
-    pending_samples: int
-    drops: dict[str, DropCount]
-
-
-def _cutter(stage: Chunker) -> FrameCutter | None:
-    if stage.format is None:
-        return None
-    return FrameCutter(stage.format, stage.format.samples_in(stage.frame_ms), stage.remainder)
+    chunks_in: int = stat(help="Audio chunks taken in.")
+    samples_in: int = stat(help="Samples per channel taken in.")
+    frames_out: int = stat(help="Frames sent, each exactly frame_ms long.")
+    samples_out: int = stat(help="Samples per channel sent (padding included).")
+    padded_samples: int = stat(help="Silence samples added to complete a frame at an utterance or stream end.")
+    pending_samples: int = stat(help="Samples waiting in the part-filled frame.")
+    drops: dict[str, DropCount] = stat(
+        help="Dropped audio by reason: remainder (policy drop), clear (barge-in), format (not the negotiated one)."
+    )
 
 
 @register("chunker", klass="Filter/Audio")
 @attrs.frozen(kw_only=True)
 class Chunker(Filter):
     """Re-cuts audio of any chunk size into frames of exactly frame_ms, in any format."""
+
+    statistics_type = ChunkerStatistics
+    frames_help = "makes frames of frame_ms out of chunks of any size"
 
     frame_ms: float = param(
         60.0, gt=0, max=1000, unit="ms", help="Frame duration; must be a whole number of samples at the edge's rate."
@@ -224,44 +233,10 @@ class Chunker(Filter):
         help="At the end of an utterance, the part-frame left over is padded with silence, "
         "held and joined to the next utterance, or dropped (counted).",
     )
-    format: AudioFormat | None = None
-    """The negotiated format, filled in by :meth:`resolve`."""
-    _core: FrameCutter | None = attrs.field(
-        init=False, default=attrs.Factory(_cutter, takes_self=True), eq=False, repr=False
-    )
 
-    def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> Chunker:
+    def frames_out(self) -> float:
+        return self.frame_ms
+
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CoreElement:
         assert fmt_in is not None
-        whole_samples(fmt_in, self.frame_ms, "frame_ms")
-        return attrs.evolve(self, format=fmt_in)
-
-    async def run(
-        self,
-        rx: ReceiveChannel,
-        tx: SendChannel,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        core = self._core
-        assert core is not None, "chunker runs after negotiation"
-        async with rx, tx:
-            task_status.started()
-            async for frame in rx:
-                for out in core.feed(frame):
-                    await tx.send(out)
-            for out in core.finish():
-                await tx.send(out)
-
-    def statistics(self) -> ChunkerStatistics:
-        core = self._core
-        if core is None:
-            return ChunkerStatistics(0, 0, 0, 0, 0, 0, {})
-        return ChunkerStatistics(
-            chunks_in=core.chunks_in,
-            samples_in=core.samples_in,
-            frames_out=core.frames_out,
-            samples_out=core.frames_out * core.frame_samples,
-            padded_samples=core.padded_samples,
-            pending_samples=core.pending,
-            drops=core.drops.snapshot(),
-        )
+        return CoreElement(FrameCutter(fmt_in, whole_samples(fmt_in, self.frame_ms, "frame_ms"), self.remainder))

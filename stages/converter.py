@@ -24,11 +24,10 @@ from collections import deque
 
 import attrs
 import numpy as np
-import trio
 
 from rtstream.audio import codec
 from rtstream.audio.resample import QUALITIES, StreamResampler
-from rtstream.caps import Caps
+from rtstream.caps import ANY_SIZE, Caps, StreamFormat
 from rtstream.frames import (
     SAMPLE_RATES,
     AudioChunk,
@@ -42,8 +41,8 @@ from rtstream.frames import (
 )
 from rtstream.params import param
 from rtstream.registry import register
-from rtstream.stage import Filter, ReceiveChannel, SendChannel
-from rtstream.stats import DropCount, Drops
+from rtstream.stage import Core, CoreElement, Filter
+from rtstream.stats import DropCount, Drops, stat
 
 _NO_CHUNKS: tuple[AudioChunk, ...] = ()
 _HALF = np.float32(0.5)
@@ -51,26 +50,21 @@ _HALF = np.float32(0.5)
 
 @attrs.frozen
 class ConverterStatistics:
-    chunks_in: int
-    samples_in: int
-    chunks_out: int
-    samples_out: int
-    clipped: int
-    """Output samples clipped at full scale (after the gain)."""
-    nonfinite: int
-    """NaN or infinite float input samples, clamped (NaN to silence, ±inf to full scale)."""
-    format_changes: int
-    discontinuities: int
-    """Jumps in input media time that ended a resampling segment."""
-    flushes: int
-    """Segments whose held-back audio was flushed out."""
-    held_ms_max: float
-    """The most audio the resampler held back at once (its latency)."""
-    drops: dict[str, DropCount]
+    chunks_in: int = stat(help="Audio chunks taken in.")
+    samples_in: int = stat(help="Samples per channel taken in.")
+    chunks_out: int = stat(help="Audio chunks sent.")
+    samples_out: int = stat(help="Samples per channel sent.")
+    clipped: int = stat(help="Output samples clipped at full scale (after the gain).")
+    nonfinite: int = stat(help="NaN or infinite float input samples, clamped (NaN to silence, ±inf to full scale).")
+    format_changes: int = stat(help="Times the input format changed mid-stream (the chain restarted).")
+    discontinuities: int = stat(help="Jumps in input media time that ended a resampling segment.")
+    flushes: int = stat(help="Segments whose held-back audio was flushed out.")
+    held_ms_max: float = stat(help="The most audio the resampler held back at once, in ms (its latency).")
+    drops: dict[str, DropCount] = stat(help="Dropped audio by reason: cleared (held audio dropped at a barge-in).")
 
 
-class ConverterCore:
-    """Frames in, frames out, converted to ``output``; no I/O, no clock."""
+class ConverterCore(Core):
+    """Frames in, frames out, converted to ``output``; no I/O, no clock (untimed)."""
 
     def __init__(
         self, output: AudioFormat, *, gain_db: float = 0.0, quality: str = "HQ", input_format: AudioFormat | None = None
@@ -116,9 +110,27 @@ class ConverterCore:
         """Input media time in output samples (before the format-change offset)."""
         return pts if self._resampler is None else self._resampler.rescale(pts)
 
+    def push(self, frame: Frame, now: float) -> tuple[Frame, ...]:
+        """What ``frame`` turns into: converted audio, or the event after any audio it must follow."""
+        kind = type(frame)
+        if kind is AudioChunk:
+            return self._audio(frame)  # type: ignore[arg-type]  # checked by type() above: isinstance is slower
+        if kind is WordTimings:
+            return (frame,)
+        if kind is Clear:
+            self._clear()
+            return (frame,)
+        if kind is Gap:
+            return (*self._flush(), self._gap(frame))  # type: ignore[arg-type]  # as above
+        return (*self._flush(), frame)
+
+    def end(self) -> tuple[AudioChunk, ...]:
+        """The end of the stream: the audio held back, if any."""
+        return self._flush()
+
     # -- audio ------------------------------------------------------------------------------
 
-    def audio(self, chunk: AudioChunk) -> tuple[AudioChunk, ...]:
+    def _audio(self, chunk: AudioChunk) -> tuple[AudioChunk, ...]:
         """The converted audio ready after ``chunk``: none, one chunk, or a flushed tail and one."""
         self.chunks_in += 1
         self.samples_in += len(chunk.data)
@@ -136,7 +148,7 @@ class ConverterCore:
         if resampler.active and (chunk.pts != resampler.in_pts or chunk.utterance != self._utterance):
             if chunk.pts != resampler.in_pts:
                 self.discontinuities += 1
-            tail = self.flush()
+            tail = self._flush()
         if not resampler.active:
             resampler.seek(chunk.pts)
             self._utterance = chunk.utterance
@@ -168,14 +180,14 @@ class ConverterCore:
     def _restart(self, chunk: AudioChunk) -> tuple[AudioChunk, ...]:
         """A new input format: flush the old chain, set up the new; output time carries on."""
         midstream = self.chunks_in > 1
-        tail = self.flush()
+        tail = self._flush()
         self._start(chunk.format)
         if midstream:
             self.format_changes += 1
             self._offset = self._out_next - self.rescale(chunk.pts)
         return tail
 
-    def flush(self) -> tuple[AudioChunk, ...]:
+    def _flush(self) -> tuple[AudioChunk, ...]:
         """End the segment: the audio held back, if any, as one chunk."""
         resampler = self._resampler
         if resampler is None or not resampler.active:
@@ -192,7 +204,7 @@ class ConverterCore:
         assert last is not None
         return (self._emit(self._from_float(out), start + self._offset, last, flags, None, arrival),)
 
-    def clear(self) -> None:
+    def _clear(self) -> None:
         """Barge-in: drop the audio held back, counted."""
         self._carried = ChunkFlags.NONE
         self._arrivals.clear()
@@ -231,7 +243,7 @@ class ConverterCore:
 
     # -- events -----------------------------------------------------------------------------
 
-    def gap(self, gap: Gap) -> Gap:
+    def _gap(self, gap: Gap) -> Gap:
         """``gap`` in output media time (its sequence numbers are left alone)."""
         pts, samples = gap.pts, gap.samples
         if pts is not None:
@@ -266,23 +278,19 @@ def _fixed(value: object) -> tuple | None:
     return None if value is None else (value,)
 
 
-def _new_core(stage: Converter) -> ConverterCore | None:
-    if stage.output_format is None:
-        return None  # not negotiated yet: resolve() makes the instance that runs
-    return ConverterCore(
-        stage.output_format, gain_db=stage.gain_db, quality=stage.quality, input_format=stage.input_format
-    )
-
-
 @register("converter", klass="Filter/Converter")
 @attrs.frozen(kw_only=True)
 class Converter(Filter):
     """Converts encoding (PCM16, float32, μ-law, A-law), sample rate (8–48 kHz) and channels.
 
     A parameter left unset takes what the stages downstream accept, else keeps the input's.
+    Frames keep their duration unless the rate changes: resampling holds audio back, so its
+    output comes in chunks of any size (put a chunker after it where fixed frames are needed).
     """
 
     produces = Caps(tuple(Encoding), SAMPLE_RATES, (1, 2))
+    statistics_type = ConverterStatistics
+    frames_help = "keeps the frame duration unless it resamples; resampled audio comes in chunks of any size"
 
     encoding: Encoding | None = param(
         type=Encoding, optional=True, help="Output encoding; unset: what downstream accepts, else the input's."
@@ -308,51 +316,18 @@ class Converter(Filter):
         choices=QUALITIES,
         help="soxr resampling recipe: LQ halves the latency but dulls the top of the band; VHQ adds latency.",
     )
-    input_format: AudioFormat | None = None
-    """The negotiated input format (the chunks' own format is what counts), set by :meth:`resolve`."""
-    output_format: AudioFormat | None = None
-    """The negotiated output format, set by :meth:`resolve`."""
-    _core: ConverterCore | None = attrs.field(
-        init=False, default=attrs.Factory(_new_core, takes_self=True), eq=False, repr=False
-    )
 
-    def output_caps(self, fmt_in: AudioFormat | None) -> Caps:
-        return Caps(_fixed(self.encoding), _fixed(self.sample_rate), _fixed(self.channels))
+    def output_caps(self, fmt_in: StreamFormat | None) -> Caps:
+        encodings, channels = _fixed(self.encoding), _fixed(self.channels)
+        if fmt_in is None or fmt_in.frame_ms == ANY_SIZE:
+            return Caps(encodings, _fixed(self.sample_rate), channels, (ANY_SIZE,))
+        rate = fmt_in.format.sample_rate
+        same = Caps(encodings, (rate,), channels, (fmt_in.frame_ms,))
+        others = tuple(r for r in SAMPLE_RATES if r != rate and self.sample_rate in (None, r))
+        return (same if self.sample_rate in (None, rate) else Caps.union(())) | Caps(
+            encodings, others, channels, (ANY_SIZE,)
+        )
 
-    def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> Converter:
-        return attrs.evolve(self, input_format=fmt_in, output_format=fmt_out)
-
-    @property
-    def core(self) -> ConverterCore:
-        assert self._core is not None, "the converter runs after negotiation (resolve)"
-        return self._core
-
-    async def run(
-        self, rx: ReceiveChannel, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        core = self.core
-        async with rx, tx:
-            task_status.started()
-            async for frame in rx:
-                for out in _converted(core, frame):
-                    await tx.send(out)
-            for out in core.flush():
-                await tx.send(out)
-
-    def statistics(self) -> ConverterStatistics:
-        return self.core.statistics()
-
-
-def _converted(core: ConverterCore, frame: Frame) -> tuple[Frame, ...]:
-    """What ``frame`` turns into: converted audio, or the event after any audio it must follow."""
-    kind = type(frame)
-    if kind is AudioChunk:
-        return core.audio(frame)  # type: ignore[arg-type]
-    if kind is WordTimings:
-        return (frame,)
-    if kind is Clear:
-        core.clear()
-        return (frame,)
-    if kind is Gap:
-        return (*core.flush(), core.gap(frame))  # type: ignore[arg-type]
-    return (*core.flush(), frame)
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CoreElement:
+        assert fmt_out is not None
+        return CoreElement(ConverterCore(fmt_out, gain_db=self.gain_db, quality=self.quality, input_format=fmt_in))

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from typing import ClassVar
 
 import attrs
 
-from rtstream.caps import Caps
+from rtstream.caps import ANY_SIZE, Caps, StreamFormat
 from rtstream.frames import AudioFormat, Encoding
-from rtstream.params import param
+from rtstream.params import ParamError, param
 from rtstream.registry import register
+from rtstream.wire.deepgram import ENCODINGS as WIRE_ENCODINGS
 from rtstream.wire.deepgram import (
     FLUSH_LIMIT,
     FLUSH_WINDOW,
@@ -158,15 +160,18 @@ class DeepgramTTS(StreamingTTS):
 
     name: ClassVar[str] = "deepgram_tts"
 
-    url: str = param(DEFAULT_URL, help="The service (the simulator: '${services.NAME.url}').")
+    url: str = param(DEFAULT_URL, kind="ws_url", help="The service (the simulator: '${services.NAME.url}').")
     api_key: str | None = param(
-        type=str, optional=True, secret=True, help="Sent as 'Authorization: Token ...'; write '${DEEPGRAM_API_KEY}'."
+        type=str,
+        optional=True,
+        secret=True,
+        kind="header",
+        help="Sent as 'Authorization: Token ...'; write '${DEEPGRAM_API_KEY}'.",
     )
     model: str = param("aura-2-thalia-en", help="The Aura voice model.")
     encoding: Encoding | None = param(
         type=Encoding,
         optional=True,
-        choices=ENCODINGS,
         help="pcm_s16le (linear16), pcm_mulaw (mulaw) or pcm_alaw (alaw); none: linear16.",
     )
     sample_rate: int | None = param(
@@ -178,16 +183,24 @@ class DeepgramTTS(StreamingTTS):
     )
     flush_limit: int = param(FLUSH_LIMIT, min=1, max=10000, help="Flushes the service allows per flush_window.")
     flush_window: float = param(FLUSH_WINDOW, gt=0, max=3600, unit="s", help="The window of the flush limit.")
-    _budget: FlushBudget = attrs.field(init=False, eq=False, repr=False)
 
-    @_budget.default
-    def _new_budget(self) -> FlushBudget:
-        return FlushBudget(self.flush_limit, self.flush_window)
+    def __attrs_post_init__(self) -> None:
+        if self.encoding is not None and self.encoding not in ENCODINGS:
+            raise ParamError("encoding", f"must be pcm_s16le, pcm_mulaw or pcm_alaw, got {self.encoding}")
+        if self.encoding is not None and self.sample_rate is not None:
+            rates = RATES[encoding_name(self.encoding)]
+            if self.sample_rate not in rates:
+                listed = " or ".join(map(str, rates))
+                raise ParamError("sample_rate", f"{self.encoding} comes at {listed} Hz, got {self.sample_rate}")
 
-    def output_caps(self, fmt_in: AudioFormat | None) -> Caps:
-        encoding = self.encoding or Encoding.PCM_S16LE
-        rates = RATES[encoding_name(encoding)]
-        return Caps((encoding,), (self.sample_rate,) if self.sample_rate in rates else rates, (1,))
+    def output_caps(self, fmt_in: StreamFormat | None) -> Caps:
+        """linear16 at 8, 16, 24 or 48 kHz, mulaw or alaw at 8 or 16 kHz: Aura's formats that rtstream handles."""
+        allowed = [
+            Caps((encoding,), (self.sample_rate,) if self.sample_rate else RATES[name], (1,), (ANY_SIZE,))
+            for name, encoding in WIRE_ENCODINGS.items()
+            if self.encoding in (None, encoding) and self.sample_rate in (None, *RATES[name])
+        ]
+        return Caps.union(structure for caps in allowed for structure in caps.structures)
 
     def endpoint_url(self, fmt: AudioFormat) -> str:
         return connect_url(self.url, model=self.model, fmt=fmt)
@@ -195,5 +208,6 @@ class DeepgramTTS(StreamingTTS):
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [] if self.api_key is None else [auth_header(self.api_key)]
 
-    def dialect(self, fmt: AudioFormat) -> DeepgramDialect:
-        return DeepgramDialect(self._budget, max_message_bytes=self.max_message_bytes)
+    def dialects(self, fmt: AudioFormat) -> Callable[[], DeepgramDialect]:
+        budget = FlushBudget(self.flush_limit, self.flush_window)  # the account's, across the run's connections
+        return lambda: DeepgramDialect(budget, max_message_bytes=self.max_message_bytes)

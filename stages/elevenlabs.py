@@ -12,11 +12,12 @@ The shell is :class:`rtstream.stages.tts.StreamingTTS`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
 
-from rtstream.caps import Caps
+from rtstream.caps import ANY_SIZE, Caps, StreamFormat
 from rtstream.frames import SAMPLE_RATES, AudioFormat, Encoding
 from rtstream.params import ParamError, param
 from rtstream.registry import register
@@ -36,7 +37,8 @@ from .tts import Dialect, Failed, Finished, Heard, Message, Reading, StreamingTT
 
 ENCODINGS = (Encoding.PCM_S16LE, Encoding.PCM_MULAW, Encoding.PCM_ALAW)
 DEFAULT_URL = "wss://api.elevenlabs.io"
-PCM_RATES = tuple(rate for rate in SAMPLE_RATES)
+PCM_RATES = SAMPLE_RATES
+"""ElevenLabs' pcm_RATE formats are rtstream's rates, 8 to 48 kHz."""
 
 
 class ElevenLabsDialect(Dialect):
@@ -120,9 +122,13 @@ class ElevenLabsTTS(StreamingTTS):
 
     name: ClassVar[str] = "elevenlabs_tts"
 
-    url: str = param(DEFAULT_URL, help="The service (the simulator: '${services.NAME.url}').")
+    url: str = param(DEFAULT_URL, kind="ws_url", help="The service (the simulator: '${services.NAME.url}').")
     api_key: str | None = param(
-        type=str, optional=True, secret=True, help="The xi-api-key header; write '${ELEVENLABS_API_KEY}'."
+        type=str,
+        optional=True,
+        secret=True,
+        kind="header",
+        help="The xi-api-key header; write '${ELEVENLABS_API_KEY}'.",
     )
     voice_id: str = param("21m00Tcm4TlvDq8ikWAM", help="The voice.")
     model_id: str = param("eleven_flash_v2_5", help="The model.")
@@ -134,7 +140,6 @@ class ElevenLabsTTS(StreamingTTS):
     encoding: Encoding | None = param(
         type=Encoding,
         optional=True,
-        choices=ENCODINGS,
         help="pcm_s16le (pcm_RATE), pcm_mulaw (ulaw_8000) or pcm_alaw (alaw_8000); none: PCM16.",
     )
     sample_rate: int | None = param(
@@ -154,6 +159,8 @@ class ElevenLabsTTS(StreamingTTS):
     )
 
     def __attrs_post_init__(self) -> None:
+        if self.encoding is not None and self.encoding not in ENCODINGS:
+            raise ParamError("encoding", f"must be pcm_s16le, pcm_mulaw or pcm_alaw, got {self.encoding}")
         if self.keep_alive >= self.inactivity_timeout:
             raise ParamError(
                 "keep_alive",
@@ -162,11 +169,13 @@ class ElevenLabsTTS(StreamingTTS):
         if self.encoding in (Encoding.PCM_MULAW, Encoding.PCM_ALAW) and self.sample_rate not in (None, 8000):
             raise ParamError("sample_rate", f"{self.encoding} comes at 8000 Hz only, got {self.sample_rate}")
 
-    def output_caps(self, fmt_in: AudioFormat | None) -> Caps:
-        encoding = self.encoding or Encoding.PCM_S16LE
-        if encoding is not Encoding.PCM_S16LE:
-            return Caps((encoding,), (8000,), (1,))
-        return Caps((encoding,), (self.sample_rate,) if self.sample_rate else PCM_RATES, (1,))
+    def output_caps(self, fmt_in: StreamFormat | None) -> Caps:
+        """PCM16 at any rate ElevenLabs offers, or μ-law or A-law at 8 kHz: its output formats, no others."""
+        pcm = Caps((Encoding.PCM_S16LE,), (self.sample_rate,) if self.sample_rate else PCM_RATES, (1,), (ANY_SIZE,))
+        g711 = [Caps((e,), (8000,), (1,), (ANY_SIZE,)) for e in (Encoding.PCM_MULAW, Encoding.PCM_ALAW)]
+        if self.encoding is None:
+            return pcm
+        return {Encoding.PCM_S16LE: pcm, Encoding.PCM_MULAW: g711[0], Encoding.PCM_ALAW: g711[1]}[self.encoding]
 
     def endpoint_url(self, fmt: AudioFormat) -> str:
         return connect_url(
@@ -182,7 +191,7 @@ class ElevenLabsTTS(StreamingTTS):
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [] if self.api_key is None else [(b"xi-api-key", self.api_key.encode())]
 
-    def dialect(self, fmt: AudioFormat) -> ElevenLabsDialect:
+    def dialects(self, fmt: AudioFormat) -> Callable[[], ElevenLabsDialect]:
         settings = {
             key: value
             for key, value in (
@@ -192,7 +201,7 @@ class ElevenLabsTTS(StreamingTTS):
             )
             if value is not None
         }
-        return ElevenLabsDialect(
+        return lambda: ElevenLabsDialect(
             fmt,
             multi=self.endpoint == "multi-stream-input",
             voice_settings=settings or None,

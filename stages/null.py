@@ -3,20 +3,38 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 import attrs
-import trio
 
-from rtstream.frames import AudioChunk
+from rtstream.frames import AudioChunk, AudioFormat, Frame
 from rtstream.registry import register
-from rtstream.stage import ReceiveChannel, Sink
-from rtstream.stats import AudioCounter, Throughput
+from rtstream.stage import NOTHING, Core, CoreElement, Sink
+from rtstream.stats import AudioCounter, Throughput, stat
+
+
+class Tally(Core):
+    """A sink's core: counts the audio and, by type, the events it takes."""
+
+    def __init__(self) -> None:
+        self.audio = AudioCounter()
+        self.events: Counter[str] = Counter()
+
+    def push(self, frame: Frame, now: float) -> Sequence[Frame]:
+        if type(frame) is AudioChunk:
+            self.audio.add(frame)
+        else:
+            self.events[type(frame).__name__] += 1
+        return NOTHING
+
+    def statistics(self) -> NullStatistics:
+        return NullStatistics(self.audio.snapshot(), dict(sorted(self.events.items())))
 
 
 @attrs.frozen
 class NullStatistics:
-    received: Throughput
-    events: dict[str, int]
+    received: Throughput = stat(help="Audio received.")
+    events: dict[str, int] = stat(help="Events received, by type.")
 
 
 @register("null_sink", klass="Sink/Debug")
@@ -24,17 +42,7 @@ class NullStatistics:
 class NullSink(Sink):
     """Discards what it receives, counting audio and events."""
 
-    _audio: AudioCounter = attrs.field(init=False, factory=AudioCounter, eq=False, repr=False)
-    _events: Counter[str] = attrs.field(init=False, factory=Counter, eq=False, repr=False)
+    statistics_type = NullStatistics
 
-    async def run(self, rx: ReceiveChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with rx:
-            task_status.started()
-            async for frame in rx:
-                if type(frame) is AudioChunk:
-                    self._audio.add(frame)
-                else:
-                    self._events[type(frame).__name__] += 1
-
-    def statistics(self) -> NullStatistics:
-        return NullStatistics(self._audio.snapshot(), dict(sorted(self._events.items())))
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CoreElement:
+        return CoreElement(Tally())

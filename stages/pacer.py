@@ -54,11 +54,12 @@ import numpy as np
 import trio
 
 from rtstream.audio.codec import from_float32
+from rtstream.caps import Caps
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Frame, UtteranceEnd, UtteranceStart
 from rtstream.params import param, whole_samples
 from rtstream.registry import register
 from rtstream.stage import Filter, ReceiveChannel, SendChannel
-from rtstream.stats import DropCount, Drops, Quantiles, Summary
+from rtstream.stats import DropCount, Drops, Quantiles, Summary, stat
 from rtstream.timers import sleep_until
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,13 @@ def comfort_noise(fmt: AudioFormat, samples: int, level: float, seed: int) -> tu
 class FramePacer:
     """The grid, policies and counters of one paced stream; time and input are passed in.
 
-    The stage asks :attr:`waiting` first. While waiting (before the first frame, stopped
-    between utterances, or filling the lead) it blocks on its input until :attr:`wait_until`
-    and gives each frame to :meth:`arrive` (or calls :meth:`lead_over` at the deadline).
-    Otherwise it sleeps until :attr:`wake_at` and calls :meth:`due` with a non-blocking
-    ``take``. Both return the frames to send now, in order, in a list reused by the next call.
+    The names are those of :class:`rtstream.stage.Core`, but the pacer pulls its input
+    rather than being pushed it: the shell asks :attr:`waiting` first. While waiting (before
+    the first frame, stopped between utterances, or filling the lead) it blocks on its input
+    until :attr:`wait_until` and gives each frame to :meth:`push` (or calls :meth:`lead_over`
+    then). Otherwise it sleeps until :attr:`deadline` and calls :meth:`poll` with a
+    non-blocking ``take``, so a frame leaves the channel only when its slot has come. Both
+    return the frames to send now, in order, in a list reused by the next call.
     """
 
     def __init__(
@@ -151,7 +154,7 @@ class FramePacer:
         self._stalled = False
         self._starved = False
         self._unread: Frame | object | None = None
-        """An item the stage read for a hungry :meth:`due`, not yet processed."""
+        """An item the stage read for a hungry :meth:`poll`, not yet processed."""
         self.hungry = False
         self.hungry_until = math.inf
         self._warned = False
@@ -171,22 +174,22 @@ class FramePacer:
         """Send time minus deadline, in seconds, of every frame sent in its slot (fills too)."""
 
     @property
-    def deadline(self) -> float:
+    def slot_time(self) -> float:
         """When the next slot is due."""
         assert self.anchor is not None
         return self.anchor + self.slot * self.period
 
     @property
-    def wake_at(self) -> float:
-        """When to wake up for the next slot."""
-        return self.deadline - self.margin
+    def deadline(self) -> float:
+        """When to wake up and :meth:`poll` for the next slot (``margin`` before it)."""
+        return self.slot_time - self.margin
 
     @property
     def wait_until(self) -> float:
         """How long to wait for input while :attr:`waiting`: to the next slot while filling the lead."""
-        return self.wake_at if self._lead_left else math.inf
+        return self.deadline if self._lead_left else math.inf
 
-    def arrive(self, frame: Frame, now: float) -> list[Frame]:
+    def push(self, frame: Frame, now: float) -> list[Frame]:
         """A frame read while waiting; returns what to send now."""
         out = self._out
         out.clear()
@@ -214,12 +217,12 @@ class FramePacer:
         self._lead_left = 0
         self.waiting = False
 
-    def due(self, now: float, take: Take) -> list[Frame]:
+    def poll(self, now: float, take: Take) -> list[Frame]:
         """The next slot has come; returns what to send now.
 
         After a stall, the overdue slots a burst may not send are dropped at once, then the
         burst goes out one slot per call. While catching up, a frame that is not ready yet
-        may only be waiting for upstream to be scheduled: ``due`` then sets :attr:`hungry`
+        may only be waiting for upstream to be scheduled: ``poll`` then sets :attr:`hungry`
         and the stage waits for its input until :attr:`hungry_until`, handing what comes
         (or None) to :meth:`fed` before calling again.
         """
@@ -227,7 +230,7 @@ class FramePacer:
         out.clear()
         self.hungry = False
         slot = self.slot
-        lateness = now - self.deadline
+        lateness = now - self.slot_time
         behind = int(lateness / self.period) if lateness >= self.period else 0
         if behind:
             if not self._stalled:
@@ -247,7 +250,7 @@ class FramePacer:
         self._stalled = behind > 0
         self._starved = False
         if self.slot != slot:  # moved on while catching up
-            lateness = now - self.deadline
+            lateness = now - self.slot_time
         self.slot += 1
         if frame is not None:
             self._send(frame, out, lateness)
@@ -275,7 +278,7 @@ class FramePacer:
 
     def _behind(self, now: float) -> int:
         """Whole slots past since the next slot's deadline."""
-        lateness = now - self.deadline
+        lateness = now - self.slot_time
         return int(lateness / self.period) if lateness >= self.period else 0
 
     def _wait_for_upstream(self, now: float) -> bool:
@@ -406,49 +409,48 @@ class FramePacer:
         if lateness > self.late_after:
             self.late_frames += 1
 
+    def statistics(self) -> PacerStatistics:
+        return PacerStatistics(
+            frames_in=self.frames_in,
+            frames_sent=self.frames_sent,
+            fill_frames=self.fill_frames,
+            underruns=self.underruns,
+            idle_slots=self.idle_slots,
+            late_frames=self.late_frames,
+            stalls=self.stalls,
+            spurts=self.spurts,
+            events=self.events,
+            clears=self.clears,
+            drops=self.drops.snapshot(),
+            lateness_ms=self.lateness.summary(scale=1000),
+        )
+
 
 @attrs.frozen
 class PacerStatistics:
-    frames_in: int
-    frames_sent: int
-    """Audio frames sent (fills not included)."""
-    fill_frames: int
-    """Silence or comfort-noise frames sent on underrun or while idle."""
-    underruns: int
-    idle_slots: int
-    late_frames: int
-    """Frames sent more than ``late_ms`` after their deadline."""
-    stalls: int
-    """Times the pacer found itself one or more whole periods behind its grid."""
-    spurts: int
-    events: int
-    clears: int
-    drops: dict[str, DropCount]
-    lateness_ms: Summary
-
-
-def _pacer(stage: Pacer) -> FramePacer | None:
-    if stage.format is None:
-        return None
-    return FramePacer(
-        stage.format,
-        stage.format.samples_in(stage.frame_ms),
-        lead=stage.lead,
-        margin=stage.margin_ms / 1000,
-        underrun=stage.underrun,
-        idle=stage.idle,
-        late=stage.late,
-        max_burst=stage.max_burst,
-        late_after=stage.late_ms / 1000,
-        noise_level=stage.noise_level,
-        seed=stage.seed,
+    frames_in: int = stat(help="Audio frames taken in.")
+    frames_sent: int = stat(help="Audio frames sent (fills not included).")
+    fill_frames: int = stat(help="Silence or comfort-noise frames sent on underrun or while idle.")
+    underruns: int = stat(help="Slots inside an utterance with no frame ready.")
+    idle_slots: int = stat(help="Slots between utterances (filled, or skipped with idle = stop).")
+    late_frames: int = stat(help="Frames sent more than late_ms after their deadline.")
+    stalls: int = stat(help="Times the pacer found itself one or more whole periods behind its grid.")
+    spurts: int = stat(help="Talk spurts started (each gets the lead).")
+    events: int = stat(help="Events passed through.")
+    clears: int = stat(help="Clears (barge-ins) passed through.")
+    drops: dict[str, DropCount] = stat(
+        help="Dropped audio by reason: late (overdue beyond a burst), frame_size and format (not what was negotiated)."
     )
+    lateness_ms: Summary = stat(help="Send time minus deadline of every frame sent in its slot, fills too, in ms.")
 
 
 @register("pacer", klass="Filter/Timing")
 @attrs.frozen(kw_only=True)
 class Pacer(Filter):
     """Sends fixed frames on an absolute clock: frame n at t0 + n x period, never drifting."""
+
+    statistics_type = PacerStatistics
+    frames_help = "takes only frames of frame_ms (a chunker with the same frame_ms before it makes them)"
 
     frame_ms: float = param(
         60.0, gt=0, max=1000, unit="ms", help="Duration of each frame (the period); as the chunker's."
@@ -478,20 +480,48 @@ class Pacer(Filter):
         5, min=1, max=1000, unit="frames", help="Most overdue frames a burst sends at once; older ones are dropped."
     )
     late_ms: float = param(
-        10.0, min=0, unit="ms", help="A frame sent more than this after its deadline counts as late."
+        10.0, min=0, max=60_000, unit="ms", help="A frame sent more than this after its deadline counts as late."
     )
     noise_level: float = param(-60.0, min=-96, max=-20, unit="dBFS", help="RMS level of comfort noise.")
-    seed: int = param(0, help="Seed of the comfort noise.")
-    format: AudioFormat | None = None
-    """The negotiated format, filled in by :meth:`resolve`."""
-    _core: FramePacer | None = attrs.field(
-        init=False, default=attrs.Factory(_pacer, takes_self=True), eq=False, repr=False
-    )
+    seed: int = param(0, min=0, help="Seed of the comfort noise.")
 
-    def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> Pacer:
+    def input_caps(self) -> Caps:
+        return self.accepts.with_frames((self.frame_ms,))
+
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> Pacing:
         assert fmt_in is not None
-        whole_samples(fmt_in, self.frame_ms, "frame_ms")
-        return attrs.evolve(self, format=fmt_in)
+        return Pacing(
+            FramePacer(
+                fmt_in,
+                whole_samples(fmt_in, self.frame_ms, "frame_ms"),
+                lead=self.lead,
+                margin=self.margin_ms / 1000,
+                underrun=self.underrun,
+                idle=self.idle,
+                late=self.late,
+                max_burst=self.max_burst,
+                late_after=self.late_ms / 1000,
+                noise_level=self.noise_level,
+                seed=self.seed,
+            )
+        )
+
+
+class Pacing:
+    """The pacer's own shell: it reads its input only when its clock wants a frame.
+
+    The shared shell pushes every frame as it comes; the pacer must instead leave frames in
+    the channel until their slot, so that the moment its ``take`` empties a slot of the channel
+    is the moment upstream may send the next frame (the pull clock of the pipeline).
+    """
+
+    def __init__(self, core: FramePacer) -> None:
+        self.core = core
+
+    @property
+    def lateness(self) -> Quantiles:
+        """Every send's lateness (seconds), for merging across calls."""
+        return self.core.lateness
 
     async def run(
         self,
@@ -500,8 +530,7 @@ class Pacer(Filter):
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        core = self._core
-        assert core is not None, "pacer runs after negotiation"
+        core = self.core
 
         def take() -> Frame | object | None:
             try:
@@ -524,10 +553,10 @@ class Pacer(Filter):
                     if frame is None:
                         core.lead_over()
                         continue
-                    sends = core.arrive(frame, trio.current_time())
+                    sends = core.push(frame, trio.current_time())
                 else:
-                    await sleep_until(core.wake_at)
-                    sends = core.due(trio.current_time(), take)
+                    await sleep_until(core.deadline)
+                    sends = core.poll(trio.current_time(), take)
                 for out in sends:
                     await tx.send(out)
                 if core.hungry:
@@ -539,27 +568,5 @@ class Pacer(Filter):
                             item = END
                     core.fed(item)
 
-    @property
-    def lateness(self) -> Quantiles:
-        """Every send's lateness (seconds), for merging across calls."""
-        assert self._core is not None, "pacer runs after negotiation"
-        return self._core.lateness
-
     def statistics(self) -> PacerStatistics:
-        core = self._core
-        if core is None:
-            return PacerStatistics(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {}, Quantiles().summary())
-        return PacerStatistics(
-            frames_in=core.frames_in,
-            frames_sent=core.frames_sent,
-            fill_frames=core.fill_frames,
-            underruns=core.underruns,
-            idle_slots=core.idle_slots,
-            late_frames=core.late_frames,
-            stalls=core.stalls,
-            spurts=core.spurts,
-            events=core.events,
-            clears=core.clears,
-            drops=core.drops.snapshot(),
-            lateness_ms=core.lateness.summary(scale=1000),
-        )
+        return self.core.statistics()

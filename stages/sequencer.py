@@ -7,15 +7,23 @@ utterance already sent) keeps its original number and timestamp and is flagged R
 ``mark_last``, each chunk waits for the next frame so the one before ``UtteranceEnd`` can be
 flagged LAST; that costs up to one chunk of delay, so it is off by default.
 
-Receiver mode (:class:`Reorderer`) unwraps 16- or 32-bit wire numbers into 64 bits (nearest to
-the highest seen), holds chunks that arrive ahead of a missing one, and releases them in order.
-A missing chunk is given up after the window (milliseconds since the first chunk after it
-arrived, or a number of chunks received after it): a ``Gap`` frame goes out in its place, with
-the pts and samples it spanned when the neighbours tell. Duplicates and chunks arriving after
-their gap are dropped and counted. With ``restamp`` the receiver also rewrites ``pts`` in
-sequence order, for senders that number their chunks but do not timestamp them: a TTS
-WebSocket's chunks get their pts from the order they arrive in, which a reordered or duplicated
-chunk would scramble. A loss then takes the length of the chunk before it.
+Receiver mode (:class:`Receiver`) unwraps 16- or 32-bit wire numbers into 64 bits (nearest to
+the highest seen), drops duplicates and reports losses, and passes every other chunk on the
+moment it arrives, in arrival order. A jitter buffer after it puts audio in its place by
+``pts`` at playout time (as NetEq's packet buffer does), so holding chunks back here would only
+starve it after every loss. A number missing for ``window`` (milliseconds since the first
+chunk after it arrived, or a number of chunks received after it) is reported as a ``Gap`` with
+the pts and samples it spanned when the neighbours tell, and the reason ``"missing"``: it may
+yet come, so a jitter buffer keeps its place open and decides at playout time. A chunk that
+comes after its gap was reported still goes on (the buffer may yet play it), counted ``late``.
+
+With ``reorder`` (or ``restamp``) the receiver is a :class:`Reorderer`: it holds chunks that
+arrive ahead of a missing one and releases them in order, giving up the missing one after the
+window with a ``Gap`` of reason ``"lost"``; chunks arriving after their gap are dropped. That
+suits a consumer that is not a jitter buffer. ``restamp`` also rewrites ``pts`` in sequence
+order, for senders that number their chunks but do not timestamp them: a TTS WebSocket's chunks
+get their pts from the order they arrive in, which a reordered or duplicated chunk would
+scramble. A loss then takes the length of the chunk before it.
 """
 
 from __future__ import annotations
@@ -25,13 +33,12 @@ from collections import deque
 from typing import Any
 
 import attrs
-import trio
 
-from rtstream.frames import AudioChunk, ChunkFlags, Frame, Gap, UtteranceEnd, UtteranceStart
+from rtstream.frames import AudioChunk, AudioFormat, ChunkFlags, Frame, Gap, UtteranceEnd, UtteranceStart
 from rtstream.params import param
 from rtstream.registry import register
-from rtstream.stage import Filter, ReceiveChannel, SendChannel
-from rtstream.stats import DropCount, Drops
+from rtstream.stage import Core, CoreElement, Filter
+from rtstream.stats import DropCount, Drops, stat
 
 _REMEMBERED = 4096
 """Sequence numbers (and sent pts ranges) remembered to tell duplicates and retransmissions."""
@@ -40,8 +47,8 @@ RESYNC = 3000
 """A jump ahead by more packets than this is a restarted sender, not a loss."""
 
 
-class Stamper:
-    """Sender side: sequence numbers, media timestamps and utterance flags."""
+class Stamper(Core):
+    """Sender side: sequence numbers, media timestamps and utterance flags (untimed)."""
 
     def __init__(self, *, start_seq: int = 0, mark_last: bool = False) -> None:
         self.next_seq = start_seq
@@ -56,7 +63,7 @@ class Stamper:
         self.stamped = 0
         self.retransmits = 0
 
-    def put(self, frame: Frame) -> list[Frame]:
+    def push(self, frame: Frame, now: float) -> list[Frame]:
         """Frames to send now, in order."""
         out: list[Frame] = []
         if self._held is not None:
@@ -79,10 +86,13 @@ class Stamper:
                 out.append(stamped)
         return out
 
-    def flush(self) -> list[Frame]:
+    def end(self) -> list[Frame]:
         """The end of the input: release a held chunk."""
         held, self._held = self._held, None
         return [] if held is None else [held]
+
+    def statistics(self) -> SequencerStatistics:
+        return SequencerStatistics("sender", self.stamped, self.retransmits, None, self.drops.snapshot())
 
     def _stamp(self, chunk: AudioChunk) -> AudioChunk | None:
         if chunk.utterance != self._utterance:
@@ -113,19 +123,34 @@ class Stamper:
 
 @attrs.frozen
 class ReorderStatistics:
-    received: int
-    released: int
-    reordered: int
-    duplicates: int
-    lost: int
-    late: int
-    gaps: int
-    resyncs: int
-    unsequenced: int
-    max_held: int
+    """What the receiver side saw, in chunks."""
+
+    received: int = stat(help="Chunks in, duplicates included.")
+    released: int = stat(help="Chunks passed on.")
+    reordered: int = stat(help="Chunks that came after one with a higher number.")
+    duplicates: int = stat(help="Chunks dropped because their number had already been passed on.")
+    lost: int = stat(help="Numbers reported missing in Gap frames.")
+    late: int = stat(
+        help="Chunks that came after their gap was reported (passed on by the receiver, dropped when reordering)."
+    )
+    gaps: int = stat(help="Gap frames sent.")
+    resyncs: int = stat(help="Jumps of more than 3000 numbers: the sender restarted.")
+    unsequenced: int = stat(help="Chunks without a number, passed on as they are.")
+    max_held: int = stat(help="The most chunks held back at once (always 0 unless reordering).")
 
 
-class Reorderer:
+@attrs.frozen
+class SequencerStatistics:
+    mode: str = stat(help="sender or receiver.")
+    stamped: int = stat(help="Sender: chunks given a new sequence number.")
+    retransmits: int = stat(help="Sender: chunks sent again under their original number.")
+    receiver: ReorderStatistics | None = stat(help="Receiver: what the reorderer counted (None for a sender).")
+    drops: dict[str, DropCount] = stat(
+        help="Dropped audio by reason: stale_retransmit (sender), duplicate and late (receiver)."
+    )
+
+
+class Reorderer(Core):
     """Receiver side: unwrap, reorder within a window, drop duplicates, report losses as gaps."""
 
     def __init__(
@@ -163,13 +188,17 @@ class Reorderer:
         return self._highest + (diff - self.modulus if diff >= half else diff)
 
     @property
-    def deadline(self) -> float | None:
-        """When the oldest wait ends (ms windows), if anything waits."""
+    def deadline(self) -> float:
+        """When the oldest wait ends (ms windows); inf when nothing waits."""
         if self.unit != "ms" or not self._held:
-            return None
+            return math.inf
         return min(at for _, at in self._held.values()) + self.window
 
-    def put(self, chunk: AudioChunk, now: float) -> list[Frame]:
+    def push(self, frame: Frame, now: float) -> list[Frame]:
+        """Audio is numbered in; events pass at once."""
+        if type(frame) is not AudioChunk:
+            return [frame]
+        chunk = frame
         c = self._c
         c["received"] += 1
         if chunk.seq is None:
@@ -182,7 +211,7 @@ class Reorderer:
             self.next = ext
         elif ext - self.next > RESYNC or self.next - ext > RESYNC:
             c["resyncs"] += 1
-            out.extend(self.flush())
+            out.extend(self.end())
             self.next, self._highest, self._end_pts, self._next_pts = ext, None, None, None
         if ext < self.next:
             if ext in self._released_set:
@@ -209,11 +238,11 @@ class Reorderer:
     def poll(self, now: float) -> list[Frame]:
         """Give up the missing chunks whose window has passed."""
         out: list[Frame] = []
-        while self._held and self.deadline is not None and now >= self.deadline:
+        while self._held and now >= self.deadline:
             self._give_up(out)
         return out
 
-    def flush(self) -> list[Frame]:
+    def end(self) -> list[Frame]:
         """The end of the input: release everything held, with gaps for what is missing."""
         out: list[Frame] = []
         while self._held:
@@ -246,6 +275,7 @@ class Reorderer:
         count = first - self.next  # type: ignore[operator]
         chunk = self._held[first][0]
         pts = self._end_pts
+        samples: int | None
         if self.restamp and pts is not None:
             samples = count * self._last_samples
             self._next_pts = pts + samples
@@ -261,95 +291,173 @@ class Reorderer:
         return ReorderStatistics(duplicates=self.drops.snapshot().get("duplicate", DropCount(0, 0)).frames, **self._c)
 
 
-@attrs.frozen
-class SequencerStatistics:
-    mode: str
-    stamped: int
-    retransmits: int
-    receiver: ReorderStatistics | None
-    drops: dict[str, DropCount]
+class Receiver(Reorderer):
+    """Receiver side without holding: unwrap, drop duplicates, pass on at once, report losses as gaps.
+
+    Missing numbers are remembered as ranges (at most ``max_held`` of them, the oldest reported
+    first when there are more), each with the time the chunk after it arrived.
+    """
+
+    def __init__(self, *, wire_bits: int = 64, window: float = 60.0, unit: str = "ms", max_held: int = 256) -> None:
+        super().__init__(wire_bits=wire_bits, window=window, unit=unit, max_held=max_held)
+        self._missing: list[list[Any]] = []
+        """[first, end, since, chunks received after it], sorted by number."""
+        self._spans: dict[int, tuple[int, int]] = {}
+        """(pts, end pts) of the numbers remembered, to place a gap."""
+        self._start = 0
+        """The first number of the stream: one before it is no loss, just a first chunk that came second."""
+
+    @property
+    def deadline(self) -> float:
+        if self.unit != "ms" or not self._missing:
+            return math.inf
+        return min(m[2] for m in self._missing) + self.window
+
+    def push(self, frame: Frame, now: float) -> list[Frame]:
+        if type(frame) is not AudioChunk:
+            return [frame]
+        chunk = frame
+        c = self._c
+        c["received"] += 1
+        if chunk.seq is None:
+            c["unsequenced"] += 1
+            return [chunk]
+        ext = self.unwrap(chunk.seq)
+        out: list[Frame] = []
+        if self._highest is not None and abs(ext - self._highest) > RESYNC:
+            c["resyncs"] += 1
+            out.extend(self.end())
+            self._highest = None
+        if self._highest is None:
+            self._start = ext
+        if ext in self._released_set:
+            self.drops.add("duplicate", samples=chunk.samples)
+            return out
+        if self._highest is None or ext > self._highest:
+            if self._highest is not None and ext > self._highest + 1:
+                self._missing.append([self._highest + 1, ext, now, 0])
+            self._highest = ext
+        else:
+            c["reordered"] += 1
+            if not self._found(ext) and ext > self._start:
+                c["late"] += 1
+        self._remember(ext)
+        if len(self._spans) >= _REMEMBERED:
+            self._spans.pop(next(iter(self._spans)))
+        self._spans[ext] = (chunk.pts, chunk.end_pts)
+        c["released"] += 1
+        out.append(attrs.evolve(chunk, seq=ext))
+        for m in self._missing:
+            m[3] += m[1] <= ext
+        while len(self._missing) > self.max_held:
+            self._report(0, out)
+        if self.unit == "packets":
+            i = 0
+            while i < len(self._missing):
+                if self._missing[i][3] >= self.window:
+                    self._report(i, out)
+                else:
+                    i += 1
+        return out
+
+    def _found(self, ext: int) -> bool:
+        """Take ``ext`` out of the missing ranges; whether it was still missing."""
+        for i, (first, end, since, after) in enumerate(self._missing):
+            if first <= ext < end:
+                parts = [[a, b, since, after] for a, b in ((first, ext), (ext + 1, end)) if a < b]
+                self._missing[i : i + 1] = parts
+                return True
+        return False
+
+    def poll(self, now: float) -> list[Frame]:
+        """Report the missing numbers whose window has passed."""
+        out: list[Frame] = []
+        i = 0
+        while self.unit == "ms" and i < len(self._missing):
+            if now >= self._missing[i][2] + self.window:
+                self._report(i, out)
+            else:
+                i += 1
+        return out
+
+    def end(self) -> list[Frame]:
+        """The end of the input: report everything still missing."""
+        out: list[Frame] = []
+        while self._missing:
+            self._report(0, out)
+        return out
+
+    def _report(self, i: int, out: list[Frame]) -> None:
+        first, end, _, _ = self._missing.pop(i)
+        before, after = self._spans.get(first - 1), self._spans.get(end)
+        pts = before[1] if before is not None else None
+        samples = after[0] - pts if after is not None and pts is not None and after[0] > pts else None
+        gap = Gap(seq=first, count=end - first, pts=pts if samples else None, samples=samples, reason="missing")
+        out.append(gap)
+        self._c["lost"] += end - first
+        self._c["gaps"] += 1
+
+
+class _Receiver(CoreElement):
+    """The receiver's element: the reorderer's counts in the stage's record."""
+
+    __slots__ = ()
+
+    def statistics(self) -> SequencerStatistics:
+        core: Reorderer = self.core  # type: ignore[assignment]  # the receiver opens with a Reorderer
+        return SequencerStatistics("receiver", 0, 0, core.statistics(), core.drops.snapshot())
 
 
 @register("sequencer", klass="Filter/Network")
 @attrs.frozen(kw_only=True)
 class Sequencer(Filter):
-    """Numbers chunks for the wire (sender), or reorders received ones and reports losses as gaps (receiver)."""
+    """Numbers chunks for the wire (sender), or de-duplicates received ones and reports losses as gaps (receiver)."""
 
-    mode: str = param("sender", choices=("sender", "receiver"), help="sender stamps; receiver reorders and finds gaps.")
+    statistics_type = SequencerStatistics
+
+    mode: str = param(
+        "sender", choices=("sender", "receiver"), help="sender stamps; receiver drops duplicates and finds gaps."
+    )
     start_seq: int = param(0, min=0, max=(1 << 63) - 1, help="Sender: the first sequence number.")
     mark_last: bool = param(
         False,
         help="Sender: hold each chunk until the next frame, to flag the last of an utterance (adds a chunk of delay).",
     )
     wire_bits: int = param(64, choices=(16, 32, 64), unit="bits", help="Receiver: width of the wire sequence numbers.")
-    window: float = param(60.0, gt=0, max=10000, help="Receiver: how long a missing chunk is waited for.")
+    window: float = param(
+        60.0, gt=0, max=10000, help="Receiver: how long a chunk may be missing before a Gap reports it."
+    )
     window_unit: str = param("ms", choices=("ms", "packets"), help="Receiver: the window in milliseconds or in chunks.")
     max_held: int = param(
-        256, min=1, max=65536, help="Receiver: most chunks held while waiting (then the oldest gap is given up)."
+        256,
+        min=1,
+        max=65536,
+        help="Receiver: most chunks held (reorder) or missing ranges tracked; beyond it the oldest gap is reported.",
+    )
+    reorder: bool = param(
+        False,
+        help="Receiver: hold chunks behind a missing one and release them in order, for a consumer that is not "
+        "a jitter buffer (a jitter buffer reorders by pts at playout time; holding here starves it).",
     )
     restamp: bool = param(
-        False, help="Receiver: rewrite pts in sequence order, for numbered chunks timed by arrival (a TTS WebSocket)."
+        False,
+        help="Receiver: rewrite pts in sequence order, for numbered chunks timed by arrival (a TTS WebSocket); "
+        "implies reorder.",
     )
-    _core: list[Any] = attrs.field(init=False, factory=list, eq=False, repr=False)
 
-    def _make(self) -> Stamper | Reorderer:
-        core: Stamper | Reorderer
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CoreElement:
         if self.mode == "sender":
-            core = Stamper(start_seq=self.start_seq, mark_last=self.mark_last)
-        else:
-            core = Reorderer(
+            return CoreElement(Stamper(start_seq=self.start_seq, mark_last=self.mark_last))
+        if not (self.reorder or self.restamp):
+            return _Receiver(
+                Receiver(wire_bits=self.wire_bits, window=self.window, unit=self.window_unit, max_held=self.max_held)
+            )
+        return _Receiver(
+            Reorderer(
                 wire_bits=self.wire_bits,
                 window=self.window,
                 unit=self.window_unit,
                 max_held=self.max_held,
                 restamp=self.restamp,
             )
-        self._core.append(core)
-        return core
-
-    async def run(
-        self,
-        rx: ReceiveChannel,
-        tx: SendChannel,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        core = self._make()
-        async with rx, tx:
-            task_status.started()
-            if isinstance(core, Stamper):
-                async for frame in rx:
-                    for out in core.put(frame):
-                        await tx.send(out)
-            else:
-                await self._receive(core, rx, tx)
-            for out in core.flush():
-                await tx.send(out)
-
-    @staticmethod
-    async def _receive(core: Reorderer, rx: ReceiveChannel, tx: SendChannel) -> None:
-        while True:
-            deadline = core.deadline
-            frame = None
-            with trio.move_on_at(math.inf if deadline is None else deadline):
-                try:
-                    frame = await rx.receive()
-                except trio.EndOfChannel:
-                    return
-            now = trio.current_time()
-            if frame is None:
-                outs = core.poll(now)
-            elif isinstance(frame, AudioChunk):
-                outs = core.put(frame, now)
-            else:
-                outs = [frame]
-            for out in outs:
-                await tx.send(out)
-
-    def statistics(self) -> SequencerStatistics:
-        core = self._core[0] if self._core else None
-        if isinstance(core, Reorderer):
-            return SequencerStatistics(self.mode, 0, 0, core.statistics(), core.drops.snapshot())
-        if isinstance(core, Stamper):
-            return SequencerStatistics(self.mode, core.stamped, core.retransmits, None, core.drops.snapshot())
-        return SequencerStatistics(self.mode, 0, 0, None, {})
+        )

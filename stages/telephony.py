@@ -21,12 +21,12 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from rtstream.caps import Caps
+from rtstream.caps import Caps, Structure
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, UtteranceEnd, UtteranceStart
-from rtstream.params import ParamError, param
+from rtstream.params import ParamError, param, require_at_least
 from rtstream.registry import register
 from rtstream.stage import ReceiveChannel, Sink
-from rtstream.stats import DropCount, Drops, Quantiles, Summary
+from rtstream.stats import DropCount, Drops, Quantiles, Summary, stat
 from rtstream.wire import RemoteProtocolError
 from rtstream.wire.telephony import PROTOCOLS as WIRE
 from rtstream.wire.telephony import ChunkRule, MarkEcho, Regrouper, SendClear, SendMark, SendMedia
@@ -43,22 +43,25 @@ _DEFAULT_ENCODING = {name: protocol.default_encoding for name, protocol in WIRE.
 
 @attrs.frozen
 class TelephonyStatistics:
-    frames_in: int
-    messages_sent: int
-    seconds_sent: float
-    marks_sent: int
-    marks_echoed: int
-    mark_delay_ms: Summary
-    clears_sent: int
-    clears_unmapped: int
-    padded_bytes: int
-    connects: int
-    disconnects: int
-    first_audio_ms: Summary
-    """Per utterance: from the arrival at the bridge of the audio in its first frame to that frame's send."""
-    incoming: dict[str, int]
-    malformed: dict[str, int]
-    drops: dict[str, DropCount]
+    frames_in: int = stat(help="Audio frames taken in.")
+    messages_sent: int = stat(help="Messages sent: media, marks and clears.")
+    seconds_sent: float = stat(help="Seconds of audio sent.")
+    marks_sent: int = stat(help="Marks (Plivo: checkpoints) sent at utterance ends.")
+    marks_echoed: int = stat(help="Marks the far end echoed back (its playback reached them).")
+    mark_delay_ms: Summary = stat(help="From sending a mark to its echo, in ms.")
+    clears_sent: int = stat(help="Clears sent for barge-ins.")
+    clears_unmapped: int = stat(help="Barge-ins on a protocol without a clear message (raw).")
+    padded_bytes: int = stat(help="Exotel: silence bytes added to complete a chunk.")
+    connects: int = stat(help="Connections made (the first and every reconnect).")
+    disconnects: int = stat(help="Connections lost before the stream ended.")
+    first_audio_ms: Summary = stat(
+        help="Per utterance: from the arrival at the bridge of the audio in its first frame to its send, in ms."
+    )
+    incoming: dict[str, int] = stat(help="Messages received from the far end, by event (raw: binary or text).")
+    malformed: dict[str, int] = stat(help="Malformed messages received, by reason.")
+    drops: dict[str, DropCount] = stat(
+        help="Dropped audio by reason: outage, backlog, cleared, send_failed, unsent_at_end."
+    )
 
 
 class TelephonyLink:
@@ -270,16 +273,13 @@ class TelephonyLink:
         )
 
 
-@attrs.define
-class _State:
-    link: TelephonyLink | None = None
-    closing: bool = False
-    """The stream has ended: close the connection once nothing is pending."""
-    changed: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
-    """Woken whenever the link changes: a frame queued, a message sent or received, a disconnect."""
-
-    def poke(self) -> None:
-        self.changed.unpark_all()
+def _caps(*protocols: str) -> Caps:
+    """What the ``protocols`` carry: per encoding its rates (mono, any frame duration)."""
+    rates: dict[Encoding, set[int]] = {}
+    for protocol in protocols:
+        for encoding, carried in _CAPS[protocol].items():
+            rates.setdefault(encoding, set()).update(carried)
+    return Caps.union(Structure((encoding,), sorted(r), (1,)) for encoding, r in rates.items())
 
 
 @register("telephony_ws", klass="Sink/Network")
@@ -287,9 +287,10 @@ class _State:
 class TelephonySink(Sink):
     """Sends frames to a telephony media WebSocket (raw PCM16, Twilio, Plivo or Exotel), reconnecting when it drops."""
 
-    accepts = Caps((Encoding.PCM_S16LE, Encoding.PCM_MULAW), (8000, 16000, 24000), (1,))
+    accepts = _caps(*PROTOCOLS)
+    statistics_type = TelephonyStatistics
 
-    url: str = param(type=str, help="The media WebSocket to connect to (ws:// or wss://).")
+    url: str = param(type=str, kind="ws_url", help="The media WebSocket to connect to (ws:// or wss://).")
     protocol: str = param("raw", choices=PROTOCOLS, help="raw (binary PCM16 frames), twilio, plivo or exotel.")
     encoding: Encoding | None = param(
         type=Encoding,
@@ -313,18 +314,19 @@ class TelephonySink(Sink):
     )
     reconnect_attempts: int = param(5, min=0, max=1000, help="Attempts in a row to reconnect before the call fails.")
     backoff_initial: float = param(
-        0.1, gt=0, max=60, unit="s", help="First reconnect delay; it doubles (with jitter) per attempt."
+        0.1, min=0.001, max=60, unit="s", help="First reconnect delay; it doubles (with jitter) per attempt."
     )
-    backoff_max: float = param(2.0, gt=0, max=600, unit="s", help="Longest reconnect delay.")
-    connect_timeout: float = param(5.0, gt=0, max=600, unit="s", help="Time allowed for one connection attempt.")
+    backoff_max: float = param(2.0, min=0.001, max=600, unit="s", help="Longest reconnect delay.")
+    connect_timeout: float = param(5.0, min=0.01, max=600, unit="s", help="Time allowed for one connection attempt.")
     drain_timeout: float = param(2.0, min=0, max=600, unit="s", help="At the end, time allowed to send what is queued.")
     linger: float = param(1.0, min=0, max=600, unit="s", help="At the end, time to wait for the echoes of marks sent.")
-    exotel_multiple: int = param(320, min=1, unit="bytes", help="Exotel: chunk sizes are a multiple of this.")
-    exotel_min_bytes: int = param(3200, min=0, unit="bytes", help="Exotel: smallest chunk (100 ms of 8 kHz PCM16).")
-    exotel_max_bytes: int = param(100_000, min=1, unit="bytes", help="Exotel: largest chunk.")
-    format: AudioFormat | None = None
-    """The negotiated input format, filled in by :meth:`resolve`."""
-    _state: _State = attrs.field(init=False, factory=_State, eq=False, repr=False)
+    exotel_multiple: int = param(
+        320, min=1, max=1 << 20, unit="bytes", help="Exotel: chunk sizes are a multiple of this."
+    )
+    exotel_min_bytes: int = param(
+        3200, min=0, max=1 << 20, unit="bytes", help="Exotel: smallest chunk (100 ms of 8 kHz PCM16)."
+    )
+    exotel_max_bytes: int = param(100_000, min=1, max=1 << 20, unit="bytes", help="Exotel: largest chunk.")
 
     def __attrs_post_init__(self) -> None:
         carried = _CAPS[self.protocol]
@@ -339,31 +341,47 @@ class TelephonySink(Sink):
             )
         if self.exotel_min_bytes > self.exotel_max_bytes:
             raise ParamError("exotel_min_bytes", f"must not exceed exotel_max_bytes ({self.exotel_max_bytes})")
+        require_at_least("exotel_max_bytes", self.exotel_max_bytes, "exotel_multiple", self.exotel_multiple)
         try:
             ChunkRule(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes)
         except ValueError as exc:
             raise ParamError("exotel_max_bytes", f"the chunk rule allows no chunk: {exc}") from None
 
     def input_caps(self) -> Caps:
+        """The protocol's formats in the configured encoding (default: the protocol's), at any frame duration."""
         encoding = self.encoding or _DEFAULT_ENCODING[self.protocol]
         rates = _CAPS[self.protocol][encoding]
         return Caps((encoding,), (self.sample_rate,) if self.sample_rate else rates, (1,))
 
-    def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> TelephonySink:
-        return attrs.evolve(self, format=fmt_in)
-
-    def link(self) -> TelephonyLink:
+    def link(self, fmt: AudioFormat) -> TelephonyLink:
         """A fresh core for this configuration."""
-        fmt = self.format or self.input_caps().fixate()
         regroup = None
         if WIRE[self.protocol].chunk_rule is not None:
             rule = ChunkRule(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes)
             regroup = Regrouper(rule, fmt.encoding.silence)
         return TelephonyLink(self.protocol, fmt, marks=self.marks, hold=self.hold_ms / 1000, regroup=regroup)
 
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> TelephonyStream:
+        assert fmt_in is not None
+        return TelephonyStream(self, self.link(fmt_in))
+
+
+class TelephonyStream:
+    """One media stream: the link, the connection that carries it, and the task that feeds it."""
+
+    def __init__(self, config: TelephonySink, link: TelephonyLink) -> None:
+        self.config = config
+        self.link = link
+        self.closing = False
+        """The stream has ended: close the connection once nothing is pending."""
+        self.changed = trio.lowlevel.ParkingLot()
+        """Woken whenever the link changes: a frame queued, a message sent or received, a disconnect."""
+
+    def poke(self) -> None:
+        self.changed.unpark_all()
+
     async def run(self, rx: ReceiveChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        state = self._state
-        link = state.link = self.link()
+        config, link = self.config, self.link
         call = trio.CancelScope()
         async with rx, trio.open_nursery() as nursery:
             await nursery.start(self._keep_connected, call)
@@ -371,21 +389,21 @@ class TelephonySink(Sink):
             with call:
                 async for frame in rx:
                     link.push(frame)
-                    state.poke()
+                    self.poke()
                 link.finish()
-                state.poke()
-                with trio.move_on_after(self.drain_timeout):
+                self.poke()
+                with trio.move_on_after(config.drain_timeout):
                     while link.pending:
-                        await state.changed.park()
+                        await self.changed.park()
                 link.abandon()
-                with trio.move_on_after(self.linger):
+                with trio.move_on_after(config.linger):
                     while link.awaiting_echoes and link.connected:
-                        await state.changed.park()
-                state.closing = True
-                state.poke()
-                with trio.move_on_after(self.drain_timeout):
+                        await self.changed.park()
+                self.closing = True
+                self.poke()
+                with trio.move_on_after(config.drain_timeout):
                     while link.connected:
-                        await state.changed.park()
+                        await self.changed.park()
             nursery.cancel_scope.cancel()
 
     async def _keep_connected(self, call: trio.CancelScope, *, task_status: trio.TaskStatus[None]) -> None:
@@ -393,39 +411,38 @@ class TelephonySink(Sink):
 
         ConnectFailed when the far end refuses, or after ``reconnect_attempts`` failures in a row.
         """
-        link = self._state.link
-        backoff = Backoff(self.backoff_initial, self.backoff_max)
+        config, link = self.config, self.link
+        backoff = Backoff(config.backoff_initial, config.backoff_max)
         started = False
         while True:
             try:
-                async with open_connection(self.url, timeout=self.connect_timeout) as ws:
+                async with open_connection(config.url, timeout=config.connect_timeout) as ws:
                     link.connect()
                     if not started:
                         task_status.started()
                         started = True
                     backoff.reset()
                     await self._converse(ws)
-                    if self._state.closing:
+                    if self.closing:
                         link.disconnect(lost=False)
-                        self._state.poke()
+                        self.poke()
                         return
             except ConnectFailed as exc:
-                if exc.status is not None or backoff.attempt >= self.reconnect_attempts:
+                if exc.status is not None or backoff.attempt >= config.reconnect_attempts:
                     raise
                 log.warning("telephony_ws: %s; retrying", exc)
             else:
                 link.disconnect()
-                self._state.poke()
+                self.poke()
                 if ws.closed is not None and ws.closed.code == 1000:
-                    log.info("telephony_ws: %s ended the stream", peer(self.url))
+                    log.info("telephony_ws: %s ended the stream", peer(config.url))
                     call.cancel()
                     return
-                log.warning("telephony_ws: lost %s (%s); reconnecting", peer(self.url), ws.closed)
+                log.warning("telephony_ws: lost %s (%s); reconnecting", peer(config.url), ws.closed)
             await trio.sleep(backoff.next_delay())
 
     async def _converse(self, ws: WebSocketConnection) -> None:
-        state = self._state
-        link = state.link
+        link, url = self.link, self.config.url
 
         async def read(cancel_scope: trio.CancelScope) -> None:
             try:
@@ -435,10 +452,8 @@ class TelephonySink(Sink):
                         link.receive(message, trio.current_time())
                     except RemoteProtocolError as exc:
                         if link.malformed[exc.reason] == 1:
-                            log.warning(
-                                "telephony_ws: malformed message from %s (%s): %.80r", peer(self.url), exc, message
-                            )
-                    state.poke()
+                            log.warning("telephony_ws: malformed message from %s (%s): %.80r", peer(url), exc, message)
+                    self.poke()
             except ConnectionClosed:
                 cancel_scope.cancel()
 
@@ -448,10 +463,10 @@ class TelephonySink(Sink):
                 while True:
                     item = link.pop(trio.current_time())
                     if item is None:
-                        if state.closing:
+                        if self.closing:
                             nursery.cancel_scope.cancel()
                             return
-                        await state.changed.park()
+                        await self.changed.park()
                         continue
                     kind, message = item
                     try:
@@ -460,16 +475,18 @@ class TelephonySink(Sink):
                         link.lost_in_flight(kind)
                         raise
                     link.sent()
-                    state.poke()
+                    self.poke()
             except ConnectionClosed:
                 nursery.cancel_scope.cancel()
 
     @property
     def first_audio(self) -> Quantiles:
         """The per-utterance first-audio latencies (seconds) of ``first_audio_ms``, to merge across calls."""
-        link = self._state.link
-        return Quantiles() if link is None else link.first_audio
+        return self.link.first_audio
+
+    def delivered(self) -> bool:
+        """Whether any audio reached the peer (the runner fails a pipeline that sent none)."""
+        return self.statistics().seconds_sent > 0
 
     def statistics(self) -> TelephonyStatistics:
-        link = self._state.link or self.link()
-        return link.statistics()
+        return self.link.statistics()

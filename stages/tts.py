@@ -14,8 +14,9 @@ state across contexts: it turns what the dialect reads into frames (whole sample
 ``arrival``, word timings from the utterance's start) and, when a context is lost (a dropped
 connection, an error reply, a timeout), moves the resume point to the first word whose audio
 did not all arrive (known from word timings; without them the context is spoken again).
-:class:`StreamingTTS` is the stage config and its shell: connect, reconnect with backoff,
-keep-alives while waiting for upstream text, bad messages counted by reason and logged once.
+:class:`StreamingTTS` is the stage config (frozen); it opens a :class:`TtsElement` per pipeline
+instance, the shell that holds the run's state: connect, reconnect with backoff, keep-alives
+while waiting for upstream text, bad messages counted by reason and logged once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from rtstream.audio.payload import PayloadAligner
+from rtstream.caps import ANY_SIZE, Caps
 from rtstream.frames import (
     AudioChunk,
     AudioFormat,
@@ -44,9 +46,9 @@ from rtstream.frames import (
     WordTimings,
 )
 from rtstream.markup import MarkupError, strip_tags
-from rtstream.params import ParamError, param
+from rtstream.params import ParamError, param, show_path
 from rtstream.stage import Filter, Source
-from rtstream.stats import Drops, Quantiles, Summary
+from rtstream.stats import Drops, Quantiles, Summary, stat
 from rtstream.wire import RemoteProtocolError
 
 from .wsclient import Backoff, ConnectFailed, open_connection, peer
@@ -54,6 +56,8 @@ from .wsclient import Backoff, ConnectFailed, open_connection, peer
 log = logging.getLogger(__name__)
 
 Message = str | bytes
+MAX_UTTERANCE = 4096
+"""Characters in one utterance given as a parameter: a turn of a conversation, not a book."""
 
 # -- what a dialect reads ------------------------------------------------------------------------
 
@@ -380,28 +384,29 @@ class Speech:
 
 @attrs.frozen
 class TtsStatistics:
-    utterances: int
-    utterances_failed: int
-    utterances_cancelled: int
-    contexts: int
-    chunks: int
-    samples_out: int
-    seconds_out: float
-    word_timings: int
-    connects: int
-    resumes: int
-    repeated_seconds: float
-    restarts: int
-    """Resumes without word timings: the lost context's audio was asked for again whole."""
-    keep_alives: int
-    tokens: int
-    """Text frames taken from upstream (filter mode)."""
-    service_errors: dict[str, int]
-    malformed: dict[str, int]
-    """Bad messages from the service, by RemoteProtocolError reason."""
-    stale_messages: int
-    first_chunk_ms: Summary
-    drops: dict[str, Any]
+    utterances: int = stat(help="Utterances started.")
+    utterances_failed: int = stat(help="Utterances given up after reconnect_attempts failures in a row.")
+    utterances_cancelled: int = stat(help="Utterances cut short by a Clear (barge-in).")
+    contexts: int = stat(help="Contexts opened (one per utterance, and one per resume).")
+    chunks: int = stat(help="Audio messages received.")
+    samples_out: int = stat(help="Samples sent on.")
+    seconds_out: float = stat(help="Seconds of audio sent on.")
+    word_timings: int = stat(help="Words timed (sent on once their audio had arrived).")
+    connects: int = stat(help="Connections made (the first and every reconnect).")
+    resumes: int = stat(help="Utterances resumed on a new context after a lost connection or an error.")
+    repeated_seconds: float = stat(help="Audio asked for again by resumes (spoken twice if it had arrived).")
+    restarts: int = stat(help="Resumes from the start of the context (nothing timed to resume from a word).")
+    keep_alives: int = stat(help="Keep-alive messages sent while waiting for text.")
+    tokens: int = stat(help="Text frames taken from upstream (the transcripts count one each).")
+    service_errors: dict[str, int] = stat(help="Errors and warnings from the service, by code.")
+    malformed: dict[str, int] = stat(help="Malformed messages from the service skipped, by RemoteProtocolError reason.")
+    stale_messages: int = stat(help="Messages for a context no longer open, skipped.")
+    first_chunk_ms: Summary = stat(
+        help="Per utterance: from opening its first context to the arrival of its first audio, in ms."
+    )
+    drops: dict[str, Any] = stat(
+        help="Dropped by reason: partial_sample (a sample split at a context end), upstream_* (frames it makes itself)."
+    )
 
 
 def read_lines(path: str) -> tuple[str, ...]:
@@ -409,17 +414,23 @@ def read_lines(path: str) -> tuple[str, ...]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ParamError("transcript_file", f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise ParamError(
+            "transcript_file", f"cannot read {show_path(path)}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     lines = []
     for number, line in enumerate(text.splitlines(), 1):
         utterance = line.strip()
         if not utterance:
             continue
+        if len(utterance) > MAX_UTTERANCE:
+            raise ParamError(
+                "transcript_file", f"{show_path(path)} line {number}: must be at most {MAX_UTTERANCE} characters"
+            )
         try:
             strip_tags(utterance)
         except MarkupError as exc:  # the position within the line as written
             at = MarkupError(exc.message, exc.tag, exc.position + len(line) - len(line.lstrip()))
-            raise ParamError("transcript_file", f"{path} line {number}: {at}") from None
+            raise ParamError("transcript_file", f"{show_path(path)} line {number}: {at}") from None
         lines.append(utterance)
     return tuple(lines)
 
@@ -429,17 +440,36 @@ _Item = tuple[str, int, Any]
 ("input", 0, a TextToken or a Clear), ("end", 0, None)."""
 
 
+class _Role:
+    """A TTS stage's role: "source" for the type (as its klass says) and for a configuration with text,
+    "filter" for one without (it speaks the text frames from upstream)."""
+
+    def __get__(self, instance: StreamingTTS | None, owner: type) -> str:
+        return "source" if instance is None or instance.utterances else "filter"
+
+
 @attrs.frozen(kw_only=True)
 class StreamingTTS(Source, Filter):
-    """Base of the streaming TTS stages; subclasses give the dialect, the URL and the headers."""
+    """Base of the streaming TTS stages; subclasses give the URL, the headers and the dialect."""
 
-    transcript: str | None = param(type=str, optional=True, help="What to say (speech tags allowed); one utterance.")
+    produces = Caps(frame_ms=(ANY_SIZE,))
+    statistics_type = TtsStatistics
+    frames_help = "makes chunks of any size, as the service sends them; takes TextToken frames as a filter"
+
+    transcript: str | None = param(
+        type=str, optional=True, max_length=MAX_UTTERANCE, help="What to say (speech tags allowed); one utterance."
+    )
     transcripts: tuple[str, ...] | None = param(
-        type=(str,), optional=True, help="Several utterances (speech tags allowed), spoken one after another."
+        type=(str,),
+        optional=True,
+        max_length=MAX_UTTERANCE,
+        help="Several utterances (speech tags allowed), spoken one after another.",
     )
     transcript_file: str | None = param(
         type=str,
         optional=True,
+        kind="input_file",
+        max_size=1 << 20,
         help="A UTF-8 file: each non-empty line one utterance. None of the three: text frames from upstream.",
     )
     gap: float = param(0.0, min=0, max=60, unit="s", help="Pause between one utterance's end and the next one's text.")
@@ -447,11 +477,11 @@ class StreamingTTS(Source, Filter):
         1 << 20, min=1024, max=8 << 20, unit="bytes", help="Larger messages are dropped and counted."
     )
     response_timeout: float = param(
-        10.0, gt=0, max=600, unit="s", help="Silence on a finished context after which it counts as lost."
+        10.0, min=0.01, max=600, unit="s", help="Silence on a finished context after which it counts as lost."
     )
     keep_alive: float = param(
         10.0,
-        gt=0,
+        min=0.01,
         max=600,
         unit="s",
         help="Send a keep-alive after this long without sending (below the service's inactivity timeout).",
@@ -460,14 +490,12 @@ class StreamingTTS(Source, Filter):
         5, min=0, max=1000, help="Attempts in a row to (re)connect or resume before giving up."
     )
     backoff_initial: float = param(
-        0.1, gt=0, max=60, unit="s", help="First retry delay; it doubles (with jitter) per attempt."
+        0.1, min=0.001, max=60, unit="s", help="First retry delay; it doubles (with jitter) per attempt."
     )
-    backoff_max: float = param(2.0, gt=0, max=600, unit="s", help="Longest retry delay.")
-    connect_timeout: float = param(5.0, gt=0, max=600, unit="s", help="Time allowed for one connection attempt.")
-    format: AudioFormat | None = None
-    """The negotiated output format, filled in by :meth:`resolve`."""
+    backoff_max: float = param(2.0, min=0.001, max=600, unit="s", help="Longest retry delay.")
+    connect_timeout: float = param(5.0, min=0.01, max=600, unit="s", help="Time allowed for one connection attempt.")
     utterances: tuple[str, ...] = attrs.field(init=False)
-    _counts: Counts = attrs.field(init=False, factory=Counts, eq=False, repr=False)
+    """What to say, one item per utterance, read when the config is made (so a bad file is a config error)."""
 
     name: ClassVar[str] = "tts"
 
@@ -492,12 +520,11 @@ class StreamingTTS(Source, Filter):
                 ) from None
         return lines
 
-    @property
-    def role(self) -> str:  # type: ignore[override]  # a source with its own text, a filter of text frames without
-        return "source" if self.utterances else "filter"
+    role = _Role()  # a source with its own text, a filter of text frames without
 
-    def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> StreamingTTS:
-        return attrs.evolve(self, format=fmt_out)
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> TtsElement:
+        assert fmt_out is not None
+        return TtsElement(self, fmt_out)
 
     # -- what a subclass gives ------------------------------------------------------------------
 
@@ -508,15 +535,29 @@ class StreamingTTS(Source, Filter):
     def headers(self) -> list[tuple[bytes, bytes]]:
         raise NotImplementedError
 
-    def dialect(self, fmt: AudioFormat) -> Dialect:
-        """A fresh dialect for one connection."""
+    def dialects(self, fmt: AudioFormat) -> Callable[[], Dialect]:
+        """A maker of fresh dialects, one per connection, for one run (what it shares outlives connections)."""
         raise NotImplementedError
 
     def one_stream(self) -> bool:
         """The service ends the connection with each utterance (ElevenLabs' stream-input)."""
         return False
 
-    # -- the shell -----------------------------------------------------------------------------
+
+class TtsElement:
+    """One run of a streaming TTS stage: the connection, the utterance being spoken, what it counted."""
+
+    def __init__(self, config: StreamingTTS, fmt: AudioFormat) -> None:
+        self.config = config
+        self.format = fmt
+        self._counts = Counts()
+        self._dialect = config.dialects(fmt)
+        self._url = config.endpoint_url(fmt)
+        self._peer = peer(self._url)
+        self.name = config.name
+        self.utterances = config.utterances
+        self._written = {f"utt-{n}": text for n, text in enumerate(self.utterances, 1)}
+        """The transcripts as written (speech tags included), by utterance id, for UtteranceStart."""
 
     async def run(self, *channels: Any, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         rx, tx = channels if len(channels) == 2 else (None, channels[0])
@@ -525,7 +566,7 @@ class StreamingTTS(Source, Filter):
                 "transcript",
                 f"{self.name} as the first stage needs a transcript; without one it speaks text frames from upstream",
             )
-        fmt = self.format or self.output_caps(None).fixate()
+        fmt = self.format
         # one channel for everything the shell waits on, across connections, so nothing is lost in a reconnect
         events_tx, events_rx = trio.open_memory_channel[_Item](16)
         async with trio.open_nursery() as nursery, tx, events_tx:
@@ -559,7 +600,7 @@ class StreamingTTS(Source, Filter):
         task_status: Any,
     ) -> None:
         counts = self._counts
-        backoff = Backoff(self.backoff_initial, self.backoff_max)
+        backoff = Backoff(self.config.backoff_initial, self.config.backoff_max)
         state = _State(fmt)
         started = False
         refused_in_row = 0
@@ -567,7 +608,7 @@ class StreamingTTS(Source, Filter):
         while True:
             try:
                 async with open_connection(
-                    self.endpoint_url(fmt), headers=self.headers(), timeout=self.connect_timeout
+                    self._url, headers=self.config.headers(), timeout=self.config.connect_timeout
                 ) as ws:
                     counts.connects += 1
                     connection += 1
@@ -590,24 +631,25 @@ class StreamingTTS(Source, Filter):
                     continue  # stream-input: a new connection for the next utterance
             except ConnectFailed as exc:
                 refused_in_row += 1
-                if exc.status is not None or refused_in_row > self.reconnect_attempts:
+                if exc.status is not None or refused_in_row > self.config.reconnect_attempts:
                     raise
                 log.warning("%s: %s; retrying", self.name, exc)
             except (ConnectionClosed, trio.TooSlowError) as exc:
                 speech = state.speech
-                if speech is not None and not (self.one_stream() and speech.finished):
+                if speech is not None and not (self.config.one_stream() and speech.finished):
                     speech.lost()
                     log.warning(
                         "%s: lost %s on %s (%s); resuming from word %d",
                         self.name,
                         speech.context,
-                        peer(self.endpoint_url(fmt)),
+                        self._peer,
                         type(exc).__name__,
                         speech.resume_from,
                     )
                     if self._give_up(speech):
                         await tx.send(UtteranceEnd(speech.utterance))
                         state.end_speech()
+                        continue  # given up: the next utterance (if any) needs no wait
             await trio.sleep(backoff.next_delay())
 
     async def _session(
@@ -620,7 +662,7 @@ class StreamingTTS(Source, Filter):
         backoff: Backoff,
     ) -> bool:
         """One connection's loop; True when the input has ended and every utterance is spoken."""
-        dialect = self.dialect(state.format)
+        dialect = self._dialect()
         last_sent = last_heard = trio.current_time()
 
         async def send(messages: list[Message]) -> None:
@@ -642,16 +684,16 @@ class StreamingTTS(Source, Filter):
                 return True
             deadline = dialect.next_due()
             if speech is not None:
-                deadline = min(deadline, last_sent + self.keep_alive)
+                deadline = min(deadline, last_sent + self.config.keep_alive)
                 if speech.finishing:
-                    deadline = min(deadline, last_heard + self.response_timeout)
+                    deadline = min(deadline, last_heard + self.config.response_timeout)
             with trio.move_on_at(deadline):
                 kind, number, payload = await events.receive()
                 now = trio.current_time()
                 if kind == "message" and number == connection:
                     last_heard = now
                     await self._heard(dialect, state, payload, now, tx, backoff, send)
-                    if self.one_stream() and state.speech is None:
+                    if self.config.one_stream() and state.speech is None:
                         return False  # stream-input: the service closes after each utterance
                 elif kind == "closed" and number == connection:
                     raise payload
@@ -663,9 +705,9 @@ class StreamingTTS(Source, Filter):
             # a deadline passed
             now = trio.current_time()
             await send(dialect.due(now))
-            if speech is not None and speech.finishing and now >= last_heard + self.response_timeout:
+            if speech is not None and speech.finishing and now >= last_heard + self.config.response_timeout:
                 raise trio.TooSlowError
-            if speech is not None and speech.context is not None and now >= last_sent + self.keep_alive:
+            if speech is not None and speech.context is not None and now >= last_sent + self.config.keep_alive:
                 self._counts.keep_alives += 1
                 await send(dialect.keep_alive(speech.context))
                 last_sent = now
@@ -680,11 +722,6 @@ class StreamingTTS(Source, Filter):
             token = state.waiting.popleft()
             speech.extend(None, token.text, token.final, trio.current_time())
         return speech
-
-    @property
-    def _written(self) -> dict[str, str]:
-        """The transcripts as written (speech tags included), by utterance id, for UtteranceStart."""
-        return {f"utt-{n}": text for n, text in enumerate(self.utterances, 1)}
 
     async def _input(self, dialect: Dialect, state: _State, item: Any, now: float, tx: Any, send: Any) -> None:
         speech = state.speech
@@ -714,7 +751,7 @@ class StreamingTTS(Source, Filter):
                 log.warning(
                     "%s: malformed message from %s (%s, counted from now on): %.80r",
                     self.name,
-                    peer(self.endpoint_url(state.format)),
+                    self._peer,
                     exc.reason,
                     message,
                 )
@@ -729,8 +766,8 @@ class StreamingTTS(Source, Filter):
             await tx.send(UtteranceEnd(speech.utterance))
             state.end_speech()
             backoff.reset()
-            if self.gap and self.utterances:
-                await trio.sleep(self.gap)
+            if self.config.gap and self.utterances:
+                await trio.sleep(self.config.gap)
         elif speech.error is not None:
             log.warning(
                 "%s: the service answered %s for %s; resuming from word %d",
@@ -747,20 +784,24 @@ class StreamingTTS(Source, Filter):
             await send(speech.open(dialect, trio.current_time()))
 
     def _give_up(self, speech: Speech) -> bool:
-        if speech.failed() <= self.reconnect_attempts:
+        if speech.failed() <= self.config.reconnect_attempts:
             return False
         self._counts.utterances_failed += 1
         log.warning(
             "%s: giving up %s after %d failed attempts in a row",
             self.name,
             speech.utterance,
-            self.reconnect_attempts + 1,
+            self.config.reconnect_attempts + 1,
         )
         return True
 
+    def delivered(self) -> bool:
+        """Whether any audio came from the service (the runner fails a pipeline that got none)."""
+        return self._counts.chunks > 0
+
     def statistics(self) -> TtsStatistics:
         c = self._counts
-        rate = self.format.sample_rate if self.format else 1
+        rate = self.format.sample_rate
         return TtsStatistics(
             utterances=c.utterances,
             utterances_failed=c.utterances_failed,

@@ -136,15 +136,10 @@ def shape(frames, *, fmt=FMT, times=None, **params):
     out = []
     for i, frame in enumerate(frames):
         now = 0.0 if times is None else times[i]
-        while core.deadline() <= now:
-            due = core.deadline()
-            core.poll(due)
-            assert core.deadline() > due, "a poll at the deadline let nothing go: the stage would spin"
-            out += core.ready
-            core.ready.clear()
-        core.push(frame, now)
-        out += core.ready
-        core.ready.clear()
-    core.flush()
-    out += core.ready
+        while core.deadline <= now:
+            due = core.deadline
+            out += core.poll(due)
+            assert core.deadline > due, "a poll at the deadline let nothing go: the stage would spin"
+        out += core.push(frame, now)
+    out += core.end()
     return Shaped(out, core.counts)

@@ -57,7 +57,7 @@ def bridge(tts_url, phone_url, *, tts_format, protocol, frame_ms, transcript=TEX
 def converted(audio: np.ndarray, tts_format: AudioFormat, call_format: AudioFormat) -> np.ndarray:
     """``audio`` through a converter alone, as the PCM16 the telephony simulator records."""
     core = ConverterCore(call_format, input_format=tts_format)
-    out = [*core.audio(AudioChunk(audio, tts_format)), *core.flush()]
+    out = [*core.push(AudioChunk(audio, tts_format), 0.0), *core.end()]
     return to_int16(np.concatenate([c.data for c in out]), call_format.encoding)
 
 

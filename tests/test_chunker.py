@@ -24,11 +24,11 @@ def counting(fmt: AudioFormat, start: int, samples: int, utterance: str | None =
     return AudioChunk(values.astype(fmt.encoding.dtype), fmt, utterance=utterance)
 
 
-def feed_all(cutter: FrameCutter, frames) -> list:
+def push_all(cutter: FrameCutter, frames) -> list:
     out = []
     for frame in frames:
-        out.extend(cutter.feed(frame))
-    out.extend(cutter.finish())
+        out.extend(cutter.push(frame, 0.0))
+    out.extend(cutter.end())
     return out
 
 
@@ -71,7 +71,7 @@ def test_output_is_the_input_in_exact_frames(fmt, utterances, remainder, ms):
         script.append(UtteranceEnd(name))
         pos += sum(sizes)
         pieces.append(np.concatenate([c.data for c in chunks]) if chunks else counting(fmt, 0, 0).data)
-    out = feed_all(cutter, script)
+    out = push_all(cutter, script)
 
     frames = [f for f in out if isinstance(f, AudioChunk)]
     assert all(f.data.shape[0] == size and f.data.shape[1:] == pieces[0].shape[1:] for f in frames)
@@ -109,7 +109,7 @@ def test_padding_uses_the_encodings_silence_code():
     for encoding, code in [(Encoding.PCM_MULAW, 0xFF), (Encoding.PCM_ALAW, 0xD5), (Encoding.PCM_S16LE, 0)]:
         fmt = AudioFormat(encoding, 8000)
         cutter = FrameCutter(fmt, 480, "pad")
-        out = feed_all(cutter, [counting(fmt, 0, 100, "a"), UtteranceEnd("a")])
+        out = push_all(cutter, [counting(fmt, 0, 100, "a"), UtteranceEnd("a")])
         assert np.all(out[0].data[100:] == code) and np.array_equal(out[0].data[:100], counting(fmt, 0, 100).data)
         assert cutter.padded_samples == 380
 
@@ -118,7 +118,7 @@ def test_hold_joins_the_remainder_to_the_next_utterance_and_events_wait_behind_i
     cutter = FrameCutter(PCM8K, 480, "hold")
     a, b = counting(PCM8K, 0, 600, "a"), counting(PCM8K, 600, 600, "b")
     timings = WordTimings("b", ())
-    out = feed_all(
+    out = push_all(
         cutter, [UtteranceStart("a"), a, UtteranceEnd("a"), UtteranceStart("b"), timings, b, UtteranceEnd("b")]
     )
     kinds = [type(f).__name__ if not isinstance(f, AudioChunk) else f.utterance for f in out]
@@ -130,7 +130,7 @@ def test_hold_joins_the_remainder_to_the_next_utterance_and_events_wait_behind_i
 
 def test_drop_counts_the_remainder():
     cutter = FrameCutter(PCM8K, 480, "drop")
-    out = feed_all(cutter, [pcm_chunk(1000, utterance="a"), UtteranceEnd("a"), pcm_chunk(100, utterance="b")])
+    out = push_all(cutter, [pcm_chunk(1000, utterance="a"), UtteranceEnd("a"), pcm_chunk(100, utterance="b")])
     assert [f.samples for f in out if isinstance(f, AudioChunk)] == [480, 480]
     assert cutter.drops.snapshot()["remainder"].samples == 140
     assert cutter.drops.snapshot()["remainder"].frames == 2
@@ -140,7 +140,7 @@ def test_drop_counts_the_remainder():
 def test_clear_drops_the_partial_frame(remainder):
     cutter = FrameCutter(PCM8K, 480, remainder)
     timings = WordTimings("a", ())
-    out = feed_all(cutter, [pcm_chunk(700, utterance="a"), timings, Clear(), counting(PCM8K, 0, 480, "b")])
+    out = push_all(cutter, [pcm_chunk(700, utterance="a"), timings, Clear(), counting(PCM8K, 0, 480, "b")])
     assert [type(f) for f in out] == [AudioChunk, WordTimings, Clear, AudioChunk]
     assert out[-1].utterance == "b" and np.array_equal(out[-1].data, counting(PCM8K, 0, 480).data)
     assert cutter.drops.snapshot()["clear"].samples == 220
@@ -148,7 +148,7 @@ def test_clear_drops_the_partial_frame(remainder):
 
 def test_clear_drops_a_held_remainder():
     cutter = FrameCutter(PCM8K, 480, "hold")
-    out = feed_all(cutter, [pcm_chunk(500, utterance="a"), UtteranceEnd("a"), Clear(), pcm_chunk(480, utterance="b")])
+    out = push_all(cutter, [pcm_chunk(500, utterance="a"), UtteranceEnd("a"), Clear(), pcm_chunk(480, utterance="b")])
     assert [type(f) for f in out] == [AudioChunk, UtteranceEnd, Clear, AudioChunk]
     assert cutter.drops.snapshot()["clear"].samples == 20
 
@@ -156,7 +156,7 @@ def test_clear_drops_a_held_remainder():
 def test_whole_frames_are_views_of_the_input_and_straddling_ones_are_copies():
     cutter = FrameCutter(PCM8K, 480, "pad")
     first, second = pcm_chunk(1000), pcm_chunk(1000, seed=1)
-    out = cutter.feed(first) + cutter.feed(second)
+    out = cutter.push(first, 0.0) + cutter.push(second, 0.0)
     assert [np.shares_memory(f.data, first.data) for f in out] == [True, True, False, False]
     assert [np.shares_memory(f.data, second.data) for f in out] == [False, False, False, True]
     assert np.array_equal(out[2].data, np.concatenate([first.data[960:], second.data[:440]]))
@@ -164,7 +164,7 @@ def test_whole_frames_are_views_of_the_input_and_straddling_ones_are_copies():
 
 def test_a_chunk_in_another_format_is_dropped_and_counted():
     cutter = FrameCutter(PCM8K, 480, "pad")
-    assert cutter.feed(pcm_chunk(480, fmt=PCM16K)) == []
+    assert cutter.push(pcm_chunk(480, fmt=PCM16K), 0.0) == []
     assert cutter.drops.snapshot()["format"].samples == 480
 
 

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -68,8 +67,8 @@ def test_validate(config):
     result = invoke("validate", str(config))
     assert result.exit_code == 0
     assert result.output.splitlines() == [
-        "pipeline 'beep' ok: tone [pcm_s16le 16000 Hz mono] -> null_sink",
-        "pipeline 'other' ok: tone [pcm_s16le 16000 Hz mono] -> null_sink",
+        "pipeline 'beep' ok: tone [pcm_s16le 16000 Hz mono 20 ms] -> null_sink",
+        "pipeline 'other' ok: tone [pcm_s16le 16000 Hz mono 20 ms] -> null_sink",
     ]
 
 
@@ -107,17 +106,16 @@ def test_a_failed_run_exits_1(tmp_path):
         duration = 0.1
         speed = 0
         [[pipelines.a.stages]]
-        type = "wav_sink"
-        path = "%s"
+        type = "telephony_ws"
+        url = "ws://127.0.0.1:1/"
+        reconnect_attempts = 0
     """
-            % (tmp_path / "no-such-dir-file" / "x.wav" / "y.wav")
         )
     )
-    (tmp_path / "no-such-dir-file").write_text("a file where a folder is expected")
     result = invoke("run", str(config))
     assert result.exit_code == 1
     assert "pipeline 'a' failed after" in result.output
-    assert "stage 2 (wav_sink) failed: NotADirectoryError" in result.output
+    assert "stage 2 (telephony_ws) failed: ConnectFailed" in result.output
 
 
 def test_stages_and_inspect():
@@ -140,6 +138,41 @@ def test_stages_and_inspect():
     assert "path (string, required)" in result.output
 
 
+def test_every_registered_stage_documents_every_statistics_field():
+    from rtstream import registry
+    from rtstream.stats import fields_of
+
+    for info in registry.stages():
+        record = info.cls.statistics_type
+        assert record is not None, f"{info.name} declares no statistics record"
+        undocumented = [f.name for f in fields_of(record) if not f.help]
+        assert not undocumented, f"{info.name}: {undocumented}"
+
+
+def test_inspect_prints_statistics_with_their_meaning_and_every_choice():
+    output = invoke("inspect", "chunker").output
+    assert "  remainder (string, default 'pad')" in output and "      allowed: pad, hold, drop\n" in output
+    assert (
+        "  produces: the format it receives\n  frames:   makes frames of frame_ms out of chunks of any size\n" in output
+    )
+    statistics = output[output.index("\nStatistics\n") :]
+    assert statistics.startswith(
+        "\nStatistics\n  chunks_in (int)\n      Audio chunks taken in.\n  samples_in (int)\n"
+        "      Samples per channel taken in.\n"
+    )
+    assert "  drops (dict[str, DropCount])\n      Dropped audio by reason: remainder" in statistics
+    nested = invoke("inspect", "null_sink").output
+    assert "  received (Throughput)\n      Audio received.\n      .chunks (int): Audio chunks.\n" in nested
+    from rtstream import registry
+
+    for info in registry.stages():
+        shown = invoke("inspect", info.name).output
+        for p in info.params:
+            assert f"  {p.name} (" in shown
+            if p.allowed:
+                assert f"      allowed: {p.allowed}\n" in shown
+
+
 def test_inspect_unknown_stage():
     result = invoke("inspect", "tonne")
     assert (result.exit_code, result.output) == (
@@ -154,21 +187,31 @@ def test_version_and_bad_usage():
 
 
 PLUGIN = '''
-import attrs, trio
+import attrs
 from rtstream.registry import register
-from rtstream.stage import Filter
+from rtstream.stage import Core, CoreElement, Filter
+from rtstream.stats import stat
+
+@attrs.frozen
+class ShoutStatistics:
+    frames: int = stat(help="Frames passed on.")
+
+class Loud(Core):
+    def __init__(self):
+        self.frames = 0
+    def push(self, frame, now):
+        self.frames += 1
+        return (frame,)
+    def statistics(self):
+        return ShoutStatistics(self.frames)
 
 @register("shout", klass="Filter/Test")
 @attrs.frozen(kw_only=True)
 class Shout(Filter):
     """Passes audio through, loudly."""
-    async def run(self, rx, tx, *, task_status=trio.TASK_STATUS_IGNORED):
-        async with rx, tx:
-            task_status.started()
-            async for frame in rx:
-                await tx.send(frame)
-    def statistics(self):
-        return {}
+    statistics_type = ShoutStatistics
+    def open(self, fmt_in, fmt_out):
+        return CoreElement(Loud())
 '''
 
 
@@ -194,6 +237,7 @@ def test_third_party_stages_load_through_the_entry_point_group(tmp_path):
     assert "could not load stage plugin 'brokenplugin' (brokenplugin): RuntimeError: plugin bug" in listed.stderr
     shown = subprocess.run([*rtstream, "inspect", "shout"], env=env, capture_output=True, text=True, timeout=60)
     assert "shout (Filter/Test, from shoutplugin)" in shown.stdout
+    assert shown.stdout.endswith("Statistics\n  frames (int)\n      Frames passed on.\n")
 
 
 def test_ctrl_c_stops_the_sources_and_drains_then_a_second_cancels(tmp_path):
@@ -212,7 +256,7 @@ def test_ctrl_c_stops_the_sources_and_drains_then_a_second_cancels(tmp_path):
     cmd = [sys.executable, "-m", "rtstream.cli", "run", str(config), "--report", str(report)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(2.0)
+        assert proc.stderr.readline() == "running 1 pipeline; Ctrl-C stops the sources and drains, twice cancels\n"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:

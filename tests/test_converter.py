@@ -82,7 +82,7 @@ def chunks_of(data: np.ndarray, fmt: AudioFormat, sizes, *, pts: int = 0, **kwar
 
 
 def run_core(core: ConverterCore, chunks) -> np.ndarray:
-    out = [c for chunk in chunks for c in core.audio(chunk)] + list(core.flush())
+    out = [c for chunk in chunks for c in core.push(chunk, 0.0)] + list(core.end())
     return np.concatenate([c.data for c in out])
 
 
@@ -118,7 +118,7 @@ def test_same_rate_integer_conversions_are_table_lookups_and_exact():
     )
     same = ConverterCore(PCM8K, input_format=PCM8K)
     chunk = pcm_chunk(160)
-    [out_chunk] = same.audio(chunk)
+    [out_chunk] = same.push(chunk, 0.0)
     assert out_chunk.data is chunk.data  # nothing to do: the samples pass untouched
 
 
@@ -273,11 +273,11 @@ def test_chunk_flags_first_and_last_land_on_the_first_and_last_audio_out():
     chunks[0] = attrs.evolve(chunks[0], flags=ChunkFlags.FIRST)
     chunks[-1] = attrs.evolve(chunks[-1], flags=ChunkFlags.LAST)
     core = ConverterCore(MULAW8K, input_format=fmt)
-    assert core.audio(chunks[0]) == ()  # soxr holds the start back: FIRST waits for audio
-    out = [c for chunk in chunks[1:] for c in core.audio(chunk)]
+    assert core.push(chunks[0], 0.0) == ()  # soxr holds the start back: FIRST waits for audio
+    out = [c for chunk in chunks[1:] for c in core.push(chunk, 0.0)]
     assert out[0].flags == ChunkFlags.FIRST and out[-1].flags == ChunkFlags.LAST
     assert all(c.flags == ChunkFlags.NONE for c in out[1:-1])
-    assert sum(c.samples for c in out) == 1600 and core.flush() == ()  # LAST flushed at once
+    assert sum(c.samples for c in out) == 1600 and core.end() == ()  # LAST flushed at once
     assert out[-1].seq == 9
 
 
@@ -368,10 +368,10 @@ def test_each_output_chunk_carries_the_arrival_of_its_earliest_audio(in_rate):
     starts = np.cumsum([0, *sizes])
     out = []
     for i, size in enumerate(sizes):
-        out += core.audio(
-            AudioChunk(np.zeros(size, np.int16), fmt, pts=int(starts[i]), arrival=float(i), utterance="u")
+        out += core.push(
+            AudioChunk(np.zeros(size, np.int16), fmt, pts=int(starts[i]), arrival=float(i), utterance="u"), 0.0
         )
-    out += core.flush()
+    out += core.end()
     assert sum(c.samples for c in out) == rescale(int(starts[-1]), in_rate, core.output.sample_rate)
     for chunk in out:  # the input chunk holding the output chunk's first sample
         first_input = chunk.pts * in_rate / core.output.sample_rate

@@ -1,5 +1,6 @@
 """The jitter buffer core on simulated time: timeline, delay estimate, playout decisions."""
 
+import attrs
 import numpy as np
 import pytest
 from helpers import PCM8K, PCM16K
@@ -105,7 +106,7 @@ def test_target_covers_the_jitter_and_forgets_it():
     assert est.target == pytest.approx(0.12, abs=0.021)
     for k in range(500, 6000):  # 110 s without jitter: the histogram forgets
         est.arrival(k * 0.02, k * 0.02)
-    assert est.target == pytest.approx(0.02)
+    assert est.target == pytest.approx(est.bucket)  # one bucket (the buffer floors it at min_delay)
 
 
 def test_outbound_reference_is_the_first_chunk_of_the_utterance():
@@ -381,3 +382,140 @@ def test_output_carries_the_arrival_of_the_audio_it_plays_and_none_for_concealme
     stamped = [f.arrival for f in frames if f.arrival is not None]
     assert {round(a, 6) for a in stamped} <= arrivals and stamped == sorted(stamped)
     assert any(f.arrival is None for f in frames)  # the lost 80 ms were concealed
+
+
+# ---------------------------------------------------------------- webrtc-stats counters
+
+
+def test_webrtc_counters_on_a_scripted_stream():
+    # 50 packets 30 ms after their media time, the 21st lost, a pull every 20 ms from t = 0.
+    # Playout starts at 60 ms with two packets in and hands out half a block first, taking all
+    # of packet 0 and the first 30 samples of packet 1 (the hold); from then on each pull takes
+    # a packet's first 110 samples 30 ms after they came and its last 50 at the next pull.
+    x = speech(1.0)
+    jb = inbound()
+    run(jb, packetize(x, drop={20}), until=2.0)
+    s = jb.statistics()
+    received = 49 * P
+    assert s.totalSamplesReceived == received and s.jitterBufferEmittedCount == received
+    first_two = 160 * 0.03 + (30 * 0.01 + 80 * 0.03 + 50 * 0.05)
+    assert s.jitterBufferDelay == pytest.approx(first_two + 47 * (110 * 0.03 + 50 * 0.05))
+    assert s.jitterBufferTargetDelay == pytest.approx(received * 0.020)
+    assert (s.concealedSamples, s.silentConcealedSamples, s.concealmentEvents) == (P, 0, 1)
+    assert (s.insertedSamplesForDeceleration, s.removedSamplesForAcceleration) == (0, 0)
+    assert s.samples_out == received + P and s.lost_samples == P
+
+
+def test_silent_concealment_is_counted_apart():
+    # 200 ms lost: 60 ms of fading replay, then silence, until the packet after the hole is in;
+    # the last 210 samples of the hole, concealed once it is, fade into it from both sides.
+    jb = inbound()
+    run(jb, packetize(speech(2.0), drop=set(range(20, 30))), until=3.0)
+    s = jb.statistics()
+    assert (s.concealedSamples, s.concealmentEvents, s.interruptions) == (10 * P, 1, 1)
+    assert s.silentConcealedSamples == 10 * P - 6 * 80 - 210
+
+
+def test_speeding_up_and_slowing_down_are_counted_as_webrtc_names_them():
+    jb = inbound(start_delay=0.2)  # 180 ms above target: drained in the pauses
+    run(jb, packetize(speech(4.0)), until=5.0)
+    s = jb.statistics()
+    assert s.removedSamplesForAcceleration == round(s.accelerate_rate * s.samples_out) > 0
+    assert (
+        s.jitterBufferEmittedCount == s.samples_out + s.removedSamplesForAcceleration - s.insertedSamplesForDeceleration
+    )
+
+
+# ---------------------------------------------------------------- reordering, duplicates, peaks, skew
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(0, 0.06), min_size=40, max_size=40), st.sets(st.integers(0, 39), max_size=6))
+def test_packets_reordered_within_the_delay_are_put_in_place_and_duplicates_dropped(jitter, twice):
+    x = speech(0.8)
+    packets = packetize(x, delays=np.array(jitter))
+    packets += [(at + 0.01, chunk) for k, (at, chunk) in enumerate(packets) if k in twice]
+    jb = inbound(start_delay=0.1, max_stretch=0.0)  # 100 ms: beyond any of this jitter
+    out = audio(run(jb, packets, until=2.0))
+    s = jb.statistics()
+    np.testing.assert_array_equal(out, x)
+    assert s.late_losses == 0 and s.concealedSamples == 0
+    dropped = s.drops.get("duplicate")
+    assert (dropped.frames, dropped.samples) == (len(twice), len(twice) * P) if twice else dropped is None
+
+
+def test_a_lone_spike_leaves_the_target_and_recurring_ones_raise_it():
+    def spikes(at: list[float], until: float) -> DelayEstimator:
+        est = DelayEstimator(max_delay=0.5)
+        for k in range(round(until / 0.02)):
+            send = k * 0.02
+            stall = next((s + 0.4 - send for s in at if s <= send < s + 0.4), 0.0)
+            est.arrival(send + 0.03 + stall, send)
+            targets.append((send, est.target))
+        return est
+
+    targets: list[tuple[float, float]] = []
+    spikes([3.0], until=10.0)
+    before = dict(targets)[2.98]
+    assert max(t for s, t in targets if s >= 3.0) <= 2 * before  # never raised: back "within 5 s" at once
+    targets.clear()
+    est = spikes([3.0, 6.0, 9.0], until=12.0)
+    assert dict(targets)[9.98] >= 0.4 and est.peaks == 3  # peaks recur: the target covers them
+    targets.clear()
+    est = spikes([3.0, 6.0], until=40.0)
+    assert dict(targets)[7.0] >= 0.4 and targets[-1][1] <= 2 * before  # ... for 20 s after the last
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.sampled_from([-0.005, 0.005, -0.01, 0.01]))
+def test_clock_skew_keeps_the_delay_bounded(skew):
+    # 60 s from a sender whose clock runs fast or slow: the buffer drains or fills in pauses
+    x = np.tile(speech(2.0), 30)
+    jb = inbound()
+    packets = [(at / (1 + skew), attrs.evolve(chunk, arrival=at / (1 + skew))) for at, chunk in packetize(x)]
+    levels = []
+    for k in range(0, len(packets), 250):  # in 5 s steps, to sample the level
+        run_more(jb, packets[k : k + 250], levels)
+    s = jb.statistics()
+    assert max(levels) < 0.120 and s.drops.get("overflow") is None
+    assert s.concealment_rate < 0.01
+
+
+def run_more(jb, packets, levels, tick=0.02):
+    """Feed ``packets`` (sorted) on a tick clock that continues from the buffer's last pull."""
+    t = getattr(jb, "_test_clock", 0.0)
+    i = 0
+    while i < len(packets):
+        while i < len(packets) and packets[i][0] <= t + 1e-9:
+            jb.put(packets[i][1], packets[i][0])
+            i += 1
+        jb.pull(t)
+        levels.append(jb.level() / jb.rate)
+        t += tick
+    jb._test_clock = t
+
+
+def test_a_stall_then_a_burst_is_caught_up_not_drained():
+    x = speech(4.0)
+    delays = np.zeros(len(x) // P)
+    sends = np.arange(len(delays)) * 0.02
+    stalled = (sends >= 1.0) & (sends < 1.4)
+    delays[stalled] = 1.4 - sends[stalled]  # 400 ms of packets held, then all at once
+    jb = inbound()
+    run(jb, packetize(x, delays=delays), until=5.0)
+    s = jb.statistics()
+    assert s.catch_ups == 1 and s.drops["catch_up"].samples > 0.2 * 8000
+    assert s.current_delay_ms < 80 and s.target_delay_ms <= 40
+
+
+def test_a_copy_after_its_audio_played_is_a_duplicate_and_a_first_chunk_that_came_second_counts():
+    x = speech(1.0)
+    packets = packetize(x)
+    packets[0], packets[1] = (packets[1][0], packets[0][1]), (packets[0][0], packets[1][1])  # 1 before 0
+    packets += [(packets[10][0] + 0.2, packets[10][1]), (packets[12][0] + 0.001, packets[12][1])]
+    jb = inbound()
+    out = audio(run(jb, packets, until=2.0))
+    s = jb.statistics()
+    assert s.late_losses == 0 and s.drops["duplicate"].frames == 2 and s.concealedSamples == 0
+    np.testing.assert_array_equal(out[: 10 * P], x[: 10 * P])
+    assert s.target_delay_ms == 20.0  # the copies' lateness is no network delay

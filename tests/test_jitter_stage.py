@@ -1,5 +1,7 @@
 """The jitter_buffer stage on virtual time: its clock, backpressure, events and barge-in."""
 
+import json
+
 import numpy as np
 import pytest
 import trio
@@ -9,10 +11,11 @@ from rtstream.errors import ConfigError
 from rtstream.frames import AudioChunk, AudioFormat, Clear, UtteranceEnd, UtteranceStart
 from rtstream.params import ParamError
 from rtstream.pipeline import assemble
+from rtstream.report import RunReport
 from rtstream.runner import run_pipeline
 from rtstream.stages.jitter.stage import JitterBufferStage
 from rtstream.stages.sequencer import Sequencer
-from rtstream.testing import CollectingSink, ScriptedSource, run_stage, run_stages
+from rtstream.testing import CollectingSink, ScriptedSource, collected, run_stage, run_stages
 
 
 def burst(seconds: float, *, size: int = 160, utterance: str = "u"):
@@ -31,31 +34,32 @@ async def test_tick_clock_plays_a_burst_in_real_time(autojump_clock):
     np.testing.assert_array_equal(out.audio(), source)
     assert isinstance(out.frames[0], UtteranceStart) and isinstance(out.frames[-1], UtteranceEnd)
     times = [t for t, f in out.received if isinstance(f, AudioChunk)]
-    assert np.allclose(np.diff(times), 0.02)  # one 20 ms block per tick
-    assert times[-1] - times[0] == pytest.approx(2.0 - 0.02, abs=0.021)
+    assert times == pytest.approx([k * 0.02 for k in range(100)])  # one 20 ms block per tick from the first
     stats = out.report.stages[1].statistics
     assert stats["concealment_events"] == 0 and stats["state"] == "idle"
 
 
 async def test_backpressure_holds_the_source_at_the_maximum(autojump_clock):
-    script = burst(3.0)
-    source = ScriptedSource(script=script)
+    pipeline = assemble(
+        "p", [ScriptedSource(script=burst(3.0)), JitterBufferStage(max_delay_ms=200.0), CollectingSink()]
+    )
     seen = []
 
     async def watch():
         while True:
             await trio.sleep(0.1)
-            seen.append(trio.current_time())
+            seen.append(pipeline.elements[1].statistics().current_delay_ms)
 
-    stage = JitterBufferStage(max_delay_ms=200.0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
-        out = await run_stages([source, stage])
+        report = await run_pipeline(pipeline)
         nursery.cancel_scope.cancel()
-    # the source could send everything at once, but the buffer held it to ~200 ms ahead
-    assert out.report.duration == pytest.approx(3.0, abs=0.1)
-    assert out.report.stages[1].statistics["drops"] == {}
-    assert len(out.audio()) == 3 * 8000
+    # the source could send everything at once, but the buffer held it to 200 ms ahead (plus
+    # the chunk that filled it) until the source had nothing more to send
+    assert len(seen) == 29 and set(seen[:-2]) == {200.0, 220.0} and seen[-2:] == [180.0, 80.0]
+    assert report.duration == pytest.approx(3.0)  # the stream ends when its last block has played
+    assert report.stages[1].statistics["drops"] == {}
+    assert len(collected(pipeline)) == 2 + 3 * 8000 // 160
 
 
 async def test_pull_clock_follows_the_consumer(autojump_clock):
@@ -69,16 +73,16 @@ async def test_pull_clock_follows_the_consumer(autojump_clock):
                 await trio.sleep(0.06)  # a pacer that takes a block every 60 ms
 
     send, receive = trio.open_memory_channel(0)
-    stage = JitterBufferStage(clock="pull").resolve(PCM8K, PCM8K)
+    element = JitterBufferStage(clock="pull").open(PCM8K, PCM8K)
     source_tx, source_rx = trio.open_memory_channel(100)
     for frame in script:
         source_tx.send_nowait(frame)
     source_tx.close()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consume, receive)
-        await stage.run(source_rx, send)
+        await element.run(source_rx, send)
     chunk_times = [t for t, f in taken if isinstance(f, AudioChunk)]
-    assert np.allclose(np.diff(chunk_times), 0.06)
+    assert chunk_times == pytest.approx([k * 0.06 for k in range(1, 51)])  # 50 blocks of 20 ms, one per take
     assert sum(f.samples for _, f in taken if isinstance(f, AudioChunk)) == 8000
 
 
@@ -93,11 +97,11 @@ async def test_clear_goes_out_at_once_and_drops_the_rest(autojump_clock):
     script = [(0.0, f) for f in burst(0.8)[:-1]] + [(0.5, Clear("barge-in")), (0.5, UtteranceEnd("u"))]
     out = await run_stage(JitterBufferStage(), script)
     clear_at = next(t for t, f in out.received if isinstance(f, Clear))
-    assert clear_at == pytest.approx(0.5, abs=0.021)
+    assert clear_at == pytest.approx(0.52)  # at the first tick after it came
     assert [type(f) for f in out.frames[-2:]] == [Clear, UtteranceEnd]
     assert not any(isinstance(f, AudioChunk) for f in out.frames[out.frames.index(out.events[-2]) :])
     stats = out.report.stages[1].statistics
-    assert stats["clears"] == 1 and stats["drops"]["clear"].samples == pytest.approx(0.3 * 8000, abs=200)
+    assert stats["clears"] == 1 and stats["drops"]["clear"].samples == 0.8 * 8000 - 0.52 * 8000  # all not yet played
 
 
 async def test_inbound_through_the_sequencer_conceals_a_loss(autojump_clock):
@@ -114,9 +118,9 @@ async def test_inbound_through_the_sequencer_conceals_a_loss(autojump_clock):
 
 
 def test_parameters_are_checked():
-    with pytest.raises(ParamError, match="^min_delay_ms: must not exceed max_delay_ms"):
+    with pytest.raises(ParamError, match=r"^min_delay_ms: must not exceed max_delay_ms"):
         JitterBufferStage(min_delay_ms=600.0)
-    with pytest.raises(ParamError, match="^tick_ms: must be one of 10.0, 20.0, got 15.0$"):
+    with pytest.raises(ParamError, match=r"^tick_ms: must be one of 10\.0, 20\.0, got 15\.0$"):
         JitterBufferStage(tick_ms=15.0)
     with pytest.raises(ConfigError, match="22050 Hz"):
         assemble(
@@ -130,7 +134,56 @@ def test_parameters_are_checked():
 
 
 async def test_statistics_before_and_after_a_run(autojump_clock):
-    stage = JitterBufferStage()
-    assert stage.statistics() == {"state": "not started"}
-    report = await run_pipeline(assemble("p", [ScriptedSource(script=burst(0.2)), stage, CollectingSink()]))
+    pipeline = assemble("p", [ScriptedSource(script=burst(0.2)), JitterBufferStage(), CollectingSink()])
+    before = pipeline.elements[1].statistics()
+    assert (before.state, before.chunks_in, before.samples_out) == ("idle", 0, 0)
+    report = await run_pipeline(pipeline)
     assert report.status == "completed"
+    after = report.stages[1].statistics
+    assert (after["state"], after["chunks_in"], after["samples_out"]) == ("idle", 10, 1600)
+
+
+def jittered(n: int, *, seed: int = 1, duplicates: float = 0.05):
+    """n packets of 20 ms with up to 60 ms of jitter (so they reorder), some sent twice."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for k in range(n):
+        at = k * 0.02 + rng.uniform(0, 0.06)
+        chunk = pcm_chunk(160, pts=k * 160, seq=k, seed=k)
+        items.append((at, chunk))
+        if rng.random() < duplicates:
+            items.append((at + 0.015, chunk))
+    return sorted(items, key=lambda item: item[0])
+
+
+async def test_reordering_happens_inside_the_buffer_and_a_sequencer_changes_nothing(autojump_clock):
+    script = jittered(150)
+    stage = JitterBufferStage(direction="inbound", start_delay_ms=100.0, max_stretch=0.0)
+    alone = await run_stage(stage, script)
+    chained = await run_stages([Sequencer(mode="receiver", window=20.0), stage], script)
+    source = np.concatenate([pcm_chunk(160, seed=k).data for k in range(150)])
+    np.testing.assert_array_equal(alone.audio(), source)  # every packet in its place, nothing concealed
+    np.testing.assert_array_equal(chained.audio(), alone.audio())
+    receiver = chained.report.stages[1].statistics["receiver"]
+    jb = chained.report.stages[2].statistics
+    assert receiver.reordered > 10 and receiver.max_held == 0 and receiver.duplicates > 0
+    assert jb["late_losses"] == 0 and jb["concealedSamples"] == 0 and jb["gaps_in"] == receiver.gaps
+
+
+async def test_the_report_carries_the_webrtc_counters_by_name(autojump_clock):
+    out = await run_stage(JitterBufferStage(direction="inbound"), jittered(50, duplicates=0))
+    stats = json.loads(RunReport(pipelines=(out.report,)).to_json())["pipelines"][0]["stages"][1]["statistics"]
+    names = (
+        "jitterBufferDelay",
+        "jitterBufferTargetDelay",
+        "jitterBufferEmittedCount",
+        "totalSamplesReceived",
+        "concealedSamples",
+        "silentConcealedSamples",
+        "concealmentEvents",
+        "insertedSamplesForDeceleration",
+        "removedSamplesForAcceleration",
+    )
+    assert set(names) <= set(stats)
+    assert stats["totalSamplesReceived"] == 50 * 160
+    assert 0 < stats["jitterBufferDelay"] / stats["jitterBufferEmittedCount"] < 0.2

@@ -18,7 +18,7 @@ from rtstream.stages.chunker import Chunker
 from rtstream.stages.null import NullSink
 from rtstream.stages.pacer import Pacer
 from rtstream.stages.tone import Tone
-from rtstream.testing import CollectingSink, ScriptedSource, run_stage, run_stages, run_virtual
+from rtstream.testing import CollectingSink, ScriptedSource, collected, run_stage, run_stages, run_virtual
 
 P = 0.06
 _DATA = pcm_chunk(480).data
@@ -248,14 +248,15 @@ async def _abort_at(control: RunControl, at: float) -> None:
 
 async def test_stopping_drains_what_is_in_flight_on_the_grid(autojump_clock):
     control = RunControl(grace=5.0)
-    sink = CollectingSink()
-    pipeline = assemble("call", [Tone(sample_rate=8000, duration=None, speed=4.0), Chunker(), Pacer(margin_ms=0), sink])
+    pipeline = assemble(
+        "call", [Tone(sample_rate=8000, duration=None, speed=4.0), Chunker(), Pacer(margin_ms=0), CollectingSink()]
+    )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_at, control, 1.0)
         report = await run_pipeline(pipeline, control)
     assert report.status == "stopped"
     stats = stats_of(report)
-    times = [t for t, f in sink.received if isinstance(f, AudioChunk)]
+    times = [t for t, f in collected(pipeline) if isinstance(f, AudioChunk)]
     assert stats.frames_sent == len(times) > 1.0 / P
     assert times == [times[0] + n * P for n in range(len(times))]
     assert (stats.underruns, stats.late_frames, stats.lateness_ms.max) == (0, 0, 0.0)

@@ -12,6 +12,7 @@ from rtstream.config import parse_config
 from rtstream.errors import ConfigError, FormatMismatch, StageFailed
 from rtstream.frames import AudioChunk, AudioFormat, Clear, UtteranceEnd, UtteranceStart, Word, WordTimings
 from rtstream.pipeline import assemble, build_pipeline
+from rtstream.stage import Sink
 from rtstream.stages.pause_breath import PauseBreath
 from rtstream.stages.tone import Tone
 from rtstream.testing import CollectingSink, ScriptedSource, run_stage, run_stages
@@ -97,8 +98,16 @@ async def test_timings_later_than_max_wait_skip_only_the_boundaries_they_missed(
 
 
 @attrs.frozen(kw_only=True)
-class _SlowSink(CollectingSink):
-    """Takes a frame every 20 ms, as a pacer downstream would."""
+class _SlowSink(Sink):
+    """Takes a frame every 20 ms, as a pacer downstream would (its own element: the test reads ``received``)."""
+
+    received: list = attrs.field(factory=list, eq=False)
+
+    def open(self, fmt_in, fmt_out):
+        return self
+
+    def statistics(self):
+        return {"frames": len(self.received)}
 
     async def run(self, rx, *, task_status=trio.TASK_STATUS_IGNORED):
         async with rx:
@@ -156,7 +165,7 @@ async def test_a_malformed_tag_fails_the_stage_naming_tag_and_position(autojump_
 def test_caps_take_pcm_in_any_rate_and_layout_and_ask_for_a_converter_before_g711():
     stereo = AudioFormat("pcm_f32le", 48000, 2)
     pipeline = assemble("p", [ScriptedSource(script=(), format=stereo), PauseBreath(), CollectingSink()])
-    assert pipeline.formats == (stereo, stereo) and pipeline.stages[1].format == stereo
+    assert pipeline.formats == (stereo, stereo) and pipeline.elements[1].core.format == stereo
     with pytest.raises(
         FormatMismatch,
         match=r"^stage 1 \(ScriptedSource\) produces pcm_mulaw 8000 Hz mono, but stage 2 "

@@ -174,3 +174,15 @@ def test_quiet_only_waits_for_a_pause():
 def test_stretch_rejects_a_change_above_5_percent():
     with pytest.raises(ValueError, match="max_change"):
         TimeStretch(8000, max_change=0.1)
+
+
+def test_a_pause_takes_far_more_than_5_percent_at_once():
+    st_ = TimeStretch(8000)
+    n = 160
+    quiet = np.zeros((n + st_.lookahead, 1), np.float32)
+    out = np.zeros((n, 1), np.float32)
+    for _ in range(5):  # 100 ms of silence: a pause once 80 ms have been seen
+        st_.observe(quiet[:n])
+    assert st_.in_pause
+    assert st_.render(out, quiet, out, 1.75) == n + st_.lag_max  # one longest period in one block
+    assert st_.render(out, quiet, out, 0.25) == n - st_.lag_max

@@ -12,14 +12,17 @@ from rtstream.caps import Caps
 from rtstream.errors import StageFailed
 from rtstream.frames import AudioChunk
 from rtstream.pipeline import assemble
-from rtstream.runner import RunControl, run_pipeline, run_pipelines, watch_sigint
-from rtstream.stage import Filter, Source
-from rtstream.testing import CollectingSink, run_stage, run_virtual
+from rtstream.runner import RunControl, run_pipeline, run_pipelines, watch_signals
+from rtstream.stage import Filter, Sink, Source
+from rtstream.testing import run_stage, run_virtual
 
 
 @attrs.frozen(kw_only=True)
 class Ticker(Source):
-    """Sends a 10 ms chunk every ``period`` seconds, ``count`` times (None: forever)."""
+    """Sends a 10 ms chunk every ``period`` seconds, ``count`` times (None: forever).
+
+    The test stages here are their own elements: what they keep is the test's log.
+    """
 
     count: int | None = 5
     period: float = 0.01
@@ -27,6 +30,9 @@ class Ticker(Source):
 
     def output_caps(self, fmt_in):
         return Caps.of(PCM8K)
+
+    def open(self, fmt_in, fmt_out):
+        return self
 
     async def run(self, tx, *, task_status=trio.TASK_STATUS_IGNORED):
         async with tx:
@@ -52,6 +58,9 @@ class Relay(Filter):
     log: list = attrs.field(factory=list, eq=False)
     seen: list = attrs.field(factory=list, eq=False)
 
+    def open(self, fmt_in, fmt_out):
+        return self
+
     async def run(self, rx, tx, *, task_status=trio.TASK_STATUS_IGNORED):
         async with rx, tx:
             self.log.append(("started", "Relay"))
@@ -68,10 +77,21 @@ class Relay(Filter):
 
 
 @attrs.frozen(kw_only=True)
-class Collector(CollectingSink):
+class Collector(Sink):
     log: list = attrs.field(factory=list, eq=False)
     stop_after: int | None = None
     hang: bool = False
+    received: list = attrs.field(factory=list, eq=False)
+
+    @property
+    def frames(self):
+        return [frame for _, frame in self.received]
+
+    def open(self, fmt_in, fmt_out):
+        return self
+
+    def statistics(self):
+        return {"frames": len(self.received)}
 
     async def run(self, rx, *, task_status=trio.TASK_STATUS_IGNORED):
         async with rx:
@@ -220,7 +240,7 @@ async def test_a_first_sigint_drains_and_a_second_cancels_at_once(autojump_clock
     control = RunControl(grace=100.0)
     result = []
     async with trio.open_nursery() as nursery:
-        await nursery.start(watch_sigint, control)
+        await nursery.start(watch_signals, control)
         nursery.start_soon(_store, result, run_pipeline(chain(Ticker(count=None), Collector(hang=True)), control))
         await trio.sleep(1.0)
         os.kill(os.getpid(), signal.SIGINT)

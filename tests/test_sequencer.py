@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from rtstream.frames import AudioChunk, ChunkFlags, Gap, UtteranceEnd, UtteranceStart
 from rtstream.params import ParamError
-from rtstream.stages.sequencer import Reorderer, Sequencer, Stamper
+from rtstream.stages.sequencer import Receiver, Reorderer, Sequencer, Stamper
 from rtstream.testing import run_stage
 
 
@@ -16,16 +16,16 @@ def chunks(frames):
     return [f for f in frames if isinstance(f, AudioChunk)]
 
 
-def feed(core, frames):
+def push_all(core, frames):
     out = []
     for f in frames:
-        out += core.put(f)
-    return out + core.flush()
+        out += core.push(f, 0.0)
+    return out + core.end()
 
 
 def test_sender_numbers_stamps_and_flags():
     core = Stamper(start_seq=7)
-    out = feed(
+    out = push_all(
         core,
         [
             UtteranceStart("a"),
@@ -52,7 +52,9 @@ def test_sender_numbers_stamps_and_flags():
 def test_sender_retransmission_keeps_its_number():
     core = Stamper()
     first = pcm_chunk(160, pts=0, utterance="a", seed=1)
-    out = feed(core, [first, pcm_chunk(160, pts=160, utterance="a"), first, pcm_chunk(160, pts=-999, utterance="a")])
+    out = push_all(
+        core, [first, pcm_chunk(160, pts=160, utterance="a"), first, pcm_chunk(160, pts=-999, utterance="a")]
+    )
     cs = chunks(out)
     assert [c.seq for c in cs] == [0, 1, 0]
     assert cs[2].flags & ChunkFlags.RETRANSMIT and cs[2].pts == 0
@@ -61,7 +63,7 @@ def test_sender_retransmission_keeps_its_number():
 
 def test_sender_marks_last_when_asked():
     core = Stamper(mark_last=True)
-    out = feed(
+    out = push_all(
         core,
         [UtteranceStart("a"), pcm_chunk(10, utterance="a"), pcm_chunk(10, pts=10, utterance="a"), UtteranceEnd("a")],
     )
@@ -74,8 +76,8 @@ def received(seqs, *, bits=64, window=3, unit="packets", size=160):
     core = Reorderer(wire_bits=bits, window=window, unit=unit)
     out = []
     for i, s in enumerate(seqs):
-        out += core.put(pcm_chunk(size, pts=(s % (1 << bits)) * size, seq=s % (1 << bits)), float(i))
-    return out + core.flush(), core
+        out += core.push(pcm_chunk(size, pts=(s % (1 << bits)) * size, seq=s % (1 << bits)), float(i))
+    return out + core.end(), core
 
 
 @settings(max_examples=60, deadline=None)
@@ -86,7 +88,7 @@ def test_reordering_within_the_window_restores_order_across_a_wrap(start, shifts
     n = len(shifts)
     # each packet moves back by up to two places: reordering within a 3-packet window
     # (the first packet to arrive starts the stream, as an RTP receiver takes it)
-    order = [0] + sorted(range(1, n), key=lambda i: i + shifts[i] + 0.5 * (i % 2))
+    order = [0, *sorted(range(1, n), key=lambda i: i + shifts[i] + 0.5 * (i % 2))]
     seqs = [(start + i) % (1 << bits) if bits < 64 else start + i for i in order]
     out, core = received(seqs, bits=bits, window=3)
     got = [c.seq for c in chunks(out)]
@@ -128,17 +130,68 @@ def test_a_restarted_sender_resynchronizes():
     assert core.statistics().resyncs == 1
 
 
-async def test_receiver_gives_up_after_the_window_in_virtual_time(autojump_clock):
+async def test_receiver_reports_a_gap_after_the_window_and_holds_nothing(autojump_clock):
     script = [
         (0.0, pcm_chunk(160, pts=0, seq=0)),
         (0.02, pcm_chunk(160, pts=320, seq=2)),
         (0.5, pcm_chunk(160, pts=160, seq=1)),
     ]
     out = await run_stage(Sequencer(mode="receiver", window=60.0), script)
+    assert [(type(f).__name__, f.seq) for f in out.frames] == [
+        ("AudioChunk", 0),
+        ("AudioChunk", 2),
+        ("Gap", 1),
+        ("AudioChunk", 1),
+    ]
+    assert out.times == pytest.approx([0.0, 0.02, 0.08, 0.5])  # each chunk at once; the gap 60 ms after 2 came
+    assert out.frames[2] == Gap(seq=1, count=1, pts=160, samples=160, reason="missing")
+    stats = out.report.stages[1].statistics
+    assert stats["receiver"].late == 1 and stats["receiver"].max_held == 0 and stats["mode"] == "receiver"
+
+
+async def test_reorder_mode_holds_and_drops_what_comes_after_its_gap(autojump_clock):
+    script = [
+        (0.0, pcm_chunk(160, pts=0, seq=0)),
+        (0.02, pcm_chunk(160, pts=320, seq=2)),
+        (0.5, pcm_chunk(160, pts=160, seq=1)),
+    ]
+    out = await run_stage(Sequencer(mode="receiver", window=60.0, reorder=True), script)
     assert [type(f).__name__ for f in out.frames] == ["AudioChunk", "Gap", "AudioChunk"]
     assert out.times[1] == pytest.approx(0.08)  # 60 ms after the chunk behind the hole arrived
-    stats = out.report.stages[1].statistics
-    assert stats["receiver"].late == 1 and stats["mode"] == "receiver"
+    assert out.report.stages[1].statistics["receiver"].late == 1
+
+
+def passed(seqs, *, window=3, unit="packets", size=160):
+    core = Receiver(window=window, unit=unit)
+    out = []
+    for i, s in enumerate(seqs):
+        out += core.push(pcm_chunk(size, pts=s * size, seq=s), float(i))
+    return out + core.end(), core
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.permutations(range(12)), st.lists(st.integers(0, 11), max_size=6))
+def test_receiver_passes_every_chunk_once_in_arrival_order(order, again):
+    seqs = list(order) + again  # any reordering, then some duplicates
+    out, core = passed(seqs, window=100)
+    assert [c.seq for c in chunks(out)] == list(order)
+    s = core.statistics()
+    assert s.duplicates == len(again) and s.released == 12 and s.max_held == 0
+    assert s.lost == s.late and not any(isinstance(f, Gap) and f.count <= 0 for f in out)
+
+
+def test_receiver_reports_losses_with_their_span_and_forwards_late_chunks():
+    out, core = passed([0, 1, 4, 5, 6, 7, 2, 7], window=3)
+    kinds = [(type(f).__name__, f.seq) for f in out]
+    assert kinds == [("AudioChunk", s) for s in (0, 1, 4, 5, 6)] + [("Gap", 2), ("AudioChunk", 7), ("AudioChunk", 2)]
+    assert out[5] == Gap(seq=2, count=2, pts=320, samples=320, reason="missing")
+    s = core.statistics()
+    assert (s.lost, s.late, s.gaps, s.duplicates, s.reordered) == (2, 1, 1, 1, 1)
+
+
+def test_receiver_takes_a_first_chunk_that_came_second():
+    out, core = passed([1, 0, 2])
+    assert [c.seq for c in chunks(out)] == [1, 0, 2] and core.statistics().lost == 0
 
 
 async def test_sender_stage_and_unsequenced_chunks():
@@ -152,9 +205,9 @@ async def test_sender_stage_and_unsequenced_chunks():
 
 
 def test_bad_parameters_name_the_key():
-    with pytest.raises(ParamError, match="^wire_bits: must be one of 16, 32, 64, got 24$"):
+    with pytest.raises(ParamError, match=r"^wire_bits: must be one of 16, 32, 64, got 24$"):
         Sequencer(wire_bits=24)
-    with pytest.raises(ParamError, match="^window_unit: "):
+    with pytest.raises(ParamError, match=r"^window_unit: "):
         Sequencer(window_unit="seconds")
     assert attrs.has(Sequencer)
 
@@ -166,7 +219,7 @@ def test_restamping_gives_pts_in_sequence_order_to_chunks_timed_by_arrival():
     core = Reorderer(restamp=True)
     out = []
     for seq, pts in arrived:
-        out += core.put(pcm_chunk(sizes[seq], pts=pts, seq=seq, seed=seq), 0.0)
+        out += core.push(pcm_chunk(sizes[seq], pts=pts, seq=seq, seed=seq), 0.0)
     cs = chunks(out)
     assert [c.seq for c in cs] == [0, 1, 2, 3]
     assert [c.pts for c in cs] == [0, 100, 300, 600]  # contiguous in sequence order
@@ -178,7 +231,7 @@ def test_restamping_gives_a_loss_the_length_of_the_chunk_before_it():
     core = Reorderer(restamp=True, window=2, unit="packets")
     out = []
     for seq, pts in [(0, 0), (2, 160), (3, 320)]:  # 1 is lost
-        out += core.put(pcm_chunk(160, pts=pts, seq=seq), 0.0)
+        out += core.push(pcm_chunk(160, pts=pts, seq=seq), 0.0)
     [gap] = [f for f in out if isinstance(f, Gap)]
     assert (gap.seq, gap.count, gap.pts, gap.samples) == (1, 1, 160, 160)
     assert [c.pts for c in chunks(out)] == [0, 320, 480]

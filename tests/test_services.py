@@ -159,7 +159,7 @@ def test_validate_checks_services_and_references(tmp_path):
     path.write_text(BRIDGE)
     result = invoke("validate", str(path))
     assert result.exit_code == 0
-    assert result.output == "pipeline 'call' ok: tone [pcm_mulaw 8000 Hz mono] -> phone\n"
+    assert result.output == "pipeline 'call' ok: tone [pcm_mulaw 8000 Hz mono 20 ms] -> phone\n"
     path.write_text(BRIDGE.replace('type = "tts"', 'type = "tts"\nrtf = -1'))
     result = invoke("validate", str(path))
     assert result.exit_code == 2

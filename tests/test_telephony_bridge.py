@@ -53,7 +53,7 @@ async def test_frames_arrive_whole_on_time_and_unchanged(tmp_path, protocol, rat
 
 async def test_the_sink_reconnects_and_counts_what_the_outage_cost():
     tone = Tone(sample_rate=8000, chunk_ms=60, duration=1.2)
-    sink = TelephonySink(url="", protocol="raw", hold_ms=0, backoff_initial=0.3, backoff_max=0.3)
+    sink = TelephonySink(url="ws://placeholder", protocol="raw", hold_ms=0, backoff_initial=0.3, backoff_max=0.3)
     with trio.fail_after(15):
         async with telephony_server(protocol="raw", disconnect_after=5) as (url, server):
             out = await run_stages([tone, attrs_evolve(sink, url=url)])

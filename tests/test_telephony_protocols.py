@@ -313,7 +313,7 @@ def test_a_first_frame_dropped_in_an_outage_passes_its_arrival_on():
 
 
 def test_exotel_chunk_settings_that_allow_no_chunk_are_refused():
-    no_chunk = r"the chunk rule allows no chunk: max_bytes \(300\) must be at least multiple \(320\)"
+    no_chunk = r"must be at least exotel_multiple \(320\), got 300"
     with pytest.raises(ParamError, match=rf"^exotel_max_bytes: {no_chunk}$"):
         TelephonySink(url="ws://x", protocol="exotel", exotel_min_bytes=0, exotel_max_bytes=300)
     with pytest.raises(ParamError, match=rf"^exotel_max_bytes: {no_chunk}$"):

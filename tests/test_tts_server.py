@@ -5,6 +5,7 @@ import json
 
 import pytest
 import trio
+import trio.testing
 from sims import tts_server
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
@@ -75,7 +76,7 @@ async def test_concurrency_limit_across_connections():
         async with tts_server(rtf=0, first_byte_latency=0, max_contexts=1) as (url, _):
             async with open_websocket_url(url) as a, open_websocket_url(url) as b:
                 await a.send_message(req("Hold ", context_id="a", **{"continue": True}))
-                await trio.sleep(0.05)
+                await trio.testing.wait_all_tasks_blocked()  # the server has taken context a
                 await b.send_message(req("Me.", context_id="b"))
                 error = json.loads(await b.get_message())
                 assert (error["status_code"], error["error_code"], error["context_id"]) == (

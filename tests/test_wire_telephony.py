@@ -192,9 +192,14 @@ def test_what_each_protocol_carries():
         "twilio": (8000,),
         "plivo": (8000, 16000),
         "exotel": (8000, 16000, 24000),
+        "telnyx": (8000,),
+        "vonage": (8000, 16000),
+        "jambonz": (8000, 16000, 24000),
+        "freeswitch": (8000, 16000),
+        "freeswitch_binary": (8000, 16000),
     }
-    assert [name for name, p in PROTOCOLS.items() if not p.marks] == ["raw"]
-    assert [name for name, p in PROTOCOLS.items() if p.chunk_rule] == ["exotel"]
+    assert [name for name, p in PROTOCOLS.items() if not p.marks] == ["raw", "freeswitch", "freeswitch_binary"]
+    assert [name for name, p in PROTOCOLS.items() if p.chunk_rule] == ["exotel", "telnyx", "vonage"]
 
 
 # -- bad messages, one reason at a time ------------------------------------------------------------
@@ -368,7 +373,9 @@ def test_exotel_rule():
 
 
 def test_the_wire_layer_imports_only_the_engine_core():
-    allowed = {"__future__", "abc", "base64", "binascii", "collections", "json", "typing", "attrs", "rtstream.frames"}
+    allowed = {"__future__", "abc", "base64", "binascii", "collections", "json", "re", "typing"}
+    allowed |= {"urllib"}  # urllib.parse: the TTS protocols' handshake URLs and queries, pure
+    allowed |= {"attrs", "rtstream.frames"}
     wire = ROOT / "rtstream" / "wire"
     for path in wire.rglob("*.py"):
         depth = len(path.relative_to(wire).parts)  # how many levels up a relative import may go and stay inside
@@ -388,6 +395,7 @@ def test_the_wire_layer_imports_only_the_engine_core():
 
 def test_provider_field_names_live_in_the_wire_layer_only():
     names = ("streamSid", "playAudio", "stream_sid", "context_id", "streamId", "sequenceNumber", "word_timestamps")
+    names += ("call_control_id", "websocket:connected", "websocket:notify", "killAudio", "mixType", "streamAudio")
     for folder in ("rtstream", "stages", "simulators"):
         for path in (ROOT / folder).rglob("*.py"):
             if "wire" in path.relative_to(ROOT).parts:

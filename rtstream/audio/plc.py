@@ -53,6 +53,8 @@ class Concealer:
         self.history_len = 3 * self.pitch_max + self.hold
         self.corr_len = round(160 * scale)
         self.frame = round(rate / 100)
+        self.silent_after = 6 * self.frame
+        """Samples of concealment after which it is silence (60 ms: the gain has reached zero)."""
         self._seam_growth = round(32 * scale)
         self._buffer = np.zeros((self.history_len, channels), dtype=np.float32)
         self._original_tail = np.zeros((self.hold, channels), dtype=np.float32)
@@ -107,7 +109,7 @@ class Concealer:
         """Write the next ``len(out)`` concealment samples into ``out``."""
         done = 0
         while done < len(out):
-            if self.elapsed >= 6 * self.frame:
+            if self.elapsed >= self.silent_after:
                 out[done:] = 0
                 self.elapsed += len(out) - done
                 return
@@ -170,7 +172,7 @@ class Concealer:
         if n == 0:
             return 0
         tail = np.zeros((n, self.channels), dtype=np.float32)
-        if self.elapsed < 6 * self.frame:
+        if self.elapsed < self.silent_after:
             self._read(tail)
             tail *= self._gain(self.elapsed, n)
         crossfade(tail, good[:n].copy(), good[:n])

@@ -15,6 +15,11 @@ a pause of 80 ms or more (between phrases, not between words), which takes it wh
 taking 5 % while the pause lasts. Quiet means
 30 dB below the recent peak level (a peak that decays 6 dB/s) or below -60 dBFS.
 
+In a pause of 80 ms or more the stretcher may go further than ±5 %, up to ``pause_change``
+(75 %, one longest period per block at most): silence made a little longer or shorter between
+phrases is not heard, so a buffer can reach its target there in a few blocks instead of
+stretching words for seconds.
+
 Nothing is held back: slowing down reuses the output already produced, speeding up reads at
 most two periods plus 10 ms ahead in the input, which a jitter buffer that is above its target
 already holds. Signals are float32 (n, channels); the search runs on the channel mean.
@@ -28,6 +33,8 @@ from .plc import crossfade
 from .similarity import similarity
 
 MAX_CHANGE = 0.05
+PAUSE_CHANGE = 0.75
+"""The largest speed change inside a pause (the budget still caps a splice at one longest period)."""
 _MATCH = 0.9
 _SILENCE_POWER = 1e-6
 """Mean power (full scale 1), -60 dBFS, below which a window is always quiet."""
@@ -41,11 +48,16 @@ _PAUSE = 0.080
 class TimeStretch:
     """Renders output blocks from input at a speed in [1 - max_change, 1 + max_change]."""
 
-    def __init__(self, rate: int, channels: int = 1, *, max_change: float = MAX_CHANGE) -> None:
+    def __init__(
+        self, rate: int, channels: int = 1, *, max_change: float = MAX_CHANGE, pause_change: float = PAUSE_CHANGE
+    ) -> None:
         if not 0 <= max_change <= MAX_CHANGE:
             raise ValueError(f"max_change must be between 0 and {MAX_CHANGE}, got {max_change}")
+        if not 0 <= pause_change < 1:
+            raise ValueError(f"pause_change must be at least 0 and below 1, got {pause_change}")
         self.channels = channels
         self.max_change = max_change
+        self.pause_change = max(pause_change, max_change) if max_change else 0.0
         self.lag_min = round(0.0025 * rate)
         self.lag_max = round(0.015 * rate)
         self.window = round(0.010 * rate)
@@ -60,22 +72,33 @@ class TimeStretch:
         self._decay = 10 ** (-_PEAK_DECAY_DB_PER_S / 10 / rate)
 
     def render(
-        self, history: np.ndarray, x: np.ndarray, out: np.ndarray, speed: float, *, quiet_only: bool = False
+        self,
+        history: np.ndarray,
+        x: np.ndarray,
+        out: np.ndarray,
+        speed: float,
+        *,
+        quiet_only: bool = False,
+        at_most: int | None = None,
     ) -> int:
         """Fill ``out`` from ``x`` (the input that follows ``history``, the output so far).
 
         ``x`` must hold at least ``len(out)`` samples. Returns how many samples of ``x`` were
         used: ``len(out)`` plus the period removed, or minus the period inserted. With
-        ``quiet_only`` a splice is made only in a pause.
+        ``quiet_only`` a splice is made only in a pause. Inside a pause ``speed`` may differ from
+        1 by up to ``pause_change``, elsewhere by ``max_change``; ``at_most`` caps what the
+        budget may hold (samples), so a caller near its goal does not overshoot it.
         """
         n = len(out)
         self._quiet_only = quiet_only
         self.observe(x[:n])
-        speed = min(max(speed, 1 - self.max_change), 1 + self.max_change)
+        limit = self.pause_change if self.in_pause else self.max_change
+        speed = min(max(speed, 1 - limit), 1 + limit)
         change = (speed - 1) * n
         if change == 0 or change * self.budget < 0:
             self.budget = 0.0
-        self.budget = min(max(self.budget + change, -self.lag_max), self.lag_max)
+        cap = self.lag_max if at_most is None else min(self.lag_max, at_most)
+        self.budget = min(max(self.budget + change, -cap), cap)
         if self.budget >= self.lag_min:
             lag = self._remove(x, out)
             if lag:
@@ -96,6 +119,11 @@ class TimeStretch:
             self._peak = max(power, self._peak * self._decay ** len(x))
             self._quiet_run = self._quiet_run + len(x) if self._quiet(power) else 0
 
+    @property
+    def in_pause(self) -> bool:
+        """The signal observed last has been quiet for a pause's length (80 ms) or more."""
+        return self._quiet_run >= self._pause
+
     def _quiet(self, power: float) -> bool:
         return power < max(_SILENCE_POWER, self._peak * _QUIET_RATIO)
 
@@ -109,7 +137,7 @@ class TimeStretch:
         """
         quiet = self._quiet(float(np.vdot(span, span)) / max(span.size, 1))
         if self._quiet_only:
-            return if_quiet if quiet and self._quiet_run >= self._pause else None
+            return if_quiet if quiet and self.in_pause else None
         if quiet:
             return if_quiet
         score = similarity(template, region)

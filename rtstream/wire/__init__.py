@@ -6,7 +6,8 @@ clock, so the stages, the server and the simulators share it, and tests drive on
 through the other. Bad peer data raises :class:`RemoteProtocolError`, whose ``reason`` the
 shells count.
 
-- :mod:`rtstream.wire.telephony`: media streams (raw binary, Twilio, Plivo, Exotel), a module each.
+- :mod:`rtstream.wire.telephony`: media streams (raw binary, Twilio, Plivo, Exotel, Telnyx, Vonage,
+  Jambonz, FreeSWITCH), a module each.
 - :mod:`rtstream.wire.cartesia`: the Cartesia TTS WebSocket, client and service.
 
 This layer imports only the engine's core modules (frames), never stages or simulators.

@@ -28,7 +28,6 @@ from typing import Any, ClassVar, TypeAlias
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import attrs
-import numpy as np
 
 from rtstream.frames import SAMPLE_RATES, AudioFormat, Encoding
 
@@ -36,36 +35,16 @@ from ._json import base64_payload, load_object
 from .errors import RemoteProtocolError
 
 VERSION = "2026-03-01"
-TRANSPORTS: dict[str, tuple[Encoding, np.dtype]] = {
-    "pcm_s32le": (Encoding.PCM_S16LE, np.dtype("<i4")),
-    "pcm_f16le": (Encoding.PCM_F32LE, np.dtype("<f2")),
+TRANSPORTS: dict[str, tuple[Encoding, str]] = {
+    "pcm_s32le": (Encoding.PCM_S16LE, "<i4"),
+    "pcm_f16le": (Encoding.PCM_F32LE, "<f2"),
 }
-"""Wire encodings rtstream converts on arrival: name -> (the encoding delivered, the wire dtype)."""
+"""Wire encodings rtstream converts on arrival: name -> (the encoding delivered, the wire's numpy dtype)."""
 ENCODINGS = (*(e.value for e in Encoding), *TRANSPORTS)
 SPEEDS = {"slow": 0.8, "normal": 1.0, "fast": 1.25}
 """``speed`` as the API names it, and the pace factor the simulator gives each."""
 AUTH_MODES = ("header", "bearer", "query")
 """How a client sends its key: ``X-API-Key``, ``Authorization: Bearer``, or ``?api_key=``."""
-
-
-class TransportDecoder:
-    """A transport encoding's bytes as the bytes of the encoding it is delivered as (:data:`TRANSPORTS`).
-
-    A sample split between two chunks waits for the rest of its bytes.
-    """
-
-    def __init__(self, transport: str) -> None:
-        self.delivered, self._dtype = TRANSPORTS[transport]
-        self._carry = b""
-
-    def feed(self, payload: bytes) -> bytes:
-        data = self._carry + payload
-        cut = len(data) - len(data) % self._dtype.itemsize
-        self._carry = data[cut:]
-        samples = np.frombuffer(data[:cut], self._dtype)
-        if self.delivered is Encoding.PCM_S16LE:
-            return (samples >> 16).astype("<i2").tobytes()  # the top 16 bits of each 32-bit sample
-        return samples.astype("<f4").tobytes()
 
 
 # -- the opening handshake ---------------------------------------------------------------------------

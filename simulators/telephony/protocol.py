@@ -23,7 +23,7 @@ import numpy as np
 
 from rtstream.audio.codec import to_int16
 from rtstream.frames import AudioFormat, Encoding
-from rtstream.params import ParamError, param
+from rtstream.params import ParamError, param, require_at_least
 from rtstream.stats import Quantiles
 from rtstream.wire import RemoteProtocolError
 from rtstream.wire.telephony import PROTOCOLS as WIRE
@@ -61,17 +61,23 @@ class TelephonySettings:
             " Exotel checks its chunk rule instead."
         ),
     )
-    exotel_multiple: int = param(320, min=1, unit="bytes", help="Exotel: chunk sizes must be a multiple of this.")
-    exotel_min_bytes: int = param(3200, min=0, unit="bytes", help="Exotel: smallest chunk allowed.")
-    exotel_max_bytes: int = param(100_000, min=1, unit="bytes", help="Exotel: largest chunk allowed.")
+    exotel_multiple: int = param(
+        320, min=1, max=1 << 20, unit="bytes", help="Exotel: chunk sizes must be a multiple of this."
+    )
+    exotel_min_bytes: int = param(3200, min=0, max=1 << 20, unit="bytes", help="Exotel: smallest chunk allowed.")
+    exotel_max_bytes: int = param(100_000, min=1, max=1 << 20, unit="bytes", help="Exotel: largest chunk allowed.")
     playout_delay: float = param(
         0.04, min=0, max=5, unit="s", help="Far-end buffering before a segment plays; a gap is that buffer running dry."
     )
     disconnect_after: int | None = param(
-        type=int, optional=True, min=1, help="Drop a connection after this many media frames; none never does."
+        type=int,
+        optional=True,
+        min=1,
+        max=1 << 31,
+        help="Drop a connection after this many media frames; none never does.",
     )
-    disconnects: int = param(1, min=0, help="How many connections disconnect_after drops (0: every one).")
-    seed: int = param(0, help="Seed of the stream and call ids.")
+    disconnects: int = param(1, min=0, max=1 << 31, help="How many connections disconnect_after drops (0: every one).")
+    seed: int = param(0, min=0, help="Seed of the stream and call ids.")
 
     def __attrs_post_init__(self) -> None:
         wire = WIRE[self.protocol]
@@ -83,6 +89,7 @@ class TelephonySettings:
             raise ParamError("encoding", f"{self.protocol} streams do not carry {enc} at {self.sample_rate} Hz")
         if self.exotel_min_bytes > self.exotel_max_bytes:
             raise ParamError("exotel_min_bytes", f"must not exceed exotel_max_bytes ({self.exotel_max_bytes})")
+        require_at_least("exotel_max_bytes", self.exotel_max_bytes, "exotel_multiple", self.exotel_multiple)
         try:
             ChunkRule(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes)
         except ValueError as exc:

@@ -21,7 +21,12 @@ class TtsSettings(Impairments):
         help="Chunk sizes: the pattern cycled, random in a range, or fixed.",
     )
     pattern: tuple[int, ...] = param(
-        (500, 300, 700, 200), type=(int,), min=1, unit="bytes", help="Chunk sizes cycled by pattern chunking."
+        (500, 300, 700, 200),
+        type=(int,),
+        min=1,
+        max=1 << 20,
+        unit="bytes",
+        help="Chunk sizes cycled by pattern chunking.",
     )
     chunk_bytes: int = param(1000, min=1, max=1 << 20, unit="bytes", help="Chunk size for fixed chunking.")
     min_bytes: int = param(200, min=1, max=1 << 20, unit="bytes", help="Smallest chunk for random chunking.")
@@ -31,7 +36,11 @@ class TtsSettings(Impairments):
     )
     first_byte_latency: float = param(0.1, min=0, max=60, unit="s", help="Delay before an idle context's first chunk.")
     max_contexts: int | None = param(
-        type=int, optional=True, min=1, help="Concurrent contexts allowed across the server; more get a 429 error."
+        type=int,
+        optional=True,
+        min=1,
+        max=1 << 20,
+        help="Concurrent contexts allowed across the server; more get a 429 error.",
     )
     context_timeout: float = param(
         1.0, gt=0, max=3600, unit="s", help="An open context expires this long after its last audio."
@@ -40,6 +49,7 @@ class TtsSettings(Impairments):
         type=int,
         optional=True,
         min=0,
+        max=1 << 31,
         help="Reply with an error (500) in place of this connection's next chunk after this many.",
     )
     sequence_field: str | None = param(
@@ -48,7 +58,7 @@ class TtsSettings(Impairments):
         optional=True,
         help="Name of the chunk-number field the simulator adds; none leaves it out.",
     )
-    seed: int = param(0, help="Seed of random chunk sizes and impairments (connection n uses seed + n).")
+    seed: int = param(0, min=0, help="Seed of random chunk sizes and impairments (connection n uses seed + n).")
 
     def __attrs_post_init__(self) -> None:
         if self.min_bytes > self.max_bytes:

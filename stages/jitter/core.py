@@ -12,11 +12,14 @@ or the target when that is larger) → *playing* → back to idle when the input
 when an utterance has been played to its ``UtteranceEnd``. Events keep their place: each is
 pinned to the timeline position where it arrived, then to the output sample where that
 position is played. ``Clear`` (barge-in) flushes the audio at once and goes out ahead of
-everything; ``Gap`` marks audio as lost so it is concealed without waiting for it.
+everything; ``Gap`` marks audio as lost so it is concealed without waiting for it (unless its
+reason is ``"missing"``: then it may yet come, and its hole is decided at playout like any other).
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections import deque
 
 import attrs
@@ -26,9 +29,9 @@ from rtstream.audio.codec import from_float32, to_float32
 from rtstream.audio.plc import Concealer
 from rtstream.audio.stretch import TimeStretch
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Event, Frame, Gap, UtteranceEnd, UtteranceStart
-from rtstream.stats import DropCount, Drops, Quantiles, Summary
+from rtstream.stats import DropCount, Drops, Quantiles, Summary, stat
 
-from .decision import SpeedControl, skip_hole, urgent
+from .decision import URGENT_EXCESS, SpeedControl, band, skip_hole, stop_at, urgent
 from .delay import DelayEstimator
 from .output import OutputQueue
 from .timeline import Timeline
@@ -38,6 +41,9 @@ INTERRUPTION = 0.150
 MAX_WAIT = 0.120
 """The longest a hole is waited for inbound before it is given up: with the last tick of
 concealment that may follow, the run stays below an interruption."""
+START_MARGIN = 1.5
+"""Inbound playout starts once this many times the target is buffered: the first packets show
+only part of the jitter, and growing the delay later costs concealment or stretched speech."""
 RESTART_RUN = 5
 """This many chunks in a row from further back than the maximum delay: the sender restarted."""
 _MAX_PENDING_LEVELS = 4
@@ -63,33 +69,60 @@ class JitterSettings:
 
 @attrs.frozen
 class JitterStatistics:
-    """NetEq-style figures: delays in ms, rates as fractions of the audio handed out."""
+    """NetEq-style figures (delays in ms, rates as fractions of the audio handed out), then the
+    W3C webrtc-stats counters of RTCInboundRtpStreamStats under their own (camelCase) names."""
 
-    direction: str
-    state: str
-    chunks_in: int
-    samples_in: int
-    chunks_out: int
-    samples_out: int
-    seconds_out: float
-    current_delay_ms: float
-    target_delay_ms: float
-    delay_ms: Summary
-    """Time from arrival to playout of the audio played."""
-    concealment_rate: float
-    accelerate_rate: float
-    decelerate_rate: float
-    concealment_events: int
-    interruptions: int
-    interruption_seconds: float
-    late_losses: int
-    lost_samples: int
-    merges: int
-    prebuffers: int
-    resyncs: int
-    gaps_in: int
-    clears: int
-    drops: dict[str, DropCount]
+    direction: str = stat(help="outbound (TTS bursts, backpressure) or inbound (network packets).")
+    state: str = stat(help="idle, buffering or playing.")
+    chunks_in: int = stat(help="Audio chunks taken in.")
+    samples_in: int = stat(help="Samples per channel taken in.")
+    chunks_out: int = stat(help="Audio chunks handed out.")
+    samples_out: int = stat(help="Samples handed out: played audio, stretched audio and concealment.")
+    seconds_out: float = stat(help="Seconds of audio handed out.")
+    current_delay_ms: float = stat(
+        help="Audio buffered ahead of the play position (holes included) and produced but not handed out, in ms."
+    )
+    target_delay_ms: float = stat(
+        help="The target now, in ms: the delay histogram's quantile, raised while delay peaks recur."
+    )
+    delay_ms: Summary = stat(help="Time from arrival to playout of each chunk played, in ms.")
+    concealment_rate: float = stat(help="Share of the output that was concealment (NetEq expand rate).")
+    accelerate_rate: float = stat(help="Share of the output removed by time-compression.")
+    decelerate_rate: float = stat(help="Share of the output added by time-stretching.")
+    concealment_events: int = stat(help="Runs of concealment started.")
+    interruptions: int = stat(help="Concealments of 150 ms or more.")
+    interruption_seconds: float = stat(help="Total length of those interruptions, in seconds.")
+    late_losses: int = stat(help="Chunks that came after their place had been played (or given up), dropped.")
+    lost_samples: int = stat(
+        help="Samples of the timeline given up: concealed in place of audio that never came in time."
+    )
+    merges: int = stat(help="Concealments and skips joined to the audio after them with a cross-fade.")
+    prebuffers: int = stat(help="Times playout had to gather audio before starting (the stream's start, after idle).")
+    resyncs: int = stat(help="Jumps in pts that re-anchored the timeline (a restarted sender).")
+    catch_ups: int = stat(
+        help="Inbound: stale audio dropped at once after a stall, rather than drained (drops.catch_up)."
+    )
+    delay_peaks: int = stat(help="Delay peaks seen by the peak detector (kept out of the histogram).")
+    gaps_in: int = stat(help="Gap frames taken in (losses reported upstream).")
+    clears: int = stat(help="Clears (barge-ins) taken in.")
+    drops: dict[str, DropCount] = stat(
+        help="Audio dropped, by reason: late, duplicate, overflow, catch_up, clear, wrong_format, event_overflow."
+    )
+    jitterBufferDelay: float = stat(
+        help="Seconds each sample taken from the buffer spent in it (from its arrival), summed over samples."
+    )
+    jitterBufferTargetDelay: float = stat(
+        help="The target delay (seconds) at the moment each sample was taken out, summed over samples."
+    )
+    jitterBufferEmittedCount: int = stat(
+        help="Received samples taken out of the buffer (speeding up takes more than it plays, slowing down fewer)."
+    )
+    totalSamplesReceived: int = stat(help="Samples taken in (W3C webrtc-stats totalSamplesReceived).")
+    concealedSamples: int = stat(help="Samples of concealment handed out, silent ones included.")
+    silentConcealedSamples: int = stat(help="Concealment handed out as silence (after 60 ms the replay has faded out).")
+    concealmentEvents: int = stat(help="Times concealment began after real audio.")
+    insertedSamplesForDeceleration: int = stat(help="Samples added by slowing down (time-stretching).")
+    removedSamplesForAcceleration: int = stat(help="Samples removed by speeding up (time-compression).")
 
 
 class JitterBuffer:
@@ -127,8 +160,10 @@ class JitterBuffer:
         self.state = "idle"
         self.closed = False
         self._offset: int | None = None
+        self._origin = 0
+        """Where the current stream's first chunk was placed on the timeline."""
         self._anchor_next = False
-        self._pending: deque[tuple[int, np.ndarray]] = deque()
+        self._pending: deque[tuple[int, np.ndarray, float]] = deque()
         """Outbound audio beyond the ring's room, in order; the stage stops reading meanwhile."""
         self._pending_samples = 0
         self._write_end = 0
@@ -137,13 +172,17 @@ class JitterBuffer:
         self._pinned: deque[tuple[int, Event]] = deque()
         self._urgent: list[Frame] = []
         self._lost: list[tuple[int, int]] = []
+        self._given_up: deque[tuple[int, int]] = deque(maxlen=_MAX_LOST_RANGES)
+        """The latest timeline ranges passed without their audio: a chunk for one of them is a late loss."""
         self._last_chunk = 0
         self._stale_run = 0
         self._wait = 0
         self._splice = False
         self._run = 0
         self._utterance: str | None = None
-        self._arrivals: deque[tuple[int, float]] = deque()
+        self._arrivals: list[tuple[int, float]] = []
+        """A heap of (timeline end, arrival) of the chunks not yet played: by position, since
+        reordered chunks come out of order and each is timed when its own audio plays."""
         self._out_arrivals: deque[tuple[int, float | None]] = deque()
         """(output position, arrival of the audio played from there; None for concealment)."""
         self._delays = Quantiles()
@@ -192,21 +231,25 @@ class JitterBuffer:
             self._anchor(chunk.pts)
             pos = chunk.pts + self._offset  # type: ignore[operator]
         self._last_chunk = n
-        self.estimator.arrival(arrival, pos / self.rate)
+        if not self._duplicate(pos, n):  # a copy's arrival says nothing about the network's delay
+            self.estimator.arrival(arrival, pos / self.rate)
         if pos < start and self.state == "buffering" and not self.out.produced and self.timeline.rewind(pos):
-            start = pos  # nothing played yet: an earlier chunk that arrived second still counts
+            start = self._origin = pos  # nothing played yet: an earlier chunk that arrived second still counts
         if pos < start:
             if pos + n <= start:
-                c.late_losses += 1
-                self.drops.add("late", samples=n)
+                if self._duplicate(pos, n):
+                    self.drops.add("duplicate", samples=n)  # its audio has just been played
+                else:
+                    c.late_losses += 1
+                    self.drops.add("late", samples=n)
                 return
             self.drops.add("late", samples=start - pos, frames=0)
             data, pos = data[start - pos :], start
         self._final = None
         self._write_end = max(self._write_end, pos + len(data))
         if len(self._arrivals) == _MAX_ARRIVALS:
-            self._arrivals.popleft()
-        self._arrivals.append((pos + len(data), arrival))
+            heapq.heappop(self._arrivals)
+        heapq.heappush(self._arrivals, (pos + len(data), arrival))
         if self.settings.direction == "inbound":
             excess = pos + len(data) - start - self.max_level
             if excess > 0:
@@ -214,25 +257,35 @@ class JitterBuffer:
                 start = self.timeline.start
                 if pos < start:
                     data, pos = data[start - pos :], start
-            self._store(pos, data)
+            self._store(pos, data, arrival)
         elif self._pending and self._pending_samples + len(data) > _MAX_PENDING_LEVELS * self.max_level:
             self.drops.add("overflow", samples=len(data))  # the caller ignored ``full``
         else:
-            self._pending.append((pos, data))
+            self._pending.append((pos, data, arrival))
             self._pending_samples += len(data)
             self._refill()
         if self.state == "idle":
             self.state = "buffering"
             c.prebuffers += 1
 
+    def _duplicate(self, pos: int, n: int) -> bool:
+        """All of ``[pos, pos + n)`` was just played (not concealed) or is buffered already."""
+        start, end = self.timeline.start, pos + n
+        played = min(end, start) - pos
+        floor = max(self._origin, start - self.max_level)  # before the stream's first sample nothing was played
+        if played > 0 and (pos < floor or self._was_given_up(pos, min(end, start))):
+            return False
+        return end <= start or self.timeline.covered(max(pos, start), end) == end - max(pos, start)
+
     def _anchor(self, pts: int) -> None:
         """Place the next chunk right after what is buffered, whatever its pts says."""
-        self._offset = max(self._write_end, self.timeline.start) - pts
+        self._origin = max(self._write_end, self.timeline.start)
+        self._offset = self._origin - pts
         self._anchor_next = False
         self.estimator.restart()
 
-    def _store(self, pos: int, data: np.ndarray) -> None:
-        duplicate = self.timeline.write(pos, data)
+    def _store(self, pos: int, data: np.ndarray, arrival: float) -> None:
+        duplicate = self.timeline.write(pos, data, arrival)
         if duplicate:
             self.drops.add("duplicate", samples=duplicate)
 
@@ -240,19 +293,19 @@ class JitterBuffer:
         """Outbound: move what waits outside the ring into it, as far as there is room."""
         pending = self._pending
         while pending:
-            pos, data = pending.popleft()
+            pos, data, arrival = pending.popleft()
             start = self.timeline.start
             if pos < start:
                 data, pos = data[start - pos :], start
             room = start + self.timeline.capacity - pos
             if room < len(data):
                 if room > 0:
-                    self._store(pos, data[:room])
+                    self._store(pos, data[:room], arrival)
                     data, pos = data[room:], pos + room
-                pending.appendleft((pos, data))
+                pending.appendleft((pos, data, arrival))
                 break
-            self._store(pos, data)
-        self._pending_samples = sum(len(d) for _, d in pending)
+            self._store(pos, data, arrival)
+        self._pending_samples = sum(len(d) for _, d, _ in pending)
 
     def event(self, frame: Event, now: float) -> None:
         """Take an event; it keeps its place after the audio that came before it."""
@@ -277,7 +330,14 @@ class JitterBuffer:
         self.closed = True
 
     def _gap(self, gap: Gap, pos: int) -> None:
+        """Audio reported lost is concealed without waiting; audio only ``"missing"`` may yet come.
+
+        A receiving sequencer reports numbers missing after its window, but the packet may be
+        late rather than lost: the hole is decided at playout time, like any other.
+        """
         self._c.gaps_in += 1
+        if gap.reason == "missing":
+            return
         samples = gap.samples if gap.samples is not None else gap.count * self._last_chunk
         if gap.pts is not None and self._offset is not None:
             pos = gap.pts + self._offset
@@ -293,7 +353,7 @@ class JitterBuffer:
         """Barge-in: drop all audio now; the events waiting go out at once, then the Clear."""
         self._c.clears += 1
         dropped = self.timeline.reset(self.timeline.start) + self.out.drop_pending()
-        dropped += sum(len(d) for _, d in self._pending)
+        dropped += sum(len(d) for _, d, _ in self._pending)
         self._pending.clear()
         self._pending_samples = 0
         if dropped:
@@ -304,6 +364,7 @@ class JitterBuffer:
         self._pinned.clear()
         self._events.clear()
         self._lost.clear()
+        self._given_up.clear()
         self._arrivals.clear()
         self._out_arrivals.clear()
         self._write_end = self.timeline.start
@@ -356,12 +417,18 @@ class JitterBuffer:
         if self.state == "idle":
             frames.extend(e for _, e in self._events)
             self._events.clear()
+        block = self.tick
         if self.state == "buffering" and self._ready_to_start():
             self.state = "playing"
+            if self.settings.direction == "inbound":
+                # Playout starts as a packet arrives, so a clock pulling every tick from here
+                # would pull at the very moments the next packets arrive: each just in time or
+                # a tick late by a coin toss. Half a block first puts the pulls between arrivals.
+                block //= 2
         if self.state != "playing":
             return frames
         self._produce(now)
-        n = min(self.tick, self.out.pending)
+        n = min(block, self.out.pending)
         if self._exhausted() and self.out.pending <= self.tick:
             self._pin_due(self.timeline.start + 1, self.out.produced)
         self._emit(n, frames)
@@ -374,7 +441,8 @@ class JitterBuffer:
 
     def _ready_to_start(self) -> bool:
         s = self.settings
-        wanted = s.start_delay if s.direction == "inbound" else max(s.start_delay, self.target())
+        margin = START_MARGIN if s.direction == "inbound" else 1.0
+        wanted = max(s.start_delay, margin * self.target())
         level = self._write_end - self.timeline.start
         return level >= min(round(wanted * self.rate), self.max_level) or self.full or not self._more_coming()
 
@@ -385,19 +453,42 @@ class JitterBuffer:
             need = want - self.out.pending
             self._refill()
             if self.timeline.available():
+                if self._catch_up(now):
+                    continue
                 if not self._rebuffering():
                     self._play(now, need)
                     continue
-            elif self._exhausted():
-                return
+            elif self._exhausted() or self.out.pending >= self.tick:
+                return  # a tick is ready: the hold is only kept while audio is there to keep it
             else:
                 self._fill_hole(now, need)
                 continue
             self._conceal(need, advance=False)
 
+    def _catch_up(self, now: float) -> bool:
+        """Inbound, after a concealment gone silent (a stall, then a burst): drop what is stale.
+
+        The burst would put the delay far above target, and draining it takes seconds of
+        stretched speech; a static buffer would have lost those packets late. So, once the
+        delay is more than URGENT_EXCESS above the band, the oldest audio goes at once (counted
+        ``catch_up``) and playout resumes near the target, merged in from the silence.
+        """
+        if self.settings.direction != "inbound" or not self.plc.active or self.plc.elapsed < self.plc.silent_after:
+            return False
+        target = self.target()
+        excess = self._delay(now) - target
+        if excess < band(target) + URGENT_EXCESS:
+            return False
+        n = min(round(excess * self.rate), self.timeline.end - self.timeline.start - self.tick)
+        if n <= 0:
+            return False
+        self._skip(n, "catch_up")
+        self._c.catch_ups += 1
+        return True
+
     def _rebuffering(self) -> bool:
         """Outbound, after a stall went silent: keep silent until the target is buffered again."""
-        if self.settings.direction != "outbound" or not self.plc.active or self.plc.elapsed < 6 * self.plc.frame:
+        if self.settings.direction != "outbound" or not self.plc.active or self.plc.elapsed < self.plc.silent_after:
             return False
         return self._more_coming() and not self.full and self.level() < round(self.target() * self.rate)
 
@@ -418,9 +509,8 @@ class JitterBuffer:
             hole = resume - start
             repaid = min(self._wait, hole)
             if repaid:
-                self.timeline.advance(repaid)
+                self._give_up(repaid)
                 self._wait -= repaid
-                self._c.lost_samples += repaid
             if hole > repaid:
                 self._conceal(min(need, hole - repaid), advance=True, resume=resume)
         else:
@@ -484,19 +574,21 @@ class JitterBuffer:
         start = self.out.produced
         self._out_arrivals.append((start, None))
         out = self.out.reserve(n)
+        before = self.plc.elapsed
         self.plc.fill(out)
         if advance and resume is not None:
             if self._bridge is None or self._bridge[1] != resume:
                 self._open_bridge(resume)
             if self._bridge is not None:
                 self._blend_bridge(out)
+                before = self.plc.elapsed  # faded into the audio after the hole: not silent
         self.out.commit(n)
         c.concealed += n
+        c.silent_concealed += max(0, self.plc.elapsed - max(before, self.plc.silent_after))
         self._run += n
         self._pin_due(self.timeline.start + (n if advance else 1), start)
         if advance:
-            self.timeline.advance(n)
-            c.lost_samples += n
+            self._give_up(n)
             self._lost_at(self.timeline.start)
         else:
             self._wait += n
@@ -513,10 +605,15 @@ class JitterBuffer:
         if not merging and avail >= need and self.estimator.settled:
             delay, target = self._delay(now), self.target()
             speed = self.speed.decide(now, delay, target, more_coming=self._more_coming())
-        if speed != 1.0 and len(x) >= need + (self.stretch.lookahead if speed > 1 else 0):
+            at_most = max(0, round((delay - stop_at(target, speed)) * (1 if speed > 1 else -1) * self.rate))
+            if speed != 1.0 and self.stretch.in_pause:  # a pause may take the whole difference at once
+                change = max(abs(speed - 1), min(at_most / need, self.stretch.pause_change))
+                speed = 1 + math.copysign(change, speed - 1)
+        if speed != 1.0 and len(x) >= need + (self.stretch.lag_min if speed > 1 else 0):
             out = self.out.reserve(need)
             quiet_only = not urgent(self.settings.direction, delay, target)
-            used = self.stretch.render(self.out.history(self.stretch.lag_max), x, out, speed, quiet_only=quiet_only)
+            history = self.out.history(self.stretch.lag_max)
+            used = self.stretch.render(history, x, out, speed, quiet_only=quiet_only, at_most=at_most)
             n = need
             if used > need:
                 c.accelerated += used - need
@@ -537,12 +634,32 @@ class JitterBuffer:
         self._end_run()
         self._wait = 0
         a = self.timeline.start
+        c.emitted += used
+        c.delay_sum += used * now - self.timeline.stamp_sum(a, used)
+        c.target_sum += used * self.target()
         self._pin_due(a + used, start, a, n)
         self.timeline.advance(used)
         self._played_until(self.timeline.start, now)
 
+    def _give_up(self, n: int) -> None:
+        """Move past ``n`` samples that were concealed in place of audio that did not come."""
+        self._mark_given_up(n)
+        self.timeline.advance(n)
+        self._c.lost_samples += n
+
+    def _mark_given_up(self, n: int) -> None:
+        start, given_up = self.timeline.start, self._given_up
+        if given_up and given_up[-1][1] == start:
+            given_up[-1] = (given_up[-1][0], start + n)
+        else:
+            given_up.append((start, start + n))
+
+    def _was_given_up(self, pos: int, end: int) -> bool:
+        return any(s < end and pos < e for s, e in self._given_up)
+
     def _skip(self, n: int, reason: str) -> None:
         """Drop the oldest ``n`` samples unplayed (counted); the next audio is merged in."""
+        self._mark_given_up(n)
         passed = self.timeline.advance(n)
         if passed:
             self.drops.add(reason, samples=passed)
@@ -558,7 +675,7 @@ class JitterBuffer:
     def _played_until(self, pos: int, now: float) -> None:
         arrivals = self._arrivals
         while arrivals and arrivals[0][0] <= pos:
-            self._delays.add(now - arrivals.popleft()[1])
+            self._delays.add(now - heapq.heappop(arrivals)[1])
 
     def _pin_due(self, before: int, out_pos: int, in_start: int | None = None, out_len: int = 0) -> None:
         """Pin the events placed before ``before`` to output positions from ``out_pos``.
@@ -633,9 +750,20 @@ class JitterBuffer:
             merges=c.merges,
             prebuffers=c.prebuffers,
             resyncs=c.resyncs,
+            catch_ups=c.catch_ups,
+            delay_peaks=self.estimator.peaks,
             gaps_in=c.gaps_in,
             clears=c.clears,
             drops=self.drops.snapshot(),
+            jitterBufferDelay=c.delay_sum,
+            jitterBufferTargetDelay=c.target_sum,
+            jitterBufferEmittedCount=c.emitted,
+            totalSamplesReceived=c.samples_in,
+            concealedSamples=c.concealed,
+            silentConcealedSamples=c.silent_concealed,
+            concealmentEvents=c.concealment_events,
+            insertedSamplesForDeceleration=c.decelerated,
+            removedSamplesForAcceleration=c.accelerated,
         )
 
 
@@ -655,5 +783,10 @@ class _Counters:
     merges: int = 0
     prebuffers: int = 0
     resyncs: int = 0
+    catch_ups: int = 0
     gaps_in: int = 0
     clears: int = 0
+    emitted: int = 0
+    delay_sum: float = 0.0
+    target_sum: float = 0.0
+    silent_concealed: int = 0

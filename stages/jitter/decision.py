@@ -5,7 +5,8 @@ The two directions differ in their physics:
 * **inbound** (telephony to bot): packets arrive in real time, late or lost. The controlled
   quantity is the playout delay measured against the earliest arrival of the last two
   seconds; it is steered to the target by speeding up (when more than a band above it) or
-  slowing down (when below it). A hole is waited for (concealed without moving on) while the
+  slowing down (when below it; in pauses only, since a late packet's wait grows the delay
+  too, and stretched words cost more than they save). A hole is waited for (concealed without moving on) while the
   playout delay is below the target, since the packet is then probably just late; once the
   delay reaches the target it is counted lost and skipped.
 * **outbound** (TTS to telephony): the source bursts far ahead of real time, then stalls. A full
@@ -15,8 +16,9 @@ The two directions differ in their physics:
   is never waited for.
 
 Speed changes are at least 50 ms apart, like NetEq's time-scale decisions. A delay change
-inside a word is heard (and costs PESQ points), one in a pause is not: unless the delay is far
-off target, the stretcher only splices in pauses.
+inside a word is heard (and costs PESQ points), one in a pause much less: unless the delay is
+far above target, the stretcher only splices in pauses, and there it may take the whole
+difference at once (up to the point where the change stops, :func:`stop_at`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ URGENT_EXCESS = 0.100
 
 
 def band(target: float) -> float:
-    """How far above the target the inbound delay may drift before playout speeds up."""
+    """How far above the target the inbound delay may drift before playout speeds up.
+
+    Every change of delay costs a little (PESQ hears even a pause made shorter), so the band is
+    wide: a packet, or a quarter of the target. Speeding up then goes down to half the band.
+    """
     return max(0.020, target / 4)
 
 
@@ -57,10 +63,8 @@ class SpeedControl:
             return 1.0
         if self.direction == "outbound":
             return 1 - self.change if more_coming and delay < target else 1.0
-        if self.speed > 1:
-            return self.speed if delay > target + band(target) / 2 else 1.0
-        if self.speed < 1:
-            return self.speed if delay < target else 1.0
+        if self.speed != 1:
+            return self.speed if (delay - stop_at(target, self.speed)) * (self.speed - 1) > 0 else 1.0
         if delay > target + band(target):
             return 1 + self.change
         if delay < target:
@@ -68,11 +72,17 @@ class SpeedControl:
         return 1.0
 
 
+def stop_at(target: float, speed: float) -> float:
+    """The delay at which a speed change has done its work: half the band above the target when
+    speeding up, the target when slowing down."""
+    return target + band(target) / 2 if speed > 1 else target
+
+
 def urgent(direction: str, delay: float, target: float) -> bool:
     """Whether the delay is far enough off target to stretch inside speech, not only in pauses."""
     if direction == "outbound":
         return delay < target / 2
-    return delay > target + band(target) + URGENT_EXCESS or delay < target - band(target) / 2
+    return delay > target + band(target) + URGENT_EXCESS
 
 
 def skip_hole(direction: str, delay: float, target: float, *, waited: float, max_wait: float) -> bool:

@@ -1,26 +1,47 @@
 """The target delay: a high quantile of a forgetting histogram of relative arrival delays.
 
-This is WebRTC NetEq's delay manager. Each chunk's arrival is compared with its media time:
-``x = arrival - pts / rate``. Its *relative delay* is how much later than a reference it came:
+This is WebRTC NetEq's delay manager. Each chunk's arrival is compared with its media time: ``x
+= arrival - pts / rate``. Its *relative delay* is how much later than a reference it came:
 inbound, the reference is the earliest chunk of the last two seconds (so clock offsets and a
-slow drift cancel out); outbound, it is the first chunk of the utterance (a TTS bursts ahead,
-so what matters is how far a stall pushed a chunk behind the moment playing could have begun).
-Every half second the largest relative delay seen is added to a histogram of 20 ms buckets
-whose old counts fade by a factor of 0.983 per addition (about 30 s of memory; early on, every
-sample weighs alike). The target is the upper edge of the bucket at the 0.95 quantile; before
-the first half second is complete, the upper edge of the largest relative delay seen so far.
+slow drift cancel out; when an earlier one comes, the delays of this half second are measured
+again from it, so the first chunk's own lateness does not hide the jitter); outbound, it is the
+first chunk of the utterance (a TTS bursts ahead, so what matters is how far a stall pushed a
+chunk behind the moment playing could have begun). Every half second the largest relative delay
+seen is added to a histogram of 5 ms buckets (finer than NetEq's 20 ms: the target then
+overshoots the jitter by 5 ms at most) whose old counts fade by a factor of 0.983 per addition
+(about 30 s of memory; early on, every sample weighs alike). The target is the upper edge of the
+bucket at the 0.95 quantile; before the first half second is complete, the upper edge of the
+largest relative delay seen so far.
+
+Delay peaks (NetEq's delay-peak detector): once the histogram has its first half second, a
+relative delay above twice the target and at least 60 ms above it is a *peak*, kept out of the
+histogram with the rise and fall around it (delays above the target within a second of a peak
+value). Delays above the line within a second of each other are one peak. Peaks *recur*
+when one starts within 10 s of the one before; while they do (and for 20 s after the last),
+the target is raised to the highest of them. So a lone spike (a stall, then a burst) leaves
+the target where it was, and a network that keeps spiking gets a target that covers it.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from itertools import pairwise
 
 import numpy as np
 
 _WINDOW = 2.0
 _INTERVAL = 0.5
 _MAX_WINDOW_ENTRIES = 1024
+PEAK_FACTOR = 2.0
+PEAK_MIN_EXCESS = 0.060
+PEAK_JOIN = 1.0
+"""Delays above the peak line within this many seconds of each other are one peak."""
+PEAK_PERIOD = 10.0
+"""A peak starting within this many seconds of the one before is a recurrence."""
+PEAK_MEMORY = 20.0
+"""Recurring peaks hold the target up for this long after the last one."""
+_MAX_PEAKS = 8
 
 
 class DelayEstimator:
@@ -31,7 +52,7 @@ class DelayEstimator:
         *,
         max_delay: float,
         reference: str = "window",
-        bucket: float = 0.020,
+        bucket: float = 0.005,
         forget: float = 0.983,
         quantile: float = 0.95,
     ) -> None:
@@ -47,8 +68,15 @@ class DelayEstimator:
         self._first: float | None = None
         self._interval_start: float | None = None
         self._interval_max = 0.0
+        self._base_target: float | None = None
+        """The histogram's target, without peaks."""
+        self._peaks: deque[list[float]] = deque(maxlen=_MAX_PEAKS)
+        """[start, end, height] of the latest peaks, seconds."""
+        self.peaks = 0
+        """Peaks seen so far."""
         self.target: float | None = None
-        """The target delay in seconds: until the first half second is in, the largest delay so far."""
+        """The target delay in seconds: until the first half second is in, the largest delay so far;
+        then the histogram's quantile, raised to the recent peaks' height while they recur."""
         self.last = 0.0
         """The relative delay of the latest arrival, seconds."""
 
@@ -73,6 +101,7 @@ class DelayEstimator:
         """Record a chunk whose media time (seconds) arrived at ``now``; return its relative delay."""
         x = now - media_time
         window = self._window
+        before = self.base
         while window and window[-1][1] >= x:
             window.pop()
         window.append((now, x))
@@ -80,6 +109,8 @@ class DelayEstimator:
             window.popleft()
         if self._first is None:
             self._first = x
+        if before is not None and self.reference == "window" and self.base < before:  # type: ignore[operator]
+            self._interval_max += before - self.base  # type: ignore[operator]
         rel = max(0.0, x - self.base)  # type: ignore[operator]
         self.last = rel
         if self._interval_start is None:
@@ -88,10 +119,40 @@ class DelayEstimator:
             self._add(self._interval_max)
             self._interval_start = now
             self._interval_max = 0.0
-        self._interval_max = max(self._interval_max, rel)
+        if not self._peak(now, rel):
+            self._interval_max = max(self._interval_max, rel)
         if not self._updates:
-            self.target = self._upper_edge(self._interval_max)
+            self._base_target = self._upper_edge(self._interval_max)
+        self._update_target(now)
         return rel
+
+    def _peak(self, now: float, rel: float) -> bool:
+        """Whether ``rel`` belongs to a peak (recorded, kept out of the histogram).
+
+        Above the peak line a delay is a peak; within a second of one, anything above the
+        target is the same peak's rise or fall.
+        """
+        base = self._base_target
+        if not self._updates or base is None:
+            return False
+        peaks = self._peaks
+        ongoing = bool(peaks) and now - peaks[-1][1] <= PEAK_JOIN
+        if rel > max(PEAK_FACTOR * base, base + PEAK_MIN_EXCESS):
+            if ongoing:
+                peaks[-1][1] = now
+                peaks[-1][2] = max(peaks[-1][2], rel)
+            else:
+                peaks.append([now, now, rel])
+                self.peaks += 1
+            return True
+        return ongoing and rel > base
+
+    def _update_target(self, now: float) -> None:
+        target = self._base_target
+        recent = [p for p in self._peaks if now - p[1] <= PEAK_MEMORY]
+        if target is not None and any(b[0] - a[1] <= PEAK_PERIOD for a, b in pairwise(recent)):
+            target = max(target, self._upper_edge(max(p[2] for p in recent)))
+        self.target = target
 
     def _upper_edge(self, delay: float) -> float:
         return (min(int(delay / self.bucket), len(self._histogram) - 1) + 1) * self.bucket
@@ -103,4 +164,4 @@ class DelayEstimator:
         hist *= forget
         hist[min(int(delay / self.bucket), len(hist) - 1)] += 1 - forget
         index = int(np.searchsorted(np.cumsum(hist), self.quantile * hist.sum()))
-        self.target = self._upper_edge(index * self.bucket)
+        self._base_target = self._upper_edge(index * self.bucket)

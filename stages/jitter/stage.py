@@ -1,8 +1,8 @@
-"""``jitter_buffer``: the trio shell around :class:`~rtstream.stages.jitter.core.JitterBuffer`.
+"""``jitter_buffer``: :class:`~rtstream.stages.jitter.core.JitterBuffer` on a playout clock, in the shared shell.
 
-Two tasks share the core. The reader puts frames in as they arrive (outbound, it stops
-reading while the buffer holds its maximum, so the TTS socket feels the backpressure). The
-writer takes a tick of output at a time:
+:class:`Playout` gives the buffer the shape of every core: frames are pushed in as they
+arrive (outbound, the shell stops reading while the buffer holds its maximum, so the TTS
+socket feels the backpressure), and ``poll`` takes a tick of output at a time:
 
 * ``clock = "tick"`` (the default): on its own grid of ``tick_ms``, which suits any pipeline;
   put it where nothing downstream paces the audio (a file, a socket without a pacer).
@@ -16,13 +16,15 @@ While idle or buffering nothing is sent; the pacer downstream decides what the l
 
 from __future__ import annotations
 
-import attrs
-import trio
+import math
+from collections.abc import Sequence
 
-from rtstream.frames import AudioChunk, AudioFormat
+import attrs
+
+from rtstream.frames import AudioChunk, AudioFormat, Frame
 from rtstream.params import ParamError, param, whole_samples
 from rtstream.registry import register
-from rtstream.stage import Filter, ReceiveChannel, SendChannel
+from rtstream.stage import NOTHING, Core, CoreElement, Filter
 
 from .core import JitterBuffer, JitterSettings, JitterStatistics
 
@@ -30,10 +32,78 @@ PULL_AHEAD = 1.0
 """Pull mode never runs further than this ahead of real time."""
 
 
+class Playout(Core):
+    """A :class:`JitterBuffer` and the clock it is played out on: ``tick`` (real time) or ``pull``.
+
+    While idle or buffering, every frame pushed wakes a poll at once (playing may start);
+    while playing, polls come one tick of audio apart (pull: as soon as downstream takes
+    them, at most ``PULL_AHEAD`` ahead of real time).
+    """
+
+    decoupled = True
+    """Input keeps flowing in while a block waits on downstream, each chunk stamped as it arrives."""
+
+    def __init__(self, buffer: JitterBuffer, *, pull: bool) -> None:
+        self.buffer = buffer
+        self.pull = pull
+        self._since: float | None = None
+        """When the current stretch of playing began."""
+        self._sent = 0
+        """Samples handed out since then."""
+        self._wake = True
+
+    @property
+    def deadline(self) -> float:
+        """At once after a push while not playing; else when the audio handed out has played.
+
+        So the stream ends (after ``end``) once its last block has played, not when it was handed out.
+        """
+        if self._wake:
+            return -math.inf
+        if self._since is None:
+            return math.inf
+        due = self._since + self._sent / self.buffer.rate
+        return due - PULL_AHEAD if self.pull else due
+
+    @property
+    def full(self) -> bool:
+        return self.buffer.full
+
+    def push(self, frame: Frame, now: float) -> Sequence[Frame]:
+        if type(frame) is AudioChunk:
+            self.buffer.put(frame, now)
+        else:
+            self.buffer.event(frame, now)  # type: ignore[arg-type]  # every other frame is an event
+        self._wake = self._since is None
+        return NOTHING
+
+    def poll(self, now: float) -> Sequence[Frame]:
+        self._wake = False
+        frames = self.buffer.pull(now)
+        samples = sum(f.samples for f in frames if type(f) is AudioChunk)
+        if self.buffer.state != "playing" and not samples:
+            self._since, self._sent = None, 0
+        else:
+            self._since = now if self._since is None else self._since
+            self._sent += samples
+        return frames
+
+    def end(self) -> Sequence[Frame]:
+        self.buffer.close()
+        self._wake = self._since is None
+        return NOTHING
+
+    def statistics(self) -> JitterStatistics:
+        return self.buffer.statistics()
+
+
 @register("jitter_buffer", klass="Filter/Timing")
 @attrs.frozen(kw_only=True)
 class JitterBufferStage(Filter):
     """Adaptive playout buffer: smooths jitter, conceals losses, stretches time within ±5 %."""
+
+    statistics_type = JitterStatistics
+    frames_help = "makes ticks of tick_ms (the last of a talk spurt may be shorter) out of chunks of any size"
 
     direction: str = param(
         "outbound",
@@ -52,8 +122,6 @@ class JitterBufferStage(Filter):
     quantile: float = param(0.95, gt=0, max=1, help="Share of arrivals the target delay should cover.")
     forget_factor: float = param(0.983, gt=0, max=0.9999, help="How fast the delay histogram forgets, per half second.")
     max_stretch: float = param(0.05, min=0, max=0.05, help="Largest speed change of the time-stretch (0 turns it off).")
-    format: AudioFormat | None = None
-    _cores: list[JitterBuffer] = attrs.field(init=False, factory=list, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.min_delay_ms > self.max_delay_ms:
@@ -78,65 +146,11 @@ class JitterBufferStage(Filter):
             max_stretch=self.max_stretch,
         )
 
-    def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> JitterBufferStage:
+    def frames_out(self) -> float:
+        """Ticks of ``tick_ms`` (the last of a talk spurt may be shorter)."""
+        return self.tick_ms
+
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CoreElement:
         assert fmt_in is not None
         whole_samples(fmt_in, self.tick_ms, "tick_ms")
-        return attrs.evolve(self, format=fmt_in)
-
-    async def run(
-        self,
-        rx: ReceiveChannel,
-        tx: SendChannel,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        assert self.format is not None, "jitter_buffer runs after negotiation"
-        core = JitterBuffer(self.format, self.settings)
-        self._cores.append(core)
-        changed = trio.Event()
-        space = trio.Event()
-
-        async def read() -> None:
-            nonlocal changed
-            async with rx:
-                async for frame in rx:
-                    now = trio.current_time()
-                    if isinstance(frame, AudioChunk):
-                        core.put(frame, now)
-                    else:
-                        core.event(frame, now)
-                    changed.set()
-                    changed = trio.Event()
-                    while core.full:
-                        await space.wait()
-            core.close()
-            changed.set()
-
-        async with tx, trio.open_nursery() as nursery:
-            nursery.start_soon(read)
-            task_status.started()
-            rate = self.format.sample_rate
-            since: float | None = None  # when the current stretch of playing began
-            sent = 0
-            while not core.finished:
-                wake = changed
-                now = trio.current_time()
-                frames = core.pull(now)
-                for frame in frames:
-                    await tx.send(frame)
-                if not core.full:
-                    space.set()
-                    space = trio.Event()
-                if core.state != "playing" and not any(isinstance(f, AudioChunk) for f in frames):
-                    since, sent = None, 0
-                    await wake.wait()
-                    continue
-                since = now if since is None else since
-                sent += sum(f.samples for f in frames if isinstance(f, AudioChunk))
-                if self.clock == "tick":
-                    await trio.sleep_until(since + sent / rate)
-                elif sent / rate - (trio.current_time() - since) > PULL_AHEAD:
-                    await trio.sleep_until(since + sent / rate - PULL_AHEAD)
-
-    def statistics(self) -> JitterStatistics | dict[str, str]:
-        return self._cores[0].statistics() if self._cores else {"state": "not started"}
+        return CoreElement(Playout(JitterBuffer(fmt_in, self.settings), pull=self.clock == "pull"))

@@ -2,7 +2,8 @@
 
 Positions are samples on the jitter buffer's own timeline. Everything before ``start`` (the
 play position) is gone; the ring holds ``capacity`` samples from there on. Writes fill only
-what is not already there, so duplicates are measured, never stored twice.
+what is not already there, so duplicates are measured, never stored twice. Each sample keeps
+a stamp beside it (its arrival time), so the time every sample spent in the buffer is known.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ class Timeline:
     def __init__(self, capacity: int, channels: int) -> None:
         self.capacity = capacity
         self._ring = np.zeros((capacity, channels), dtype=np.float32)
+        self._stamps = np.zeros(capacity)
         self._ranges: list[list[int]] = []
         self.start = 0
 
@@ -41,8 +43,8 @@ class Timeline:
             return None
         return self._ranges[0][0]
 
-    def write(self, pos: int, data: np.ndarray) -> int:
-        """Store ``data`` at ``pos`` where nothing is yet; return how many samples were already there.
+    def write(self, pos: int, data: np.ndarray, stamp: float = 0.0) -> int:
+        """Store ``data`` (stamped ``stamp``) at ``pos`` where nothing is yet; return how many samples were there.
 
         The caller keeps writes within ``[start, start + capacity)``.
         """
@@ -61,6 +63,7 @@ class Timeline:
             free.append((cursor, end))
         for s, e in free:
             self._store(s, data[s - pos : e - pos])
+            self._stamp(s, e - s, stamp)
             self._insert(s, e)
         return len(data) - sum(e - s for s, e in free)
 
@@ -69,6 +72,18 @@ class Timeline:
         first = min(len(data), self.capacity - i)
         self._ring[i : i + first] = data[:first]
         self._ring[: len(data) - first] = data[first:]
+
+    def _stamp(self, pos: int, n: int, stamp: float) -> None:
+        i = pos % self.capacity
+        first = min(n, self.capacity - i)
+        self._stamps[i : i + first] = stamp
+        self._stamps[: n - first] = stamp
+
+    def stamp_sum(self, pos: int, n: int) -> float:
+        """The sum of the stamps of the ``n`` samples from ``pos`` (present or not: holes hold stale stamps)."""
+        i = pos % self.capacity
+        first = min(n, self.capacity - i)
+        return float(self._stamps[i : i + first].sum() + self._stamps[: n - first].sum())
 
     def _insert(self, s: int, e: int) -> None:
         ranges = self._ranges
@@ -82,6 +97,10 @@ class Timeline:
                 ranges[i][1] = max(ranges[i][1], ranges.pop(i + 1)[1])
         else:
             ranges.insert(i, [s, e])
+
+    def covered(self, pos: int, end: int) -> int:
+        """Samples present in ``[pos, end)``."""
+        return sum(max(0, min(e, end) - max(s, pos)) for s, e in self._ranges)
 
     def available_at(self, pos: int) -> int:
         """Samples present without a break from ``pos``."""

@@ -23,7 +23,7 @@ import zlib
 from bisect import bisect_left, bisect_right
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 import numpy as np
@@ -34,12 +34,10 @@ from rtstream.audio.level import SpeechLevel
 from rtstream.audio.splice import apply_gain, fade_in, quietest_point
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Frame, Gap, UtteranceEnd, UtteranceStart, Word, WordTimings
 from rtstream.markup import MarkupError
-from rtstream.stats import AudioCounter, Drops
+from rtstream.stage import Core
+from rtstream.stats import AudioCounter, DropCount, Drops, Throughput, stat
 
 from .script import SENTENCE_ENDS, Script, is_spoken, read_script
-
-if TYPE_CHECKING:
-    from .stage import PauseBreath
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +145,68 @@ class _Utterance:
         return self.cut_totals[i - 1] if i else 0
 
 
+class Shaping(Protocol):
+    """The settings the core reads: the ``pause_breath`` stage's parameters (seconds, dB)."""
+
+    @property
+    def ranges(self) -> dict[str, tuple[float, float]]: ...
+    @property
+    def breath_ranges(self) -> dict[str, tuple[float, float]]: ...
+    @property
+    def emphasis(self) -> tuple[float, float]: ...
+    @property
+    def rate_scale(self) -> tuple[float, float]: ...
+    @property
+    def reference_rate(self) -> float: ...
+    @property
+    def breath_probability(self) -> float: ...
+    @property
+    def breath_min_interval(self) -> float: ...
+    @property
+    def deep_breath_after(self) -> float: ...
+    @property
+    def breath_level(self) -> float: ...
+    @property
+    def breath_gap(self) -> float: ...
+    @property
+    def fade_ms(self) -> float: ...
+    @property
+    def max_wait(self) -> float: ...
+    @property
+    def max_hold(self) -> float: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def on_bad_markup(self) -> str: ...
+
+
+@attrs.frozen
+class PauseBreathStatistics:
+    received: Throughput = stat(help="Audio taken in.")
+    sent: Throughput = stat(help="Audio sent: what came in plus what was inserted.")
+    utterances: int = stat(help="Utterances seen (UtteranceStart).")
+    pauses: dict[str, int] = stat(help="Pauses inserted, by reason: a punctuation mark, emphasis or tag.")
+    pause_seconds: dict[str, float] = stat(help="Seconds of pause inserted, by reason.")
+    breaths: dict[str, int] = stat(help="Breaths inserted, by type.")
+    breath_seconds: float = stat(help="Seconds of breath inserted.")
+    seconds_inserted: float = stat(help="Seconds inserted in all (pauses, breaths and the gaps after breaths).")
+    held_max_seconds: float = stat(help="The most audio held at once while waiting for word timings.")
+    skipped: dict[str, int] = stat(
+        help="Boundaries that wanted a pause or breath and got none: late_timings, missing_timings, cleared."
+    )
+    released_unshaped: dict[str, DropCount] = stat(
+        help="Audio let go unmodified when the hold bound ran out: timings_late (max_wait), hold_full (max_hold)."
+    )
+    drops: dict[str, DropCount] = stat(help="Held audio dropped: clear (barge-in).")
+    timing_issues: dict[str, int] = stat(
+        help="Word timings not usable as sent: unknown_utterance, after_utterance, released_early, overlapping_words."
+    )
+    markup_errors: int = stat(help="Transcripts with a malformed tag (left unshaped).")
+
+
 @attrs.define
 class Counters:
-    """What the core counted; the stage turns it into its statistics record."""
+    """What the core counted; :meth:`PauseBreathCore.statistics` turns it into the record."""
 
     received: AudioCounter = attrs.Factory(AudioCounter)
     sent: AudioCounter = attrs.Factory(AudioCounter)
@@ -167,19 +224,20 @@ class Counters:
     drops: Drops = attrs.Factory(Drops)
 
 
-class PauseBreathCore:
+class PauseBreathCore(Core):
     """Inserts pauses and breaths at word boundaries; see the module docstring.
 
-    ``push(frame, now)`` and ``poll(now)`` queue what may go out in ``ready``; the caller
-    sends it in order, calls ``poll`` at ``deadline()`` while nothing arrives, and ``flush()``
-    at the end of the stream.
+    ``push(frame, now)`` and ``poll(now)`` return what may go out, in order; ``poll`` is due
+    at ``deadline`` while nothing arrives, and ``end()`` lets everything go at the end of the
+    stream. ``now`` should leave out time spent waiting on downstream: audio held then is held
+    by backpressure, not by missing timings, and must not run down the ``max_wait`` bound.
     """
 
-    def __init__(self, config: PauseBreath, fmt: AudioFormat, counts: Counters | None = None) -> None:
+    def __init__(self, config: Shaping, fmt: AudioFormat) -> None:
         self.config = config
         self.format = fmt
-        self.ready: deque[Frame] = deque()
-        self.counts = Counters() if counts is None else counts
+        self._ready: deque[Frame] = deque()
+        self.counts = Counters()
         rate = fmt.sample_rate
         self._fade_samples = max(1, round(config.fade_ms / 1000 * rate))
         self._fade_in = fade_in(self._fade_samples)
@@ -199,8 +257,12 @@ class PauseBreathCore:
 
     # -- the interface ------------------------------------------------------------------------
 
-    def push(self, frame: Frame, now: float) -> None:
-        """Take one frame that arrived at ``now``."""
+    def push(self, frame: Frame, now: float) -> list[Frame]:
+        """Take one frame that arrived at ``now``; what may go out now."""
+        self._take(frame, now)
+        return self._out()
+
+    def _take(self, frame: Frame, now: float) -> None:
         kind = type(frame)
         if kind is AudioChunk:
             self._take_audio(frame, now)  # type: ignore[arg-type]
@@ -223,19 +285,47 @@ class PauseBreathCore:
             self._held.append(_Held(frame, None, arrived=now))
         self._drain(now)
 
-    def poll(self, now: float) -> None:
+    def poll(self, now: float) -> list[Frame]:
         """Let go what the hold bound no longer allows to wait."""
         self._drain(now)
+        return self._out()
 
+    @property
     def deadline(self) -> float:
         """When ``poll`` must run if nothing arrives before (inf: never)."""
         return self._held[0].arrived + self.config.max_wait if self._held else math.inf
 
-    def flush(self) -> None:
+    def end(self) -> list[Frame]:
         """The input ended: resolve what can be, skip the rest, let everything go."""
         self._flushing = True
         self._end_current(math.inf)
         self._drain(math.inf)
+        return self._out()
+
+    def _out(self) -> list[Frame]:
+        out = list(self._ready)
+        self._ready.clear()
+        return out
+
+    def statistics(self) -> PauseBreathStatistics:
+        rate = self.format.sample_rate
+        c = self.counts
+        return PauseBreathStatistics(
+            received=c.received.snapshot(),
+            sent=c.sent.snapshot(),
+            utterances=c.utterances,
+            pauses=dict(sorted(c.pauses.items())),
+            pause_seconds={k: v / rate for k, v in sorted(c.pause_samples.items())},
+            breaths=dict(sorted(c.breaths.items())),
+            breath_seconds=c.breath_samples / rate,
+            seconds_inserted=c.inserted_samples / rate,
+            held_max_seconds=c.held_max_samples / rate,
+            skipped=dict(sorted(c.skipped.items())),
+            released_unshaped=c.released_unshaped.snapshot(),
+            drops=c.drops.snapshot(),
+            timing_issues=dict(sorted(c.timing_issues.items())),
+            markup_errors=c.markup_errors,
+        )
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -294,21 +384,21 @@ class PauseBreathCore:
         utt = self._open.get(frame.utterance) or self._recent.get(frame.utterance)
         if utt is None:
             self.counts.timing_issues["unknown_utterance"] += 1
-            self.ready.append(frame)
+            self._ready.append(frame)
             return
         if not utt.active:
-            self.ready.append(frame)  # nothing will be inserted in it: its times stand
+            self._ready.append(frame)  # nothing will be inserted in it: its times stand
             return
         key = self._add_timings(utt, frame.words)
         if utt.closed:
             self.counts.timing_issues["after_utterance"] += 1
-            self.ready.append(self._shifted(utt, frame))
+            self._ready.append(self._shifted(utt, frame))
         elif key < utt.released:
-            self.ready.append(self._shifted(utt, frame))
+            self._ready.append(self._shifted(utt, frame))
         else:
             if len(utt.pending) >= _MAX_PENDING:
                 self.counts.timing_issues["released_early"] += 1
-                self.ready.append(self._shifted(utt, utt.pending.popleft()[0]))
+                self._ready.append(self._shifted(utt, utt.pending.popleft()[0]))
             utt.pending.append((frame, key))
 
     def _add_timings(self, utt: _Utterance, words: tuple[Word, ...]) -> int:
@@ -356,7 +446,7 @@ class PauseBreathCore:
             if type(item.frame) is AudioChunk:
                 self.counts.drops.add("clear", samples=item.frame.samples)
             elif item.frame is not None:
-                self.ready.append(self._moved(item.frame))
+                self._ready.append(self._moved(item.frame))
             if item.utt is not None and item.utt not in touched:
                 touched.append(item.utt)
         for utt in touched:
@@ -366,7 +456,7 @@ class PauseBreathCore:
         self._held.clear()
         self._held_samples = 0
         self._current = None
-        self.ready.append(frame)
+        self._ready.append(frame)
 
     # -- output --------------------------------------------------------------------------------
 
@@ -390,7 +480,7 @@ class PauseBreathCore:
                 self._close(utt)
             held.popleft()
             if frame is not None:
-                self.ready.append(self._moved(frame))
+                self._ready.append(self._moved(frame))
 
     def _advance(self, utt: _Utterance, head: _Held, now: float) -> int:
         """Resolve the utterance's boundaries as far as possible; how far its audio may go out now."""
@@ -587,7 +677,7 @@ class PauseBreathCore:
 
     def _emit(self, chunk: AudioChunk) -> None:
         self.counts.sent.add(chunk)
-        self.ready.append(chunk)
+        self._ready.append(chunk)
 
     def _moved(self, frame: Frame) -> Frame:
         """An event as it goes out: a Gap's pts moves with the audio."""
@@ -597,7 +687,7 @@ class PauseBreathCore:
 
     def _send_final_timings(self, utt: _Utterance) -> None:
         while utt.pending and utt.pending[0][1] < utt.released:
-            self.ready.append(self._shifted(utt, utt.pending.popleft()[0]))
+            self._ready.append(self._shifted(utt, utt.pending.popleft()[0]))
 
     def _close(self, utt: _Utterance) -> None:
         """The utterance's audio has all gone out: count what it never got, send its timings."""
@@ -607,7 +697,7 @@ class PauseBreathCore:
             self._skip(utt, "missing_timings", len(utt.active) - utt.next)
         utt.closed = True
         while utt.pending:
-            self.ready.append(self._shifted(utt, utt.pending.popleft()[0]))
+            self._ready.append(self._shifted(utt, utt.pending.popleft()[0]))
         if self._open.get(utt.id) is utt:
             del self._open[utt.id]
         self._recent[utt.id] = utt

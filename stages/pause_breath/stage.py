@@ -3,47 +3,20 @@
 from __future__ import annotations
 
 import attrs
-import trio
 
-from rtstream.caps import Caps
+from rtstream.caps import ANY_SIZE, Caps
 from rtstream.frames import AudioFormat, Encoding
 from rtstream.markup import BREATH_TYPES
 from rtstream.params import ParamError, param
 from rtstream.registry import register
-from rtstream.stage import Filter, ReceiveChannel, SendChannel
-from rtstream.stats import DropCount, Throughput
+from rtstream.stage import CoreElement, Filter
 
-from .core import Counters, PauseBreathCore
+from .core import PauseBreathCore, PauseBreathStatistics
 from .script import PUNCTUATION_REASONS
 
 
 def _range(default: tuple[float, float], help: str) -> tuple[float, float]:
     return param(default, type=(float,), min=0, max=10, unit="s", help=f"{help} [shortest, longest]")
-
-
-@attrs.frozen
-class PauseBreathStatistics:
-    received: Throughput
-    sent: Throughput
-    """What came in plus what was inserted."""
-    utterances: int
-    pauses: dict[str, int]
-    """Pauses inserted, by reason: a punctuation mark, ``emphasis`` or ``tag``."""
-    pause_seconds: dict[str, float]
-    breaths: dict[str, int]
-    """Breaths inserted, by type."""
-    breath_seconds: float
-    seconds_inserted: float
-    held_max_seconds: float
-    """The most audio held at once while waiting for word timings."""
-    skipped: dict[str, int]
-    """Boundaries that wanted a pause or breath and got none: late_timings, missing_timings, cleared."""
-    released_unshaped: dict[str, DropCount]
-    """Audio let go unmodified when the hold bound ran out: timings_late (max_wait), hold_full (max_hold)."""
-    drops: dict[str, DropCount]
-    """Held audio dropped: clear (barge-in)."""
-    timing_issues: dict[str, int]
-    markup_errors: int
 
 
 @register("pause_breath", klass="Filter/Speech")
@@ -57,6 +30,8 @@ class PauseBreath(Filter):
     """
 
     accepts = Caps(encodings=(Encoding.PCM_S16LE, Encoding.PCM_F32LE))
+    statistics_type = PauseBreathStatistics
+    frames_help = "makes chunks of any size (it inserts audio of any length): put the chunker after it"
 
     comma: tuple[float, float] = _range((0.10, 0.20), "Pause after a comma.")
     period: tuple[float, float] = _range((0.40, 0.60), "Pause after a period that ends a sentence.")
@@ -109,15 +84,12 @@ class PauseBreath(Filter):
         unit="s",
         help="Most audio held waiting for word timings; beyond it the oldest goes out unshaped.",
     )
-    seed: int = param(0, help="Seed of the random pause lengths and breaths (the same seed, the same output).")
+    seed: int = param(0, min=0, help="Seed of the random pause lengths and breaths (the same seed, the same output).")
     on_bad_markup: str = param(
         "warn",
         choices=("warn", "fail"),
         help="A malformed tag in a transcript: log it and leave that utterance unshaped, or fail.",
     )
-    format: AudioFormat | None = None
-    """The negotiated format, filled in by :meth:`resolve`."""
-    _counts: Counters = attrs.field(init=False, factory=Counters, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         for name in (*PUNCTUATION_REASONS, "emphasis", "rate_scale", *(f"breath_{t}" for t in BREATH_TYPES)):
@@ -134,57 +106,10 @@ class PauseBreath(Filter):
     def breath_ranges(self) -> dict[str, tuple[float, float]]:
         return {kind: getattr(self, f"breath_{kind}") for kind in BREATH_TYPES}
 
-    def resolve(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> PauseBreath:
-        return attrs.evolve(self, format=fmt_in)
+    def frames_out(self) -> float:
+        """Chunks of any size: it inserts audio of any length."""
+        return ANY_SIZE
 
-    async def run(
-        self,
-        rx: ReceiveChannel,
-        tx: SendChannel,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        assert self.format is not None, "pause_breath runs after negotiation"
-        core = PauseBreathCore(self, self.format, self._counts)
-        ready = core.ready
-        # The core's clock stops while the stage waits for downstream: audio held then is held by
-        # backpressure, not by missing timings, and must not run down the max_wait bound.
-        blocked = 0.0
-        async with rx, tx:
-            task_status.started()
-            while True:
-                with trio.move_on_at(core.deadline() + blocked) as waited:
-                    try:
-                        frame = await rx.receive()
-                    except trio.EndOfChannel:
-                        break
-                    core.push(frame, trio.current_time() - blocked)
-                if waited.cancelled_caught:
-                    core.poll(trio.current_time() - blocked)
-                while ready:
-                    before = trio.current_time()
-                    await tx.send(ready.popleft())
-                    blocked += trio.current_time() - before
-            core.flush()
-            while ready:
-                await tx.send(ready.popleft())
-
-    def statistics(self) -> PauseBreathStatistics:
-        rate = self.format.sample_rate if self.format else 1
-        c = self._counts
-        return PauseBreathStatistics(
-            received=c.received.snapshot(),
-            sent=c.sent.snapshot(),
-            utterances=c.utterances,
-            pauses=dict(sorted(c.pauses.items())),
-            pause_seconds={k: v / rate for k, v in sorted(c.pause_samples.items())},
-            breaths=dict(sorted(c.breaths.items())),
-            breath_seconds=c.breath_samples / rate,
-            seconds_inserted=c.inserted_samples / rate,
-            held_max_seconds=c.held_max_samples / rate,
-            skipped=dict(sorted(c.skipped.items())),
-            released_unshaped=c.released_unshaped.snapshot(),
-            drops=c.drops.snapshot(),
-            timing_issues=dict(sorted(c.timing_issues.items())),
-            markup_errors=c.markup_errors,
-        )
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CoreElement:
+        assert fmt_in is not None
+        return CoreElement(PauseBreathCore(self, fmt_in), clock_stops_while_sending=True)

@@ -13,6 +13,7 @@ from .base import (
     Command,
     Connected,
     Dtmf,
+    DurationRule,
     Event,
     MarkEcho,
     Media,
@@ -27,11 +28,17 @@ from .base import (
     Stop,
 )
 from .exotel import EXOTEL
+from .freeswitch import FREESWITCH, FREESWITCH_BINARY
+from .jambonz import JAMBONZ
 from .plivo import PLIVO
 from .raw import RAW
+from .telnyx import TELNYX
 from .twilio import TWILIO
+from .vonage import VONAGE
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (RAW, TWILIO, PLIVO, EXOTEL)}
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p for p in (RAW, TWILIO, PLIVO, EXOTEL, TELNYX, VONAGE, JAMBONZ, FREESWITCH, FREESWITCH_BINARY)
+}
 
 __all__ = [
     "PROTOCOLS",
@@ -41,6 +48,7 @@ __all__ = [
     "Command",
     "Connected",
     "Dtmf",
+    "DurationRule",
     "Event",
     "MarkEcho",
     "Media",

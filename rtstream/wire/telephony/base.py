@@ -204,8 +204,8 @@ class ProviderSide(abc.ABC):
 class ChunkRule:
     """Outbound audio must go in messages of a multiple of ``multiple`` bytes, from ``min_bytes`` to ``max_bytes``.
 
-    Exotel's rule (:data:`rtstream.wire.telephony.exotel.CHUNK_RULE`) today; Telnyx's and
-    Vonage's message sizes are rules too.
+    Exotel's rule (:data:`rtstream.wire.telephony.exotel.CHUNK_RULE`) is in bytes at any rate;
+    Telnyx's and Vonage's are in milliseconds (:class:`DurationRule`).
     """
 
     multiple: int
@@ -237,6 +237,18 @@ class ChunkRule:
 
     def allows(self, size: int) -> bool:
         return size % self.multiple == 0 and self.min_bytes <= size <= self.max_bytes
+
+
+@attrs.frozen
+class DurationRule:
+    """A :class:`ChunkRule` in milliseconds of audio, for providers whose limits are durations (Telnyx, Vonage)."""
+
+    multiple_ms: float
+    min_ms: float
+    max_ms: float
+
+    def in_bytes(self, fmt: AudioFormat) -> ChunkRule:
+        return ChunkRule(fmt.bytes_in(self.multiple_ms), fmt.bytes_in(self.min_ms), fmt.bytes_in(self.max_ms))
 
 
 class Regrouper:
@@ -294,8 +306,18 @@ class Protocol:
     provider: type[ProviderSide]
     marks: bool = True
     """Marks and clears have messages (binary streams have neither)."""
-    chunk_rule: ChunkRule | None = None
-    """Outbound chunk sizes the provider requires (None: any whole frame)."""
+    chunk_rule: ChunkRule | DurationRule | None = None
+    """Outbound chunk sizes the provider requires (None: any whole frame); see :meth:`chunk_rule_for`."""
+    subprotocol: str | None = None
+    """The WebSocket subprotocol the provider asks for and the bridge must accept (Jambonz)."""
+    max_buffered: int | None = None
+    """Media messages the provider buffers ahead of playout (Vonage: 3,072); a sink must not run further ahead."""
+
+    def chunk_rule_for(self, fmt: AudioFormat) -> ChunkRule | None:
+        """The outbound chunk rule in bytes of ``fmt``."""
+        if isinstance(self.chunk_rule, DurationRule):
+            return self.chunk_rule.in_bytes(fmt)
+        return self.chunk_rule
 
     @property
     def rates(self) -> tuple[int, ...]:

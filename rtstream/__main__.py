@@ -1,0 +1,5 @@
+"""``python -m rtstream``: the command line."""
+
+from .cli import entry
+
+entry()

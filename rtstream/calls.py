@@ -1,0 +1,192 @@
+"""Calls: what ``[calls.NAME]`` and ``[server]`` declare, and one provider connection as a call.
+
+A *call template* names the path a provider dials, the protocol it speaks and the pipelines
+that run for each call. ``rtstream serve`` turns every accepted connection on that path into
+a :class:`Call`: it reads the provider's messages up to ``start`` (the call's ids, format and
+custom parameters), builds the template's pipelines for that call — ``${call.stream_id}``,
+``${call.parameters.NAME}`` filled in — and runs them on the connection, which is the call's
+*link*: the stage ``telephony_in`` yields the caller's audio from it, ``telephony_out`` sends
+the bot's audio on it. The call ends when the provider stops or the socket closes.
+
+Stages find their call through :data:`CURRENT_CALL`, set around the call's pipelines: trio
+tasks inherit it from the task that starts them, so every stage of the call sees its own call
+and no other.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from .frames import AudioFormat, Encoding
+from .params import ParamError, param
+from .stats import BoundedCounter
+from .websocket import ConnectionClosed, WebSocket
+from .wire import RemoteProtocolError
+from .wire.telephony import PROTOCOLS, BridgeSide, Connected, Media, Metadata, Protocol, Start
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen(kw_only=True)
+class ServerSettings:
+    """The ``[server]`` table: where ``rtstream serve`` listens and how many calls it takes."""
+
+    host: str = param("127.0.0.1", help="Address to listen on; anything but loopback only when asked.")
+    port: int = param(8080, min=0, max=65535, help="Port for HTTP and WebSocket alike (0: a free one).")
+    max_calls: int = param(100, min=1, max=100_000, help="Calls at once in one process; more are refused with 503.")
+    drain: float = param(10.0, min=0, max=3600, unit="s", help="On SIGTERM or Ctrl-C, how long calls may finish.")
+    public_url: str | None = param(
+        type=str,
+        optional=True,
+        help="The https:// address providers reach this server by (behind a proxy or tunnel); "
+        "answers and signature checks use it. None: the request's Host header, for local tests.",
+    )
+
+
+@attrs.frozen(kw_only=True)
+class CallSettings:
+    """One ``[calls.NAME]`` table: a route providers dial and the pipelines of each call on it."""
+
+    path: str = param(type=str, help="The WebSocket path the provider opens, e.g. /twilio.")
+    protocol: str = param(type=str, choices=tuple(PROTOCOLS), help="The provider's media-stream protocol.")
+    pipelines: tuple[str, ...] = param(type=(str,), help="The pipelines that run for each call on this route.")
+    answer: str | None = param(
+        type=str, optional=True, help="A webhook path that answers with this provider's stream document (TwiML...)."
+    )
+    auth_token: str | None = param(
+        type=str,
+        optional=True,
+        secret=True,
+        kind="header",
+        help="The provider's auth token, to check its request signatures (Twilio, Plivo); from the environment.",
+    )
+    verify: bool = param(True, help="Refuse requests without a valid signature when auth_token is set (403).")
+    encoding: Encoding | None = param(type=Encoding, optional=True, help="The stream's encoding; none: the protocol's.")
+    sample_rate: int | None = param(type=int, optional=True, help="The stream's sample rate; none: the lowest carried.")
+    start_timeout: float = param(
+        10.0, min=0.1, max=600, unit="s", help="How long the provider may take to send its start message."
+    )
+    max_message_bytes: int = param(
+        1 << 20, min=1024, max=16 << 20, unit="bytes", help="Largest message accepted; larger closes with 1009."
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if not self.path.startswith("/"):
+            raise ParamError("path", f"must start with '/', got {self.path!r}")
+        if not self.pipelines:
+            raise ParamError("pipelines", "must name at least one pipeline")
+        fmt = self.format
+        if fmt.sample_rate not in self.wire.carries.get(fmt.encoding, ()):
+            carried = "; ".join(f"{e} at {'|'.join(map(str, r))} Hz" for e, r in self.wire.carries.items())
+            raise ParamError("encoding", f"{self.protocol} carries {carried}, not {fmt}")
+
+    @property
+    def wire(self) -> Protocol:
+        return PROTOCOLS[self.protocol]
+
+    @property
+    def format(self) -> AudioFormat:
+        """The stream's format: what the template sets, else the protocol's default."""
+        encoding = self.encoding or self.wire.default_encoding
+        rate = self.sample_rate or min(self.wire.carries.get(encoding, self.wire.rates))
+        return AudioFormat(encoding, rate)
+
+
+CURRENT_CALL: contextvars.ContextVar[Call] = contextvars.ContextVar("rtstream_current_call")
+
+
+class NoStart(Exception):
+    """The provider never started the stream (or the socket closed first)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Call:
+    """One accepted provider connection: its ids, its bridge side of the protocol, its counters."""
+
+    def __init__(self, route: str, settings: CallSettings, ws: WebSocket) -> None:
+        self.route = route
+        self.settings = settings
+        self.ws = ws
+        self.bridge: BridgeSide = settings.wire.bridge(settings.format)
+        self.start: Start | None = None
+        self.incoming = BoundedCounter(32)
+        """Messages by kind."""
+        self.malformed = BoundedCounter(32)
+        """Bad messages by reason (:class:`~rtstream.wire.RemoteProtocolError`)."""
+        self.early_media = 0
+        """Media messages before ``start`` (dropped: the stream had no format yet)."""
+
+    @property
+    def format(self) -> AudioFormat:
+        return self.bridge.format
+
+    def variables(self) -> dict[str, str]:
+        """What ``${call.KEY}`` may name: ids and ``parameters.NAME`` for each custom parameter."""
+        start = self.start
+        assert start is not None, "the call has started"
+        values = {
+            "route": self.route,
+            "protocol": self.settings.protocol,
+            "stream_id": start.stream_id,
+            "call_id": start.call_id or start.stream_id,
+            "encoding": self.format.encoding.value,
+            "sample_rate": str(self.format.sample_rate),
+        }
+        values.update({f"parameters.{k}": v for k, v in start.custom_parameters.items()})
+        return values
+
+    def parse(self, message: str | bytes) -> Any:
+        """The event ``message`` carries, counted; None (counted by reason) for a bad one."""
+        try:
+            event = self.bridge.receive(message)
+        except RemoteProtocolError as exc:
+            self.malformed.add(exc.reason)
+            if self.malformed[exc.reason] == 1:
+                log.warning("call on %s: bad message from the provider (%s)", self.route, exc)
+            return None
+        self.incoming.add(event.kind)
+        return event
+
+    async def wait_start(self) -> Start:
+        """Read up to the provider's start (``start_timeout``); NoStart with the reason otherwise.
+
+        Binary protocols have no start message: the call starts at once, with a stream id of its own.
+        """
+        if self.bridge.ready:
+            self.start = Start(stream_id=f"{self.route.strip('/') or 'call'}-{id(self):x}", format=self.format)
+            return self.start
+        with trio.move_on_after(self.settings.start_timeout):
+            while True:
+                try:
+                    message = await self.ws.receive()
+                except ConnectionClosed:
+                    raise NoStart("closed_before_start") from None
+                event = self.parse(message)
+                if isinstance(event, Start):
+                    if event.format is not None and event.format != self.format:
+                        raise NoStart("format_mismatch")
+                    self.start = event
+                    return event
+                if isinstance(event, Media):
+                    self.early_media += 1
+                elif event is not None and not isinstance(event, Connected | Metadata):
+                    self.incoming.add("before_start")
+        raise NoStart("no_start")
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "protocol": self.settings.protocol,
+            "format": str(self.format),
+            "stream_id": self.start.stream_id if self.start else None,
+            "incoming": self.incoming.snapshot(),
+            "malformed": self.malformed.snapshot(),
+            "early_media": self.early_media,
+        }
