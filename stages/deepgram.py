@@ -172,7 +172,7 @@ class DeepgramTTS(StreamingTTS):
     encoding: Encoding | None = param(
         type=Encoding,
         optional=True,
-        help="pcm_s16le (linear16), pcm_mulaw (mulaw) or pcm_alaw (alaw); none: linear16.",
+        help="pcm_s16le (linear16), pcm_mulaw (mulaw) or pcm_alaw (alaw); none lets negotiation choose.",
     )
     sample_rate: int | None = param(
         type=int,

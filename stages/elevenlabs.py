@@ -140,7 +140,7 @@ class ElevenLabsTTS(StreamingTTS):
     encoding: Encoding | None = param(
         type=Encoding,
         optional=True,
-        help="pcm_s16le (pcm_RATE), pcm_mulaw (ulaw_8000) or pcm_alaw (alaw_8000); none: PCM16.",
+        help="pcm_s16le (pcm_RATE), pcm_mulaw (ulaw_8000) or pcm_alaw (alaw_8000); none lets negotiation choose.",
     )
     sample_rate: int | None = param(
         type=int, optional=True, choices=SAMPLE_RATES, unit="Hz", help="Rate to ask for; none lets negotiation choose."
@@ -174,7 +174,7 @@ class ElevenLabsTTS(StreamingTTS):
         pcm = Caps((Encoding.PCM_S16LE,), (self.sample_rate,) if self.sample_rate else PCM_RATES, (1,), (ANY_SIZE,))
         g711 = [Caps((e,), (8000,), (1,), (ANY_SIZE,)) for e in (Encoding.PCM_MULAW, Encoding.PCM_ALAW)]
         if self.encoding is None:
-            return pcm
+            return pcm if self.sample_rate not in (None, 8000) else pcm | g711[0] | g711[1]
         return {Encoding.PCM_S16LE: pcm, Encoding.PCM_MULAW: g711[0], Encoding.PCM_ALAW: g711[1]}[self.encoding]
 
     def endpoint_url(self, fmt: AudioFormat) -> str:
