@@ -103,6 +103,7 @@ class CartesiaTTS(StreamingTTS):
     """Speech from a Cartesia-protocol TTS WebSocket, one context per utterance, resuming after drops."""
 
     name: ClassVar[str] = "cartesia_tts"
+    produces = Caps(tuple(Encoding), SAMPLE_RATES, (1,), (ANY_SIZE,))
 
     url: str = param(DEFAULT_URL, kind="ws_url", help="The TTS WebSocket (the simulator: '${services.NAME.url}').")
     api_key: str | None = param(

@@ -159,6 +159,11 @@ class DeepgramTTS(StreamingTTS):
     """Speech from Deepgram Aura's streaming TTS: flushes within the rate limit, Clear on barge-in, resuming."""
 
     name: ClassVar[str] = "deepgram_tts"
+    produces = Caps.union(
+        structure
+        for name, encoding in WIRE_ENCODINGS.items()
+        for structure in Caps((encoding,), RATES[name], (1,), (ANY_SIZE,)).structures
+    )
 
     url: str = param(DEFAULT_URL, kind="ws_url", help="The service (the simulator: '${services.NAME.url}').")
     api_key: str | None = param(

@@ -39,6 +39,9 @@ ENCODINGS = (Encoding.PCM_S16LE, Encoding.PCM_MULAW, Encoding.PCM_ALAW)
 DEFAULT_URL = "wss://api.elevenlabs.io"
 PCM_RATES = SAMPLE_RATES
 """ElevenLabs' pcm_RATE formats are rtstream's rates, 8 to 48 kHz."""
+PCM = Caps((Encoding.PCM_S16LE,), PCM_RATES, (1,), (ANY_SIZE,))
+ULAW = Caps((Encoding.PCM_MULAW,), (8000,), (1,), (ANY_SIZE,))
+ALAW = Caps((Encoding.PCM_ALAW,), (8000,), (1,), (ANY_SIZE,))
 
 
 class ElevenLabsDialect(Dialect):
@@ -121,6 +124,7 @@ class ElevenLabsTTS(StreamingTTS):
     """Speech from ElevenLabs input streaming: a context per utterance, alignment as word timings, resuming."""
 
     name: ClassVar[str] = "elevenlabs_tts"
+    produces = PCM | ULAW | ALAW
 
     url: str = param(DEFAULT_URL, kind="ws_url", help="The service (the simulator: '${services.NAME.url}').")
     api_key: str | None = param(
@@ -171,11 +175,11 @@ class ElevenLabsTTS(StreamingTTS):
 
     def output_caps(self, fmt_in: StreamFormat | None) -> Caps:
         """PCM16 at any rate ElevenLabs offers, or μ-law or A-law at 8 kHz: its output formats, no others."""
-        pcm = Caps((Encoding.PCM_S16LE,), (self.sample_rate,) if self.sample_rate else PCM_RATES, (1,), (ANY_SIZE,))
-        g711 = [Caps((e,), (8000,), (1,), (ANY_SIZE,)) for e in (Encoding.PCM_MULAW, Encoding.PCM_ALAW)]
+        pcm = PCM if self.sample_rate is None else PCM & Caps(rates=(self.sample_rate,))
+        g711 = {Encoding.PCM_MULAW: ULAW, Encoding.PCM_ALAW: ALAW}
         if self.encoding is None:
-            return pcm if self.sample_rate not in (None, 8000) else pcm | g711[0] | g711[1]
-        return {Encoding.PCM_S16LE: pcm, Encoding.PCM_MULAW: g711[0], Encoding.PCM_ALAW: g711[1]}[self.encoding]
+            return pcm if self.sample_rate not in (None, 8000) else pcm | ULAW | ALAW
+        return pcm if self.encoding is Encoding.PCM_S16LE else g711[self.encoding]
 
     def endpoint_url(self, fmt: AudioFormat) -> str:
         return connect_url(
