@@ -524,6 +524,11 @@ class StreamingTTS(Source, Filter):
 
     def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> TtsElement:
         assert fmt_out is not None
+        if fmt_in is None and not self.utterances:
+            raise ParamError(
+                "transcript",
+                f"{self.name} as the first stage needs a transcript; without one it speaks text frames from upstream",
+            )
         return TtsElement(self, fmt_out)
 
     # -- what a subclass gives ------------------------------------------------------------------
@@ -561,11 +566,6 @@ class TtsElement:
 
     async def run(self, *channels: Any, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         rx, tx = channels if len(channels) == 2 else (None, channels[0])
-        if rx is None and not self.utterances:
-            raise ParamError(
-                "transcript",
-                f"{self.name} as the first stage needs a transcript; without one it speaks text frames from upstream",
-            )
         fmt = self.format
         # one channel for everything the shell waits on, across connections, so nothing is lost in a reconnect
         events_tx, events_rx = trio.open_memory_channel[_Item](16)

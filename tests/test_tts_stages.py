@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import trio
 
-from rtstream.errors import StageFailed
+from rtstream.errors import ConfigError, StageFailed
 from rtstream.frames import AudioFormat, Clear, Gap, TextToken, UtteranceEnd, UtteranceStart, WordTimings
 from rtstream.params import ParamError
 from rtstream.simulators.speech import synthesize
@@ -246,7 +246,7 @@ async def test_elevenlabs_keeps_the_connection_alive_while_upstream_thinks():
 
 
 async def test_a_text_stage_first_in_a_pipeline_says_what_it_needs():
-    with pytest.raises(StageFailed, match=r"transcript: elevenlabs_tts as the first stage needs a transcript"):
+    with pytest.raises(ConfigError, match=r"transcript': elevenlabs_tts as the first stage needs a transcript"):
         await run_stage(ElevenLabsTTS())
 
 
