@@ -83,8 +83,10 @@ class DeepgramDialect(Dialect):
         """The context cancelled by a Clear not yet answered: audio until Cleared is its."""
         self._words = 0
         """Words sent on the current context."""
-        self._flushes: deque[tuple[str, int, bool]] = deque()
-        """Flushes sent and not yet answered: (context, words before it, the context's end)."""
+        self._flushes: dict[int, tuple[str, int, bool]] = {}
+        """Flushes sent and not yet answered, by the sequence_id their Flushed will carry:
+        (context, words before it, the context's end)."""
+        self._sequence = 0
         self._held: str | None = None
         """A context whose end flush waits for the budget."""
         self._held_since = 0.0
@@ -111,7 +113,8 @@ class DeepgramDialect(Dialect):
 
     def _flush(self, context: str, now: float, *, end: bool) -> list[Message]:
         self._budget.spend(now)
-        self._flushes.append((context, self._words, end))
+        self._flushes[self._sequence] = (context, self._words, end)
+        self._sequence += 1
         return [self._wire.send(Flush())]
 
     def finish(self, context: str, now: float) -> list[Message]:
@@ -131,6 +134,7 @@ class DeepgramDialect(Dialect):
 
     def cancel(self, context: str) -> list[Message]:
         self._cleared, self._current, self._held = context, None, None
+        self._flushes = {seq: entry for seq, entry in self._flushes.items() if entry[0] != context}
         return [self._wire.send(Clear())]
 
     def receive(self, message: Message, now: float) -> list[Reading]:
@@ -138,16 +142,14 @@ class DeepgramDialect(Dialect):
         match response:
             case Audio(audio):
                 return [Heard(self._cleared or self._current, audio)]
-            case Flushed():
-                if not self._flushes:
-                    return []
-                context, words, end = self._flushes.popleft()
-                if self._cleared is not None or context != self._current:
-                    return []
+            case Flushed(sequence_id):
+                entry = self._flushes.pop(sequence_id, None)
+                if entry is None or entry[0] != self._current:
+                    return []  # a cancelled utterance's
+                context, words, end = entry
                 return [Finished(context)] if end else [Reached(context, words)]
             case Cleared():
                 self._cleared = None
-                self._flushes.clear()
             case ServiceWarning(_, code):
                 return [Noted(self._current, code)]
         return []

@@ -21,6 +21,7 @@ while waiting for upstream text, bad messages counted by reason and logged once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import Counter, deque
@@ -34,6 +35,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from rtstream.audio.payload import PayloadAligner
 from rtstream.caps import ANY_SIZE, Caps
+from rtstream.control import CallControl, listening
 from rtstream.frames import (
     AudioChunk,
     AudioFormat,
@@ -563,16 +565,27 @@ class TtsElement:
         self.utterances = config.utterances
         self._written = {f"utt-{n}": text for n, text in enumerate(self.utterances, 1)}
         """The transcripts as written (speech tags included), by utterance id, for UtteranceStart."""
+        self._control: CallControl | None = None
+        self._barge_ins: deque[str] = deque()
+        """Clears from the call's control path not yet acted on."""
 
     async def run(self, *channels: Any, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         rx, tx = channels if len(channels) == 2 else (None, channels[0])
         fmt = self.format
         # one channel for everything the shell waits on, across connections, so nothing is lost in a reconnect
         events_tx, events_rx = trio.open_memory_channel[_Item](16)
+
+        def barge_in(reason: str) -> None:  # the call's control path: cancel at once, not behind queued frames
+            self._barge_ins.append(reason)
+            with contextlib.suppress(trio.WouldBlock):  # a full channel wakes the loop anyway
+                events_tx.send_nowait(("barge_in", 0, reason))
+
         async with trio.open_nursery() as nursery, tx, events_tx:
-            nursery.start_soon(self._upstream, rx, tx, events_tx.clone())
-            await self._converse(fmt, tx, events_tx, events_rx, task_status)
-            nursery.cancel_scope.cancel()
+            with listening(barge_in) as control:
+                self._control = control
+                nursery.start_soon(self._upstream, rx, tx, events_tx.clone())
+                await self._converse(fmt, tx, events_tx, events_rx, task_status)
+                nursery.cancel_scope.cancel()
 
     async def _upstream(self, rx: Any, tx: Any, inbox: trio.MemorySendChannel[_Item]) -> None:
         """Text frames (or the transcripts) and clears to the shell; other events on downstream."""
@@ -675,6 +688,9 @@ class TtsElement:
         if state.speech is not None:  # resume on this connection
             await send(state.speech.open(dialect, trio.current_time()))
         while True:
+            while self._barge_ins:
+                self._barge_ins.popleft()
+                await self._cancel(dialect, state, tx, send)
             speech = state.speech
             if speech is None and state.waiting:
                 speech = await self._begin(state, tx)
@@ -726,19 +742,33 @@ class TtsElement:
     async def _input(self, dialect: Dialect, state: _State, item: Any, now: float, tx: Any, send: Any) -> None:
         speech = state.speech
         if isinstance(item, Clear):
-            if speech is not None:
-                self._counts.utterances_cancelled += 1
-                if speech.context is not None:
-                    await send(dialect.cancel(speech.context))
-                await tx.send(UtteranceEnd(speech.utterance))
-                state.end_speech()
-            state.waiting.clear()
+            await self._cancel(dialect, state, tx, send)
             await tx.send(item)
+            return
+        if item.utterance in state.cancelled:
+            self._counts.drops.add("cancelled_text")
             return
         if speech is not None and item.utterance == speech.utterance:
             await send(speech.extend(dialect, item.text, item.final, now))
         else:
             state.waiting.append(item)
+
+    async def _cancel(self, dialect: Dialect, state: _State, tx: Any, send: Any) -> None:
+        """Barge-in: cancel the utterance being spoken (a source goes on with its next transcript; a filter
+        drops the text waiting, and what comes later of those utterances)."""
+        speech = state.speech
+        if speech is not None:
+            self._counts.utterances_cancelled += 1
+            if speech.context is not None:
+                await send(dialect.cancel(speech.context))
+            if self._control is not None:  # its audio still queued anywhere in the call is dropped
+                self._control.clear_utterance(speech.utterance)
+            state.cancelled.append(speech.utterance)
+            await tx.send(UtteranceEnd(speech.utterance))
+            state.end_speech()
+        if not self.utterances:  # text from upstream that came before the barge-in is of replies now stale
+            state.cancelled.extend(token.utterance for token in state.waiting)
+            state.waiting.clear()
 
     async def _heard(
         self, dialect: Dialect, state: _State, message: Message, now: float, tx: Any, backoff: Backoff, send: Any
@@ -833,6 +863,8 @@ class _State:
     speech: Speech | None = None
     waiting: deque[TextToken] = attrs.Factory(deque)
     """Text frames of utterances after the one being spoken."""
+    cancelled: deque[str] = attrs.Factory(lambda: deque(maxlen=64))
+    """Utterances cancelled by a barge-in (recent ones): their later text frames are dropped."""
     ended: bool = False
     pts: int = 0
     seq: int = 0

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import trio
 
+from rtstream.control import CURRENT_CONTROL, CallControl
 from rtstream.errors import ConfigError, StageFailed
 from rtstream.frames import AudioFormat, Clear, Gap, TextToken, UtteranceEnd, UtteranceStart, WordTimings
 from rtstream.params import ParamError
@@ -356,3 +357,27 @@ def test_the_flush_budget_allows_twenty_a_minute():
         budget.spend(float(t))
     assert budget.left(30.0) == 0 and budget.next_allowed(30.0) == 60.0
     assert budget.left(60.0) == 1
+
+
+@ALL
+async def test_a_clear_on_the_calls_control_path_cancels_at_once(kind):
+    long = "One two three four five six seven eight nine ten eleven twelve. " * 4
+    control = CallControl()
+    token = CURRENT_CONTROL.set(control)
+    try:
+        with trio.fail_after(15):
+            async with simulator(kind, rtf=2) as (url, _), trio.open_nursery() as nursery:
+
+                async def barge_in():
+                    await trio.sleep(0.4)
+                    control.clear("barge-in", trio.current_time())
+
+                nursery.start_soon(barge_in)
+                out = await run_stage(stage(kind, url, transcripts=(long, "Yes?")))
+    finally:
+        CURRENT_CONTROL.reset(token)
+    assert stats(out)["utterances_cancelled"] == 1 and "utt-1" in control.cleared
+    assert 0 < sum(c.samples for c in out.chunks if c.utterance == "utt-1") < len(audio_of(long, PCM16))
+    assert np.array_equal(
+        np.concatenate([c.data for c in out.chunks if c.utterance == "utt-2"]), audio_of("Yes?", PCM16)
+    )
