@@ -439,7 +439,7 @@ def read_lines(path: str) -> tuple[str, ...]:
 
 _Item = tuple[str, int, Any]
 """What the shell's one loop waits for: ("message", connection, text or bytes), ("closed", connection, exc),
-("input", 0, a TextToken or a Clear), ("end", 0, None)."""
+("input", 0, a TextToken or a Clear), ("barge_in", 0, reason) from the call's control path, ("end", 0, None)."""
 
 
 class _Role:
