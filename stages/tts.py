@@ -691,6 +691,9 @@ class TtsElement:
             while self._barge_ins:
                 self._barge_ins.popleft()
                 await self._cancel(dialect, state, tx, send)
+            if state.abandoned:  # stream-input: a cancelled stream ends with its connection
+                state.abandoned = False
+                return False
             speech = state.speech
             if speech is None and state.waiting:
                 speech = await self._begin(state, tx)
@@ -709,8 +712,8 @@ class TtsElement:
                 if kind == "message" and number == connection:
                     last_heard = now
                     await self._heard(dialect, state, payload, now, tx, backoff, send)
-                    if self.config.one_stream() and state.speech is None:
-                        return False  # stream-input: the service closes after each utterance
+                    if self.config.one_stream() and state.speech is None:  # the service closes after each one
+                        return state.ended and not state.waiting
                 elif kind == "closed" and number == connection:
                     raise payload
                 elif kind == "input":
@@ -764,6 +767,7 @@ class TtsElement:
             if self._control is not None:  # its audio still queued anywhere in the call is dropped
                 self._control.clear_utterance(speech.utterance)
             state.cancelled.append(speech.utterance)
+            state.abandoned = self.config.one_stream()
             await tx.send(UtteranceEnd(speech.utterance))
             state.end_speech()
         if not self.utterances:  # text from upstream that came before the barge-in is of replies now stale
@@ -865,6 +869,8 @@ class _State:
     """Text frames of utterances after the one being spoken."""
     cancelled: deque[str] = attrs.Factory(lambda: deque(maxlen=64))
     """Utterances cancelled by a barge-in (recent ones): their later text frames are dropped."""
+    abandoned: bool = False
+    """The connection's one stream was cancelled: the next utterance needs a new connection."""
     ended: bool = False
     pts: int = 0
     seq: int = 0

@@ -381,3 +381,16 @@ async def test_a_clear_on_the_calls_control_path_cancels_at_once(kind):
     assert np.array_equal(
         np.concatenate([c.data for c in out.chunks if c.utterance == "utt-2"]), audio_of("Yes?", PCM16)
     )
+
+
+async def test_elevenlabs_stream_input_speaks_the_next_reply_on_a_new_connection_after_a_clear():
+    long = "One two three four five six seven eight nine ten eleven twelve. " * 4
+    script = [(0.0, TextToken(long, "a")), (0.3, Clear()), (0.35, TextToken("Yes?", "b", final=True))]
+    with trio.fail_after(15):
+        async with simulator("elevenlabs", rtf=2) as (url, _):
+            out = await run_stages(
+                [ScriptedSource(script=script, format=PCM16), stage("elevenlabs", url, endpoint="stream-input")]
+            )
+    b = [c for c in out.chunks if c.utterance == "b"]
+    assert np.array_equal(np.concatenate([c.data for c in b]), audio_of("Yes?", PCM16))
+    assert stats(out)["connects"] == 2 and stats(out)["utterances_cancelled"] == 1
