@@ -22,6 +22,7 @@ from rtstream.frames import SAMPLE_RATES, AudioFormat, Encoding
 from rtstream.params import ParamError, param
 from rtstream.registry import register
 from rtstream.wire.elevenlabs import (
+    MAX_CONTEXTS,
     AlignmentWords,
     Audio,
     CloseContext,
@@ -55,7 +56,9 @@ class ElevenLabsDialect(Dialect):
         voice_settings: dict[str, Any] | None,
         sequence_field: str | None,
         max_message_bytes: int,
+        max_contexts: int = MAX_CONTEXTS,
     ) -> None:
+        self._max_contexts = max_contexts
         self._wire = ElevenLabsClient(multi=multi, sequence_field=sequence_field, max_message_bytes=max_message_bytes)
         self._multi = multi
         self._frame_bytes = fmt.frame_bytes
@@ -68,6 +71,10 @@ class ElevenLabsDialect(Dialect):
 
     def _key(self, context: str) -> str | None:
         return context if self._multi else None
+
+    def full(self) -> bool:
+        """Every context the service allows is open (those cancelled stay open until their isFinal)."""
+        return self._multi and len(self._received) >= self._max_contexts
 
     def start(self, context: str, text: str, now: float) -> list[Message]:
         key = self._key(context)
@@ -107,9 +114,11 @@ class ElevenLabsDialect(Dialect):
                     timed = self._words[key].feed(alignment, offset)
                     if timed:
                         readings.append(Timed(context, tuple(timed)))
-                self._received[key] = self._received.get(key, 0) + len(audio)
+                if key in self._received:  # a context it opened (a stranger's audio is stale)
+                    self._received[key] += len(audio)
                 return readings
             case Final():
+                self._received.pop(self._key(context or ""), None)
                 words = self._words.pop(self._key(context or ""), None)
                 rest = words.end() if words is not None else []
                 return [*([Timed(context, tuple(rest))] if rest else []), Finished(context)]
@@ -158,6 +167,9 @@ class ElevenLabsTTS(StreamingTTS):
         20, min=1, max=180, unit="s", help="The service's inactivity timeout (keep_alive must be shorter)."
     )
     auto_mode: bool = param(False, help="Ask the service to generate at once rather than buffer text (auto_mode).")
+    max_contexts: int = param(
+        MAX_CONTEXTS, min=1, max=100, help="Contexts the service allows open on one connection (cancelled ones count)."
+    )
     sequence_field: str | None = param(
         "seq", type=str, optional=True, help="Chunk-number field to copy into AudioChunk.seq (the simulator's 'seq')."
     )
@@ -211,6 +223,7 @@ class ElevenLabsTTS(StreamingTTS):
             voice_settings=settings or None,
             sequence_field=self.sequence_field,
             max_message_bytes=self.max_message_bytes,
+            max_contexts=self.max_contexts,
         )
 
     def one_stream(self) -> bool:

@@ -146,6 +146,10 @@ class Dialect:
         """What a message says; RemoteProtocolError (with its reason) when it is malformed."""
         raise NotImplementedError
 
+    def full(self) -> bool:
+        """The connection can open no more contexts now (the next utterance takes a new connection)."""
+        return False
+
     def next_due(self) -> float:
         """When :meth:`due` has a message held back (inf: none)."""
         return math.inf
@@ -340,7 +344,7 @@ class Speech:
         cut = len(self._unheard) if everything else sum(1 for w in self._unheard if w.end <= heard_until)
         words, self._unheard = self._unheard[:cut], self._unheard[cut:]
         self._counts.word_timings += len(words)
-        return [WordTimings(self.utterance, words)] if words else []  # type: ignore[arg-type]  # converter=tuple
+        return [WordTimings(self.utterance, words)] if words else []
 
     def _timed_words(self, timed: Timed, now: float) -> list[Frame]:
         self._timed = True
@@ -695,6 +699,8 @@ class TtsElement:
                 state.abandoned = False
                 return False
             speech = state.speech
+            if speech is None and state.waiting and dialect.full():
+                return False  # its contexts are all in use (cancelled ones not yet ended): a new connection
             if speech is None and state.waiting:
                 speech = await self._begin(state, tx)
                 await send(speech.open(dialect, trio.current_time()))

@@ -394,3 +394,18 @@ async def test_elevenlabs_stream_input_speaks_the_next_reply_on_a_new_connection
     b = [c for c in out.chunks if c.utterance == "b"]
     assert np.array_equal(np.concatenate([c.data for c in b]), audio_of("Yes?", PCM16))
     assert stats(out)["connects"] == 2 and stats(out)["utterances_cancelled"] == 1
+
+
+async def test_elevenlabs_takes_a_new_connection_when_cancelled_contexts_fill_the_limit():
+    long = "One two three four five six seven eight nine ten eleven twelve. " * 4
+    script = [(0.0, TextToken(long, "a")), (0.3, Clear()), (0.32, TextToken("Yes?", "b", final=True))]
+    with trio.fail_after(15):
+        async with simulator("elevenlabs", rtf=2, contexts_per_connection=1) as (url, server):
+            out = await run_stages(
+                [ScriptedSource(script=script, format=PCM16), stage("elevenlabs", url, max_contexts=1)]
+            )
+            await trio.testing.wait_all_tasks_blocked()
+            report = server.report()
+    b = [c for c in out.chunks if c.utterance == "b"]
+    assert np.array_equal(np.concatenate([c.data for c in b]), audio_of("Yes?", PCM16))
+    assert stats(out)["connects"] == 2 and report["errors_sent"] == {}  # never refused a sixth (here: second)
