@@ -16,17 +16,17 @@ TOML = """
 interrupt_after_ms = 800
 
 [[turns]]
-say = "I would like a table."
-reply = "For how many?"
+caller = "I would like a table."
+agent = "For how many?"
 
 [[turns]]
-say = "Four."
+caller = "Four."
 audio = "four.wav"
 dtmf = "1#"
 wait = false
 
 [[turns]]
-say = "Bye."
+caller = "Bye."
 hangup = true
 """
 
@@ -36,43 +36,49 @@ def test_a_toml_script(tmp_path: Path) -> None:
     path.write_text(TOML)
     listen, ask, four, bye = load_script(path)
     assert listen == Turn(wait=False, interrupt_after_ms=800.0) and listen.listens and not listen.speaks
-    assert ask == Turn(say="I would like a table.", reply="For how many?") and ask.wait
+    assert ask == Turn("I would like a table.", "For how many?") and ask.wait
     assert four.audio == str(tmp_path / "four.wav") and four.dtmf == "1#" and not four.wait
-    assert bye.hangup and not bye.wait and bye.reply is None
+    assert bye.hangup and not bye.wait and bye.agent is None
 
 
 def test_json_is_the_same_shape(tmp_path: Path) -> None:
     path = tmp_path / "talk.json"
-    turns = [{"say": "Hello.", "reply": "Hi."}, {"say": "Bye.", "wait": False}]
+    turns = [{"caller": "Hello.", "agent": "Hi."}, {"caller": "Bye.", "wait": False}]
     path.write_text(json.dumps({"turns": turns}))
-    assert load_script(path) == (Turn(say="Hello.", reply="Hi."), Turn(say="Bye.", wait=False))
+    assert load_script(path) == (Turn("Hello.", "Hi."), Turn("Bye.", wait=False))
 
 
 def test_inline_turns() -> None:
     turns = parse_inline(["Hello there|interrupt_after_ms=300", "Sure|dtmf=12", "|dtmf=3", "Bye|hangup"])
     assert turns == (
-        Turn(say="Hello there", wait=False, interrupt_after_ms=300.0),
-        Turn(say="Sure", dtmf="12"),
-        Turn(say=None, dtmf="3"),
-        Turn(say="Bye", wait=False, hangup=True),
+        Turn("Hello there", wait=False, interrupt_after_ms=300.0),
+        Turn("Sure", dtmf="12"),
+        Turn(dtmf="3"),
+        Turn("Bye", wait=False, hangup=True),
     )
 
 
 @pytest.mark.parametrize(
     "text,message",
     [
-        ("turns = 3", r"^s: no turns \(a list of \[\[turns\]\] tables\)$"),
-        ("[[turns]]\nsay = 'a'\n[other]", r"^s: unknown key 'other'; a script holds \[\[turns\]\] only$"),
-        ("[[turns]]\nsay = 'a'\nspeak = 'b'", r"^s: turn 1: unknown key 'speak'; keys: say, audio, reply, "),
-        ("[[turns]]\nsay = ''", r"^s: turn 1: say must be a non-empty string of at most 4096 characters$"),
-        ("[[turns]]\nsay = 'a'\nwait = 1", r"^s: turn 1: wait must be true or false, got 1$"),
+        ("turns = 3", r"^s: no \[\[turns\]\]$"),
+        ("", r"^s: no \[\[turns\]\]$"),
+        ("[[turns]]\ncaller = 'a'\n[other]", r"^s: unknown key 'other'; a script holds \[\[turns\]\] only$"),
+        ("[[turns]]\ncaller = 'a'\nspeak = 'b'", r"^s: turn 1: unknown key 'speak'$"),
+        ("[[turns]]\ncaller = ' '", r"^s: turn 1: caller must be a non-empty string$"),
+        ("[[turns]]\nagent = 3", r"^s: turn 1: agent must be a non-empty string$"),
+        (f"[[turns]]\ncaller = '{'a' * 4097}'", r"^s: turn 1: caller must be at most 4096 characters$"),
+        ("[[turns]]\ncaller = 'a'\nwait = 1", r"^s: turn 1: wait must be true or false, got 1$"),
         ("[[turns]]\ninterrupt_after_ms = -5", r"^s: turn 1: interrupt_after_ms must be a number of ms from 0 to "),
         (
-            "[[turns]]\ninterrupt_after_ms = 5\nwait = true\n[[turns]]\nsay = 'a'",
+            "[[turns]]\ninterrupt_after_ms = 5\nwait = true\n[[turns]]\ncaller = 'a'",
             r"^s: turn 1: wait and interrupt_after_ms exclude each other$",
         ),
         ("[[turns]]\ndtmf = '12x'", r"^s: turn 1: dtmf must be up to 100 digits of 0-9, \*, #, A-D, got '12x'$"),
-        ("[[turns]]\nhangup = true\n[[turns]]\nsay = 'a'", r"^s: turn 1: hangup ends the call; 1 turn\(s\) after it$"),
+        (
+            "[[turns]]\nhangup = true\n[[turns]]\ncaller = 'a'",
+            r"^s: turn 1: hangup ends the call; 1 turn\(s\) after it$",
+        ),
         ("[[turns]]\nhangup = true\nwait = true", r"^s: turn 1: hangup does not wait for the reply"),
         ("[[turns]]\ninterrupt_after_ms = 5", r"^s: turn 1: interrupt_after_ms needs a next turn that speaks"),
         (

@@ -67,8 +67,8 @@ def load_script(settings: CallerSettings) -> tuple[tuple[Turn, ...], tuple[bytes
     for turn in turns:
         if turn.audio is not None:
             samples, rate = _read_mono(turn.audio)
-        elif turn.say is not None:
-            samples, rate = synthesize(turn.say, settings.sample_rate)[0], settings.sample_rate
+        elif turn.caller is not None:
+            samples, rate = synthesize(turn.caller, settings.sample_rate)[0], settings.sample_rate
         else:
             speech.append(b"")
             continue

@@ -182,7 +182,7 @@ class CallerSettings(TelephonySettings):
         optional=True,
         kind="input_file",
         help=(
-            "A conversation to play (TOML or JSON [[turns]]: say, audio, reply, wait, interrupt_after_ms, dtmf,"
+            "A conversation to play (TOML or JSON [[turns]]: caller, agent, audio, wait, interrupt_after_ms, dtmf,"
             " hangup); it starts at speak_at and replaces duration, text, audio and dtmf. None: say text once."
         ),
     )
@@ -190,7 +190,7 @@ class CallerSettings(TelephonySettings):
         (),
         type=(str,),
         max_items=1000,
-        help="The script's turns inline, each 'TEXT|key|key=value' (e.g. 'Hi|interrupt_after_ms=300', '|dtmf=12').",
+        help="The script's turns inline, each 'WORDS|key|key=value' (e.g. 'Hi|interrupt_after_ms=300', '|dtmf=12').",
     )
     reply_gate_dbfs: float = param(
         -45.0, min=-90, max=0, unit="dBFS", help="RMS above which a bot frame is speech, not the line's silence."
