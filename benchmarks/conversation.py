@@ -5,12 +5,12 @@
 
 For each N, a server process (this script again, with ``--serve``: :class:`rtstream.server.Server`
 with a Twilio :class:`rtstream.routes.CallEndpoint` on ``/twilio`` running ``--pipeline``'s
-pipelines per call through :func:`rtstream.callrun.call_runner`; ``rtstream serve`` is not on
-main yet) takes N calls dialled at once by the caller simulator in this process, each playing
-``--script`` (by default: listen to the bot, talk over it 400 ms after its first audio, then
-wait for an answer). The default pipeline, ``conversation.toml``, replies with a tone from the
-call's start and has ``barge_in`` on the caller's audio; the voice-agent pipeline is swapped in
-with ``--pipeline``.
+pipelines per call through :func:`rtstream.callrun.call_runner`, the file's services beside
+it; ``rtstream serve`` is not on main yet) takes N calls dialled at once by the caller simulator
+in this process, each playing ``--script`` (by default: listen to the bot, talk over it 400 ms
+after its first audio, then wait for an answer). The default pipeline, ``conversation.toml``,
+replies with a tone from the call's start and has ``barge_in`` on the caller's audio; the
+voice-agent pipeline is swapped in with ``--pipeline``.
 
 Columns (ms, on the callers' clocks; definitions in ``simulators/caller/conversation.py``):
 
@@ -49,8 +49,10 @@ from rtstream.callrun import call_runner
 from rtstream.calls import CallSettings
 from rtstream.config import parse_config
 from rtstream.httpserver import bound_port, open_listener
+from rtstream.pipeline import build_service
 from rtstream.realtime import quiet_gc
 from rtstream.routes import CallEndpoint
+from rtstream.runner import open_services
 from rtstream.server import Server
 from rtstream.simulators.caller import CallerSettings, Dialer
 from rtstream.stats import Quantiles
@@ -60,12 +62,17 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 async def serve(args: argparse.Namespace) -> None:
-    """The server process: one route, its calls until stdin closes; the port on stdout once listening."""
+    """The server process: one route, its calls until stdin closes; the port on stdout once listening.
+
+    The file's services (the voice-agent simulator, a TTS simulator) run in this process too,
+    as ``rtstream run`` runs them.
+    """
     config = parse_config(Path(args.serve).read_text(), file=args.serve)
+    services = {name: build_service(spec, file=config.file) for name, spec in config.services.items()}
     settings = CallSettings(path="/twilio", protocol="twilio", pipelines=tuple(args.pipelines.split(",")))
-    endpoint = CallEndpoint("twilio", settings, call_runner(config, {}, {}), public_url=None)
-    server = Server({"/twilio": endpoint}, max_calls=args.max_calls)
-    async with trio.open_nursery() as nursery:
+    async with open_services(services) as endpoints, trio.open_nursery() as nursery:
+        endpoint = CallEndpoint("twilio", settings, call_runner(config, endpoints, {}), public_url=None)
+        server = Server({"/twilio": endpoint}, max_calls=args.max_calls)
         listener = await open_listener("127.0.0.1", 0)
         await nursery.start(server.serve, [listener])
         print(bound_port(listener), flush=True)
