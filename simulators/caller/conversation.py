@@ -17,10 +17,11 @@ Per turn, on the caller's clock:
 
 - **turn latency**: from the end of the caller's speech (the end of its last sample; the last
   digit for a turn of digits only) to the arrival of the reply's first loud frame;
-- **barge-in time**: when the caller's speech starts while a reply is still loud (onset: the
-  first sample of the speech), from that onset to the end of the reply's last loud frame — the
-  moment the caller hears silence — and, separately, from the onset to the provider's clear
-  arriving (``clear_ms``; None if none came);
+- **barge-in time**: when the caller's speech starts while a reply is under way (onset: the
+  first sample of the speech; the reply has not ended by the gap rule, so a pause inside it
+  counts), from that onset to the end of the reply's last loud frame — the moment the caller
+  hears silence; 0 when that was before the onset — and, separately, from the onset to the
+  provider's clear arriving (``clear_ms``; None if none came);
 - **stale audio**: the duration of the reply's loud frames that arrived later than
   ``onset + detect``, where ``detect`` is the bridge's detection time (its VAD's minimum
   speech, by default the ``barge_in`` stage's 60 ms): audio the bridge sent after it could
@@ -262,9 +263,6 @@ class Conversation:
         self._reply = None
         if reply.owner is None:
             self.unexpected_replies += 1
-        if reply.onset is not None and reply.onset >= reply.last_end - EPSILON:
-            reply.onset = reply.clear = None  # it had ended before the caller spoke: no barge-in
-            reply.stale = 0.0
         owner = reply.owner
         current = self._index < len(self.turns) and self._begin_at is None and owner is self.records[-1]
         if owner is not None and current and self.turns[self._index].wait and owner.outcome == "replied":
@@ -297,7 +295,7 @@ class Conversation:
             out["latency_ms"] = (reply.first - record.said) * 1000
         out["reply_ms"] = reply.heard * 1000
         if reply.onset is not None:
-            out["barge_in_ms"] = (reply.last_end - reply.onset) * 1000
+            out["barge_in_ms"] = max(0.0, reply.last_end - reply.onset) * 1000
             out["clear_ms"] = None if reply.clear is None else (reply.clear - reply.onset) * 1000
             out["stale_ms"] = reply.stale * 1000
         return out
