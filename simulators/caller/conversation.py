@@ -144,8 +144,7 @@ class Conversation:
             return None
         at, audio = self._segments[0]
         fb = self._frame_bytes
-        piece = audio[(first - at) * fb : (first - at + size) * fb]
-        return piece
+        return audio[(first - at) * fb : (first - at + size) * fb]
 
     def next_due(self) -> float | None:
         """When :meth:`advance` next has something to do."""

@@ -54,7 +54,7 @@ def load_speech(settings: CallerSettings) -> bytes:
     return speech_bytes(settings, *_read_mono(settings.audio))
 
 
-def load_script(settings: CallerSettings) -> tuple[tuple[Turn, ...], tuple[bytes, ...]] | None:
+def load_conversation(settings: CallerSettings) -> tuple[tuple[Turn, ...], tuple[bytes, ...]] | None:
     """The script's turns and each turn's speech in the stream's encoding; None without a script.
 
     Silence before and after the speech is cut, so the speech ends where its sound does (the
@@ -127,7 +127,7 @@ class Dialer:
 
     def __init__(self, settings: CallerSettings, *, speech: bytes | None = None) -> None:
         self.settings = settings
-        self._script = load_script(settings)
+        self._script = load_conversation(settings)
         if speech is None:
             speech = b"" if self._script is not None else load_speech(settings)
         self._speech = speech
