@@ -169,9 +169,9 @@ class CartesiaClient:
         )
 
     def _timestamps(self, data: dict[str, Any], context: str | None) -> Response:
-        stamps = data.get("word_timestamps")
+        stamps: Any = data.get("word_timestamps")  # the peer's JSON, any shape: the try below checks it
         try:
-            words, starts, ends = stamps["words"], stamps["start"], stamps["end"]  # type: ignore[index]  # bad_timestamps
+            words, starts, ends = stamps["words"], stamps["start"], stamps["end"]
             if not (isinstance(words, list) and len(words) == len(starts) == len(ends)):
                 raise TypeError
             if not all(isinstance(w, str) for w in words):
