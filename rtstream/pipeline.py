@@ -19,11 +19,11 @@ import attrs
 
 from . import registry
 from .caps import ANY_SIZE, Caps, StreamFormat, frames_text
-from .config import DEFAULT_CAPACITY, PipelineSpec, ServiceSpec, StageSpec, fill_services
+from .config import DEFAULT_CAPACITY, PipelineSpec, ServiceSpec, StageSpec, construct, fill_services
 from .errors import ConfigError, FormatMismatch, StageRef
 from .frames import AudioFormat
 from .interpolate import InterpolationError
-from .params import ParamError, params_of, suggest
+from .params import ParamError
 from .service import Service
 from .stage import Element, Filter, Sink, Source, Stage
 
@@ -52,14 +52,21 @@ class Pipeline:
 
 
 def build_pipeline(
-    spec: PipelineSpec, *, file: str | None = None, instance: int = 1, endpoints: Endpoints | None = None
+    spec: PipelineSpec,
+    *,
+    file: str | None = None,
+    instance: int = 1,
+    endpoints: Endpoints | None = None,
+    call: Mapping[str, str] | None = None,
+    server: Mapping[str, str] | None = None,
 ) -> Pipeline:
     """Instantiate every stage of ``spec`` and negotiate formats; ConfigError on any problem.
 
-    ``endpoints`` fills the stages' ``${services.NAME.KEY}`` references.
+    ``endpoints`` fills the stages' ``${services.NAME.KEY}`` references, ``call`` their
+    ``${call.KEY}`` ones (:meth:`rtstream.calls.Call.variables`), ``server`` their ``${server.KEY}`` ones.
     """
     try:
-        stages = [_instantiate(s, endpoints or {}) for s in spec.stages]
+        stages = [_instantiate(s, endpoints or {}, call, server) for s in spec.stages]
         capacities = [s.capacity if s.capacity is not None else spec.capacity for s in spec.stages[:-1]]
         return assemble(spec.name, stages, refs=[s.ref for s in spec.stages], capacities=capacities, instance=instance)
     except ConfigError as exc:
@@ -93,19 +100,32 @@ def assemble(
     return Pipeline(name, tuple(stages), tuple(elements), tuple(refs), tuple(edges), tuple(capacities), instance)
 
 
-def build_service(spec: ServiceSpec, *, file: str | None = None) -> Service:
-    """Instantiate the service ``spec`` declares; ConfigError naming the file, service and key."""
+def build_service(
+    spec: ServiceSpec, *, file: str | None = None, server: Mapping[str, str] | None = None
+) -> Service:
+    """Instantiate the service ``spec`` declares; ConfigError naming the file, service and key.
+
+    ``server`` fills its ``${server.KEY}`` references (a caller dials the server).
+    """
     try:
         try:
             info = registry.get_service(spec.type)
         except registry.UnknownService as exc:
             raise ConfigError(str(exc), key="type") from None
-        return _construct(info.cls, info.name, spec.params)
+        params = {}
+        for key, value in spec.params.items():
+            try:
+                params[key] = fill_services(value, {}, server=server)
+            except InterpolationError as exc:
+                raise ConfigError(str(exc), key=key) from None
+        return construct(info.cls, info.name, params)
     except ConfigError as exc:
         raise exc.located(file=file, service=spec.name) from None
 
 
-def _instantiate(spec: StageSpec, endpoints: Endpoints) -> Stage:
+def _instantiate(
+    spec: StageSpec, endpoints: Endpoints, call: Mapping[str, str] | None, server: Mapping[str, str] | None
+) -> Stage:
     try:
         info = registry.get(spec.ref.type)
     except registry.UnknownStage as exc:
@@ -113,32 +133,13 @@ def _instantiate(spec: StageSpec, endpoints: Endpoints) -> Stage:
     params = {}
     for key, value in spec.params.items():
         try:
-            params[key] = fill_services(value, endpoints)
+            params[key] = fill_services(value, endpoints, call=call, server=server)
         except InterpolationError as exc:
             raise ConfigError(str(exc), stage=spec.ref, key=key) from None
     try:
-        return _construct(info.cls, info.name, params)
+        return construct(info.cls, info.name, params)
     except ConfigError as exc:
         raise exc.located(stage=spec.ref) from None
-
-
-def _construct(cls: type, type_name: str, given: Mapping[str, Any]) -> Any:
-    """``cls(**given)``, checked: unknown and missing parameters and bad values are ConfigErrors."""
-    params = params_of(cls)
-    names = [p.name for p in params]
-    for key in given:
-        if key not in names:
-            listed = ", ".join(names) or "none"
-            raise ConfigError(f"unknown parameter '{key}'{suggest(key, names)}; {type_name} takes: {listed}", key=key)
-    for p in params:
-        if p.default is None and p.name not in given:
-            raise ConfigError(f"required parameter missing: {p.help}", key=p.name)
-    try:
-        return cls(**given)
-    except ParamError as exc:
-        raise ConfigError(exc.message, key=exc.key) from None
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def _check_roles(stages: Sequence[Stage], refs: Sequence[StageRef]) -> None:
