@@ -135,9 +135,7 @@ class Config:
                     f"pipeline '{name}' runs in the calls of calls.{call}, not on its own", file=self.file
                 )
         return [
-            spec
-            for name, spec in self.pipelines.items()
-            if (name in chosen if chosen else self.call_of(name) is None)
+            spec for name, spec in self.pipelines.items() if (name in chosen if chosen else self.call_of(name) is None)
         ]
 
 
@@ -479,23 +477,20 @@ def _templates(value: Any) -> list[Template]:
     return []
 
 
-def fill_services(
+def fill_refs(
     value: Any,
     endpoints: Mapping[str, Mapping[str, str]],
     *,
     call: Mapping[str, str] | None = None,
     server: Mapping[str, str] | None = None,
 ) -> Any:
-    """``value`` with every template filled from ``endpoints``, the ``call``'s and the ``server``'s values.
-
-    InterpolationError if one cannot be.
-    """
+    """``value`` with every run-time reference filled (InterpolationError if one cannot be)."""
     if isinstance(value, Template):
         return value.fill(endpoints, call=call, server=server)
     if isinstance(value, list):
-        return [fill_services(v, endpoints, call=call, server=server) for v in value]
+        return [fill_refs(v, endpoints, call=call, server=server) for v in value]
     if isinstance(value, dict):
-        return {k: fill_services(v, endpoints, call=call, server=server) for k, v in value.items()}
+        return {k: fill_refs(v, endpoints, call=call, server=server) for k, v in value.items()}
     return value
 
 

@@ -2,7 +2,7 @@
 
 A pipeline carries a stream of frames. Audio comes in :class:`AudioChunk` values of any size;
 the few event frames mark where utterances begin and end, when words are spoken, where audio
-was lost, and when the listener barged in. Stages forward the events they do not handle.
+was lost, when the listener barged in, and which keys the caller pressed. Stages forward the events they do not handle.
 
 Time inside a stream is media time: ``pts`` counts samples (per channel) at the chunk's own
 rate from the start of the stream. Word timings are seconds from the start of their utterance,
@@ -238,5 +238,13 @@ class Gap:
     reason: str = "lost"
 
 
-Event: TypeAlias = UtteranceStart | UtteranceEnd | WordTimings | Clear | Gap
+@attrs.frozen
+class Dtmf:
+    """The caller pressed a key (telephony ``dtmf``); ``arrival`` is when the bridge heard of it."""
+
+    digit: str
+    arrival: float | None = None
+
+
+Event: TypeAlias = UtteranceStart | UtteranceEnd | WordTimings | Clear | Gap | Dtmf
 Frame: TypeAlias = AudioChunk | Event

@@ -13,13 +13,12 @@ formats, or both frame durations when only those differ. Then every stage opens 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import attrs
 
 from . import registry
 from .caps import ANY_SIZE, Caps, StreamFormat, frames_text
-from .config import DEFAULT_CAPACITY, PipelineSpec, ServiceSpec, StageSpec, construct, fill_services
+from .config import DEFAULT_CAPACITY, PipelineSpec, ServiceSpec, StageSpec, construct, fill_refs
 from .errors import ConfigError, FormatMismatch, StageRef
 from .frames import AudioFormat
 from .interpolate import InterpolationError
@@ -63,7 +62,7 @@ def build_pipeline(
     """Instantiate every stage of ``spec`` and negotiate formats; ConfigError on any problem.
 
     ``endpoints`` fills the stages' ``${services.NAME.KEY}`` references, ``call`` their
-    ``${call.KEY}`` ones (:meth:`rtstream.calls.Call.variables`), ``server`` their ``${server.KEY}`` ones.
+    ``${call.KEY}`` ones (a pipeline built for a call), ``server`` their ``${server.KEY}`` ones.
     """
     try:
         stages = [_instantiate(s, endpoints or {}, call, server) for s in spec.stages]
@@ -100,9 +99,7 @@ def assemble(
     return Pipeline(name, tuple(stages), tuple(elements), tuple(refs), tuple(edges), tuple(capacities), instance)
 
 
-def build_service(
-    spec: ServiceSpec, *, file: str | None = None, server: Mapping[str, str] | None = None
-) -> Service:
+def build_service(spec: ServiceSpec, *, file: str | None = None, server: Mapping[str, str] | None = None) -> Service:
     """Instantiate the service ``spec`` declares; ConfigError naming the file, service and key.
 
     ``server`` fills its ``${server.KEY}`` references (a caller dials the server).
@@ -115,7 +112,7 @@ def build_service(
         params = {}
         for key, value in spec.params.items():
             try:
-                params[key] = fill_services(value, {}, server=server)
+                params[key] = fill_refs(value, {}, server=server)
             except InterpolationError as exc:
                 raise ConfigError(str(exc), key=key) from None
         return construct(info.cls, info.name, params)
@@ -133,7 +130,7 @@ def _instantiate(
     params = {}
     for key, value in spec.params.items():
         try:
-            params[key] = fill_services(value, endpoints, call=call, server=server)
+            params[key] = fill_refs(value, endpoints, call=call, server=server)
         except InterpolationError as exc:
             raise ConfigError(str(exc), stage=spec.ref, key=key) from None
     try:

@@ -1,12 +1,13 @@
-"""The simulators as service types: ``tts`` (Cartesia protocol) and ``telephony`` (media streams).
+"""The simulators as service types: ``tts`` (Cartesia protocol), ``telephony`` (media streams), ``caller``.
 
 rtstream loads this module through the ``rtstream.services`` entry point; a pipelines file
 then declares them (``[services.tts] type = "tts"``) and ``rtstream simulate tts`` runs one alone.
+``tts`` and ``telephony`` listen; ``caller`` dials (:attr:`rtstream.service.Service.dials`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import trio
@@ -15,6 +16,7 @@ from rtstream.params import ParamError, param
 from rtstream.registry import register_service
 from rtstream.service import Service
 
+from .caller import CallerSettings, Dialer
 from .telephony import TelephonyServer, TelephonySettings, serve_telephony
 from .tts import TtsServer, TtsSettings, serve_tts
 from .tts.server import PATH as TTS_PATH
@@ -88,6 +90,22 @@ class TelephonyService(TelephonySettings, Service):
     async def wait_idle(self) -> None:
         if self._running.server is not None:
             await self._running.server.wait_idle()
+
+    def report(self) -> dict[str, Any] | None:
+        return None if self._running.server is None else self._running.server.report()
+
+
+@register_service("caller")
+@attrs.frozen(kw_only=True)
+class CallerService(CallerSettings, Service):
+    """A caller simulator: dials a server's media-stream URL as the provider does, N calls at a set rate."""
+
+    dials: ClassVar[bool] = True
+    _running: _Running = attrs.field(init=False, factory=_Running, eq=False, repr=False)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._running.server = Dialer(self)
+        await self._running.server.run(task_status=task_status)
 
     def report(self) -> dict[str, Any] | None:
         return None if self._running.server is None else self._running.server.report()
