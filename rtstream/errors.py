@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from .text import clip, one_line
@@ -62,7 +64,7 @@ class ConfigError(PipelineError):
 
     def located(self, **where: object) -> ConfigError:
         """A copy with the given location fields filled in where they were unknown."""
-        fields = {
+        fields: dict[str, Any] = {
             name: getattr(self, name) if getattr(self, name) is not None else where.get(name)
             for name in ("file", "table", "service", "call", "pipeline", "stage", "key")
         }

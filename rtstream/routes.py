@@ -123,3 +123,15 @@ class AnswerEndpoint:
                 stream += f"?sample-rate={self.settings.format.sample_rate}"
             return Response(200, exotel_stream(stream, parameters).encode(), content_type="application/json")
         return Response.text(404, f"{protocol} has no answer document")
+
+
+def call_routes(
+    calls: Mapping[str, CallSettings], run_call: RunCall, *, public_url: str | None
+) -> dict[str, CallEndpoint | AnswerEndpoint]:
+    """The server's routes for a file's call templates: each one's media path, and its answer path if it has one."""
+    routes: dict[str, CallEndpoint | AnswerEndpoint] = {}
+    for name, settings in calls.items():
+        routes[settings.path] = CallEndpoint(name, settings, run_call, public_url=public_url)
+        if settings.answer is not None:
+            routes[settings.answer] = AnswerEndpoint(name, settings, public_url=public_url)
+    return routes

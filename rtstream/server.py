@@ -101,8 +101,17 @@ class CallRecord:
 class Server:
     """Routes, admission and the lifecycle of the calls of one process."""
 
-    def __init__(self, endpoints: Mapping[str, Endpoint], *, max_calls: int, drain: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoints: Mapping[str, Endpoint],
+        *,
+        max_calls: int,
+        drain: float = 10.0,
+        identity: Mapping[str, Any] | None = None,
+    ) -> None:
         self.endpoints = dict(endpoints)
+        self.identity = dict(identity or {})
+        """Added to every ``/health`` answer: which worker process answered (``--workers``)."""
         self.admission = Admission(max_calls)
         self.drain_period = drain
         self.requests: Counter[str] = Counter()
@@ -120,6 +129,7 @@ class Server:
         if request.path == HEALTH_PATH:
             self.requests["health"] += 1
             status, body = self.admission.health()
+            body.update(self.identity)
             return Response(status, (json.dumps(body) + "\n").encode(), content_type="application/json")
         endpoint = self.endpoints.get(request.path)
         if endpoint is None:
@@ -201,7 +211,8 @@ class Server:
         self._drain_deadline = trio.current_time() + self.drain_period
         for scope in self._call_scopes:
             scope.deadline = min(scope.deadline, self._drain_deadline)
-        log.warning(
+        log.log(
+            logging.WARNING if self.admission.active else logging.INFO,
             "draining: not accepting calls; %d running, ended in at most %.1f s",
             self.admission.active,
             self.drain_period,
