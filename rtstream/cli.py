@@ -34,6 +34,7 @@ LOOPBACK = "127.0.0.1"
 PLACEHOLDER_PORT = 1
 """The port in the addresses stages are checked with before the services listen (0 is no port to dial)."""
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
 
 
 class Problem(click.ClickException):
@@ -133,7 +134,7 @@ def _plan(file: str, names: tuple[str, ...] = (), instances: int = 1, *, serve: 
 @click.version_option(__version__, prog_name="rtstream")
 @click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    type=LOG_LEVELS,
     default="warning",
     show_default=True,
     help="How much to log (to stderr).",
@@ -284,9 +285,6 @@ def _write_report(path: str, text: str) -> None:
     except OSError as exc:
         click.echo(clean(f"Error: cannot write the report to {path}: {exc.strerror or exc}"), err=True)
         sys.exit(1)
-
-
-LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
 
 
 @main.command()

@@ -477,6 +477,11 @@ def _templates(value: Any) -> list[Template]:
     return []
 
 
+def refers_to(value: Any, scope: str) -> bool:
+    """Whether a parameter value holds a ``${SCOPE.…}`` reference (``services``, ``call``, ``server``)."""
+    return any(ref.scope == scope for template in _templates(value) for ref in template.refs)
+
+
 def fill_refs(
     value: Any,
     endpoints: Mapping[str, Mapping[str, str]],

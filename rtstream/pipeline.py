@@ -18,7 +18,7 @@ import attrs
 
 from . import registry
 from .caps import ANY_SIZE, Caps, StreamFormat, frames_text
-from .config import DEFAULT_CAPACITY, PipelineSpec, ServiceSpec, StageSpec, construct, fill_refs
+from .config import DEFAULT_CAPACITY, PipelineSpec, ServiceSpec, StageSpec, construct, fill_refs, refers_to
 from .errors import ConfigError, FormatMismatch, StageRef
 from .frames import AudioFormat
 from .interpolate import InterpolationError
@@ -102,7 +102,8 @@ def assemble(
 def build_service(spec: ServiceSpec, *, file: str | None = None, server: Mapping[str, str] | None = None) -> Service:
     """Instantiate the service ``spec`` declares; ConfigError naming the file, service and key.
 
-    ``server`` fills its ``${server.KEY}`` references (a caller dials the server).
+    ``server`` fills its ``${server.KEY}`` references. Only a service that dials (a caller) may
+    have them: one that listens starts before the server, so the server's address is not known yet.
     """
     try:
         try:
@@ -111,6 +112,8 @@ def build_service(spec: ServiceSpec, *, file: str | None = None, server: Mapping
             raise ConfigError(str(exc), key="type") from None
         params = {}
         for key, value in spec.params.items():
+            if not info.cls.dials and refers_to(value, "server"):
+                raise ConfigError("only a service that dials (a caller) may refer to the server", key=key)
             try:
                 params[key] = fill_refs(value, {}, server=server)
             except InterpolationError as exc:

@@ -44,7 +44,7 @@ def build_server(
     *,
     identity: Mapping[str, Any] | None = None,
 ) -> Server:
-    """The server for ``config``'s call templates, each call run by the lead's :func:`call_runner`."""
+    """The server for ``config``'s call templates, each call run by :func:`~rtstream.callrun.call_runner`."""
     routes = call_routes(config.calls, call_runner(config, endpoints, server), public_url=settings.public_url)
     return Server(routes, max_calls=settings.max_calls, drain=settings.drain, identity=identity)
 
@@ -131,6 +131,7 @@ async def serve_workers(
         reports = read_reports([supervisor.report_path(i) for i in range(count)])
     merged = merge_reports([r["server"] for r in reports])
     merged["restarts"] = supervisor.restarts
+    merged["admitted_per_worker"] = [r["server"]["admitted"] for r in reports]  # how evenly the kernel spread them
     services = {f"{name}#{index}": report for index, r in enumerate(reports) for name, report in r["services"].items()}
     return {"server": merged, "services": services}
 

@@ -4,6 +4,7 @@ workers, over real sockets and signals) and run with a caller dialling in."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from websockets.exceptions import ConnectionClosed as PeerClosed
 from websockets.sync.client import connect as peer_connect
 
 from rtstream.cli import main
@@ -141,6 +143,16 @@ def _with_path(path: str, *, calls: str = CALL, services: str = "") -> str:
 def test_run_time_references_where_they_can_be_filled(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(text, file="p.toml", environ={})
+
+
+def test_only_a_service_that_dials_may_refer_to_the_server(tmp_path: Path) -> None:
+    text = '[services.tts]\ntype = "tts"\napi_key = "${server.port}"\n' + PIPELINES + CALL
+    result = invoke("validate", str(write(tmp_path, text)))
+    assert (result.exit_code, result.output) == (
+        2,
+        f"Error: {tmp_path / 'p.toml'}: service 'tts', key 'api_key': only a service that dials (a caller) "
+        "may refer to the server\n",
+    )
 
 
 def test_call_pipelines_run_only_in_calls() -> None:
@@ -337,11 +349,9 @@ class HeldTwilioCall:
             self.started.set()
             self.hang_up.wait(TIMEOUT)
             self._send(ws, "stop", stop={"callSid": "CA1"})
-            try:
+            with contextlib.suppress(PeerClosed):
                 while True:
                     ws.recv(timeout=TIMEOUT)
-            except Exception:
-                pass
             self.close_code = ws.close_code
 
 
@@ -398,21 +408,29 @@ def test_workers_share_the_port_restart_when_killed_and_drain_together(tmp_path:
                 break
         assert answered == set(pids.values())
 
-        call = HeldTwilioCall(f"ws://127.0.0.1:{port}/twilio")
-        assert call.started.wait(TIMEOUT)
         subprocess.run(["kill", "-KILL", str(pids[0])], check=True)
         for err in process.stderr:
             if found := re.search(r"worker 0 \(pid (\d+)\): serving", err):
-                restarted = int(found.group(1))
+                assert int(found.group(1)) != pids[0]
                 break
-        assert restarted != pids[0]
+        calls = [HeldTwilioCall(f"ws://127.0.0.1:{port}/twilio") for _ in range(16)]  # all on one: 1 in 30,000
+        assert all(call.started.wait(TIMEOUT) for call in calls)
         process.send_signal(signal.SIGTERM)
-        call.hang_up.set()
-        call.thread.join(TIMEOUT)
+        draining = 0
+        for err in process.stderr:  # each worker says so as it drains
+            draining += "SIGTERM: draining" in err
+            if draining == 2:
+                break
+        assert http(port, "GET", "/health")[0] == 503
+        for call in calls:
+            call.hang_up.set()
+            call.thread.join(TIMEOUT)
         process.communicate(timeout=TIMEOUT)
     finally:
         process.kill()
     assert process.returncode == 0
-    report = json.loads(report_path.read_text())
-    assert (report["server"]["workers"], report["server"]["restarts"]) == (2, 1)
-    assert report["server"]["max_calls"] == 200
+    assert [call.close_code for call in calls] == [1000] * 16
+    server = json.loads(report_path.read_text())["server"]
+    assert (server["workers"], server["restarts"], server["max_calls"]) == (2, 1, 200)
+    assert server["outcomes"] == {"completed": 16}
+    assert sorted(server["admitted_per_worker"])[0] > 0
