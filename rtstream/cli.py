@@ -16,7 +16,7 @@ import attrs
 import click
 
 from . import __version__, registry
-from .calls import current_call, server_variables, validation_call
+from .calls import ServerSettings, current_call, server_variables, validation_call
 from .config import Config, PipelineSpec, ServiceSpec, load_config, parse_toml, service_spec
 from .errors import ConfigError
 from .params import ParamError, ParamInfo, output_path_problem
@@ -326,13 +326,7 @@ def serve(
     accepting and lets calls finish within the drain period, a second ends them at once;
     then the report is printed (and written).
     """
-    import trio
-
-    from .httpserver import open_listener
     from .report import format_server
-    from .runner import STOP_SIGNALS
-    from .serving import describe_routes, serve_process, serve_workers
-    from .workers import reserve_port, worker_command
 
     if log_level:
         logging.getLogger().setLevel(log_level.upper())
@@ -351,65 +345,91 @@ def serve(
         raise Problem(f"--{exc.key.replace('_', '-')}: {exc.message}") from None
     if report_path:
         _check_writable(report_path)
-    worker = worker_index is not None
-    address = f"{settings.host}:{settings.port}"
-
-    def announce(port: int, extra: str = "") -> None:
-        count, listed = describe_routes(plan.config.calls)
-        base = f"http://{f'[{settings.host}]' if ':' in settings.host else settings.host}:{port}"
-        click.echo(clean(f"serving {count} on {base}{extra} ({listed})"))
-        sys.stdout.flush()
-
     if workers > 1:
-        try:
-            reserved = reserve_port(settings.host, settings.port)
-        except OSError as exc:
-            raise Problem(f"cannot listen on {address}: {exc.strerror or exc}") from None
-        bound = reserved.getsockname()[1]
-
-        def command(index: int, report: Path) -> list[str]:
-            argv = ["serve", file, "--host", settings.host, "--port", str(bound), "--drain", str(settings.drain)]
-            argv += ["--max-calls", str(settings.max_calls), "--reuse-port", "--worker-index", str(index)]
-            argv += ["--report", str(report), "--log-level", logging.getLevelName(logging.getLogger().level).lower()]
-            if settings.public_url:
-                argv += ["--public-url", settings.public_url]
-            return worker_command(argv)
-
-        with reserved, quiet_gc():
-            report = trio.run(
-                lambda: serve_workers(workers, command, ready=lambda: announce(bound, f" with {workers} workers"))
-            )
+        report = _serve_workers(file, plan, settings, workers)
     else:
-
-        async def one_process() -> dict[str, Any] | str:
-            try:
-                listener = await open_listener(settings.host, settings.port, reuse_port=reuse_port)
-            except OSError as exc:
-                return f"cannot listen on {address}: {exc.strerror or exc}"
-            return await serve_process(
-                plan.config,
-                plan.services,
-                settings,
-                listener,
-                ready=announce,
-                identity={"worker": worker_index, "pid": os.getpid()} if worker else None,
-                signals=(signal.SIGTERM,) if worker else STOP_SIGNALS,
-            )
-
-        if worker:  # the parent passes the terminal's Ctrl-C on as SIGTERM: once, not twice
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        with quiet_gc():
-            outcome = trio.run(one_process)
-        if isinstance(outcome, str):
-            raise Problem(outcome)
-        report = outcome
-    if not worker:
+        report = _serve_one(plan, settings, reuse_port=reuse_port, worker_index=worker_index)
+    if worker_index is None:  # a worker's stdout carries its readiness line only: its parent prints
         lines = format_server(report["server"])
         for name, service_report in report["services"].items():
             lines += [f"service '{name}'", *format_fields(service_report, indent="    ")]
         click.echo("\n".join(clean(line) for line in lines))
     if report_path:
         _write_report(report_path, json.dumps(plain(report), indent=2, allow_nan=False))
+
+
+def _announce(plan: _Plan, settings: ServerSettings, port: int, extra: str = "") -> None:
+    """The readiness line on stdout, flushed: scripts and the workers' parent wait for it."""
+    from .serving import describe_routes
+
+    count, listed = describe_routes(plan.config.calls)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    click.echo(clean(f"serving {count} on http://{host}:{port}{extra} ({listed})"))
+    sys.stdout.flush()
+
+
+def _serve_one(plan: _Plan, settings: ServerSettings, *, reuse_port: bool, worker_index: int | None) -> dict[str, Any]:
+    """Serve in this process until drained; a worker (``worker_index``) answers only SIGTERM."""
+    import trio
+
+    from .httpserver import open_listener
+    from .runner import STOP_SIGNALS
+    from .serving import serve_process
+
+    worker = worker_index is not None
+
+    async def serve() -> dict[str, Any] | str:
+        try:
+            listener = await open_listener(settings.host, settings.port, reuse_port=reuse_port)
+        except OSError as exc:
+            return f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        return await serve_process(
+            plan.config,
+            plan.services,
+            settings,
+            listener,
+            ready=lambda port: _announce(plan, settings, port),
+            identity={"worker": worker_index, "pid": os.getpid()} if worker else None,
+            signals=(signal.SIGTERM,) if worker else STOP_SIGNALS,
+        )
+
+    if worker:  # the parent passes the terminal's Ctrl-C on as SIGTERM: once, not twice
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with quiet_gc():
+        outcome = trio.run(serve)
+    if isinstance(outcome, str):
+        raise Problem(outcome)
+    return outcome
+
+
+def _serve_workers(file: str, plan: _Plan, settings: ServerSettings, workers: int) -> dict[str, Any]:
+    """Hold the port and run ``workers`` copies of ``rtstream serve FILE`` on it; their merged report."""
+    import trio
+
+    from .serving import serve_workers
+    from .workers import reserve_port, worker_command
+
+    try:
+        reserved = reserve_port(settings.host, settings.port)
+    except OSError as exc:
+        raise Problem(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+    port = reserved.getsockname()[1]
+    level = logging.getLevelName(logging.getLogger().level).lower()
+
+    def command(index: int, report: Path) -> list[str]:
+        argv = ["serve", file, "--host", settings.host, "--port", str(port), "--drain", str(settings.drain)]
+        argv += ["--max-calls", str(settings.max_calls), "--reuse-port", "--worker-index", str(index)]
+        argv += ["--report", str(report), "--log-level", level]
+        if settings.public_url:
+            argv += ["--public-url", settings.public_url]
+        return worker_command(argv)
+
+    with reserved, quiet_gc():
+        return trio.run(
+            lambda: serve_workers(
+                workers, command, ready=lambda: _announce(plan, settings, port, f" with {workers} workers")
+            )
+        )
 
 
 @main.command()

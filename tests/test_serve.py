@@ -434,3 +434,17 @@ def test_workers_share_the_port_restart_when_killed_and_drain_together(tmp_path:
     assert (server["workers"], server["restarts"], server["max_calls"]) == (2, 1, 200)
     assert server["outcomes"] == {"completed": 16}
     assert sorted(server["admitted_per_worker"])[0] > 0
+
+
+def test_validate_fills_call_references_as_some_call_would(tmp_path: Path) -> None:
+    sink = '[[pipelines.caller.stages]]\ntype = "converter"\nencoding = "pcm_s16le"\n'
+    sink += '[[pipelines.caller.stages]]\ntype = "wav_sink"\npath = "out/${call.parameters.lang}-KEY.wav"'
+    text = SERVED.replace('[[pipelines.caller.stages]]\ntype = "null_sink"', sink)
+    assert invoke("validate", str(write(tmp_path, text.replace("KEY", "${call.stream_id}")))).exit_code == 0
+    result = invoke("validate", str(write(tmp_path, text.replace("KEY", "${call.stream_ud}"))))
+    assert result.exit_code == 2
+    assert result.output.endswith(
+        ": calls.twilio, pipeline 'caller', stage 3 (wav_sink), key 'path': '${call.stream_ud}': the call has no "
+        "'stream_ud' (did you mean 'stream_id'?); it has: call_id, encoding, protocol, route, sample_rate, "
+        "stream_id\n"
+    )
