@@ -145,6 +145,7 @@ def _instantiate(
 def _check_roles(stages: Sequence[Stage], refs: Sequence[StageRef]) -> None:
     if len(stages) < 2:
         raise ConfigError("a pipeline needs at least a source and a sink")
+    want: type[Stage]
     for i, (stage, ref) in enumerate(zip(stages, refs, strict=True)):
         if i == 0:
             want, rule = Source, "a pipeline starts with a source"
