@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import re
 import signal
 import socket
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from twilio.request_validator import RequestValidator
 from websockets.exceptions import ConnectionClosed as PeerClosed
 from websockets.sync.client import connect as peer_connect
 
@@ -296,12 +298,13 @@ def test_serve_refuses_a_file_without_calls_and_a_port_in_use(tmp_path: Path) ->
 # ---------------------------------------------------------------------- the real process, signals
 
 
-def start_serving(path: Path, *args: str) -> tuple[subprocess.Popen[str], int, str]:
+def start_serving(path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], int, str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "rtstream", "serve", str(path), "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -310,9 +313,9 @@ def start_serving(path: Path, *args: str) -> tuple[subprocess.Popen[str], int, s
     return process, int(match.group(1)), line
 
 
-def http(port: int, method: str, path: str, body: str = "") -> tuple[int, bytes]:
+def http(port: int, method: str, path: str, body: str = "", headers: str = "") -> tuple[int, bytes]:
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
-        head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{headers}"
         if body:
             head += "Content-Type: application/x-www-form-urlencoded\r\n"
         sock.sendall((head + "\r\n" + body).encode())
@@ -448,3 +451,24 @@ def test_validate_fills_call_references_as_some_call_would(tmp_path: Path) -> No
         "'stream_ud' (did you mean 'stream_id'?); it has: call_id, encoding, protocol, route, sample_rate, "
         "stream_id\n"
     )
+
+
+def test_behind_a_proxy_twilio_is_answered_with_the_public_url_and_signatures_are_checked(tmp_path: Path) -> None:
+    text = SERVED.replace('answer = "/twilio/answer"', 'answer = "/twilio/answer"\nauth_token = "${TWILIO_AUTH_TOKEN}"')
+    process, port, _ = start_serving(
+        write(tmp_path, text), "--public-url", "https://bot.example.com", env={"TWILIO_AUTH_TOKEN": "s3cret-token"}
+    )
+    try:
+        assert http(port, "POST", "/twilio/answer", "CallSid=CA1")[0] == 403
+        signature = RequestValidator("s3cret-token").compute_signature(
+            "https://bot.example.com/twilio/answer", {"CallSid": "CA1"}
+        )
+        status, twiml = http(port, "POST", "/twilio/answer", "CallSid=CA1", f"X-Twilio-Signature: {signature}\r\n")
+        assert status == 200
+        assert b'<Stream url="wss://bot.example.com/twilio"><Parameter name="CallSid" value="CA1"/>' in twiml
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=TIMEOUT)
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    assert "refused.bad_signature=1" in out and "s3cret" not in out
