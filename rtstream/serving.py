@@ -155,12 +155,17 @@ class _Stopper:
         self.dialing = dialing
 
     def stop(self) -> None:
-        """Stop the sources, drain the server, and end the dialers' calls after the drain period."""
+        """Stop the sources, drain the server; end the dialers a grace period after the server ends its calls.
+
+        The dialers outlast the drain so that the calls end the server's way (the provider's
+        close), not by the simulated provider hanging up at the same moment.
+        """
         if self.control.stopping:
             return
         self.control.stop()
         self.server.drain()
-        self.dialing.deadline = min(self.dialing.deadline, trio.current_time() + self.server.drain_period)
+        end = trio.current_time() + self.server.drain_period + self.control.grace
+        self.dialing.deadline = min(self.dialing.deadline, end)
 
     def abort(self) -> None:
         self.control.abort()

@@ -472,3 +472,31 @@ def test_behind_a_proxy_twilio_is_answered_with_the_public_url_and_signatures_ar
         process.kill()
     assert process.returncode == 0
     assert "refused.bad_signature=1" in out and "s3cret" not in out
+
+
+def test_sigterm_during_a_run_with_calls_drains_them_and_writes_the_report(tmp_path: Path) -> None:
+    long_calls = CALLER.replace("duration = 0.5", "duration = 60")
+    path = write(tmp_path, SERVED.replace("drain = 20.0", "drain = 0.5") + long_calls)
+    report_path = tmp_path / "run.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rtstream", "run", str(path), "--report", str(report_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    try:
+        line = process.stderr.readline()
+        found = re.fullmatch(r"running 0 pipelines and 1 dialer, serving calls on ws://127\.0\.0\.1:(\d+);.*\n", line)
+        assert found, line
+        for _ in range(5000):  # until the caller's two calls are in (the probe is the only clock)
+            if json.loads(http(int(found.group(1)), "GET", "/health")[1])["active_calls"] == 2:
+                break
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=TIMEOUT)
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    report = json.loads(report_path.read_text())
+    assert report["server"]["outcomes"] == {"cancelled": 2}  # still talking when the drain period ended
+    assert report["services"]["caller"]["close_codes"] == {"1000": 2}  # closed the server's way
