@@ -345,6 +345,8 @@ def serve(
         raise Problem(f"--{exc.key.replace('_', '-')}: {exc.message}") from None
     if report_path:
         _check_writable(report_path)
+    if worker_index is None:
+        _warn_unsigned(plan.config)
     if workers > 1:
         report = _serve_workers(file, plan, settings, workers)
     else:
@@ -356,6 +358,19 @@ def serve(
         click.echo("\n".join(clean(line) for line in lines))
     if report_path:
         _write_report(report_path, json.dumps(plain(report), indent=2, allow_nan=False))
+
+
+def _warn_unsigned(config: Config) -> None:
+    """Say which routes take calls nobody signed: anyone who finds the URL can open one."""
+    from .routes import SIGNING_PROTOCOLS
+
+    for name, call in config.calls.items():
+        if call.protocol in SIGNING_PROTOCOLS and (not call.auth_token or not call.verify):
+            logging.getLogger(__name__).warning(
+                "calls.%s: %s's request signatures are not checked (no auth_token, or verify = false)",
+                name,
+                call.protocol,
+            )
 
 
 def _announce(plan: _Plan, settings: ServerSettings, port: int, extra: str = "") -> None:

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 RunCall = Callable[[Call], Awaitable[tuple[str, Mapping[str, Any]]]]
 """Runs one admitted call to its end; returns its outcome and report."""
 
+SIGNING_PROTOCOLS = ("twilio", "plivo")
+"""The providers that sign their requests, so that a template can check them (``auth_token``)."""
+
 FORWARDED_PARAMETERS = ("CallSid", "From", "To", "CallUUID", "CallFrom", "CallTo", "Direction")
 """Webhook parameters passed on to the stream (Twilio's and Plivo's names), as custom parameters."""
 
