@@ -3,14 +3,13 @@
     python benchmarks/conversation.py                    # N = 1, 50
     python benchmarks/conversation.py --calls 10 --pipeline my-agent.toml --agent-delay-ms 350
 
-For each N, a server process (this script again, with ``--serve``: :class:`rtstream.server.Server`
-with a Twilio :class:`rtstream.routes.CallEndpoint` on ``/twilio`` running ``--pipeline``'s
-pipelines per call through :func:`rtstream.callrun.call_runner`, the file's services beside
-it; ``rtstream serve`` is not on main yet) takes N calls dialled at once by the caller simulator
-in this process, each playing ``--script`` (by default: listen to the bot, talk over it 400 ms
-after its first audio, then wait for an answer). The default pipeline, ``conversation.toml``,
-replies with a tone from the call's start and has ``barge_in`` on the caller's audio; the
-voice-agent pipeline is swapped in with ``--pipeline``.
+For each N, ``rtstream serve --pipeline`` runs in a process of its own (its ``[calls]``
+template on ``/twilio``, Twilio protocol, and the services its calls use) and takes N calls
+dialled at once by the caller simulator in this process, each playing ``--script`` (by
+default: listen to the bot, talk over it 400 ms after its first audio, then wait for an
+answer); ``--rate`` calls arrive per second (20: 50 calls over 2.5 s, each about 5 s long, so
+all overlap). The default file, ``conversation.toml``, replies with a tone from the call's start and
+has ``barge_in`` on the caller's audio; the voice-agent pipeline is swapped in with ``--pipeline``.
 
 Columns (ms, on the callers' clocks; definitions in ``simulators/caller/conversation.py``):
 
@@ -35,6 +34,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -45,15 +45,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rtstream.callrun import call_runner
-from rtstream.calls import CallSettings
-from rtstream.config import parse_config
-from rtstream.httpserver import bound_port, open_listener
-from rtstream.pipeline import build_service
 from rtstream.realtime import quiet_gc
-from rtstream.routes import CallEndpoint
-from rtstream.runner import open_services
-from rtstream.server import Server
 from rtstream.simulators.caller import CallerSettings, Dialer
 from rtstream.stats import Quantiles
 
@@ -61,36 +53,18 @@ HERE = Path(__file__).resolve().parent
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-async def serve(args: argparse.Namespace) -> None:
-    """The server process: one route, its calls until stdin closes; the port on stdout once listening.
-
-    The file's services (the voice-agent simulator, a TTS simulator) run in this process too,
-    as ``rtstream run`` runs them.
-    """
-    config = parse_config(Path(args.serve).read_text(), file=args.serve)
-    services = {name: build_service(spec, file=config.file) for name, spec in config.services.items()}
-    settings = CallSettings(path="/twilio", protocol="twilio", pipelines=tuple(args.pipelines.split(",")))
-    async with open_services(services) as endpoints, trio.open_nursery() as nursery:
-        endpoint = CallEndpoint("twilio", settings, call_runner(config, endpoints, {}), public_url=None)
-        server = Server({"/twilio": endpoint}, max_calls=args.max_calls)
-        listener = await open_listener("127.0.0.1", 0)
-        await nursery.start(server.serve, [listener])
-        print(bound_port(listener), flush=True)
-        await trio.to_thread.run_sync(sys.stdin.read)  # the parent closes it when done
-        server.abort()
-
-
 def start_server(args: argparse.Namespace, calls: int) -> tuple[subprocess.Popen[str], int]:
-    command = [sys.executable, __file__, "--serve", args.pipeline, "--pipelines", args.pipelines]
+    """``rtstream serve`` on a free port: the process and its port, once it accepts calls."""
+    command = [sys.executable, "-m", "rtstream", "serve", args.pipeline, "--port", "0", "--drain", "2"]
     process = subprocess.Popen(
-        [*command, "--max-calls", str(calls)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [*command, "--max-calls", str(calls), "--log-level", "error"], stdout=subprocess.PIPE, text=True
     )
     assert process.stdout is not None
     line = process.stdout.readline()
-    if not line.strip().isdigit():
+    if not line.startswith("serving "):
         process.kill()
-        raise SystemExit(f"the server did not start: {line!r}")
-    return process, int(line)
+        raise SystemExit(f"rtstream serve did not start: {line!r}")
+    return process, int(line.split(" on http://", 1)[1].split()[0].rsplit(":", 1)[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -99,9 +73,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def stop_server(process: subprocess.Popen[str]) -> None:
-    assert process.stdin is not None
-    process.stdin.close()
-    process.wait(timeout=30)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
 
 
 def one_run(args: argparse.Namespace, calls: int) -> dict[str, Any]:
@@ -154,22 +127,17 @@ def cell(value: float | None, width: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", default="1,50", help="comma-separated numbers of conversations at once")
-    parser.add_argument("--pipeline", default=str(HERE / "conversation.toml"), help="the pipelines file served")
-    parser.add_argument("--pipelines", default="caller,bot", help="the pipelines each call runs, comma-separated")
+    parser.add_argument(
+        "--pipeline", default=str(HERE / "conversation.toml"), help="the file served (calls on /twilio)"
+    )
     parser.add_argument("--script", default=str(HERE / "conversation-script.toml"), help="the callers' script")
-    parser.add_argument("--rate", type=float, default=200.0, help="calls dialled per second")
+    parser.add_argument("--rate", type=float, default=20.0, help="calls dialled per second")
     parser.add_argument("--reply-timeout", type=float, default=2.0, help="how long a turn waits for a reply (s)")
     parser.add_argument(
         "--agent-delay-ms", type=float, default=0.0, help="the agent's and TTS's own delays, taken off turn latency"
     )
     parser.add_argument("--json", action="store_true", help="print each row as JSON too")
-    parser.add_argument("--serve", help=argparse.SUPPRESS)
-    parser.add_argument("--max-calls", type=int, default=100, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        with quiet_gc():
-            trio.run(serve, args)
-        return
     print(f"pipeline {Path(args.pipeline).name}, script {Path(args.script).name}; Twilio 20 ms μ-law; times in ms")
     print(
         f"{'calls':>5} {'fail':>4} | {'latency p50':>11} {'p99':>6} | {'barge-in p50':>12} {'p99':>6} | "
