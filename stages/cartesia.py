@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from rtstream.audio.payload import PayloadAligner
 from rtstream.caps import ANY_SIZE, Caps, StreamFormat
@@ -46,7 +44,8 @@ from rtstream.markup import MarkupError, strip_tags
 from rtstream.params import ParamError, param, show_path
 from rtstream.registry import register
 from rtstream.stage import SendChannel, Source
-from rtstream.stats import Drops, Quantiles, Summary, stat
+from rtstream.stats import BoundedCounter, Drops, Quantiles, Summary, stat
+from rtstream.websocket import ConnectionClosed, WebSocket
 from rtstream.wire import RemoteProtocolError
 from rtstream.wire.cartesia import (
     CartesiaClient,
@@ -59,7 +58,7 @@ from rtstream.wire.cartesia import (
     Timestamps,
 )
 
-from .wsclient import Backoff, ConnectFailed, open_connection, peer
+from .wsclient import Backoff, ConnectFailed, ended, open_connection, peer
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +82,9 @@ class Counts:
     repeated_seconds: float = 0.0
     restarts: int = 0
     connects: int = 0
-    service_errors: Counter[str] = attrs.Factory(Counter)
-    malformed: Counter[str] = attrs.Factory(Counter)
+    timeouts: int = 0
+    service_errors: BoundedCounter = attrs.Factory(BoundedCounter)
+    malformed: BoundedCounter = attrs.Factory(BoundedCounter)
     stale: int = 0
     first_chunk: Quantiles = attrs.Factory(Quantiles)
     drops: Drops = attrs.Factory(Drops)
@@ -212,7 +212,7 @@ class Utterance:
         try:
             response = self._wire.receive(message)
         except RemoteProtocolError as exc:
-            self._counts.malformed[exc.reason] += 1
+            self._counts.malformed.add(exc.reason)
             raise
         if response.context != self.context:
             self._counts.stale += 1
@@ -258,7 +258,7 @@ class Utterance:
     def _error(self, error: Error, now: float) -> list[Frame]:
         code = error.error_code or error.title or "error"
         self.error = (error.status_code or 0, code)
-        self._counts.service_errors[code] += 1
+        self._counts.service_errors.add(code)
         self.context_done = True
         self.lost()
         return []
@@ -282,6 +282,7 @@ class CartesiaStatistics:
     seconds_out: float = stat(help="Seconds of audio sent on.")
     word_timings: int = stat(help="Words timed by the service's timestamps.")
     connects: int = stat(help="Connections made (the first and every reconnect).")
+    timeouts: int = stat(help="Contexts lost to silence: no message within response_timeout (first audio included).")
     resumes: int = stat(help="Utterances resumed on a new context after a lost connection or an error.")
     repeated_seconds: float = stat(help="Audio asked for again by resumes (spoken twice if it had arrived).")
     restarts: int = stat(help="Resumes from the start of the context (no timestamps to resume from a word).")
@@ -445,7 +446,7 @@ class CartesiaStream:
     async def run(self, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         config, fmt, counts = self.config, self.format, self.counts
         generation = config.generation(fmt)
-        backoff = Backoff(config.backoff_initial, config.backoff_max)
+        backoff = Backoff(config.backoff_initial, config.backoff_max, config.reconnect_attempts, settle=0)
         headers = [(b"Cartesia-Version", config.version.encode())]
         if config.api_key is not None:
             headers.append((b"X-API-Key", config.api_key.encode()))
@@ -453,13 +454,12 @@ class CartesiaStream:
         utterance: Utterance | None = None
         pts = seq = 0
         started = False
-        refused_in_row = 0
         async with tx:
             while True:
                 try:
                     async with open_connection(config.url, headers=headers, timeout=config.connect_timeout) as ws:
                         counts.connects += 1
-                        refused_in_row = 0
+                        backoff.connected()
                         if not started:
                             task_status.started()
                             started = True
@@ -488,64 +488,65 @@ class CartesiaStream:
                             if config.gap:
                                 await trio.sleep(config.gap)
                 except ConnectFailed as exc:
-                    refused_in_row += 1
-                    if exc.status is not None or refused_in_row > config.reconnect_attempts:
+                    if exc.status is not None:
                         raise
-                    log.warning("cartesia_tts: %s; retrying", exc)
+                    why = str(exc)
+                    log.warning("cartesia_tts: %s; retrying", why)
                 except (ConnectionClosed, trio.TooSlowError) as exc:
+                    if isinstance(exc, ConnectionClosed):
+                        why = ended(config.url, exc.reason)
+                    else:
+                        counts.timeouts += 1
+                        why = f"{peer(config.url)}: no answer within {config.response_timeout:g} s"
                     if utterance is None:  # lost between utterances: nothing to resume
-                        log.warning("cartesia_tts: lost %s (%s); reconnecting", peer(config.url), type(exc).__name__)
-                        await trio.sleep(backoff.next_delay())
-                        continue
-                    utterance.lost()
-                    log.warning(
-                        "cartesia_tts: lost %s on %s (%s); resuming from word %d",
-                        utterance.context,
-                        peer(config.url),
-                        type(exc).__name__,
-                        utterance.resume_from,
-                    )
-                    if self._give_up(utterance):
-                        await tx.send(UtteranceEnd(utterance.utterance))
-                        utterance = None
-                await trio.sleep(backoff.next_delay())
+                        log.warning("cartesia_tts: %s; reconnecting", why)
+                    else:
+                        utterance.lost()
+                        log.warning(
+                            "cartesia_tts: lost %s: %s; resuming from word %d",
+                            utterance.context,
+                            why,
+                            utterance.resume_from,
+                        )
+                        if self._give_up(utterance):
+                            await tx.send(UtteranceEnd(utterance.utterance))
+                            utterance = None
+                await trio.sleep(backoff.failed(why))
 
-    async def _speak(self, ws: WebSocketConnection, utterance: Utterance, tx: SendChannel, backoff: Backoff) -> None:
+    async def _speak(self, ws: WebSocket, utterance: Utterance, tx: SendChannel, backoff: Backoff) -> None:
         """Speak one utterance to its end on ``ws``, on new contexts after error replies.
 
-        ConnectionClosed or TooSlowError (no answer within ``response_timeout``) when the
-        connection fails.
+        ConnectionClosed, or TooSlowError when the requests cannot be sent or the service stays
+        silent for ``response_timeout``; LinkFailed when the failures in a row ran out.
         """
         config = self.config
         while not utterance.finished:
-            for request in utterance.requests(trio.current_time()):
-                await ws.send_message(request)
             with trio.CancelScope() as waiting:  # one scope per context, its deadline moved per message
+                waiting.deadline = trio.current_time() + config.response_timeout
+                await ws.send_many(utterance.requests(trio.current_time()))
                 while not utterance.context_done:
                     waiting.deadline = trio.current_time() + config.response_timeout
-                    message = await ws.get_message()
+                    message = await ws.receive()
                     waiting.deadline = math.inf  # no timeout while downstream holds us back
+                    now = trio.current_time()
                     try:
-                        frames = utterance.receive(message, trio.current_time())
+                        frames = utterance.receive(message, now)
                     except RemoteProtocolError as exc:
                         self._log_malformed(exc.reason, message)
                         continue
                     for frame in frames:
+                        if type(frame) is AudioChunk:
+                            backoff.carried(now)
                         await tx.send(frame)
             if waiting.cancelled_caught:
                 raise trio.TooSlowError
             if utterance.error is not None:
-                log.warning(
-                    "cartesia_tts: %s answered %s for %s; resuming from word %d",
-                    peer(config.url),
-                    utterance.error,
-                    utterance.context,
-                    utterance.resume_from,
-                )
+                why = f"{peer(config.url)} answered {utterance.error} for {utterance.context}"
+                log.warning("cartesia_tts: %s; resuming from word %d", why, utterance.resume_from)
+                delay = backoff.failed(why)
                 if self._give_up(utterance):
                     return
-                await trio.sleep(backoff.next_delay())
-        backoff.reset()
+                await trio.sleep(delay)
 
     def _give_up(self, utterance: Utterance) -> bool:
         """Count a failed attempt; True (and counted) when the utterance is abandoned."""
@@ -586,11 +587,12 @@ class CartesiaStream:
             seconds_out=c.samples / rate,
             word_timings=c.word_timings,
             connects=c.connects,
+            timeouts=c.timeouts,
             resumes=c.resumes,
             repeated_seconds=c.repeated_seconds,
             restarts=c.restarts,
-            service_errors=dict(sorted(c.service_errors.items())),
-            malformed=dict(sorted(c.malformed.items())),
+            service_errors=c.service_errors.snapshot(),
+            malformed=c.malformed.snapshot(),
             stale_messages=c.stale,
             first_chunk_ms=c.first_chunk.summary(scale=1000),
             drops=c.drops.snapshot(),
