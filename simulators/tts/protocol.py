@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 from rtstream.audio.codec import from_float32
 from rtstream.frames import AudioFormat
 from rtstream.params import ParamError, param
+from rtstream.stats import BoundedCounter
 from rtstream.wire.cartesia import (
     BadRequest,
     CartesiaService,
@@ -176,7 +177,7 @@ class TtsSession:
         self._chunks = 0
         self._failed = False
         self._requests = self._opened = self._done = self._cancelled = self._expired_count = self._bytes = 0
-        self._errors: Counter[str] = Counter()
+        self._errors = BoundedCounter()
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -203,7 +204,7 @@ class TtsSession:
             self._refuse(exc, now)
 
     def _refuse(self, exc: RequestError, now: float) -> None:
-        self._errors[exc.code] += 1
+        self._errors.add(exc.code)
         self._net.push(self._wire.send(Error(exc.context, exc.status, exc.code, exc.title, str(exc))), now)
 
     def _handle(self, request: Request, now: float) -> None:
@@ -374,7 +375,7 @@ class TtsSession:
             self._expired_count,
             self._chunks,
             self._bytes,
-            dict(sorted(self._errors.items())),
+            self._errors.snapshot(),
             self._net.statistics(),
         )
 
