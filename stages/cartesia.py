@@ -45,6 +45,7 @@ from rtstream.params import ParamError, param, show_path
 from rtstream.registry import register
 from rtstream.stage import SendChannel, Source
 from rtstream.stats import BoundedCounter, Drops, Quantiles, Summary, stat
+from rtstream.text import clip, one_line
 from rtstream.websocket import ConnectionClosed, WebSocket
 from rtstream.wire import RemoteProtocolError
 from rtstream.wire.cartesia import (
@@ -541,7 +542,8 @@ class CartesiaStream:
             if waiting.cancelled_caught:
                 raise trio.TooSlowError
             if utterance.error is not None:
-                why = f"{peer(config.url)} answered {utterance.error} for {utterance.context}"
+                status, code = utterance.error
+                why = f"{peer(config.url)} answered {status} {clip(one_line(code), 64)} for {utterance.context}"
                 log.warning("cartesia_tts: %s; resuming from word %d", why, utterance.resume_from)
                 delay = backoff.failed(why)
                 if self._give_up(utterance):

@@ -275,3 +275,18 @@ async def test_close_gives_up_on_a_peer_that_never_reads(autojump_clock) -> None
         nursery.cancel_scope.cancel()
     assert trio.current_time() - started <= 3 * websocket.CLOSE_TIMEOUT
     assert ws.closed == websocket.CloseReason(1000, "", local=True)
+
+
+async def test_the_client_stages_connect_over_wss_with_the_system_trust_store(ca, tls_server, tmp_path, monkeypatch):
+    """Every client stage connects through open_connection: wss:// there checks against the system's roots."""
+    from rtstream.stages.wsclient import open_connection
+
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    with trio.fail_after(TIMEOUT):
+        async with open_connection(f"wss://localhost:{tls_server.port}/tts/websocket", timeout=5) as ws:
+            await ws.send("over TLS")
+            assert await ws.receive() == "over TLS"
+        await trio.to_thread.run_sync(tls_server.closed.wait)
+    assert tls_server.close_codes == [1000]
