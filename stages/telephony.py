@@ -80,6 +80,8 @@ class TelephonyLink:
         """(kind, value, arrival): arrival is set on an utterance's first media message only."""
         self._queued_samples = 0
         self._in_flight = 0
+        self._in_flight_samples = 0
+        """Samples in the message last popped (0 for a mark or clear)."""
         self.stream = self.wire.bridge(fmt)
         """The protocol's bridge side for the current connection."""
         self.connected = False
@@ -213,8 +215,9 @@ class TelephonyLink:
         kind, value, arrival = self._queue.popleft()
         self.messages_sent += 1
         self._in_flight += 1
+        self._in_flight_samples = 0
         if kind == "media":
-            samples = len(value) // self.format.frame_bytes
+            samples = self._in_flight_samples = len(value) // self.format.frame_bytes
             self._queued_samples -= samples
             self.samples_sent += samples
             if arrival is not None:
@@ -235,8 +238,9 @@ class TelephonyLink:
         """The message last popped could not be sent (the connection broke under it)."""
         self._in_flight -= 1
         self.messages_sent -= 1
+        self.samples_sent -= self._in_flight_samples
         if kind == "media":
-            self.drops.add("send_failed")
+            self.drops.add("send_failed", samples=self._in_flight_samples)
 
     def receive(self, message: str | bytes, now: float) -> None:
         """Take a message from the telephony side; RemoteProtocolError (counted) if it is malformed."""
