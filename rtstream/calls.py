@@ -18,16 +18,31 @@ from __future__ import annotations
 import contextvars
 import logging
 from typing import Any
+from typing import Protocol as Protocol_
 
 import attrs
 import trio
 
+from .control import CallControl
 from .frames import AudioFormat, Encoding
 from .params import ParamError, param
 from .stats import BoundedCounter
 from .websocket import ConnectionClosed, WebSocket
 from .wire import RemoteProtocolError
-from .wire.telephony import PROTOCOLS, BridgeSide, Connected, Media, Metadata, Protocol, Start
+from .wire.telephony import (
+    PROTOCOLS,
+    BridgeSide,
+    ClearEcho,
+    Connected,
+    Dtmf,
+    Event,
+    MarkEcho,
+    Media,
+    Metadata,
+    Protocol,
+    Start,
+    Stop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +123,43 @@ class NoStart(Exception):
         self.reason = reason
 
 
-class Call:
-    """One accepted provider connection: its ids, its bridge side of the protocol, its counters."""
+INBOUND_CAPACITY = 256
+"""Caller messages queued for ``telephony_in`` (about 5 s of 20 ms media); beyond, the newest are dropped."""
 
-    def __init__(self, route: str, settings: CallSettings, ws: WebSocket) -> None:
+
+class Outbound(Protocol_):
+    """What the call's reader tells the stage that sends on the link (``telephony_out``)."""
+
+    def take(self, event: Event, now: float) -> None:
+        """An echo or acknowledgement from the provider (a mark played, a clear done)."""
+
+    def hung_up(self) -> None:
+        """The provider stopped or the socket closed: nothing sent from now on can be heard."""
+
+
+class Call:
+    """One accepted provider connection: its ids, its bridge side of the protocol, its link, its counters.
+
+    The call's reader (:meth:`read`) is the only task that reads the socket. Caller audio, DTMF
+    and the stop go to :attr:`inbound` (a bounded channel that ``telephony_in`` drains); echoes
+    go to the :class:`Outbound` that ``telephony_out`` registered. ``ws`` is None only when a
+    call is built to validate a template.
+    """
+
+    def __init__(self, route: str, settings: CallSettings, ws: WebSocket | None) -> None:
         self.route = route
         self.settings = settings
         self.ws = ws
         self.bridge: BridgeSide = settings.wire.bridge(settings.format)
         self.start: Start | None = None
+        self._inbound_tx, self.inbound = trio.open_memory_channel[tuple[Event, float]](INBOUND_CAPACITY)
+        self.outbound: Outbound | None = None
+        self.inbound_dropped = 0
+        """Caller messages dropped because ``telephony_in`` fell behind (or no pipeline reads them)."""
+        self.hung_up = trio.Event()
+        """Set when the provider stopped the stream or the socket closed."""
+        self.control = CallControl()
+        """The call's control path (barge-in)."""
         self.incoming = BoundedCounter(32)
         """Messages by kind."""
         self.malformed = BoundedCounter(32)
@@ -160,6 +203,8 @@ class Call:
 
         Binary protocols have no start message: the call starts at once, with a stream id of its own.
         """
+        assert self.ws is not None, "a validation call has no socket"
+
         if self.bridge.ready:
             self.start = Start(stream_id=f"{self.route.strip('/') or 'call'}-{id(self):x}", format=self.format)
             return self.start
@@ -181,6 +226,42 @@ class Call:
                     self.incoming.add("before_start")
         raise NoStart("no_start")
 
+    async def read(self) -> None:
+        """Read the provider's messages until it stops or the socket closes, handing each on.
+
+        At the end the inbound channel closes (``telephony_in`` ends its stream) and the
+        outbound side is told the caller is gone.
+        """
+        assert self.ws is not None, "a validation call has no socket"
+        try:
+            async with self._inbound_tx:
+                while True:
+                    try:
+                        message = await self.ws.receive()
+                    except ConnectionClosed:
+                        return
+                    event = self.parse(message)
+                    if event is None:
+                        continue
+                    now = trio.current_time()
+                    if isinstance(event, Media | Dtmf):
+                        self._to_inbound(event, now)
+                    elif isinstance(event, Stop):
+                        self._to_inbound(event, now)
+                        return
+                    elif isinstance(event, MarkEcho | ClearEcho) and self.outbound is not None:
+                        self.outbound.take(event, now)
+        finally:
+            self.hung_up.set()
+            if self.outbound is not None:
+                self.outbound.hung_up()
+
+    def _to_inbound(self, event: Event, now: float) -> None:
+        try:
+            self._inbound_tx.send_nowait((event, now))
+        except (trio.WouldBlock, trio.BrokenResourceError):
+            self.inbound_dropped += 1
+
     def statistics(self) -> dict[str, Any]:
         return {
             "protocol": self.settings.protocol,
@@ -189,4 +270,6 @@ class Call:
             "incoming": self.incoming.snapshot(),
             "malformed": self.malformed.snapshot(),
             "early_media": self.early_media,
+            "inbound_dropped": self.inbound_dropped,
+            "control": self.control.statistics(),
         }

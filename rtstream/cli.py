@@ -9,7 +9,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
 import click
@@ -24,6 +24,9 @@ from .redact import RedactingFormatter, clean
 from .report import format_fields, plain
 from .service import Service
 from .stats import fields_of
+
+if TYPE_CHECKING:
+    import trio
 
 LOOPBACK = "127.0.0.1"
 PLACEHOLDER_PORT = 1
@@ -249,7 +252,9 @@ def simulate(
 
     Settings are the service's parameters as KEY=VALUE with TOML values, e.g.
     'rtstream simulate telephony protocol=twilio' or 'rtstream simulate tts rtf=1 pattern=[320,640]';
-    'rtstream inspect TYPE' lists them. With no TYPE, list the service types.
+    'rtstream inspect TYPE' lists them. With no TYPE, list the service types. A service that
+    dials (caller) runs until its calls end instead, and a bare URL is what it dials:
+    'rtstream simulate caller ws://127.0.0.1:8080/twilio protocol=twilio calls=5 rate=2'.
     """
     import trio
 
@@ -267,6 +272,15 @@ def simulate(
     if report_path:
         _check_writable(report_path)
 
+    async def dial() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_stop_on_signal, nursery.cancel_scope)
+            click.echo(f"{service_type} dialling (Ctrl-C stops it)")
+            sys.stdout.flush()
+            with trio.move_on_after(duration or math.inf):
+                await service.run()
+            nursery.cancel_scope.cancel()
+
     async def serve() -> None:
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(service.serve, host, port)
@@ -278,7 +292,7 @@ def simulate(
             nursery.cancel_scope.cancel()
 
     with quiet_gc():
-        trio.run(serve)
+        trio.run(dial if service.dials else serve)
     report = service.report()
     if report is not None:
         click.echo(f"{service_type} report")
@@ -287,10 +301,29 @@ def simulate(
             _write_report(report_path, json.dumps(plain(report), indent=2, allow_nan=False))
 
 
+async def _stop_on_signal(scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]) -> None:
+    """Cancel ``scope`` at the first Ctrl-C or SIGTERM (watching from when it has started)."""
+    import trio
+
+    from .runner import STOP_SIGNALS
+
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        task_status.started()
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
 def _key_values(settings: tuple[str, ...]) -> dict[str, Any]:
-    """KEY=VALUE words as a table; a value is read as TOML, or as a bare string if it is not TOML."""
+    """KEY=VALUE words as a table; a value is read as TOML, or as a bare string if it is not TOML.
+
+    A bare ws:// or wss:// URL is the ``url`` setting (what a dialing service dials).
+    """
     table: dict[str, Any] = {}
     for word in settings:
+        if word.startswith(("ws://", "wss://")):
+            table["url"] = word
+            continue
         key, sep, value = word.partition("=")
         if not sep or not key:
             raise Problem(f"'{word}' is not a setting; write KEY=VALUE")

@@ -293,14 +293,20 @@ def _templates(value: Any) -> list[Template]:
     return []
 
 
-def fill_services(value: Any, endpoints: Mapping[str, Mapping[str, str]]) -> Any:
-    """``value`` with every service template filled from ``endpoints`` (InterpolationError if it cannot be)."""
+def fill_refs(
+    value: Any,
+    endpoints: Mapping[str, Mapping[str, str]],
+    *,
+    call: Mapping[str, str] | None = None,
+    server: Mapping[str, str] | None = None,
+) -> Any:
+    """``value`` with every run-time reference filled (InterpolationError if one cannot be)."""
     if isinstance(value, Template):
-        return value.fill(endpoints)
+        return value.fill(endpoints, call=call, server=server)
     if isinstance(value, list):
-        return [fill_services(v, endpoints) for v in value]
+        return [fill_refs(v, endpoints, call=call, server=server) for v in value]
     if isinstance(value, dict):
-        return {k: fill_services(v, endpoints) for k, v in value.items()}
+        return {k: fill_refs(v, endpoints, call=call, server=server) for k, v in value.items()}
     return value
 
 

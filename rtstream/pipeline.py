@@ -19,7 +19,7 @@ import attrs
 
 from . import registry
 from .caps import ANY_SIZE, Caps, StreamFormat, frames_text
-from .config import DEFAULT_CAPACITY, PipelineSpec, ServiceSpec, StageSpec, fill_services
+from .config import DEFAULT_CAPACITY, PipelineSpec, ServiceSpec, StageSpec, fill_refs
 from .errors import ConfigError, FormatMismatch, StageRef
 from .frames import AudioFormat
 from .interpolate import InterpolationError
@@ -52,14 +52,21 @@ class Pipeline:
 
 
 def build_pipeline(
-    spec: PipelineSpec, *, file: str | None = None, instance: int = 1, endpoints: Endpoints | None = None
+    spec: PipelineSpec,
+    *,
+    file: str | None = None,
+    instance: int = 1,
+    endpoints: Endpoints | None = None,
+    call: Mapping[str, str] | None = None,
+    server: Mapping[str, str] | None = None,
 ) -> Pipeline:
     """Instantiate every stage of ``spec`` and negotiate formats; ConfigError on any problem.
 
-    ``endpoints`` fills the stages' ``${services.NAME.KEY}`` references.
+    ``endpoints`` fills the stages' ``${services.NAME.KEY}`` references, ``call`` their
+    ``${call.KEY}`` ones (a pipeline built for a call), ``server`` their ``${server.KEY}`` ones.
     """
     try:
-        stages = [_instantiate(s, endpoints or {}) for s in spec.stages]
+        stages = [_instantiate(s, endpoints or {}, call, server) for s in spec.stages]
         capacities = [s.capacity if s.capacity is not None else spec.capacity for s in spec.stages[:-1]]
         return assemble(spec.name, stages, refs=[s.ref for s in spec.stages], capacities=capacities, instance=instance)
     except ConfigError as exc:
@@ -105,7 +112,9 @@ def build_service(spec: ServiceSpec, *, file: str | None = None) -> Service:
         raise exc.located(file=file, service=spec.name) from None
 
 
-def _instantiate(spec: StageSpec, endpoints: Endpoints) -> Stage:
+def _instantiate(
+    spec: StageSpec, endpoints: Endpoints, call: Mapping[str, str] | None, server: Mapping[str, str] | None
+) -> Stage:
     try:
         info = registry.get(spec.ref.type)
     except registry.UnknownStage as exc:
@@ -113,7 +122,7 @@ def _instantiate(spec: StageSpec, endpoints: Endpoints) -> Stage:
     params = {}
     for key, value in spec.params.items():
         try:
-            params[key] = fill_services(value, endpoints)
+            params[key] = fill_refs(value, endpoints, call=call, server=server)
         except InterpolationError as exc:
             raise ConfigError(str(exc), stage=spec.ref, key=key) from None
     try:

@@ -34,7 +34,7 @@ from .errors import StageFailed
 from .pipeline import Pipeline
 from .report import PipelineReport, RunReport, StageReport
 from .service import Service
-from .stage import Element
+from .stage import Element, Source
 from .stats import Throughput
 
 log = logging.getLogger(__name__)
@@ -101,20 +101,28 @@ class _TrackedStatus:
         self._inner.started(value)
 
 
+class _Source:
+    """Whether a pipeline's source was cut short by a stop (rather than ending by itself)."""
+
+    stopped = False
+
+
 async def _run_stage(
     pipeline: Pipeline,
     index: int,
     channels: tuple[Any, ...],
     control: RunControl,
+    source: _Source,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     stage, element, ref = pipeline.stages[index], pipeline.elements[index], pipeline.refs[index]
     status = _TrackedStatus(task_status)
     try:
-        if stage.role == "source":
+        if isinstance(stage, Source) and stage.stoppable:
             with control.source_scope() as scope, scope:
                 await element.run(*channels, task_status=status)
+            source.stopped = scope.cancelled_caught
             if not status.done:  # stopped before it could start
                 status.started()
         else:
@@ -146,6 +154,7 @@ async def run_pipeline(
     started = trio.current_time()
     error = None
     starting = _TrackedStatus(task_status)
+    source = _Source()
     with control.pipeline_scope() as scope, scope:
         try:
             async with trio.open_nursery() as nursery:
@@ -154,7 +163,7 @@ async def run_pipeline(
                 for i in range(last, -1, -1):
                     inbound = (ends[i - 1][1],) if i > 0 else ()
                     outbound = (ends[i][0],) if i < last else ()
-                    await nursery.start(_run_stage, pipeline, i, inbound + outbound, control)
+                    await nursery.start(_run_stage, pipeline, i, inbound + outbound, control, source)
                 starting.started()
         except* StageFailed as group:
             error = _first_failure(group)
@@ -168,7 +177,7 @@ async def run_pipeline(
         status = "failed"
     elif scope.cancelled_caught:
         status = "cancelled"
-    elif control.stopping:
+    elif source.stopped:
         status = "stopped"  # asked to stop: having delivered nothing yet is no failure of its own
     else:
         status = "completed"

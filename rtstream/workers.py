@@ -91,7 +91,9 @@ class Supervisor:
             ran = trio.current_time() - started
             delay = RESTART_DELAY if ran >= HEALTHY_AFTER else min(delay * 2, RESTART_DELAY_MAX)
             self.restarts += 1
-            log.warning("worker %d ended with exit status %s after %.1f s; restarting in %.1f s", index, code, ran, delay)
+            log.warning(
+                "worker %d ended with exit status %s after %.1f s; restarting in %.1f s", index, code, ran, delay
+            )
             await trio.sleep(delay)
 
     async def _wait_ready(self, index: int, process: trio.Process) -> None:

@@ -29,7 +29,7 @@ from rtstream.stats import BoundedCounter, DropCount, Drops, Quantiles, Summary,
 from rtstream.websocket import ConnectionClosed, WebSocket
 from rtstream.wire import RemoteProtocolError
 from rtstream.wire.telephony import PROTOCOLS as WIRE
-from rtstream.wire.telephony import ChunkRule, MarkEcho, Regrouper, SendClear, SendMark, SendMedia
+from rtstream.wire.telephony import BridgeSide, ChunkRule, Event, MarkEcho, Regrouper, SendClear, SendMark, SendMedia
 
 from .wsclient import Backoff, ConnectFailed, ended, open_connection, peer
 
@@ -245,17 +245,26 @@ class TelephonyLink:
     def receive(self, message: str | bytes, now: float) -> None:
         """Take a message from the telephony side; RemoteProtocolError (counted) if it is malformed."""
         try:
-            event = self.stream.receive(message)
-            self.incoming.add(event.kind)
-            if type(event) is MarkEcho:
-                sent = self._mark_times.pop(event.name, None)
-                if sent is None:
-                    raise RemoteProtocolError("unknown_mark", f"no mark {event.name!r} is awaiting its echo")
-                self.marks_echoed += 1
-                self.mark_delay.add(now - sent)
+            self.take(self.stream.receive(message), now)
         except RemoteProtocolError as exc:
             self.malformed.add(exc.reason)
             raise
+
+    def take(self, event: Event, now: float) -> None:
+        """Take an event of the stream (a mark echo settles its mark); RemoteProtocolError for an unknown mark."""
+        self.incoming.add(event.kind)
+        if type(event) is MarkEcho:
+            sent = self._mark_times.pop(event.name, None)
+            if sent is None:
+                raise RemoteProtocolError("unknown_mark", f"no mark {event.name!r} is awaiting its echo")
+            self.marks_echoed += 1
+            self.mark_delay.add(now - sent)
+
+    def attach(self, stream: BridgeSide) -> None:
+        """Use a stream the provider opened to us (server mode): connected, named, for good."""
+        self.stream = stream
+        self.connected = True
+        self.connects += 1
 
     def statistics(self) -> TelephonyStatistics:
         return TelephonyStatistics(

@@ -35,8 +35,10 @@ from rtstream.wavfile import write_wav
 SECRET = "fuzz-secret-7f3a9c2e"
 ENV = {"FUZZ_SECRET": SECRET}
 
-BASE: dict[str, dict[str, Any]] = {"cartesia_tts": {"transcript": "Hello."}}
-"""Parameters a stage needs besides its required ones (cartesia_tts: one of three transcript keys)."""
+BASE: dict[str, dict[str, Any]] = {
+    name: {"transcript": "Hello."} for name in ("cartesia_tts", "elevenlabs_tts", "deepgram_tts")
+}
+"""Parameters a stage needs besides its required ones (a TTS stage as a source: one of three transcript keys)."""
 
 STAGES = registry.stages()
 SERVICES = registry.services()

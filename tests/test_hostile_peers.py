@@ -401,7 +401,7 @@ async def test_a_ten_thousand_character_error_code_is_cut_to_a_bounded_report_ke
     failed_with(
         report,
         r"stage 1 \(cartesia_tts\)",
-        r"LinkFailed: ws://127\.0\.0\.1:\d+ answered 500 E{63}…\(10000 characters\) for utt-1-r2; "
+        r"LinkFailed: ws://127\.0\.0\.1:\d+ answered E{63}…\(10000 characters\) for utt-1-r2; "
         r"gave up after 3 failed attempts in a row",
     )
     assert stats["service_errors"] == {"E" * 63 + "…(10000 characters)": 3}

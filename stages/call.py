@@ -1,0 +1,258 @@
+"""``telephony_in`` and ``telephony_out``: the two ends of a call's provider socket, in server mode.
+
+When a provider dials ``rtstream serve``, its WebSocket is the call's link
+(:class:`rtstream.calls.Call`). ``telephony_in`` is the source of the caller's pipeline: the
+caller's audio as chunks (numbered, stamped with the provider's media time and the arrival),
+DTMF as :class:`~rtstream.frames.Dtmf` events, and the end of the stream at the provider's
+stop. ``telephony_out`` is the sink of the bot's pipeline: the bot's frames as the provider's
+media messages, a mark at every utterance end, the provider's clear for a
+:class:`~rtstream.frames.Clear` — through the same :class:`~rtstream.stages.telephony.TelephonyLink`
+core as the client-mode ``telephony_ws``, on the socket the provider opened.
+
+Both find their call in :data:`rtstream.calls.CURRENT_CALL`; their formats are the call's, so
+negotiation fits the rest of the pipeline to what the provider carries.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+import trio
+
+from rtstream.calls import CURRENT_CALL, Call
+from rtstream.caps import ANY_SIZE, Caps
+from rtstream.errors import FormatMismatch
+from rtstream.frames import AudioChunk, AudioFormat
+from rtstream.frames import Dtmf as DtmfFrame
+from rtstream.params import param
+from rtstream.registry import register
+from rtstream.stage import ReceiveChannel, SendChannel, Sink, Source
+from rtstream.stats import Quantiles, stat
+from rtstream.websocket import ConnectionClosed
+from rtstream.wire import RemoteProtocolError
+from rtstream.wire.telephony import Dtmf, Event, Media, Regrouper, Stop
+
+from .telephony import TelephonyLink, TelephonyStatistics
+
+log = logging.getLogger(__name__)
+
+
+def _call(stage: str) -> Call:
+    call = CURRENT_CALL.get(None)
+    if call is None:
+        raise FormatMismatch(f"{stage} runs only inside a call: list its pipeline in a [calls.NAME] table")
+    return call
+
+
+# ---------------------------------------------------------------------- the caller's audio in
+
+
+@attrs.frozen
+class CallerStatistics:
+    media: int = stat(help="Media messages from the provider turned into chunks.")
+    seconds: float = stat(help="Seconds of caller audio passed on.")
+    dtmf: int = stat(help="DTMF key presses passed on.")
+    stopped: bool = stat(help="The provider sent its stop (rather than the socket closing).")
+    bad_payload: int = stat(help="Media messages whose payload was not a whole number of samples (dropped).")
+
+
+class CallerStream:
+    """The running ``telephony_in``: drains the call's inbound channel into the pipeline."""
+
+    def __init__(self, fmt: AudioFormat) -> None:
+        self.format = fmt
+        self.media = self.samples = self.dtmf = self.bad_payload = 0
+        self.stopped = False
+        self._pts = 0
+        self._first_timestamp: int | None = None
+
+    def chunk(self, media: Media, arrival: float) -> AudioChunk | None:
+        """The chunk of one media message: pts from the provider's timestamp where it gives one."""
+        fmt = self.format
+        if len(media.payload) % fmt.frame_bytes:
+            self.bad_payload += 1
+            return None
+        data = fmt.array(media.payload)
+        pts = self._pts
+        if media.timestamp is not None:
+            if self._first_timestamp is None:
+                self._first_timestamp = media.timestamp
+            pts = (media.timestamp - self._first_timestamp) * fmt.sample_rate // 1000
+        self._pts = pts + len(data)
+        self.media += 1
+        self.samples += len(data)
+        seq = media.chunk if media.chunk is not None else media.sequence_number
+        return AudioChunk(data, fmt, pts=pts, seq=seq, arrival=arrival)
+
+    async def run(self, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        call = _call("telephony_in")
+        async with tx, call.inbound:
+            task_status.started()
+            async for event, arrival in call.inbound:
+                if isinstance(event, Media):
+                    chunk = self.chunk(event, arrival)
+                    if chunk is not None:
+                        await tx.send(chunk)
+                elif isinstance(event, Dtmf):
+                    self.dtmf += 1
+                    await tx.send(DtmfFrame(event.digit, arrival))
+                elif isinstance(event, Stop):
+                    self.stopped = True
+                    return
+
+    def statistics(self) -> CallerStatistics:
+        return CallerStatistics(
+            media=self.media,
+            seconds=self.samples / self.format.sample_rate,
+            dtmf=self.dtmf,
+            stopped=self.stopped,
+            bad_payload=self.bad_payload,
+        )
+
+
+@register("telephony_in", klass="Source/Network")
+@attrs.frozen(kw_only=True)
+class TelephonyIn(Source):
+    """The caller's audio, DTMF and stop from the call's provider socket (in a call served by rtstream serve)."""
+
+    statistics_type = CallerStatistics
+    stoppable = False
+
+    def output_caps(self, fmt_in: object) -> Caps:
+        """The call's format, in chunks of the sizes the provider sends."""
+        return Caps.of(_call("telephony_in").format, ANY_SIZE)
+
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> CallerStream:
+        assert fmt_out is not None
+        return CallerStream(fmt_out)
+
+
+# ---------------------------------------------------------------------- the bot's audio out
+
+
+class BotStream:
+    """The running ``telephony_out``: a :class:`TelephonyLink` sending on the provider's socket.
+
+    The call's reader hands it the provider's echoes (:meth:`take`) and tells it when the
+    caller is gone (:meth:`hung_up`); frames that arrive after that are dropped as ``hangup``.
+    A clear on the call's control path drops the queue and sends the provider's clear at once;
+    every frame it takes tells the control what the caller is hearing (the played position).
+    """
+
+    def __init__(self, config: TelephonyOut, link: TelephonyLink) -> None:
+        self.config = config
+        self.link = link
+        self.changed = trio.lowlevel.ParkingLot()
+        self.gone = False
+
+    def take(self, event: Event, now: float) -> None:
+        try:
+            self.link.take(event, now)
+        except RemoteProtocolError as exc:
+            self.link.malformed.add(exc.reason)
+        self.changed.unpark_all()
+
+    def hung_up(self) -> None:
+        self.gone = True
+        self.changed.unpark_all()
+
+    async def run(self, rx: ReceiveChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        call = _call("telephony_out")
+        link, config = self.link, self.config
+        link.attach(call.bridge)
+        call.outbound = self
+        control = call.control
+
+        def clear(reason: str) -> None:
+            link.clear()  # drops what is queued here, and tells the provider to drop what it buffered
+            self.changed.unpark_all()
+
+        async with rx, trio.open_nursery() as nursery:
+            nursery.start_soon(self._send, call)
+            task_status.started()
+            with control.listening(clear):
+                async for frame in rx:
+                    if isinstance(frame, AudioChunk):
+                        if self.gone:
+                            link.drops.add("hangup", samples=frame.samples)
+                            continue
+                        if control.stale(frame):
+                            continue
+                        control.sent(frame, trio.current_time())  # paced upstream: queued now is sent now
+                    link.push(frame)
+                    self.changed.unpark_all()
+            link.finish()
+            self.changed.unpark_all()
+            with trio.move_on_after(config.drain_timeout):
+                while link.pending and not self.gone:
+                    await self.changed.park()
+            link.abandon()
+            with trio.move_on_after(config.linger):
+                while link.awaiting_echoes and not self.gone:
+                    await self.changed.park()
+            nursery.cancel_scope.cancel()
+
+    async def _send(self, call: Call) -> None:
+        """Send what the link has queued, several messages per write when they pile up."""
+        link, ws = self.link, call.ws
+        assert ws is not None, "a validation call has no socket"
+        while not self.gone:
+            batch = []
+            while (item := link.pop(trio.current_time())) is not None:
+                batch.append(item)
+            if not batch:
+                await self.changed.park()
+                continue
+            try:
+                await ws.send_many(message for _, message in batch)
+            except ConnectionClosed:
+                for kind, _ in batch:
+                    link.lost_in_flight(kind)
+                self.gone = True
+                return
+            for _ in batch:
+                link.sent()
+            self.changed.unpark_all()
+
+    @property
+    def first_audio(self) -> Quantiles:
+        return self.link.first_audio
+
+    def delivered(self) -> bool:
+        """Whether any audio reached the provider (the runner fails a pipeline that sent none)."""
+        return self.link.samples_sent > 0
+
+    def statistics(self) -> TelephonyStatistics:
+        return self.link.statistics()
+
+
+@register("telephony_out", klass="Sink/Network")
+@attrs.frozen(kw_only=True)
+class TelephonyOut(Sink):
+    """The bot's audio, marks and clears to the call's provider socket (in a call served by rtstream serve)."""
+
+    statistics_type = TelephonyStatistics
+
+    marks: bool = param(
+        True, help="Send a mark (Plivo: checkpoint) at each utterance end, where the protocol has them."
+    )
+    hold_ms: float = param(
+        1000.0, min=0, max=60_000, unit="ms", help="Audio queued for the socket beyond which the oldest is dropped."
+    )
+    drain_timeout: float = param(2.0, min=0, max=600, unit="s", help="At the end, time allowed to send what is queued.")
+    linger: float = param(1.0, min=0, max=600, unit="s", help="At the end, time to wait for the echoes of marks sent.")
+
+    def input_caps(self) -> Caps:
+        """Exactly the call's format, at any frame duration (a pacer upstream keeps the clock)."""
+        return Caps.of(_call("telephony_out").format)
+
+    def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> BotStream:
+        assert fmt_in is not None
+        call = _call("telephony_out")
+        rule = call.settings.wire.chunk_rule_for(fmt_in)
+        regroup = Regrouper(rule, fmt_in.encoding.silence) if rule is not None else None
+        link = TelephonyLink(
+            call.settings.protocol, fmt_in, marks=self.marks, hold=self.hold_ms / 1000, regroup=regroup
+        )
+        return BotStream(self, link)
