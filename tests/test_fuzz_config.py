@@ -126,7 +126,13 @@ def config_for(info: Any, params: dict[str, Any], files: dict[str, str], pipelin
         ms = given if isinstance(given, int | float) and not isinstance(given, bool) else 60.0
         convert += table(stage, {"type": "chunker", "frame_ms": ms})
     body = {"source": [own, sink], "filter": [source, convert, own, sink], "sink": [source, convert, own]}[role]
-    return f"[pipelines.{name}]\n" + "".join(body)
+    text = f"[pipelines.{name}]\n" + "".join(body)
+    if info.name in CALL_STAGES:  # they run only in a call, on its socket
+        text += table("[calls.c]", {"path": "/c", "protocol": "raw", "pipelines": [pipeline]})
+    return text
+
+
+CALL_STAGES = ("telephony_in", "telephony_out")
 
 
 # -- the values ----------------------------------------------------------------------------------
