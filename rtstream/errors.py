@@ -114,4 +114,4 @@ class StageFailed(PipelineError):
         cause = type(error).__name__
         if str(error):
             cause = f"{cause}: {error}"
-        return one_line(f"pipeline '{_name(self.pipeline)}', {self.stage} failed: {cause}")
+        return clip(one_line(f"pipeline '{_name(self.pipeline)}', {self.stage} failed: {cause}"), MAX_MESSAGE)

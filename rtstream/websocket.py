@@ -7,9 +7,13 @@ TTS link reads audio), so nothing is lost by not reading in the background, and 
 costs no task switch and no channel hop. Sends take a lock (two tasks may send on one socket)
 and :meth:`WebSocket.send_many` frames several messages into one write.
 
+:meth:`WebSocket.close` always sends a Close frame (unless a write cut off mid-frame would
+garble it), bounded in time even against a peer that never reads, and is safe to call from a
+cancelled task: a peer never sees a connection vanish (1006) when this side ended it.
+
 The server side is :func:`accept` on a request already parsed by :mod:`rtstream.httpserver`,
 so one port serves plain HTTP and WebSocket upgrades and a call can be refused (HTTP 503)
-before the upgrade. The client side is :func:`connect`.
+before the upgrade. The client side is :func:`connect`, ``ws://`` or ``wss://`` (TLS).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import ssl
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -35,7 +40,8 @@ RECEIVE_BYTES = 64 << 10
 MAX_MESSAGE_BYTES = 1 << 20
 """Default bound on one incoming message; a larger one closes the connection with 1009."""
 CLOSE_TIMEOUT = 1.0
-"""How long :meth:`WebSocket.close` waits for the peer's Close before dropping the socket."""
+"""How long :meth:`WebSocket.close` spends sending Close and waiting for the peer's before dropping the socket."""
+DEFAULT_PORTS = {"ws": 80, "wss": 443}
 
 NORMAL = 1000
 GOING_AWAY = 1001
@@ -93,6 +99,8 @@ class WebSocket:
         self.max_message_size = max_message_size
         self.subprotocol = subprotocol
         self.closed: CloseReason | None = None
+        self._garbled = False
+        """A write was cut off mid-frame: nothing more can be framed on this stream."""
         self.messages_in = 0
         self.messages_out = 0
 
@@ -127,9 +135,8 @@ class WebSocket:
             await self._send_bytes(self._ws.send(event.response()))
         elif isinstance(event, CloseConnection):
             self.closed = CloseReason(event.code, event.reason or "")
-            if self._ws.state is ConnectionState.REMOTE_CLOSING:
-                await self._send_bytes(self._ws.send(event.response()))
-            await self._stream.aclose()
+            await self._close_frame(event.response())  # the answering Close, if this side sent none
+            await self._drop()
         elif isinstance(event, Pong):
             pass
         return None
@@ -157,9 +164,9 @@ class WebSocket:
 
     async def _fail(self, code: int, reason: str) -> None:
         """Close for a protocol violation by the peer; the next receive raises ConnectionClosed."""
-        await self._close_frame(code, reason)
+        await self._close_frame(CloseConnection(code, reason))
         self.closed = CloseReason(code, reason, local=True)
-        await self._stream.aclose()
+        await self._drop()
 
     # ------------------------------------------------------------------ sending
 
@@ -181,29 +188,42 @@ class WebSocket:
 
     async def _send_bytes(self, data: bytes) -> None:
         async with self._send_lock:
+            if self._garbled:
+                raise ConnectionClosed(self.closed or CloseReason(ABNORMAL, "a send was cut off"))
+            await trio.lowlevel.checkpoint_if_cancelled()  # cancelled here, nothing was written
+            done = False
             try:
                 await self._stream.send_all(data)
+                done = True
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._lost()
                 raise ConnectionClosed(self.closed or CloseReason(ABNORMAL)) from None
+            finally:
+                self._garbled = not done
 
     async def ping(self, payload: bytes = b"") -> None:
         """Send a ping (its pong is consumed by :meth:`receive`)."""
         await self._send_bytes(self._ws.send(Ping(payload)))
 
-    async def _close_frame(self, code: int, reason: str) -> None:
+    async def _close_frame(self, frame: CloseConnection) -> None:
+        """Send Close within CLOSE_TIMEOUT (a peer that never reads cannot hold us)."""
         if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            with contextlib.suppress(ConnectionClosed):
-                await self._send_bytes(self._ws.send(CloseConnection(code, reason)))
+            with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(ConnectionClosed):
+                await self._send_bytes(self._ws.send(frame))
 
     async def close(self, code: int = NORMAL, reason: str = "") -> None:
-        """The closing handshake: send Close, wait up to CLOSE_TIMEOUT for the peer's, drop the socket.
+        """The closing handshake: send Close, wait for the peer's, drop the socket; CLOSE_TIMEOUT each at most.
 
-        Safe to call more than once and after the peer closed; never raises for a lost connection.
+        Shielded, so a cancelled task still sends Close. Safe to call more than once and after the
+        peer closed; never raises for a lost connection. Not while another task is in :meth:`receive`.
         """
+        with trio.CancelScope(shield=True):
+            await self._close(code, reason)
+
+    async def _close(self, code: int, reason: str) -> None:
         if self.closed is None:
             self.closed = CloseReason(code, reason, local=True)
-            await self._close_frame(code, reason)
+            await self._close_frame(CloseConnection(code, reason))
             with trio.move_on_after(CLOSE_TIMEOUT):
                 while self._ws.state is not ConnectionState.CLOSED:
                     try:
@@ -218,7 +238,11 @@ class WebSocket:
                         break
                     for _ in self._ws.events():
                         pass  # late messages are discarded; the peer's Close completes the handshake
-        with trio.CancelScope(shield=True):
+        await self._drop()
+
+    async def _drop(self) -> None:
+        """Close the stream; TLS sends close_notify, bounded too (a cancelled aclose still closes)."""
+        with trio.move_on_after(CLOSE_TIMEOUT):
             await self._stream.aclose()
 
 
@@ -292,19 +316,24 @@ async def connect(
     subprotocols: Sequence[str] = (),
     timeout: float = 10.0,
     max_message_size: int = MAX_MESSAGE_BYTES,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> WebSocket:
-    """Open a client connection to a ``ws://`` URL within ``timeout`` seconds.
+    """Open a client connection to a ``ws://`` or ``wss://`` URL within ``timeout`` seconds.
 
-    HandshakeFailed names the peer (without its query, which may hold a key) and why.
+    ``wss://`` verifies the server's certificate against ``ssl_context`` (default: the system's
+    trusted roots). HandshakeFailed names the peer as scheme://host:port only (a key may sit in
+    the path or the query) and why.
     """
     parts = urlsplit(url)
-    if parts.scheme != "ws":
-        raise HandshakeFailed(f"{_peer(url)}: only ws:// URLs are supported here, got {parts.scheme!r}")
-    host, port = parts.hostname or "", parts.port or 80
+    name = peer(url)
+    if parts.scheme not in DEFAULT_PORTS:
+        raise HandshakeFailed(f"{name}: only ws:// and wss:// URLs are supported, got {parts.scheme!r}")
+    host = parts.hostname or ""
+    port = parts.port or DEFAULT_PORTS[parts.scheme]
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     key = base64.b64encode(os.urandom(16))
     request_headers = [
-        ("Host", parts.netloc),
+        ("Host", _host_header(host, parts.port)),
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
         ("Sec-WebSocket-Key", key.decode("ascii")),
@@ -313,52 +342,94 @@ async def connect(
     ]
     if subprotocols:
         request_headers.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+    try:
+        request = h11.Request(method="GET", target=target, headers=request_headers)
+    except h11.LocalProtocolError:  # its message quotes the bad value, which may be a key
+        raise HandshakeFailed(f"{name}: the URL path or a header is not valid in an HTTP request") from None
     with trio.move_on_after(timeout) as scope:
+        stream: trio.abc.Stream
         try:
             stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
-            raise HandshakeFailed(f"{_peer(url)}: {exc.strerror or exc}") from None
+            raise HandshakeFailed(f"{name}: {_why(exc)}") from None
         try:
-            return await _client_handshake(stream, url, target, request_headers, key, max_message_size)
+            if parts.scheme == "wss":
+                stream = await _tls(stream, host, ssl_context or ssl.create_default_context(), name)
+            return await _client_handshake(stream, name, request, key, max_message_size)
         except BaseException:
             with trio.CancelScope(shield=True):
-                await stream.aclose()
+                await trio.aclose_forcefully(stream)
             raise
     assert scope.cancelled_caught
-    raise HandshakeFailed(f"{_peer(url)}: no answer to the opening handshake within {timeout:g} s")
+    raise HandshakeFailed(f"{name}: no answer to the opening handshake within {timeout:g} s")
+
+
+async def _tls(stream: trio.SocketStream, host: str, context: ssl.SSLContext, name: str) -> trio.SSLStream[Any]:
+    """``stream`` wrapped in TLS, the server's certificate checked for ``host``."""
+    tls = trio.SSLStream(stream, context, server_hostname=host)
+    try:
+        await tls.do_handshake()
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        detail = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or cause or "connection lost"
+        raise HandshakeFailed(f"{name}: TLS handshake failed: {detail}") from None
+    return tls
 
 
 async def _client_handshake(
-    stream: trio.SocketStream,
-    url: str,
-    target: str,
-    headers: list[tuple[str, str]],
+    stream: trio.abc.Stream,
+    name: str,
+    request: h11.Request,
     key: bytes,
     max_message_size: int,
 ) -> WebSocket:
     http = h11.Connection(h11.CLIENT)
-    await stream.send_all(http.send(h11.Request(method="GET", target=target, headers=headers)))
+    await stream.send_all(http.send(request))
     while True:
-        event = http.next_event()
+        try:
+            event = http.next_event()
+        except h11.RemoteProtocolError:
+            raise HandshakeFailed(f"{name}: the answer to the opening handshake is not HTTP") from None
         if event is h11.NEED_DATA:
-            data = await stream.receive_some(RECEIVE_BYTES)
+            try:
+                data = bytes(await stream.receive_some(RECEIVE_BYTES))
+            except trio.BrokenResourceError:
+                data = b""
             if not data:
-                raise HandshakeFailed(f"{_peer(url)}: the connection closed during the opening handshake")
+                raise HandshakeFailed(f"{name}: the connection closed during the opening handshake")
             http.receive_data(data)
             continue
         if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
             answer = _headers(event.headers)
-            if answer.get("sec-websocket-accept", "").encode("ascii") != generate_accept_token(key):
-                raise HandshakeFailed(f"{_peer(url)}: the server's Sec-WebSocket-Accept is wrong")
+            if answer.get("sec-websocket-accept", "").encode("latin-1") != generate_accept_token(key):
+                raise HandshakeFailed(f"{name}: the server's Sec-WebSocket-Accept is wrong")
             trailing, _ = http.trailing_data
             connection = Connection(ConnectionType.CLIENT, trailing_data=trailing)
             subprotocol = answer.get("sec-websocket-protocol")
             return WebSocket(stream, connection, subprotocol=subprotocol, max_message_size=max_message_size)
         if isinstance(event, h11.Response):
-            raise HandshakeFailed(f"{_peer(url)}: refused with HTTP {event.status_code}", event.status_code)
-        raise HandshakeFailed(f"{_peer(url)}: unexpected answer to the opening handshake")
+            raise HandshakeFailed(f"{name}: refused with HTTP {event.status_code}", event.status_code)
+        raise HandshakeFailed(f"{name}: unexpected answer to the opening handshake")
 
 
-def _peer(url: str) -> str:
+def _why(exc: OSError) -> str:
+    """What went wrong opening a TCP connection: the system's words, not trio's summary of all addresses tried."""
+    causes = exc.__cause__.exceptions if isinstance(exc.__cause__, ExceptionGroup) else (exc,)
+    return next((os.strerror(c.errno) for c in causes if isinstance(c, OSError) and c.errno), str(exc))
+
+
+def peer(url: str) -> str:
+    """``scheme://host:port`` of ``url``, for logs and errors: a key may be in its user, path or query."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    try:
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        port = None
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def _host_header(host: str, port: int | None) -> str:
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port else host

@@ -150,7 +150,7 @@ class BotStream:
         try:
             self.link.take(event, now)
         except RemoteProtocolError as exc:
-            self.link.malformed[exc.reason] += 1
+            self.link.malformed.add(exc.reason)
         self.changed.unpark_all()
 
     def hung_up(self) -> None:

@@ -14,24 +14,24 @@ are dropped and counted. The trio shell reconnects with exponential backoff and 
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
+from collections import deque
 from typing import Any
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from rtstream.caps import Caps, Structure
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, UtteranceEnd, UtteranceStart
 from rtstream.params import ParamError, param, require_at_least
 from rtstream.registry import register
 from rtstream.stage import ReceiveChannel, Sink
-from rtstream.stats import DropCount, Drops, Quantiles, Summary, stat
+from rtstream.stats import BoundedCounter, DropCount, Drops, Quantiles, Summary, stat
+from rtstream.websocket import ConnectionClosed, WebSocket
 from rtstream.wire import RemoteProtocolError
 from rtstream.wire.telephony import PROTOCOLS as WIRE
 from rtstream.wire.telephony import BridgeSide, ChunkRule, Event, MarkEcho, Regrouper, SendClear, SendMark, SendMedia
 
-from .wsclient import Backoff, ConnectFailed, open_connection, peer
+from .wsclient import Backoff, ConnectFailed, ended, open_connection, peer
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class TelephonyLink:
         """(kind, value, arrival): arrival is set on an utterance's first media message only."""
         self._queued_samples = 0
         self._in_flight = 0
+        self._in_flight_samples = 0
+        """Samples in the message last popped (0 for a mark or clear)."""
         self.stream = self.wire.bridge(fmt)
         """The protocol's bridge side for the current connection."""
         self.connected = False
@@ -92,8 +94,8 @@ class TelephonyLink:
         self._first_arrival: float | None = None
         self.first_audio = Quantiles()
         self.mark_delay = Quantiles()
-        self.incoming: Counter[str] = Counter()
-        self.malformed: Counter[str] = Counter()
+        self.incoming = BoundedCounter()
+        self.malformed = BoundedCounter()
 
     # -- frames in -----------------------------------------------------------------------------
 
@@ -213,8 +215,9 @@ class TelephonyLink:
         kind, value, arrival = self._queue.popleft()
         self.messages_sent += 1
         self._in_flight += 1
+        self._in_flight_samples = 0
         if kind == "media":
-            samples = len(value) // self.format.frame_bytes
+            samples = self._in_flight_samples = len(value) // self.format.frame_bytes
             self._queued_samples -= samples
             self.samples_sent += samples
             if arrival is not None:
@@ -235,20 +238,21 @@ class TelephonyLink:
         """The message last popped could not be sent (the connection broke under it)."""
         self._in_flight -= 1
         self.messages_sent -= 1
+        self.samples_sent -= self._in_flight_samples
         if kind == "media":
-            self.drops.add("send_failed")
+            self.drops.add("send_failed", samples=self._in_flight_samples)
 
     def receive(self, message: str | bytes, now: float) -> None:
         """Take a message from the telephony side; RemoteProtocolError (counted) if it is malformed."""
         try:
             self.take(self.stream.receive(message), now)
         except RemoteProtocolError as exc:
-            self.malformed[exc.reason] += 1
+            self.malformed.add(exc.reason)
             raise
 
     def take(self, event: Event, now: float) -> None:
         """Take an event of the stream (a mark echo settles its mark); RemoteProtocolError for an unknown mark."""
-        self.incoming[event.kind] += 1
+        self.incoming.add(event.kind)
         if type(event) is MarkEcho:
             sent = self._mark_times.pop(event.name, None)
             if sent is None:
@@ -276,8 +280,8 @@ class TelephonyLink:
             connects=self.connects,
             disconnects=self.disconnects,
             first_audio_ms=self.first_audio.summary(scale=1000),
-            incoming=dict(sorted(self.incoming.items())),
-            malformed=dict(sorted(self.malformed.items())),
+            incoming=self.incoming.snapshot(),
+            malformed=self.malformed.snapshot(),
             drops=self.drops.snapshot(),
         )
 
@@ -418,45 +422,48 @@ class TelephonyStream:
     async def _keep_connected(self, call: trio.CancelScope, *, task_status: trio.TaskStatus[None]) -> None:
         """Hold the connection: reconnect with backoff when it drops; end the call if the far end hangs up.
 
-        ConnectFailed when the far end refuses, or after ``reconnect_attempts`` failures in a row.
+        ConnectFailed when the far end refuses; LinkFailed after ``reconnect_attempts`` retries
+        in a row failed, a connection that carried no media for a while counting as failed.
         """
         config, link = self.config, self.link
-        backoff = Backoff(config.backoff_initial, config.backoff_max)
+        backoff = Backoff(config.backoff_initial, config.backoff_max, config.reconnect_attempts)
         started = False
         while True:
             try:
                 async with open_connection(config.url, timeout=config.connect_timeout) as ws:
                     link.connect()
+                    backoff.connected()
                     if not started:
                         task_status.started()
                         started = True
-                    backoff.reset()
-                    await self._converse(ws)
+                    await self._converse(ws, backoff)
                     if self.closing:
                         link.disconnect(lost=False)
                         self.poke()
                         return
             except ConnectFailed as exc:
-                if exc.status is not None or backoff.attempt >= config.reconnect_attempts:
+                if exc.status is not None:
                     raise
-                log.warning("telephony_ws: %s; retrying", exc)
+                why = str(exc)
             else:
                 link.disconnect()
                 self.poke()
-                if ws.closed is not None and ws.closed.code == 1000:
+                if ws.closed is not None and ws.closed.code == 1000 and not ws.closed.local:
                     log.info("telephony_ws: %s ended the stream", peer(config.url))
                     call.cancel()
                     return
-                log.warning("telephony_ws: lost %s (%s); reconnecting", peer(config.url), ws.closed)
-            await trio.sleep(backoff.next_delay())
+                why = ended(config.url, ws.closed)
+            delay = backoff.failed(why)
+            log.warning("telephony_ws: %s; reconnecting in %.2g s", why, delay)
+            await trio.sleep(delay)
 
-    async def _converse(self, ws: WebSocketConnection) -> None:
+    async def _converse(self, ws: WebSocket, backoff: Backoff) -> None:
         link, url = self.link, self.config.url
 
         async def read(cancel_scope: trio.CancelScope) -> None:
             try:
                 while True:
-                    message = await ws.get_message()
+                    message = await ws.receive()
                     try:
                         link.receive(message, trio.current_time())
                     except RemoteProtocolError as exc:
@@ -479,11 +486,13 @@ class TelephonyStream:
                         continue
                     kind, message = item
                     try:
-                        await ws.send_message(message)
-                    except ConnectionClosed:
+                        await ws.send(message)
+                    except (ConnectionClosed, trio.Cancelled):  # cancelled: the far end stopped reading
                         link.lost_in_flight(kind)
                         raise
                     link.sent()
+                    if kind == "media":
+                        backoff.carried(trio.current_time())
                     self.poke()
             except ConnectionClosed:
                 nursery.cancel_scope.cancel()

@@ -24,14 +24,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from rtstream.audio.payload import PayloadAligner
 from rtstream.caps import ANY_SIZE, Caps
@@ -50,10 +49,12 @@ from rtstream.frames import (
 from rtstream.markup import MarkupError, strip_tags
 from rtstream.params import ParamError, param, show_path
 from rtstream.stage import Filter, Source
-from rtstream.stats import Drops, Quantiles, Summary, stat
+from rtstream.stats import BoundedCounter, Drops, Quantiles, Summary, stat
+from rtstream.text import clip, one_line
+from rtstream.websocket import ConnectionClosed, WebSocket
 from rtstream.wire import RemoteProtocolError
 
-from .wsclient import Backoff, ConnectFailed, open_connection, peer
+from .wsclient import Backoff, ConnectFailed, ended, open_connection, peer
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +177,11 @@ class Counts:
     repeated_seconds: float = 0.0
     restarts: int = 0
     connects: int = 0
+    timeouts: int = 0
     keep_alives: int = 0
     tokens: int = 0
-    service_errors: Counter[str] = attrs.Factory(Counter)
-    malformed: Counter[str] = attrs.Factory(Counter)
+    service_errors: BoundedCounter = attrs.Factory(BoundedCounter)
+    malformed: BoundedCounter = attrs.Factory(BoundedCounter)
     stale: int = 0
     first_chunk: Quantiles = attrs.Factory(Quantiles)
     drops: Drops = attrs.Factory(Drops)
@@ -359,7 +361,7 @@ class Speech:
         return []
 
     def _noted(self, noted: Noted, now: float) -> list[Frame]:
-        self._counts.service_errors[noted.code] += 1
+        self._counts.service_errors.add(noted.code)
         return []
 
     def _finished(self, finished: Finished, now: float) -> list[Frame]:
@@ -370,7 +372,7 @@ class Speech:
 
     def _failed(self, failed: Failed, now: float) -> list[Frame]:
         self.error = failed.code
-        self._counts.service_errors[failed.code] += 1
+        self._counts.service_errors.add(failed.code)
         self.context_done = True
         self.lost()
         return []
@@ -399,6 +401,7 @@ class TtsStatistics:
     seconds_out: float = stat(help="Seconds of audio sent on.")
     word_timings: int = stat(help="Words timed (sent on once their audio had arrived).")
     connects: int = stat(help="Connections made (the first and every reconnect).")
+    timeouts: int = stat(help="Contexts lost to silence: nothing heard within response_timeout (first audio included).")
     resumes: int = stat(help="Utterances resumed on a new context after a lost connection or an error.")
     repeated_seconds: float = stat(help="Audio asked for again by resumes (spoken twice if it had arrived).")
     restarts: int = stat(help="Resumes from the start of the context (nothing timed to resume from a word).")
@@ -617,10 +620,11 @@ class TtsElement:
         task_status: Any,
     ) -> None:
         counts = self._counts
-        backoff = Backoff(self.config.backoff_initial, self.config.backoff_max)
+        backoff = Backoff(
+            self.config.backoff_initial, self.config.backoff_max, self.config.reconnect_attempts, settle=0
+        )
         state = _State(fmt)
         started = False
-        refused_in_row = 0
         connection = 0
         while True:
             try:
@@ -629,7 +633,7 @@ class TtsElement:
                 ) as ws:
                     counts.connects += 1
                     connection += 1
-                    refused_in_row = 0
+                    backoff.connected()
                     if not started:
                         task_status.started()
                         started = True
@@ -647,31 +651,34 @@ class TtsElement:
                         return
                     continue  # stream-input: a new connection for the next utterance
             except ConnectFailed as exc:
-                refused_in_row += 1
-                if exc.status is not None or refused_in_row > self.config.reconnect_attempts:
+                if exc.status is not None:
                     raise
+                delay = backoff.failed(str(exc))
                 log.warning("%s: %s; retrying", self.name, exc)
             except (ConnectionClosed, trio.TooSlowError) as exc:
+                if isinstance(exc, ConnectionClosed):
+                    why = ended(self._url, exc.reason)
+                else:
+                    counts.timeouts += 1
+                    why = f"{self._peer}: no answer within {self.config.response_timeout:g} s"
+                delay = backoff.failed(why)
                 speech = state.speech
                 if speech is not None and not (self.config.one_stream() and speech.finished):
                     speech.lost()
                     log.warning(
-                        "%s: lost %s on %s (%s); resuming from word %d",
-                        self.name,
-                        speech.context,
-                        self._peer,
-                        type(exc).__name__,
-                        speech.resume_from,
+                        "%s: lost %s: %s; resuming from word %d", self.name, speech.context, why, speech.resume_from
                     )
                     if self._give_up(speech):
                         await tx.send(UtteranceEnd(speech.utterance))
                         state.end_speech()
                         continue  # given up: the next utterance (if any) needs no wait
-            await trio.sleep(backoff.next_delay())
+                else:
+                    log.warning("%s: %s; reconnecting", self.name, why)
+            await trio.sleep(delay)
 
     async def _session(
         self,
-        ws: WebSocketConnection,
+        ws: WebSocket,
         connection: int,
         state: _State,
         tx: Any,
@@ -684,9 +691,9 @@ class TtsElement:
 
         async def send(messages: list[Message]) -> None:
             nonlocal last_sent
-            for message in messages:
-                await ws.send_message(message)
             if messages:
+                with trio.fail_after(self.config.response_timeout):  # a service that stops reading is silent too
+                    await ws.send_many(messages)
                 last_sent = trio.current_time()
 
         if state.speech is not None:  # resume on this connection
@@ -786,7 +793,7 @@ class TtsElement:
         try:
             readings = dialect.receive(message, now)
         except RemoteProtocolError as exc:
-            self._counts.malformed[exc.reason] += 1
+            self._counts.malformed.add(exc.reason)
             if self._counts.malformed[exc.reason] == 1:
                 log.warning(
                     "%s: malformed message from %s (%s, counted from now on): %.80r",
@@ -801,26 +808,23 @@ class TtsElement:
             self._counts.stale += len(readings)
             return
         for frame in speech.receive(readings, now):
+            if type(frame) is AudioChunk:
+                backoff.carried(now)
             await tx.send(frame)
         if speech.finished:
             await tx.send(UtteranceEnd(speech.utterance))
             state.end_speech()
-            backoff.reset()
             if self.config.gap and self.utterances:
                 await trio.sleep(self.config.gap)
         elif speech.error is not None:
-            log.warning(
-                "%s: the service answered %s for %s; resuming from word %d",
-                self.name,
-                speech.error,
-                speech.context,
-                speech.resume_from,
-            )
+            why = f"{self._peer} answered {clip(one_line(speech.error), 64)} for {speech.context}"
+            log.warning("%s: %s; resuming from word %d", self.name, why, speech.resume_from)
+            delay = backoff.failed(why)
             if self._give_up(speech):
                 await tx.send(UtteranceEnd(speech.utterance))
                 state.end_speech()
                 return
-            await trio.sleep(backoff.next_delay())
+            await trio.sleep(delay)
             await send(speech.open(dialect, trio.current_time()))
 
     def _give_up(self, speech: Speech) -> bool:
@@ -852,13 +856,14 @@ class TtsElement:
             seconds_out=c.samples / rate,
             word_timings=c.word_timings,
             connects=c.connects,
+            timeouts=c.timeouts,
             resumes=c.resumes,
             repeated_seconds=c.repeated_seconds,
             restarts=c.restarts,
             keep_alives=c.keep_alives,
             tokens=c.tokens,
-            service_errors=dict(sorted(c.service_errors.items())),
-            malformed=dict(sorted(c.malformed.items())),
+            service_errors=c.service_errors.snapshot(),
+            malformed=c.malformed.snapshot(),
             stale_messages=c.stale,
             first_chunk_ms=c.first_chunk.summary(scale=1000),
             drops=c.drops.snapshot(),
@@ -887,10 +892,10 @@ class _State:
         self.speech = None
 
 
-async def _read(ws: WebSocketConnection, connection: int, events: trio.MemorySendChannel[_Item]) -> None:
+async def _read(ws: WebSocket, connection: int, events: trio.MemorySendChannel[_Item]) -> None:
     async with events:
         try:
             while True:
-                await events.send(("message", connection, await ws.get_message()))
+                await events.send(("message", connection, await ws.receive()))
         except ConnectionClosed as exc:
             await events.send(("closed", connection, exc))

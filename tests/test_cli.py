@@ -115,7 +115,7 @@ def test_a_failed_run_exits_1(tmp_path):
     result = invoke("run", str(config))
     assert result.exit_code == 1
     assert "pipeline 'a' failed after" in result.output
-    assert "stage 2 (telephony_ws) failed: ConnectFailed" in result.output
+    assert "stage 2 (telephony_ws) failed: LinkFailed: ws://127.0.0.1:1: Connection refused;" in result.output
 
 
 def test_stages_and_inspect():

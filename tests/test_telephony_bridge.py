@@ -90,7 +90,11 @@ async def test_no_telephony_side_fails_the_call_with_a_clear_error():
             await probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         sink = TelephonySink(url=f"ws://127.0.0.1:{port}/", reconnect_attempts=1, backoff_initial=0.01)
-        with pytest.raises(StageFailed, match=rf"telephony_ws\) failed: ConnectFailed: ws://127.0.0.1:{port}/: "):
+        with pytest.raises(
+            StageFailed,
+            match=rf"^pipeline 'test', stage 2 \(telephony_ws\) failed: LinkFailed: ws://127\.0\.0\.1:{port}: "
+            r"Connection refused; gave up after 2 failed attempts in a row$",
+        ):
             await run_stages([Tone(sample_rate=8000, duration=0.1), sink])
 
 

@@ -231,6 +231,20 @@ def test_link_holds_audio_while_down_up_to_its_bound():
     assert sent[0][1] == tone(PCM8, 480, pts=480 * 6).tobytes()  # the newest frame and 180 ms (within 200) before it
 
 
+def test_a_frame_lost_in_flight_is_a_drop_with_its_samples_not_a_send():
+    link = TelephonyLink("raw", PCM8, marks=False, hold=1.0)
+    link.connect()
+    link.push(tone(PCM8, 480))
+    link.push(tone(PCM8, 160, pts=480))
+    kind, _ = link.pop(0.0)
+    link.sent()
+    kind, _ = link.pop(0.0)
+    link.lost_in_flight(kind)
+    stats = link.statistics()
+    assert stats.messages_sent == 1 and stats.seconds_sent == 0.06 and link.pending == 0
+    assert stats.drops["send_failed"].frames == 1 and stats.drops["send_failed"].samples == 160
+
+
 def test_json_protocols_wait_for_start_before_sending():
     link = TelephonyLink("twilio", ULAW, marks=True, hold=1.0)
     link.connect()

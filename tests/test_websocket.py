@@ -7,12 +7,19 @@ of a handshake or a frame is checked only against our own code.
 from __future__ import annotations
 
 import socket as stdlib_socket
+import ssl
+import threading
+from collections.abc import Iterator
 
 import pytest
 import trio
+import trustme
 from websockets.exceptions import ConnectionClosed as PeerClosed
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as peer_connect
+from websockets.sync.server import ServerConnection
+from websockets.sync.server import serve as peer_serve
+from wsproto.handshake import generate_accept_token
 
 from rtstream import websocket
 from rtstream.httpserver import Request, Response, Upgrade, bound_port, open_listener, serve
@@ -131,7 +138,7 @@ async def test_our_client_against_our_server_and_a_refusal() -> None:
             await ws.send_many(["a", b"b", "c"])
             got = [await ws.receive() for _ in range(3)]
             await ws.close()
-            with pytest.raises(websocket.HandshakeFailed, match=r"^ws://127\.0\.0\.1:\d+/busy: refused with HTTP 503$"):
+            with pytest.raises(websocket.HandshakeFailed, match=r"^ws://127\.0\.0\.1:\d+: refused with HTTP 503$"):
                 await websocket.connect(f"ws://127.0.0.1:{port}/busy?key=secret")
             nursery.cancel_scope.cancel()
     assert got == ["a", b"b", "c"]
@@ -163,3 +170,123 @@ async def test_a_peer_that_vanishes_reads_as_1006_at_the_server() -> None:
             await done.wait()
             nursery.cancel_scope.cancel()
     assert ended == [websocket.CloseReason(1006, "connection lost")]
+
+
+class IndependentServer:
+    """The ``websockets`` library's echo server in a thread, TLS or not, recording each connection's close code."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.close_codes: list[int | None] = []
+        self.closed = threading.Event()
+        self._server = peer_serve(self._echo, "localhost", 0, ssl=tls)
+        self.port = self._server.socket.getsockname()[1]
+
+    def _echo(self, ws: ServerConnection) -> None:
+        for message in ws:
+            ws.send(message)
+        self.close_codes.append(ws.close_code)  # 1006 when no Close frame came
+        self.closed.set()
+
+    def __enter__(self) -> IndependentServer:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_server(ca: trustme.CA) -> Iterator[IndependentServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    with IndependentServer(context) as server:
+        yield server
+
+
+async def test_wss_speaks_tls_to_an_independent_server_and_closes_with_a_close_frame(ca, tls_server) -> None:
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    with trio.fail_after(TIMEOUT):
+        ws = await websocket.connect(f"wss://localhost:{tls_server.port}/x?key=secret", ssl_context=trusting)
+        await ws.send_many(["hello", b"\x00\x01"])
+        got = [await ws.receive(), await ws.receive()]
+        await ws.close()
+        await trio.to_thread.run_sync(tls_server.closed.wait)
+    assert got == ["hello", b"\x00\x01"]
+    assert tls_server.close_codes == [1000]
+
+
+async def test_wss_checks_the_certificate_against_the_system_roots(tls_server) -> None:
+    with (
+        trio.fail_after(TIMEOUT),
+        pytest.raises(
+            websocket.HandshakeFailed,
+            match=rf"^wss://localhost:{tls_server.port}: TLS handshake failed: unable to get local issuer certificate$",
+        ),
+    ):
+        await websocket.connect(f"wss://localhost:{tls_server.port}/x?key=secret")
+
+
+async def test_a_cancelled_task_still_sends_close() -> None:
+    with IndependentServer() as server, trio.fail_after(TIMEOUT):
+        ws = await websocket.connect(f"ws://localhost:{server.port}/")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await ws.close()
+        await trio.to_thread.run_sync(server.closed.wait)
+    assert server.close_codes == [1000]
+
+
+async def test_close_gives_up_on_a_peer_that_never_reads(autojump_clock) -> None:
+    """The peer accepts the upgrade, then reads nothing: our sends fill the socket, close() still returns."""
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    async def accept_and_stall() -> None:
+        sock, _ = await listener.accept()
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += await sock.recv(4096)
+        key = next(
+            line.split(b": ")[1] for line in request.split(b"\r\n") if line.lower().startswith(b"sec-websocket-key")
+        )
+        accept = generate_accept_token(key)
+        await sock.send(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        await trio.sleep_forever()  # holding the socket open, reading nothing
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept_and_stall)
+        ws = await websocket.connect(f"ws://127.0.0.1:{port}/")
+        with trio.move_on_after(5):
+            while True:
+                await ws.send(b"\x00" * 65536)
+        started = trio.current_time()
+        await ws.close()
+        nursery.cancel_scope.cancel()
+    assert trio.current_time() - started <= 3 * websocket.CLOSE_TIMEOUT
+    assert ws.closed == websocket.CloseReason(1000, "", local=True)
+
+
+async def test_the_client_stages_connect_over_wss_with_the_system_trust_store(ca, tls_server, tmp_path, monkeypatch):
+    """Every client stage connects through open_connection: wss:// there checks against the system's roots."""
+    from rtstream.stages.wsclient import open_connection
+
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    with trio.fail_after(TIMEOUT):
+        async with open_connection(f"wss://localhost:{tls_server.port}/tts/websocket", timeout=5) as ws:
+            await ws.send("over TLS")
+            assert await ws.receive() == "over TLS"
+        await trio.to_thread.run_sync(tls_server.closed.wait)
+    assert tls_server.close_codes == [1000]

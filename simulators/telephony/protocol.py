@@ -15,7 +15,7 @@ mark may rightly start later), so pauses between utterances are not counted as j
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +25,7 @@ import numpy as np
 from rtstream.audio.codec import to_int16
 from rtstream.frames import AudioFormat, Encoding
 from rtstream.params import ParamError, param, require_at_least
-from rtstream.stats import Quantiles
+from rtstream.stats import BoundedCounter, Quantiles
 from rtstream.wire import RemoteProtocolError
 from rtstream.wire.telephony import PROTOCOLS as WIRE
 from rtstream.wire.telephony import ChunkRule, ClearEcho, MarkEcho, Metadata, SendClear, SendMark, SendMedia, Start
@@ -148,7 +148,7 @@ class TelephonyCall:
         self._outbox: deque[tuple[float, Any]] = deque()
         self._pending_marks: deque[tuple[float, str]] = deque()
         self.frames = self.bytes = self.wrong_size = self.marks = self.marks_echoed = self.clears = 0
-        self.errors: Counter[str] = Counter()
+        self.errors = BoundedCounter()
         self.text_frames = 0
         self.deviation = Quantiles(resolution=1e-6)
         self._last_arrival: float | None = None
@@ -186,7 +186,7 @@ class TelephonyCall:
         try:
             command = self.wire.receive(message)
         except RemoteProtocolError as exc:
-            self.errors[exc.reason] += 1
+            self.errors.add(exc.reason)
             return None
         match command:
             case SendMedia(payload):
@@ -194,7 +194,7 @@ class TelephonyCall:
             case SendMark(name):
                 self.marks += 1
                 if len(self._pending_marks) >= MAX_PENDING_MARKS:
-                    self.errors["too_many_marks"] += 1
+                    self.errors.add("too_many_marks")
                 else:
                     self._pending_marks.append((max(now, self._play_end), name))
                 self._end_segment()
@@ -286,7 +286,7 @@ class TelephonyCall:
             "frames": self.frames,
             "seconds": self.bytes / fmt.frame_bytes / fmt.sample_rate,
             "wrong_size": self.wrong_size,
-            "errors": dict(sorted(self.errors.items())),
+            "errors": self.errors.snapshot(),
             "marks": self.marks,
             "marks_echoed": self.marks_echoed,
             "clears": self.clears,

@@ -13,7 +13,7 @@ Deepgram's does. Silence past ``inactivity_timeout`` closes it (1011).
 from __future__ import annotations
 
 import random
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from rtstream.params import param
+from rtstream.stats import BoundedCounter
 from rtstream.wire import RemoteProtocolError
 from rtstream.wire.deepgram import (
     FLUSH_LIMIT,
@@ -95,7 +96,7 @@ class DeepgramSession:
         self._closing = False
         self._failed = False
         self._requests = self._flushes = self._refused = self._clears = self._chunks = self._bytes = 0
-        self._errors: Counter[str] = Counter()
+        self._errors = BoundedCounter()
         self._queue.append((now, Metadata(request_id, model, "2025-01-01.0", f"00000000-0000-0000-0000-{seed:012d}")))
 
     def receive(self, message: str | bytes, now: float) -> None:
@@ -155,7 +156,7 @@ class DeepgramSession:
         for piece in self._voice.speak(text, now):
             if s.error_after is not None and self._chunks >= s.error_after and not self._failed:
                 self._failed = True  # one simulated failure per connection
-                self._errors["internal_error"] += 1
+                self._errors.add("internal_error")
                 self._close(CloseConnection(INTERNAL_ERROR, "simulated generation failure"), piece.ready)
                 return
             self._chunks += 1
@@ -163,7 +164,7 @@ class DeepgramSession:
             self._queue.append((piece.ready, Audio(piece.audio)))
 
     def _warn(self, code: str, description: str, now: float) -> None:
-        self._errors[code] += 1
+        self._errors.add(code)
         self._queue.append((self._tail(now), ServiceWarning(description, code)))
 
     def _close(self, close: CloseConnection, now: float) -> None:
@@ -200,7 +201,7 @@ class DeepgramSession:
             self._clears,
             self._chunks,
             self._bytes,
-            dict(sorted(self._errors.items())),
+            self._errors.snapshot(),
             self._net.statistics(),
         )
 

@@ -15,7 +15,7 @@ and a close with 1008, as the service does.
 from __future__ import annotations
 
 import random
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from rtstream.params import param
+from rtstream.stats import BoundedCounter
 from rtstream.wire.elevenlabs import (
     MAX_CONTEXTS,
     OUTPUT_FORMATS,
@@ -124,7 +125,7 @@ class ElevenLabsSession:
         self._chunks = self._bytes = self._requests = self._opened = self._closed = 0
         self._keep_alives = self._flushes = 0
         self._failed = False
-        self._errors: Counter[str] = Counter()
+        self._errors = BoundedCounter()
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -222,7 +223,7 @@ class ElevenLabsSession:
             s = self.settings
             if s.error_after is not None and self._chunks >= s.error_after and not self._failed:
                 self._failed = True  # one simulated failure per connection
-                self._errors["internal_error"] += 1
+                self._errors.add("internal_error")
                 ctx.queue.append((piece.ready, ServiceError("simulated generation failure", "internal_error", 1011)))
                 ctx.queue.append((piece.ready, Close(INTERNAL_ERROR, "simulated generation failure")))
                 self._closing = True
@@ -233,7 +234,7 @@ class ElevenLabsSession:
             ctx.queue.append((piece.ready, Audio(ctx.id, piece.audio, alignment, alignment, piece.number)))
 
     def _refuse(self, code: str, message: str, now: float) -> None:
-        self._errors[code] += 1
+        self._errors.add(code)
         self._net.push(self._wire.send(ServiceError(message, code, POLICY_VIOLATION)), now)
         self._queue_close(Close(POLICY_VIOLATION, message[:120]), now)
 
@@ -292,7 +293,7 @@ class ElevenLabsSession:
             self._flushes,
             self._chunks,
             self._bytes,
-            dict(sorted(self._errors.items())),
+            self._errors.snapshot(),
             self._net.statistics(),
         )
 

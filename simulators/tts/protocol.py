@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections import Counter, deque
+from collections import deque
 from typing import Any
 
 import attrs
@@ -33,6 +33,7 @@ import numpy as np
 
 from rtstream.audio.codec import from_float32
 from rtstream.frames import AudioFormat
+from rtstream.stats import BoundedCounter
 from rtstream.wire.cartesia import (
     SPEEDS,
     BadRequest,
@@ -143,7 +144,7 @@ class TtsSession:
         self._chunks = 0
         self._failed = False
         self._requests = self._opened = self._done = self._cancelled = self._expired_count = self._bytes = 0
-        self._errors: Counter[str] = Counter()
+        self._errors = BoundedCounter()
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -170,7 +171,7 @@ class TtsSession:
             self._refuse(exc, now)
 
     def _refuse(self, exc: RequestError, now: float) -> None:
-        self._errors[exc.code] += 1
+        self._errors.add(exc.code)
         self._net.push(self._wire.send(self._error(exc.context, exc.status, exc.code, exc.title, str(exc))), now)
 
     def _error(self, context: str | None, status: int, code: str, title: str, message: str) -> Error:
@@ -367,7 +368,7 @@ class TtsSession:
             self._expired_count,
             self._chunks,
             self._bytes,
-            dict(sorted(self._errors.items())),
+            self._errors.snapshot(),
             self._net.statistics(),
         )
 
