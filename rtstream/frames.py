@@ -2,7 +2,9 @@
 
 A pipeline carries a stream of frames. Audio comes in :class:`AudioChunk` values of any size;
 the few event frames mark where utterances begin and end, when words are spoken, where audio
-was lost, when the listener barged in, and which keys the caller pressed. Stages forward the events they do not handle.
+was lost, when the listener barged in, and which keys the caller pressed; :class:`TextToken`
+carries text to be spoken (an LLM's reply as it is generated) to a TTS stage. Stages forward
+the events they do not handle.
 
 Time inside a stream is media time: ``pts`` counts samples (per channel) at the chunk's own
 rate from the start of the stream. Word timings are seconds from the start of their utterance,
@@ -218,6 +220,19 @@ class WordTimings:
 
 
 @attrs.frozen
+class TextToken:
+    """A piece of an utterance's text for a TTS stage to speak, as an LLM or voice agent produces it.
+
+    Pieces of one ``utterance`` come in order and join without separators (spaces are part of
+    the text); ``final`` marks the last, after which the utterance's text is complete.
+    """
+
+    text: str
+    utterance: str
+    final: bool = False
+
+
+@attrs.frozen
 class Clear:
     """Barge-in: drop the audio buffered downstream and start afresh with what follows."""
 
@@ -246,5 +261,5 @@ class Dtmf:
     arrival: float | None = None
 
 
-Event: TypeAlias = UtteranceStart | UtteranceEnd | WordTimings | Clear | Gap | Dtmf
+Event: TypeAlias = UtteranceStart | UtteranceEnd | WordTimings | TextToken | Clear | Gap | Dtmf
 Frame: TypeAlias = AudioChunk | Event

@@ -9,6 +9,7 @@ shells count.
 - :mod:`rtstream.wire.telephony`: media streams (raw binary, Twilio, Plivo, Exotel, Telnyx, Vonage,
   Jambonz, FreeSWITCH), a module each.
 - :mod:`rtstream.wire.cartesia`: the Cartesia TTS WebSocket, client and service.
+- :mod:`rtstream.wire.agent`: the voice-agent (conversation) WebSocket, bridge and agent.
 
 This layer imports only the engine's core modules (frames), never stages or simulators.
 """
