@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,17 @@ from rtstream.simulators.agent import AgentSession, AgentSettings, Vad
 from rtstream.simulators.agent.protocol import Offset, Onset
 from rtstream.simulators.script import ScriptError, Turn, parse_script
 from rtstream.simulators.speech import synthesize
-from rtstream.wire.agent import FORMAT, AgentClient, BargeIn, ReplyAudio, Start, Transcript, TurnEnd, TurnStart
+from rtstream.wire.agent import (
+    FORMAT,
+    AgentClient,
+    BargeIn,
+    LlmToken,
+    ReplyAudio,
+    Start,
+    Transcript,
+    TurnEnd,
+    TurnStart,
+)
 
 RATE = 16000
 STEP = 320  # 20 ms packets, as telephony delivers them
@@ -76,8 +87,8 @@ def test_vad_counts_frames_across_packets_of_any_size() -> None:
 class Bridge:
     """Feeds a session the caller's audio on virtual time and reads what it says, as the bridge would."""
 
-    def __init__(self, **settings: object) -> None:
-        self.session = AgentSession(AgentSettings(**settings))  # type: ignore[arg-type]
+    def __init__(self, **settings: Any) -> None:
+        self.session = AgentSession(AgentSettings(**settings))
         self.client = AgentClient()
         self.now = 0.0
         self.heard: list[tuple[float, object]] = []
@@ -112,7 +123,7 @@ def test_a_turn_is_heard_from_the_script_and_answered_with_tokens_and_audio(tmp_
     kinds = [type(e).__name__ for _, e in bridge.heard]
     assert kinds[:3] == ["Transcript", "TurnStart", "LlmToken"]
     assert kinds[-1] == "TurnEnd"
-    text = "".join(e.text for _, e in bridge.heard if type(e).__name__ == "LlmToken")
+    text = "".join(e.text for e in bridge.of(LlmToken))
     assert text == "Sure, for how many people?"
     audio = b"".join(e.pcm for e in bridge.of(ReplyAudio))
     assert audio == speech("Sure, for how many people?").tobytes()

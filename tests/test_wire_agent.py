@@ -14,6 +14,7 @@ from rtstream.wire.agent import (
     AgentServer,
     BargeIn,
     CallerAudio,
+    Down,
     Dtmf,
     Error,
     LlmDone,
@@ -64,7 +65,7 @@ def test_the_agent_reads_what_the_bridge_sends(commands: list, parameters: dict)
 def test_the_bridge_reads_what_the_agent_sends(replies: list) -> None:
     client, server = AgentClient(), AgentServer()
     for turn, said, audio, interrupted in replies:
-        events = [
+        events: list[Down] = [
             Transcript(turn, said),
             TurnStart(turn, said or None),
             LlmToken(turn, said),
