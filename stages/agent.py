@@ -339,6 +339,8 @@ class AgentLink:
         self.config = config
         self.uplink = Uplink(0)
         self.downlink = Downlink(config.link, config.max_message_bytes)
+        self._wire = AgentClient(max_message_bytes=config.max_message_bytes)
+        """For what goes up (the downlink keeps its own, per connection, for what comes down)."""
         self._frames_tx, self.frames = trio.open_memory_channel[Frame](FRAMES_QUEUED)
         self.reader = False
         """An ``agent_in`` takes the frames; without one they are counted (``unread``) and dropped."""
@@ -426,7 +428,7 @@ class AgentLink:
                                 log.error("%s: giving up the voice agent: %s", config.link, exc)
                                 return
                             log.warning("%s: %s; retrying", config.link, exc)
-                            await trio.sleep(backoff.next_delay())
+                            await self._pause(backoff.next_delay())
                             continue
                         self.connects += 1
                         if await self._converse(ws, backoff):
@@ -437,13 +439,19 @@ class AgentLink:
                             await self._deliver(frame)
                         if not self.finished:
                             log.warning("%s: lost %s; reconnecting", config.link, peer(config.url))
-                            await trio.sleep(backoff.next_delay())
+                            await self._pause(backoff.next_delay())
         finally:
             for _, samples in self.uplink.take():
                 if samples:
                     self.uplink.drops.add("link_closed", samples=samples)
             self.done.set()
             self._changed.unpark_all()
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` before the next attempt, or less if the caller's stream ends meanwhile."""
+        with trio.move_on_after(delay):
+            while not self.finished:
+                await self._changed.park()
 
     async def _converse(self, ws: WebSocket, backoff: Backoff) -> bool:
         """Send and read on one connection; True once ``stop`` went out, False when the connection was lost."""
@@ -460,7 +468,7 @@ class AgentLink:
         )
         stopped = False
         try:
-            await ws.send(AgentClient().send(command))
+            await ws.send(self._wire.send(command))
             async with trio.open_nursery() as nursery:
 
                 async def read() -> None:
@@ -480,7 +488,7 @@ class AgentLink:
 
     async def _send(self, ws: WebSocket) -> bool:
         """Send what is queued until ``stop`` went out (True) or the connection is lost (False)."""
-        wire = AgentClient()
+        wire = self._wire
         while True:
             batch = self.uplink.take()
             if not batch:
