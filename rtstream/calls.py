@@ -23,6 +23,7 @@ from typing import Protocol as Protocol_
 import attrs
 import trio
 
+from .control import CallControl
 from .frames import AudioFormat, Encoding
 from .params import ParamError, param
 from .stats import BoundedCounter
@@ -157,6 +158,8 @@ class Call:
         """Caller messages dropped because ``telephony_in`` fell behind (or no pipeline reads them)."""
         self.hung_up = trio.Event()
         """Set when the provider stopped the stream or the socket closed."""
+        self.control = CallControl()
+        """The call's control path (barge-in)."""
         self.incoming = BoundedCounter(32)
         """Messages by kind."""
         self.malformed = BoundedCounter(32)
@@ -268,4 +271,5 @@ class Call:
             "malformed": self.malformed.snapshot(),
             "early_media": self.early_media,
             "inbound_dropped": self.inbound_dropped,
+            "control": self.control.statistics(),
         }

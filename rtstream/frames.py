@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 from fractions import Fraction
+from collections.abc import Iterable
 from typing import TypeAlias
 
 import attrs
@@ -60,7 +61,7 @@ class Encoding(enum.Enum):
         raise ValueError(f"encoding {value!r} is not supported; use one of {listed}")
 
 
-_DTYPES = {
+_DTYPES: dict[Encoding, np.dtype] = {
     Encoding.PCM_S16LE: np.dtype("<i2"),
     Encoding.PCM_F32LE: np.dtype("<f4"),
     Encoding.PCM_MULAW: np.dtype("u1"),
@@ -211,12 +212,16 @@ class Word:
     end: float
 
 
+def _words(words: Iterable[Word]) -> tuple[Word, ...]:
+    return tuple(words)
+
+
 @attrs.frozen
 class WordTimings:
     """Timings for some words of an utterance; may come before or after the audio they time."""
 
     utterance: str
-    words: tuple[Word, ...] = attrs.field(converter=tuple)
+    words: tuple[Word, ...] = attrs.field(converter=_words)
 
 
 @attrs.frozen

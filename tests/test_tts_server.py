@@ -97,9 +97,13 @@ async def test_disconnect_after_n_chunks_closes_with_1011():
 
 async def test_impairments_are_deterministic_over_the_socket():
     async def conversation():
-        async with tts_server(
-            rtf=20, first_byte_latency=0, drop=0.1, duplicate=0.1, reorder=0.1, jitter=0.005, seed=9
-        ) as (url, _), open_websocket_url(url) as ws:
+        async with (
+            tts_server(rtf=20, first_byte_latency=0, drop=0.1, duplicate=0.1, reorder=0.1, jitter=0.005, seed=9) as (
+                url,
+                _,
+            ),
+            open_websocket_url(url) as ws,
+        ):
             await ws.send_message(req("A long enough sentence to be impaired in a few ways."))
             return [(m["type"], m.get("seq")) for m in await until_done(ws)]
 
