@@ -433,10 +433,15 @@ class AgentLink:
                         self.connects += 1
                         if await self._converse(ws, backoff):
                             return
-                        failed_in_row = 1
                         self.disconnects += 1
                         for frame in self.downlink.lost():
                             await self._deliver(frame)
+                        failed_in_row = 0 if self._answered else failed_in_row + 1  # accepted, then lost unheard
+                        if failed_in_row > config.reconnect_attempts:
+                            self.failure = f"{peer(config.url)}: lost {failed_in_row} connections in a row"
+                            self.failures.add("unreachable")
+                            log.error("%s: giving up the voice agent: %s", config.link, self.failure)
+                            return
                         if not self.finished:
                             log.warning("%s: lost %s; reconnecting", config.link, peer(config.url))
                             await self._pause(backoff.next_delay())
@@ -553,10 +558,13 @@ class AgentLink:
             finally:
                 self._clearing = False
             return
-        if not self.reader:
-            self.unread += 1
-            return
-        await self._frames_tx.send(frame)
+        if self.reader:
+            try:
+                await self._frames_tx.send(frame)
+                return
+            except trio.BrokenResourceError:  # agent_in ended (cancelled): nothing reads from now on
+                self.reader = False
+        self.unread += 1
 
     @contextlib.contextmanager
     def _listening(self) -> Iterator[None]:
@@ -591,14 +599,15 @@ class AgentOutStatistics:
     connects: int = stat(help="Connections made to the agent (the first and every reconnect).")
     disconnects: int = stat(help="Connections lost before the call ended.")
     failures: dict[str, int] = stat(
-        help="Failures by kind: refused (an HTTP 4xx refusal), unreachable (reconnect_attempts used up), "
+        help="Failures by kind: refused (an HTTP 4xx refusal), unreachable (reconnect_attempts failed connections "
+        "in a row, a connection lost before the agent said anything being one), "
         "no_answer (the agent said nothing within answer_timeout of the caller's first audio on a connection)."
     )
     messages_sent: int = stat(help="Messages sent up (start, audio, DTMF, barge_in, stop).")
     seconds_sent: float = stat(help="Seconds of the caller's audio sent to the agent.")
     dtmf_sent: int = stat(help="DTMF key presses sent up.")
     barge_ins_sent: int = stat(help="barge_in messages sent (a clear on the call's control path cut a reply).")
-    unread: int = stat(help="Frames from the agent dropped because the call has no agent_in.")
+    unread: int = stat(help="Frames from the agent dropped because the call has no agent_in (or it ended).")
     drops: dict[str, DropCount] = stat(
         help="Caller audio not sent, by reason: link_down (held past hold_ms while disconnected), backlog (the agent "
         "read slower than the caller spoke), lost_in_flight (in a write the connection lost), link_closed (after the "

@@ -406,6 +406,18 @@ async def test_an_unreachable_agent_fails_the_bot_pipeline(autojump_clock: Any) 
     assert ran.caller.status == "completed"
 
 
+async def test_an_agent_that_hangs_up_unheard_every_time_is_given_up(autojump_clock: Any, tmp_path: Path) -> None:
+    async def hangs_up(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.aclose()
+
+    async with agent(tmp_path, handler=hangs_up) as (url, _):
+        ran = await converse(url, caller_script(silence(2.0)), reconnect_attempts=2, backoff_initial=0.01)
+    out = ran.stats("caller", 1)
+    assert (out.connects, out.disconnects, out.failures) == (3, 3, {"unreachable": 1})
+    assert ran.bot.status == "failed" and "lost 3 connections in a row" in (ran.bot.error or "")
+
+
 def test_both_ends_must_agree_on_the_connection() -> None:
     token = CURRENT_CALL.set(make_call())
     try:
