@@ -169,6 +169,7 @@ def test_validate_checks_services_and_references(tmp_path):
 def test_simulate_lists_runs_and_reports(tmp_path):
     listed = invoke("simulate")
     assert listed.exit_code == 0 and [line.split()[0] for line in listed.output.splitlines()] == [
+        "agent",
         "caller",
         "telephony",
         "tts",
