@@ -24,7 +24,17 @@ from rtstream.audio.codec import from_float32
 from rtstream.calls import CURRENT_CALL, Call, CallSettings
 from rtstream.control import CURRENT_CONTROL, CallControl
 from rtstream.errors import FormatMismatch
-from rtstream.frames import AudioChunk, Clear, Dtmf, Frame, TextToken, UtteranceEnd, UtteranceStart
+from rtstream.frames import (
+    AudioChunk,
+    AudioFormat,
+    Clear,
+    Dtmf,
+    Encoding,
+    Frame,
+    TextToken,
+    UtteranceEnd,
+    UtteranceStart,
+)
 from rtstream.params import ParamError
 from rtstream.pipeline import assemble
 from rtstream.report import PipelineReport
@@ -32,6 +42,7 @@ from rtstream.runner import run_pipeline
 from rtstream.simulators.agent import AgentServer, AgentSettings
 from rtstream.simulators.speech import synthesize
 from rtstream.stages.agent import AgentIn, AgentOut, Downlink, Uplink
+from rtstream.stages.converter import Converter
 from rtstream.testing import CollectingSink, ScriptedSource, collected
 from rtstream.wire.agent import FORMAT, ReplyAudio, Transcript, TurnEnd, TurnStart
 from rtstream.wire.agent import AgentServer as AgentSide
@@ -48,6 +59,7 @@ caller = "Four."
 agent = "Four it is."
 """
 PACKET = 320
+PHONE = AudioFormat(Encoding.PCM_MULAW, 8000)
 
 
 def speech(text: str) -> np.ndarray:
@@ -58,11 +70,16 @@ def silence(seconds: float) -> np.ndarray:
     return np.zeros(round(seconds * FORMAT.sample_rate), dtype=np.int16)
 
 
-def caller_script(*pieces: np.ndarray, dtmf_at: float | None = None) -> list[tuple[float, Frame]]:
-    """The caller's audio in 20 ms packets at real time (and a key press)."""
+def caller_script(
+    *pieces: np.ndarray, dtmf_at: float | None = None, fmt: AudioFormat = FORMAT
+) -> list[tuple[float, Frame]]:
+    """The caller's audio (PCM16 16 kHz, or converted to ``fmt``) in 20 ms packets at real time, and a key press."""
     audio = np.concatenate(pieces)
+    if fmt != FORMAT:  # every other sample: the energy is what the agent listens to
+        audio = from_float32(audio[:: FORMAT.sample_rate // fmt.sample_rate].astype(np.float32) / 32768, fmt.encoding)
+    packet = fmt.samples_in(20)
     script: list[tuple[float, Frame]] = [
-        (i / FORMAT.sample_rate, AudioChunk(audio[i : i + PACKET], FORMAT, pts=i)) for i in range(0, len(audio), PACKET)
+        (i / fmt.sample_rate, AudioChunk(audio[i : i + packet], fmt, pts=i)) for i in range(0, len(audio), packet)
     ]
     if dtmf_at is not None:
         script.append((dtmf_at, Dtmf("5")))
@@ -99,14 +116,20 @@ async def converse(
     *,
     control: CallControl | None = None,
     during: Callable[[Any], Any] | None = None,
+    convert: bool = False,
     **connection: Any,
 ) -> Ran:
-    """Run the call's two pipelines against the agent at ``url``; ``during(bot_pipeline)`` runs beside them."""
+    """Run the call's two pipelines against the agent at ``url``; ``during(bot_pipeline)`` runs beside them.
+
+    With ``convert`` the script is telephony audio (μ-law 8 kHz) and a converter feeds agent_out.
+    """
     call = make_call()
     tokens = CURRENT_CALL.set(call), CURRENT_CONTROL.set(control)
     try:
         out = AgentOut(url=url, **connection)
-        caller = assemble("caller", [ScriptedSource(script=script, format=FORMAT), out], capacities=[4])
+        source = ScriptedSource(script=script, format=PHONE if convert else FORMAT)
+        chain = [source, Converter(), out] if convert else [source, out]
+        caller = assemble("caller", chain, capacities=[4] * (len(chain) - 1))
         bot = assemble(
             "bot",
             [AgentIn(url=url, **{k: v for k, v in connection.items() if k != "hold_ms"}), CollectingSink()],
@@ -213,12 +236,26 @@ def test_a_lost_connection_ends_the_open_reply_and_the_next_connection_has_new_u
     assert (down.counts.replies_lost, down.counts.bridge_barge_ins) == (1, 1)
 
 
+def test_a_clear_after_the_reply_finished_or_twice_cuts_nothing() -> None:
+    down = Downlink("agent", 1 << 20)
+    down.connected()
+    down.receive('{"type":"turn_start","turn":0}', 0.0)
+    down.receive(b"\0\0", 0.1)
+    down.receive('{"type":"turn_end","turn":0}', 0.2)
+    assert down.cut() is None  # nothing of it is left to stop at the agent
+    down.receive('{"type":"turn_start","turn":1}', 0.3)
+    assert down.cut() == (1, "agent-1-1")
+    assert down.cut() is None  # a second clear 50 ms later
+    assert down.receive(b"\0\0", 0.4) == [] and down.counts.bridge_barge_ins == 1
+
+
 # -- over loopback --------------------------------------------------------------------------------
 
 
 async def test_a_conversation_of_two_turns(autojump_clock: Any, tmp_path: Path) -> None:
+    """The caller's μ-law 8 kHz through a converter, as from telephony_in; the agent hears two turns and answers each."""
     async with agent(tmp_path) as (url, server):
-        ran = await converse(url, caller_script(*TWO_TURNS, dtmf_at=5.0))
+        ran = await converse(url, caller_script(*TWO_TURNS, dtmf_at=5.0, fmt=PHONE), convert=True)
     assert (ran.caller.status, ran.bot.status) == ("completed", "completed")
     starts = ran.of(UtteranceStart)
     assert starts == [
@@ -230,7 +267,7 @@ async def test_a_conversation_of_two_turns(autojump_clock: Any, tmp_path: Path) 
     assert ran.audio("agent-1-1") == speech("Four it is.").tobytes()
     tokens = [t for t in ran.of(TextToken) if t.utterance == "agent-1-0"]
     assert "".join(t.text for t in tokens) == "Sure, for how many people?" and tokens[-1].final
-    out, into = ran.stats("caller", 1), ran.stats("bot", 0)
+    out, into = ran.stats("caller", -1), ran.stats("bot", 0)
     assert (out.connects, out.disconnects, out.failures, out.dtmf_sent, out.drops) == (1, 0, {}, 1, {})
     assert out.seconds_sent == pytest.approx(sum(len(p) for p in TWO_TURNS) / 16000, abs=0.02)
     assert (into.transcripts, into.replies, into.turn_ms.count, into.malformed) == (2, 2, 2, {})
@@ -274,7 +311,7 @@ async def test_on_the_control_path_barge_ins_go_both_ways(autojump_clock: Any, t
     assert ran.of(Clear) == [Clear("agent_barge_in"), Clear("vad")]  # each once, from the control path (none in-band)
     assert control.clears == 2
     assert {"agent-1-0", "agent-1-1"} <= control.cleared
-    into, out = ran.stats("bot", 0), ran.stats("caller", 1)
+    into, out = ran.stats("bot", 0), ran.stats("caller", -1)
     assert (into.agent_barge_ins, into.bridge_barge_ins, out.barge_ins_sent) == (1, 1, 1)
     report = server.report()
     assert (report["barge_ins"], report["barge_ins_heard"]) == (2, 1)
@@ -285,7 +322,7 @@ async def test_the_agent_closing_mid_reply_ends_the_reply_and_the_link_reconnect
 ) -> None:
     async with agent(tmp_path, disconnect_after=2) as (url, _):
         ran = await converse(url, caller_script(*TWO_TURNS), backoff_initial=0.05)
-    out, into = ran.stats("caller", 1), ran.stats("bot", 0)
+    out, into = ran.stats("caller", -1), ran.stats("bot", 0)
     assert out.connects >= 2 and out.disconnects >= 1
     assert into.replies_lost >= 1
     starts = [s.utterance for s in ran.of(UtteranceStart)]
@@ -327,7 +364,7 @@ async def test_an_agent_that_never_answers_is_counted_and_the_call_goes_on(autoj
 
     async with agent(tmp_path, handler=mute_agent) as (url, _):
         ran = await converse(url, caller_script(speech("Hello?"), silence(3.0)), answer_timeout=1.0)
-    assert ran.stats("caller", 1).failures == {"no_answer": 1}
+    assert ran.stats("caller", -1).failures == {"no_answer": 1}
     assert ran.frames == []
     assert (ran.caller.status, ran.bot.status) == ("completed", "completed")
 
@@ -350,7 +387,7 @@ async def test_caller_audio_while_the_agent_is_busy_is_held_within_its_bound(
 
     async with agent(tmp_path, handler=flaky) as (url, _):
         ran = await converse(url, caller_script(*TWO_TURNS), backoff_initial=1.0, backoff_max=1.0, hold_ms=200)
-    out = ran.stats("caller", 1)
+    out = ran.stats("caller", -1)
     assert (out.connects, out.disconnects, out.failures) == (1, 0, {})  # a 503 is retried
     held_away = out.drops["link_down"].samples
     assert 0.3 * 16000 < held_away < 1.0 * 16000  # the 0.5-1 s of backoff, less the 200 ms held
@@ -361,7 +398,7 @@ async def test_caller_audio_while_the_agent_is_busy_is_held_within_its_bound(
 async def test_an_agent_that_refuses_fails_the_bot_pipeline(autojump_clock: Any, tmp_path: Path) -> None:
     async with agent(tmp_path, api_key="right") as (url, _):
         ran = await converse(url, caller_script(silence(1.0)), api_key="wrong")
-    out = ran.stats("caller", 1)
+    out = ran.stats("caller", -1)
     assert out.failures == {"refused": 1}
     assert ran.bot.status == "failed" and "refused with HTTP 401" in (ran.bot.error or "")
     assert ran.caller.status == "completed"
@@ -386,7 +423,7 @@ async def test_audio_held_across_a_reconnect_is_bounded_and_counted(autojump_clo
 
     async with agent(tmp_path, handler=drops_the_first) as (url, _):
         ran = await converse(url, caller_script(*TWO_TURNS), backoff_initial=1.0, backoff_max=1.0, hold_ms=200)
-    out = ran.stats("caller", 1)
+    out = ran.stats("caller", -1)
     assert (out.connects, out.disconnects) == (2, 1)
     held_away = out.drops["link_down"].samples
     assert 0.3 * 16000 < held_away < 1.0 * 16000  # most of the ~0.5-1 s down, less the 200 ms held
@@ -401,7 +438,7 @@ async def test_an_unreachable_agent_fails_the_bot_pipeline(autojump_clock: Any) 
     ran = await converse(
         f"ws://127.0.0.1:{port}/agent", caller_script(silence(0.5)), reconnect_attempts=1, backoff_initial=0.01
     )
-    assert ran.stats("caller", 1).failures == {"unreachable": 1}
+    assert ran.stats("caller", -1).failures == {"unreachable": 1}
     assert ran.bot.status == "failed"
     assert ran.caller.status == "completed"
 
@@ -413,7 +450,7 @@ async def test_an_agent_that_hangs_up_unheard_every_time_is_given_up(autojump_cl
 
     async with agent(tmp_path, handler=hangs_up) as (url, _):
         ran = await converse(url, caller_script(silence(2.0)), reconnect_attempts=2, backoff_initial=0.01)
-    out = ran.stats("caller", 1)
+    out = ran.stats("caller", -1)
     assert (out.connects, out.disconnects, out.failures) == (3, 3, {"unreachable": 1})
     assert ran.bot.status == "failed" and "lost 3 connections in a row" in (ran.bot.error or "")
 
