@@ -19,7 +19,9 @@ from rtstream.wire.agent import (
     FORMAT,
     AgentClient,
     BargeIn,
+    Dtmf,
     LlmToken,
+    Playback,
     ReplyAudio,
     Start,
     Transcript,
@@ -175,6 +177,18 @@ def test_a_barge_in_from_the_bridge_cuts_the_reply_without_an_echo(tmp_path: Pat
     assert bridge.of(TurnEnd) == [TurnEnd(0, interrupted=True)]
     (turn,) = bridge.session.statistics().turn_log
     assert (turn.barged_in, turn.heard_ms) == (True, 120.0)
+
+
+def test_a_playback_report_ends_the_reply_at_the_caller_and_dtmf_is_kept(tmp_path: Path) -> None:
+    bridge = Bridge(**script_settings(tmp_path), rtf=0.0)  # the whole reply at once
+    bridge.play(np.concatenate((speech("Hello there, I need a table."), silence(0.9))))
+    bridge.session.receive(bridge.client.send(Playback(0, 900.0)), bridge.now)
+    bridge.session.receive(bridge.client.send(Dtmf("7")), bridge.now)
+    bridge.play(np.concatenate((speech("Four."), silence(3.0))))  # within the reply's length, but it was heard out
+    assert bridge.of(BargeIn) == []
+    stats = bridge.session.statistics()
+    assert [(t.barged_in, t.heard_ms) for t in stats.turn_log] == [(False, 900.0), (False, None)]
+    assert stats.dtmf == "7"
 
 
 def test_bad_bridge_messages_are_counted_by_reason() -> None:
