@@ -16,8 +16,8 @@ chunk of its utterance, an :class:`UtteranceEnd` just after the last.
 from __future__ import annotations
 
 import enum
-from fractions import Fraction
 from collections.abc import Iterable
+from fractions import Fraction
 from typing import TypeAlias
 
 import attrs

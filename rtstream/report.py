@@ -52,10 +52,13 @@ class RunReport:
     pipelines: tuple[PipelineReport, ...]
     services: Mapping[str, Any] = attrs.field(factory=dict)
     """Per service that reports, its report (printed after the pipelines)."""
+    server: Mapping[str, Any] | None = None
+    """The server's report (:meth:`rtstream.server.Server.report`) when the run served the file's calls."""
 
     @property
     def failed(self) -> bool:
-        return any(p.status == "failed" for p in self.pipelines)
+        calls = self.server["calls"] if self.server else []
+        return any(p.status == "failed" for p in self.pipelines) or any(c["outcome"] == "failed" for c in calls)
 
     def to_json(self) -> str:
         return json.dumps(plain(self), indent=2, allow_nan=False)
@@ -104,22 +107,45 @@ def format_fields(value: Any, *, indent: str = "      ", width: int = 100) -> li
 
 
 def format_text(report: RunReport) -> str:
-    """A human-readable report: a block per pipeline instance, then one per service."""
+    """A human-readable report: a block per pipeline instance, the server's calls, then a block per service."""
     lines = []
     names = Counter(p.pipeline for p in report.pipelines)
     for p in report.pipelines:
-        name = p.pipeline if names[p.pipeline] == 1 else f"{p.pipeline}#{p.instance}"
-        head = f"pipeline '{name}' {p.status} after {p.duration:.2f} s"
-        lines.append(head + (f": {p.error}" if p.error else ""))
-        for s in p.stages:
-            label = f"{s.label} ({s.type})" if s.label and s.label != s.type else s.type
-            fmt = f" -> {s.output}" if s.output else ""
-            lines.append(f"  {s.index} {label} [{s.klass}]{fmt}")
-            lines.extend(format_fields(s.statistics))
+        lines.extend(_pipeline_lines(plain(p), unique=names[p.pipeline] == 1))
+    if report.server is not None:
+        lines.extend(format_server(report.server))
     for name, service_report in report.services.items():
         lines.append(f"service '{name}'")
         lines.extend(format_fields(service_report, indent="    "))
     return "\n".join(clean(line) for line in lines)
+
+
+def format_server(report: Mapping[str, Any]) -> list[str]:
+    """The server's counters, then a block per call: its template, outcome, link and pipelines."""
+    report = plain(report)
+    lines = ["server"]
+    lines.extend(format_fields({k: v for k, v in report.items() if k != "calls"}, indent="    "))
+    for n, call in enumerate(report.get("calls", []), start=1):
+        inner = call["report"]
+        head = f"call {n} on '{call['route']}' from {call['peer']} {call['outcome']} after {call['duration']:.2f} s"
+        lines.append(head + (f": {inner['error']}" if inner.get("error") else ""))
+        lines.extend(format_fields({k: v for k, v in inner.items() if k not in ("pipelines", "error")}, indent="    "))
+        for p in inner.get("pipelines", []):
+            lines.extend("  " + line for line in _pipeline_lines(p, unique=True))
+    return lines
+
+
+def _pipeline_lines(p: Mapping[str, Any], *, unique: bool) -> list[str]:
+    """One pipeline instance's block, from its plain report."""
+    name = p["pipeline"] if unique else f"{p['pipeline']}#{p['instance']}"
+    head = f"pipeline '{name}' {p['status']} after {p['duration']:.2f} s"
+    lines = [head + (f": {p['error']}" if p["error"] else "")]
+    for s in p["stages"]:
+        label = f"{s['label']} ({s['type']})" if s["label"] and s["label"] != s["type"] else s["type"]
+        fmt = f" -> {s['output']}" if s["output"] else ""
+        lines.append(f"  {s['index']} {label} [{s['klass']}]{fmt}")
+        lines.extend(format_fields(s["statistics"]))
+    return lines
 
 
 def _wrap(fields: list[str], *, indent: str, width: int) -> list[str]:

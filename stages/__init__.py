@@ -11,6 +11,8 @@ from . import (  # noqa: F401  (importing registers the stages)
     cartesia,
     chunker,
     converter,
+    deepgram,
+    elevenlabs,
     null,
     pacer,
     pause_breath,
