@@ -220,3 +220,8 @@ def test_a_bad_script_file_is_a_param_error(tmp_path: Path) -> None:
     path.write_text("[[turns]]\ncaller = 3\n")
     with pytest.raises(ParamError, match=r"^script: .*bad.toml: turn 1: caller must be a non-empty string$"):
         AgentSettings(script=str(path))
+
+
+def test_reply_message_sizes_must_be_whole_samples() -> None:
+    with pytest.raises(ParamError, match=r"^pattern: sizes must be whole PCM16 samples \(even\), got 321$"):
+        AgentSettings(pattern=(320, 321))

@@ -7,8 +7,9 @@ time: samples, not the clock): an utterance starts after ``onset_ms`` of frames 
 script (:mod:`rtstream.simulators.script`): at its end the session sends the turn's
 ``transcript``, then, after ``first_token_latency``, ``turn_start`` and the reply's
 ``llm_token`` pieces at ``token_rate`` per second with ``llm_done``, and the reply's audio
-(:mod:`rtstream.simulators.speech`, PCM16 16 kHz) in chunks cycled through ``pattern``, made
-``rtf`` times faster than real time after ``first_byte_latency``, then ``turn_end``. Every
+(the TTS simulators' :class:`~rtstream.simulators.tts.voice.Voice`, PCM16 16 kHz) in chunks
+cycled through ``pattern``, made ``rtf`` times faster than real time after
+``first_byte_latency``, then ``turn_end``. Every
 message goes through :class:`rtstream.simulators.netem.NetEm` (the TTS simulator's
 impairments; only audio is dropped, duplicated or reordered).
 
@@ -22,7 +23,7 @@ next turn. Turns past the end of the script are answered with ``reply``.
 
 from __future__ import annotations
 
-import itertools
+import random
 import re
 from collections import Counter, deque
 from typing import Any
@@ -30,7 +31,6 @@ from typing import Any
 import attrs
 import numpy as np
 
-from rtstream.audio.codec import from_float32
 from rtstream.params import ParamError, param, show_path
 from rtstream.stats import Quantiles, Summary
 from rtstream.wire import RemoteProtocolError
@@ -54,7 +54,8 @@ from rtstream.wire.agent import (
 
 from ..netem import Impairments, NetEm, NetEmStatistics
 from ..script import ScriptError, Turn, load_script
-from ..speech import synthesize
+from ..tts.settings import TtsSettings
+from ..tts.voice import Voice, chunk_sizes
 
 KEPT_TURNS = 100
 """Turns a session lists one by one in its statistics (all are counted)."""
@@ -102,7 +103,7 @@ class AgentSettings(Impairments):
         min=2,
         max=1 << 20,
         unit="bytes",
-        help="Sizes of the reply's audio messages, cycled (rounded down to whole samples).",
+        help="Sizes of the reply's audio messages, cycled (even: whole PCM16 samples).",
     )
     seed: int = param(0, min=0, help="Seed of the impairments (connection n uses seed + n).")
     turns: tuple[Turn, ...] = attrs.field(init=False)
@@ -120,6 +121,9 @@ class AgentSettings(Impairments):
     def __attrs_post_init__(self) -> None:
         if not self.pattern:
             raise ParamError("pattern", "must list at least one size")
+        odd = [size for size in self.pattern if size % FORMAT.frame_bytes]
+        if odd:
+            raise ParamError("pattern", f"sizes must be whole PCM16 samples (even), got {odd[0]}")
 
 
 # -- the VAD --------------------------------------------------------------------------------------
@@ -260,6 +264,10 @@ class AgentSession:
         self._wire = AgentServer()
         self._net = NetEm(settings.impairments(), seed)
         self._vad = Vad(settings.threshold_db, settings.onset_ms, settings.silence_ms)
+        self._tts = TtsSettings(
+            pattern=settings.pattern, rtf=settings.rtf, first_byte_latency=settings.first_byte_latency
+        )
+        self._sizes = chunk_sizes(self._tts, random.Random(seed))
         self._reply: _Reply | None = None
         self._turns = 0
         self._kept: list[_Reply] = []
@@ -339,20 +347,11 @@ class AgentSession:
             queue.append((t0 + i / s.token_rate, LlmToken(turn, token)))
         done = t0 + len(tokens) / s.token_rate
         queue.append((done, LlmDone(turn)))
-        audio, _ = synthesize(text, FORMAT.sample_rate)
-        payload = from_float32(audio, FORMAT.encoding).tobytes()
-        start = t0 + s.first_byte_latency
-        bytes_per_second = FORMAT.sample_rate * FORMAT.frame_bytes
-        offset_bytes = 0
-        sizes = (size // 2 * 2 for size in itertools.cycle(s.pattern))
-        while offset_bytes < len(payload):
-            piece = payload[offset_bytes : offset_bytes + next(sizes)]
-            offset_bytes += len(piece)
-            ready = start + (offset_bytes / bytes_per_second / s.rtf if s.rtf else 0.0)
-            queue.append((ready, ReplyAudio(piece, turn)))
+        voice = Voice(self._tts, FORMAT.encoding.value, FORMAT.sample_rate, self._sizes)
+        queue += [(piece.ready, ReplyAudio(piece.audio, turn)) for piece in voice.speak(text, t0)]
         queue.append((max(done, queue[-1][0]), TurnEnd(turn)))
         queue.sort(key=lambda item: item[0])  # stable: at equal times, the order built above
-        reply = _Reply(turn, heard, text, offset.speech_end, len(audio) / FORMAT.sample_rate, deque(queue))
+        reply = _Reply(turn, heard, text, offset.speech_end, voice.samples / FORMAT.sample_rate, deque(queue))
         self._reply = self._recent[turn] = reply
         if len(self._recent) > RECENT_TURNS:
             del self._recent[min(self._recent)]
