@@ -365,7 +365,10 @@ class AgentLink:
 
     @contextlib.asynccontextmanager
     async def attached(self) -> AsyncIterator[None]:
-        """Use the link for the block; the first user runs the connection until every user is done."""
+        """Use the link for the block; the first user runs the connection until every user is done.
+
+        After :meth:`finish` it also waits for the link to send its ``stop`` (or give up).
+        """
         self._users += 1
         try:
             if self._hosted:
@@ -375,7 +378,7 @@ class AgentLink:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._run)
                 yield
-                while self._users > 1 and not self.done.is_set():
+                while (self._users > 1 or self.finished) and not self.done.is_set():  # the other end, or the stop
                     await self._changed.park()
                 nursery.cancel_scope.cancel()
         finally:
