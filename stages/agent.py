@@ -321,7 +321,7 @@ def link_of(stage: str, config: AgentConnection, hold_ms: float | None = None) -
     links = LINKS.setdefault(call, {})
     link = links.get(config.link)
     if link is None:
-        link = links[config.link] = AgentLink(call, config)
+        link = links[config.link] = AgentLink(_start_of(call), config)
     elif link.config.connection() != config.connection():
         raise ParamError(
             "url", f"agent_in and agent_out on link {config.link!r} must give the same connection settings"
@@ -331,11 +331,22 @@ def link_of(stage: str, config: AgentConnection, hold_ms: float | None = None) -
     return link
 
 
-class AgentLink:
-    """One call's voice-agent connection, shared by its ``agent_out`` and ``agent_in`` (see the module docstring)."""
+def _start_of(call: Call) -> Start:
+    """The start message of ``call``'s links: its ids and custom parameters (the route alone before its start)."""
+    if call.start is None:
+        return Start(call_id=call.route)
+    ids = call.variables()
+    return Start(call_id=ids["call_id"], stream_id=ids["stream_id"], parameters=dict(call.start.custom_parameters))
 
-    def __init__(self, call: Call, config: AgentConnection) -> None:
-        self.call = call
+
+class AgentLink:
+    """One call's voice-agent connection, shared by its ``agent_out`` and ``agent_in`` (see the module docstring).
+
+    It keeps no reference to its call (the registry holds the call weakly), only the start message.
+    """
+
+    def __init__(self, start: Start, config: AgentConnection) -> None:
+        self.start = start
         self.config = config
         self.uplink = Uplink(0)
         self.downlink = Downlink(config.link, config.max_message_bytes)
@@ -467,16 +478,9 @@ class AgentLink:
         self.uplink.connected = True
         self._answered = self._answer_armed = False
         self._answer_deadline = math.inf
-        start = self.call.start
-        ids = self.call.variables() if start is not None else {}
-        command = Start(
-            call_id=ids.get("call_id", self.call.route),
-            stream_id=ids.get("stream_id"),
-            parameters=dict(start.custom_parameters) if start is not None else {},
-        )
         stopped = False
         try:
-            await ws.send(self._wire.send(command))
+            await ws.send(self._wire.send(self.start))
             async with trio.open_nursery() as nursery:
 
                 async def read() -> None:

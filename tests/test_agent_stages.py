@@ -9,8 +9,10 @@ collecting sink. Everything runs on virtual time.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,12 +46,13 @@ from rtstream.report import PipelineReport
 from rtstream.runner import RunControl, run_pipeline
 from rtstream.simulators.agent import AgentServer, AgentSettings
 from rtstream.simulators.speech import synthesize
-from rtstream.stages.agent import AgentIn, AgentOut, Downlink, Uplink
+from rtstream.stages.agent import LINKS, AgentIn, AgentOut, Downlink, Uplink
 from rtstream.stages.converter import Converter
 from rtstream.testing import CollectingSink, ScriptedSource, collected
 from rtstream.wire.agent import FORMAT, ReplyAudio, Transcript, TurnEnd, TurnStart
 from rtstream.wire.agent import AgentServer as AgentSide
 from rtstream.wire.agent import Dtmf as DtmfUp
+from rtstream.wire.agent import Start as Start_
 from rtstream.wire.telephony import Start
 
 SCRIPT = """
@@ -479,6 +482,21 @@ def test_both_ends_must_agree_on_the_connection() -> None:
         AgentIn(url="ws://127.0.0.1:2/agent", link="other").open(None, FORMAT)
     finally:
         CURRENT_CALL.reset(token)
+
+
+def test_a_call_s_links_go_with_the_call() -> None:
+    call = make_call()
+    token = CURRENT_CALL.set(call)
+    try:
+        link = AgentIn(url="ws://127.0.0.1:1/agent").open(None, FORMAT).link
+    finally:
+        CURRENT_CALL.reset(token)
+    assert link.start == Start_(call_id="CA1", stream_id="MZ1", parameters={"lang": "en"})
+    assert LINKS[call] == {"agent": link}
+    gone = weakref.ref(call)
+    del call
+    gc.collect()
+    assert gone() is None  # the link does not keep its call alive
 
 
 def test_the_stages_run_only_in_a_call() -> None:
