@@ -13,7 +13,6 @@ from rtstream.audio.codec import from_float32
 from rtstream.params import ParamError
 from rtstream.simulators.agent import AgentSession, AgentSettings, Vad
 from rtstream.simulators.agent.protocol import Offset, Onset
-from rtstream.simulators.script import ScriptError, Turn, parse_script
 from rtstream.simulators.speech import synthesize
 from rtstream.wire.agent import (
     FORMAT,
@@ -191,6 +190,27 @@ def test_a_playback_report_ends_the_reply_at_the_caller_and_dtmf_is_kept(tmp_pat
     assert stats.dtmf == "7"
 
 
+def test_a_listening_first_turn_is_a_greeting_and_a_turn_of_digits_is_heard_by_its_digits(tmp_path: Path) -> None:
+    path = tmp_path / "script.toml"
+    path.write_text(
+        '[[turns]]\nagent = "Welcome."\n'
+        '[[turns]]\ncaller = "Hello."\nagent = "Press one."\n'
+        '[[turns]]\ndtmf = "1#"\nagent = "Thank you."\n'
+    )
+    bridge = Bridge(script=str(path))
+    bridge.advance(3.0)
+    bridge.now = 3.0
+    bridge.play(np.concatenate((speech("Hello."), silence(3.0))))
+    for digit in "71#":
+        bridge.session.receive(bridge.client.send(Dtmf(digit)), bridge.now)
+    bridge.advance(bridge.now + 5)
+    assert [e.text for e in bridge.of(TurnStart)] == ["Welcome.", "Press one.", "Thank you."]
+    assert bridge.of(Transcript) == [Transcript(1, "Hello."), Transcript(2, "1#")]
+    stats = bridge.session.statistics()
+    assert [t.transcript for t in stats.turn_log] == [None, "Hello.", "1#"]
+    assert (stats.dtmf, stats.barge_ins) == ("71#", 0)
+
+
 def test_bad_bridge_messages_are_counted_by_reason() -> None:
     session = AgentSession(AgentSettings())
     session.receive(b"\0\0", 0.0)
@@ -198,21 +218,6 @@ def test_bad_bridge_messages_are_counted_by_reason() -> None:
     session.receive(json.dumps({"type": "start", "call_id": "c"}), 0.0)
     session.receive(b"\0", 0.0)
     assert session.statistics().malformed == {"bad_json": 1, "before_start": 1, "odd_length": 1}
-
-
-def test_the_script_format() -> None:
-    assert parse_script(SCRIPT)[1] == Turn("Four.", "Four it is.")
-    for text, message in [
-        ("x = 1", "script: unknown key 'x'; a script holds [[turns]] only"),
-        ("", "script: no [[turns]]"),
-        ('[[turns]]\ncaller = "a"', "script: turn 1: agent must be a non-empty string"),
-        ('[[turns]]\ncaller = "a"\nagent = "b"\nwav = "c"', "script: turn 1: unknown key 'wav'"),
-        ("[[turns]", None),
-    ]:
-        with pytest.raises(ScriptError) as caught:
-            parse_script(text)
-        if message is not None:
-            assert str(caught.value) == message
 
 
 def test_a_bad_script_file_is_a_param_error(tmp_path: Path) -> None:

@@ -3,22 +3,26 @@
 An :class:`AgentSession` is one connection, speaking the agent's side of
 :mod:`rtstream.wire.agent`. It runs an energy :class:`Vad` over the caller's audio (media
 time: samples, not the clock): an utterance starts after ``onset_ms`` of frames above
-``threshold_db`` and ends after ``silence_ms`` below it. The N-th utterance is turn N of the
-script (:mod:`rtstream.simulators.script`): at its end the session sends the turn's
+``threshold_db`` and ends after ``silence_ms`` below it. The script
+(:mod:`rtstream.simulators.script`, shared with the caller simulator) says what is heard: the
+N-th utterance is the N-th turn that speaks (its ``caller`` is the transcript), a turn of
+digits alone is heard when its digits have come (the digits are the transcript), and a first
+turn that only listens is the agent's greeting, said at the start. Each is answered with its
+``agent`` text (``reply`` when it has none, or past the end of the script): the
 ``transcript``, then, after ``first_token_latency``, ``turn_start`` and the reply's
 ``llm_token`` pieces at ``token_rate`` per second with ``llm_done``, and the reply's audio
 (the TTS simulators' :class:`~rtstream.simulators.tts.voice.Voice`, PCM16 16 kHz) in chunks
 cycled through ``pattern``, made ``rtf`` times faster than real time after
-``first_byte_latency``, then ``turn_end``. Every
-message goes through :class:`rtstream.simulators.netem.NetEm` (the TTS simulator's
-impairments; only audio is dropped, duplicated or reordered).
+``first_byte_latency``, then ``turn_end``. Every message goes through
+:class:`rtstream.simulators.netem.NetEm` (the TTS simulator's impairments; only audio is
+dropped, duplicated or reordered).
 
 A reply counts as playing at the caller from its transcript until its audio would have played
 out in real time from its first chunk, or until the bridge reports its ``playback``. An
 utterance that starts while a reply plays is a barge-in: the session sends ``barge_in``, drops
 the rest of the reply (tokens and audio) and ends the turn (``turn_end`` interrupted); a
 ``barge_in`` from the bridge does the same without the echo. The barging utterance is the
-next turn. Turns past the end of the script are answered with ``reply``.
+next turn.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from ..tts.voice import Voice, chunk_sizes
 
 KEPT_TURNS = 100
 """Turns a session lists one by one in its statistics (all are counted)."""
+MAX_DIGITS = 100
 RECENT_TURNS = 8
 """Turns the bridge may still refer to by number (barge_in, playback)."""
 _TOKENS = re.compile(r"\S+\s*")
@@ -204,10 +209,12 @@ class TurnRecord:
     """One turn as the agent saw it."""
 
     turn: int
-    transcript: str
+    transcript: str | None
+    """What the agent heard (None: a greeting, nothing heard)."""
     reply: str
     latency_ms: float | None
-    """From the arrival of the caller's last speech to the reply's first audio sent (None: none sent)."""
+    """From the arrival of the caller's last speech (or digit; a greeting: the start) to the reply's first audio
+    sent (None: none sent)."""
     barged_in: bool
     heard_ms: float | None
     """What the bridge said the caller heard of the reply (playback or barge_in), if it said."""
@@ -216,7 +223,7 @@ class TurnRecord:
 @attrs.define
 class _Reply:
     turn: int
-    transcript: str
+    transcript: str | None
     text: str
     speech_end: float
     duration: float
@@ -269,7 +276,12 @@ class AgentSession:
         )
         self._sizes = chunk_sizes(self._tts, random.Random(seed))
         self._reply: _Reply | None = None
-        self._turns = 0
+        self._turns = self._utterances = self._keyed = 0
+        self._speaking = [t for t in settings.turns if t.speaks]
+        """The script's turns heard by utterance: the N-th utterance is the N-th of these."""
+        self._keyed_turns = [t for t in settings.turns if not t.speaks and t.dtmf]
+        """The turns heard by their digits alone."""
+        self._digits = ""
         self._kept: list[_Reply] = []
         """The first turns, for the statistics."""
         self._recent: dict[int, _Reply] = {}
@@ -302,9 +314,13 @@ class AgentSession:
                         self._offset(event)
             case Start(call_id=call_id):
                 self.call_id = call_id
+                turns = self.settings.turns
+                if turns and turns[0].listens and turns[0].agent:
+                    self._answer(None, turns[0].agent, now, now)
             case Dtmf(digit):
-                if len(self._dtmf) < 64:
+                if len(self._dtmf) < MAX_DIGITS:
                     self._dtmf.append(digit)
+                self._digit(digit, now)
             case BargeIn(turn, played_ms) | Playback(turn, played_ms):
                 reply = self._recent.get(turn)
                 if reply is None:
@@ -321,9 +337,9 @@ class AgentSession:
             self._heard += 1
             self._cut(reply, onset.at, echo=True)
 
-    def _cut(self, reply: _Reply, now: float, *, echo: bool) -> None:
+    def _cut(self, reply: _Reply, now: float, *, echo: bool, barge_in: bool = True) -> None:
         """Stop ``reply``: drop what is left of it, tell the bridge (``echo``) and end the turn."""
-        self._barge_ins += 1
+        self._barge_ins += barge_in
         reply.cut = True
         self._dropped += sum(len(e.pcm) for _, e in reply.queue if isinstance(e, ReplyAudio))
         reply.queue.clear()
@@ -333,12 +349,31 @@ class AgentSession:
             self._net.push(self._wire.send(TurnEnd(reply.turn, interrupted=True)), now)
 
     def _offset(self, offset: Offset) -> None:
-        s, turn, now = self.settings, self._turns, offset.at
+        """The caller's utterance ended: answer the next script turn that speaks."""
+        n = self._utterances
+        self._utterances += 1
+        turn = self._speaking[n] if n < len(self._speaking) else None
+        heard = (turn.caller or "") if turn is not None else ""
+        self._answer(heard, turn.agent if turn is not None else None, offset.at, offset.speech_end)
+
+    def _digit(self, digit: str, now: float) -> None:
+        """A key press: the next DTMF-only turn of the script is answered once its digits have come."""
+        self._digits = (self._digits + digit)[-MAX_DIGITS:]
+        n = self._keyed
+        if n < len(self._keyed_turns) and self._digits.endswith(self._keyed_turns[n].dtmf):
+            self._keyed += 1
+            self._digits = ""
+            self._answer(self._keyed_turns[n].dtmf, self._keyed_turns[n].agent, now, now)
+
+    def _answer(self, heard: str | None, answer: str | None, now: float, since: float) -> None:
+        """Reply to what was heard (None: a greeting, nothing heard); latency counts from ``since``."""
+        s, turn = self.settings, self._turns
         self._turns += 1
-        scripted = s.turns[turn] if turn < len(s.turns) else None
-        heard = scripted.caller if scripted else ""
-        text = scripted.agent if scripted else s.reply
-        self._net.push(self._wire.send(Transcript(turn, heard)), now)
+        text = answer or s.reply
+        if self._reply is not None and self._reply.queue:  # keys pressed during a reply: the new one replaces it
+            self._cut(self._reply, now, echo=False, barge_in=False)
+        if heard is not None:
+            self._net.push(self._wire.send(Transcript(turn, heard)), now)
         queue: list[tuple[float, Down]] = []
         t0 = now + s.first_token_latency
         queue.append((t0, TurnStart(turn, text)))
@@ -351,7 +386,7 @@ class AgentSession:
         queue += [(piece.ready, ReplyAudio(piece.audio, turn)) for piece in voice.speak(text, t0)]
         queue.append((max(done, queue[-1][0]), TurnEnd(turn)))
         queue.sort(key=lambda item: item[0])  # stable: at equal times, the order built above
-        reply = _Reply(turn, heard, text, offset.speech_end, voice.samples / FORMAT.sample_rate, deque(queue))
+        reply = _Reply(turn, heard, text, since, voice.samples / FORMAT.sample_rate, deque(queue))
         self._reply = self._recent[turn] = reply
         if len(self._recent) > RECENT_TURNS:
             del self._recent[min(self._recent)]
