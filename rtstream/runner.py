@@ -196,13 +196,13 @@ async def run_pipeline(
 
 
 def _first_failure(group: BaseExceptionGroup[StageFailed]) -> StageFailed:
-    failures = []
+    failures: list[StageFailed] = []
 
     def collect(exc: BaseException) -> None:
         if isinstance(exc, BaseExceptionGroup):
             for inner in exc.exceptions:
                 collect(inner)
-        else:
+        elif isinstance(exc, StageFailed):  # ``except*`` gave only StageFailed leaves
             failures.append(exc)
 
     collect(group)
