@@ -1,8 +1,10 @@
-"""The simulators as service types: ``tts`` (Cartesia), ``elevenlabs``, ``deepgram``, ``telephony``, ``caller``.
+"""The simulators as service types: TTS (``tts`` for Cartesia, ``elevenlabs``, ``deepgram``), ``telephony``,
+``caller`` and ``agent``.
 
 rtstream loads this module through the ``rtstream.services`` entry point; a pipelines file
 then declares them (``[services.tts] type = "tts"``) and ``rtstream simulate tts`` runs one alone.
-``tts`` and ``telephony`` listen; ``caller`` dials (:attr:`rtstream.service.Service.dials`).
+The TTS services, ``telephony`` and ``agent`` (a voice agent, :mod:`rtstream.wire.agent`) listen;
+``caller`` dials (:attr:`rtstream.service.Service.dials`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from rtstream.params import ParamError, param
 from rtstream.registry import register_service
 from rtstream.service import Service
 
+from .agent import PATH as AGENT_PATH
+from .agent import AgentServer, AgentSettings, serve_agent
 from .caller import CallerSettings, Dialer
 from .telephony import TelephonyServer, TelephonySettings, serve_telephony
 from .tts import TtsServer, TtsSettings, serve_tts
@@ -165,6 +169,40 @@ class CallerService(CallerSettings, Service):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._running.server = Dialer(self)
         await self._running.server.run(task_status=task_status)
+
+    def report(self) -> dict[str, Any] | None:
+        return None if self._running.server is None else self._running.server.report()
+
+
+@register_service("agent")
+@attrs.frozen(kw_only=True)
+class AgentService(AgentSettings, Service):
+    """A voice-agent simulator: energy VAD on the caller's audio, scripted transcripts, replies as tokens and audio."""
+
+    api_key: str | None = param(
+        type=str,
+        optional=True,
+        secret=True,
+        kind="header",
+        help="Require this key (Authorization: Bearer KEY) from clients; none accepts any.",
+    )
+    report_calls: int = param(
+        20, min=0, max=100_000, help="Calls listed turn by turn in the report (all are counted in the totals)."
+    )
+    _running: _Running = attrs.field(init=False, factory=_Running, eq=False, repr=False)
+
+    def endpoints(self, host: str, port: int) -> dict[str, str]:
+        return {**super().endpoints(host, port), "url": f"ws://{host}:{port}{AGENT_PATH}"}
+
+    async def serve(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self._running.server = AgentServer(self, api_key=self.api_key, report_calls=self.report_calls)
+        await serve_agent(self, host, port, server=self._running.server, task_status=task_status)
+
+    async def wait_idle(self) -> None:
+        if self._running.server is not None:
+            await self._running.server.wait_idle()
 
     def report(self) -> dict[str, Any] | None:
         return None if self._running.server is None else self._running.server.report()

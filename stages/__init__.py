@@ -5,6 +5,7 @@ loads a third-party plugin; the engine never imports it by name.
 """
 
 from . import (  # noqa: F401  (importing registers the stages)
+    agent,
     barge_in,
     call,
     cartesia,

@@ -132,7 +132,7 @@ def config_for(info: Any, params: dict[str, Any], files: dict[str, str], pipelin
     return text
 
 
-CALL_STAGES = ("telephony_in", "telephony_out")
+CALL_STAGES = ("telephony_in", "telephony_out", "agent_in", "agent_out")
 
 
 # -- the values ----------------------------------------------------------------------------------

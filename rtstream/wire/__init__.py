@@ -11,6 +11,7 @@ shells count.
 - :mod:`rtstream.wire.cartesia`: the Cartesia TTS WebSocket (API 2026-03-01), client and service.
 - :mod:`rtstream.wire.elevenlabs`: ElevenLabs input streaming (multi-stream-input, stream-input).
 - :mod:`rtstream.wire.deepgram`: Deepgram Aura's streaming TTS (``/v1/speak``).
+- :mod:`rtstream.wire.agent`: the voice-agent (conversation) WebSocket, bridge and agent.
 
 This layer imports only the engine's core modules (frames) and the standard library's pure
 parts (``urllib.parse`` for the handshakes), never stages or simulators.
