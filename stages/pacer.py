@@ -48,6 +48,7 @@ import functools
 import logging
 import math
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import numpy as np
@@ -58,6 +59,7 @@ from rtstream.caps import Caps
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Frame, UtteranceEnd, UtteranceStart
 from rtstream.params import param, whole_samples
 from rtstream.registry import register
+from rtstream.series import Marks, Series
 from rtstream.stage import Filter, ReceiveChannel, SendChannel
 from rtstream.stats import DropCount, Drops, Quantiles, Summary, stat
 from rtstream.timers import sleep_until
@@ -172,6 +174,10 @@ class FramePacer:
         self.drops = Drops()
         self.lateness = Quantiles()
         """Send time minus deadline, in seconds, of every frame sent in its slot (fills too)."""
+        self.lateness_series = Series()
+        """The same over time (at each deadline), bounded, for plots."""
+        self.underrun_marks = Marks()
+        self.clear_marks = Marks()
 
     @property
     def slot_time(self) -> float:
@@ -258,6 +264,7 @@ class FramePacer:
             policy = self.underrun if self._speaking else self.idle
             if self._speaking:
                 self.underruns += 1
+                self.underrun_marks.add(now)
             else:
                 self.idle_slots += 1
             if behind:
@@ -300,6 +307,8 @@ class FramePacer:
                 if self._wait_for_upstream(now):
                     return False
                 if not self.ended:  # upstream has nothing, or the utterance ended
+                    if self._speaking:
+                        self.underrun_marks.add(now)
                     self.underruns += slots if self._speaking else 0
                     self.idle_slots += 0 if self._speaking else slots
                 self.slot += slots
@@ -361,6 +370,8 @@ class FramePacer:
             self._utterance = None
         elif kind is Clear:
             self.clears += 1
+            if self.anchor is not None:
+                self.clear_marks.add(self.slot_time)
             self._speaking = False
             self._utterance = None
             self._spurt = True
@@ -406,8 +417,18 @@ class FramePacer:
 
     def _timed(self, lateness: float) -> None:
         self.lateness.add(lateness)
+        assert self.anchor is not None
+        self.lateness_series.add(self.anchor + (self.slot - 1) * self.period, lateness)
         if lateness > self.late_after:
             self.late_frames += 1
+
+    def series(self) -> dict[str, dict[str, Any]]:
+        """The timing series for plots: lateness over time, underrun and clear times."""
+        return {
+            "lateness": self.lateness_series.snapshot(),
+            "underruns": self.underrun_marks.snapshot(),
+            "clears": self.clear_marks.snapshot(),
+        }
 
     def statistics(self) -> PacerStatistics:
         return PacerStatistics(
@@ -567,6 +588,9 @@ class Pacing:
                         except trio.EndOfChannel:
                             item = END
                     core.fed(item)
+
+    def series(self) -> dict[str, dict[str, Any]]:
+        return self.core.series()
 
     def statistics(self) -> PacerStatistics:
         return self.core.statistics()
