@@ -225,16 +225,31 @@ def _underruns(where: str, stats: Mapping[str, Any], buffers: Sequence[Mapping[s
     underruns, sent = _number(stats, "underruns"), _number(stats, "frames_sent")
     if not underruns or sent is None or "lateness_ms" not in stats:
         return []
-    share = underruns / max(underruns + sent, 1)
-    severity = CRITICAL if share > UNDERRUNS_CRITICAL else WARNING
-    fix = (
-        "the jitter buffer ran dry inside replies: raise jitter_buffer start_delay_ms or min_delay_ms"
-        if buffers
-        else "audio came late inside replies: put a jitter_buffer before the pacer, or check the source's speed"
-    )
-    return [
-        Issue(severity, "underruns", where, f"{underruns:.0f} slots inside replies had no audio ({share:.1%})", fix)
-    ]
+    starting = _number(stats, "starting_underruns") or 0.0
+    out = []
+    inside = underruns - starting
+    if inside:
+        share = inside / max(inside + sent, 1)
+        severity = CRITICAL if share > UNDERRUNS_CRITICAL else WARNING
+        fix = (
+            "the jitter buffer ran dry inside replies: raise jitter_buffer start_delay_ms or min_delay_ms"
+            if buffers
+            else "audio came late inside replies: put a jitter_buffer before the pacer, or check the source's speed"
+        )
+        out.append(
+            Issue(severity, "underruns", where, f"{inside:.0f} slots inside replies had no audio ({share:.1%})", fix)
+        )
+    if starting:
+        out.append(
+            Issue(
+                INFO,
+                "reply_start",
+                where,
+                f"{starting:.0f} slots at the start of replies waited for their first audio",
+                "that wait is the reply's latency: see the TTS's first chunk and the first audio",
+            )
+        )
+    return out
 
 
 def _late(where: str, stats: Mapping[str, Any], _: Any) -> list[Issue]:

@@ -150,6 +150,8 @@ class FramePacer:
         self._pending: AudioChunk | None = None
         """The first frame of a spurt resumed after idle, waiting for its slot."""
         self._speaking = False
+        self._heard = False
+        """Audio of the current utterance has been sent (underruns before it are its start's latency)."""
         self._utterance: str | None = None
         self._pts = 0
         self._out: list[Frame] = []
@@ -165,6 +167,7 @@ class FramePacer:
         self.frames_sent = 0
         self.fill_frames = 0
         self.underruns = 0
+        self.starting_underruns = 0
         self.idle_slots = 0
         self.late_frames = 0
         self.stalls = 0
@@ -264,6 +267,7 @@ class FramePacer:
             policy = self.underrun if self._speaking else self.idle
             if self._speaking:
                 self.underruns += 1
+                self.starting_underruns += not self._heard
                 self.underrun_marks.add(now)
             else:
                 self.idle_slots += 1
@@ -310,6 +314,7 @@ class FramePacer:
                     if self._speaking:
                         self.underrun_marks.add(now)
                     self.underruns += slots if self._speaking else 0
+                    self.starting_underruns += slots if self._speaking and not self._heard else 0
                     self.idle_slots += 0 if self._speaking else slots
                 self.slot += slots
                 return True
@@ -364,6 +369,7 @@ class FramePacer:
         kind = type(event)
         if kind is UtteranceStart:
             self._speaking = True
+            self._heard = False
             self._utterance = event.utterance  # type: ignore[union-attr]
         elif kind is UtteranceEnd:
             self._speaking = False
@@ -396,6 +402,7 @@ class FramePacer:
         self._pts += self.frame_samples
         out.append(frame)
         self.frames_sent += 1
+        self._heard = True
         if lateness is not None:
             self._timed(lateness)
         if self._spurt:
@@ -436,6 +443,7 @@ class FramePacer:
             frames_sent=self.frames_sent,
             fill_frames=self.fill_frames,
             underruns=self.underruns,
+            starting_underruns=self.starting_underruns,
             idle_slots=self.idle_slots,
             late_frames=self.late_frames,
             stalls=self.stalls,
@@ -453,6 +461,9 @@ class PacerStatistics:
     frames_sent: int = stat(help="Audio frames sent (fills not included).")
     fill_frames: int = stat(help="Silence or comfort-noise frames sent on underrun or while idle.")
     underruns: int = stat(help="Slots inside an utterance with no frame ready.")
+    starting_underruns: int = stat(
+        help="Of those, the slots before the utterance's first frame: its source's latency, not a gap in speech."
+    )
     idle_slots: int = stat(help="Slots between utterances (filled, or skipped with idle = stop).")
     late_frames: int = stat(help="Frames sent more than late_ms after their deadline.")
     stalls: int = stat(help="Times the pacer found itself one or more whole periods behind its grid.")

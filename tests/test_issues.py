@@ -20,6 +20,7 @@ def pacer(**changes) -> dict:
         frames_sent=1000,
         fill_frames=0,
         underruns=0,
+        starting_underruns=0,
         idle_slots=0,
         late_frames=0,
         stalls=0,
@@ -69,6 +70,25 @@ def test_underruns_inside_replies_are_a_warning_and_above_five_percent_critical(
         "critical",
         "the jitter buffer ran dry inside replies: raise jitter_buffer start_delay_ms or min_delay_ms",
     )
+
+
+def test_underruns_waiting_for_a_replys_first_audio_are_its_latency_not_a_gap():
+    assert only(pacer(underruns=12, starting_underruns=10)) == [
+        Issue(
+            "warning",
+            "underruns",
+            PACER,
+            "2 slots inside replies had no audio (0.2%)",
+            "audio came late inside replies: put a jitter_buffer before the pacer, or check the source's speed",
+        ),
+        Issue(
+            "info",
+            "reply_start",
+            PACER,
+            "10 slots at the start of replies waited for their first audio",
+            "that wait is the reply's latency: see the TTS's first chunk and the first audio",
+        ),
+    ]
 
 
 def test_late_frames_point_at_the_cpu():

@@ -315,3 +315,13 @@ def test_any_arrival_schedule_keeps_order_grid_and_counts(spurts, underrun, idle
             seen += f.seq is not None
         else:
             assert seen == before[id(f)]
+
+
+async def test_underruns_before_a_replys_first_audio_are_told_apart_and_every_one_is_marked(autojump_clock):
+    script = [frame(0, "a"), UtteranceEnd("a"), (0.31, UtteranceStart("b")), (0.5, frame(1, "b")), (0.7, frame(2, "b"))]
+    out = await run_stage(Pacer(margin_ms=0), script)
+    stats = stats_of(out.report)
+    assert (stats.underruns, stats.starting_underruns) == (5, 3)  # 0.36, 0.42, 0.48 wait for b; 0.60, 0.66 inside it
+    series = next(s.series for s in out.report.stages if s.type == "pacer")
+    assert series["underruns"] == {"count": 5, "t": grid(6, 7, 8, 10, 11)}
+    assert series["lateness"]["t"] == grid(*range(13)) and set(series["lateness"]["v"]) == {0.0}
