@@ -117,16 +117,33 @@ pipeline_option = click.option(
 @click.option(
     "--report", "report_path", type=click.Path(dir_okay=False), help="Also write the run report as JSON to this file."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus /metrics (and /health) on this loopback port during the run (0: a free one).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No live status on stderr (the report is still printed).")
 def run(
-    file: str, names: tuple[str, ...], instances: int, duration: float | None, grace: float, report_path: str | None
+    file: str,
+    names: tuple[str, ...],
+    instances: int,
+    duration: float | None,
+    grace: float,
+    report_path: str | None,
+    metrics_port: int | None,
+    quiet: bool,
 ) -> NoReturn:
     """Run the pipelines of FILE and print a report.
 
     Ctrl-C or SIGTERM stops the sources and lets the rest drain for the grace period; a second
-    one cancels at once. The report is printed (and written) either way.
+    one cancels at once. The report is printed (and written) either way. While it runs, stderr
+    shows a live status: a table on a terminal, a line every few seconds otherwise.
     """
     import trio
 
+    from .issues import receiver_issues
+    from .live import show
+    from .metrics import Monitor, serve_metrics
     from .report import RunReport, format_text
     from .runner import open_services, run_pipelines
 
@@ -135,6 +152,20 @@ def run(
         _check_writable(report_path)
 
     async def run_all() -> RunReport | ConfigError:
+        monitor = Monitor(services=plan.services)
+        monitor.install()
+        async with trio.open_nursery() as watching:
+            await watching.start(monitor.run)
+            if metrics_port is not None:
+                port = await watching.start(serve_metrics, monitor, LOOPBACK, metrics_port)
+                print(f"metrics on http://{LOOPBACK}:{port}/metrics", file=sys.stderr, flush=True)
+            if not quiet:
+                await watching.start(show, monitor)
+            result = await run_monitored()
+            watching.cancel_scope.cancel()
+        return result
+
+    async def run_monitored() -> RunReport | ConfigError:
         async with open_services(plan.services, host=LOOPBACK, grace=grace) as endpoints:
             try:
                 pipelines = plan.pipelines(endpoints, instances)
@@ -143,8 +174,10 @@ def run(
             report = await run_pipelines(
                 pipelines, grace=grace, stop_after=duration, handle_signals=True, task_status=_Running(len(pipelines))
             )
-        reports = {name: service.report() for name, service in plan.services.items()}
-        return attrs.evolve(report, services={name: r for name, r in reports.items() if r is not None})
+        reports = {name: r for name, service in plan.services.items() if (r := service.report()) is not None}
+        found = {name: tuple(receiver_issues(f"service '{name}'", r)) for name, r in reports.items()}
+        issues = {name: seen for name, seen in found.items() if seen}
+        return attrs.evolve(report, services=reports, issues=issues)
 
     with quiet_gc():
         report = trio.run(run_all)
@@ -164,7 +197,8 @@ class _Running:
 
     def started(self, value: None = None) -> None:
         pipelines = "pipeline" if self.count == 1 else "pipelines"
-        click.echo(f"running {self.count} {pipelines}; Ctrl-C stops the sources and drains, twice cancels", err=True)
+        message = f"running {self.count} {pipelines}; Ctrl-C stops the sources and drains, twice cancels"
+        print(message, file=sys.stderr, flush=True)  # through the live view's stderr (click.echo would go around it)
 
 
 def _check_writable(path: str) -> None:
@@ -358,6 +392,67 @@ def _echo_params(params: list[ParamInfo]) -> None:
         click.echo(f"      {p.help}")
         if p.allowed:
             click.echo(f"      allowed: {p.allowed}")
+
+
+@main.command()
+@click.argument("url")
+@click.option(
+    "--interval", type=click.FloatRange(0.1), default=1.0, show_default=True, help="Seconds between two scrapes."
+)
+@click.option("--once", is_flag=True, help="Scrape once, print the table and exit.")
+def top(url: str, interval: float, once: bool) -> None:
+    """Watch a running server (or a run with --metrics-port) through its /metrics at URL."""
+    import urllib.request
+
+    from .live import is_terminal, line, render_text, table, watch
+
+    if not url.startswith(("http://", "https://")):
+        raise Problem(f"URL must start with http:// or https://, got {url!r}")
+    target = url if url.rstrip("/").endswith("/metrics") else url.rstrip("/") + "/metrics"
+
+    def fetch(address: str) -> str:
+        try:
+            with urllib.request.urlopen(address, timeout=max(interval, 2.0)) as answer:
+                return answer.read().decode()
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(clean(f"cannot read {address}: {exc}")) from None
+
+    statuses = watch(target, interval=interval, once=once, fetch=fetch)
+    if once:
+        click.echo(render_text(next(iter(statuses)), width=120), nl=False)
+        return
+    if not is_terminal(sys.stdout):
+        for status in statuses:
+            click.echo(line(status))
+        return
+    from rich.live import Live
+
+    with Live(auto_refresh=False) as live:
+        for status in statuses:
+            live.update(table(status, title=target), refresh=True)
+
+
+@main.command()
+@click.argument("report", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The PNG to write.")
+def plot(report: str, output: str) -> None:
+    """Plot a run's JSON REPORT: per pipeline, lateness and receiver deviation, jitter-buffer delay and target."""
+    try:
+        from .plot import plot_report
+    except ImportError as exc:
+        raise Problem(f"rtstream plot needs matplotlib: pip install 'rtstream[plot]' ({exc})") from None
+    problem = output_path_problem(output)
+    if problem is not None:
+        raise Problem(f"--output: {problem}")
+    try:
+        data = json.loads(Path(report).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise Problem(f"cannot read {report}: {exc}") from None
+    try:
+        panels = plot_report(data, output)
+    except ValueError as exc:
+        raise Problem(str(exc)) from None
+    click.echo(f"wrote {output}: {panels}")
 
 
 def entry() -> None:

@@ -14,6 +14,7 @@ import trio
 from rtstream.params import ParamError, param
 from rtstream.registry import register_service
 from rtstream.service import Service
+from rtstream.stats import Quantiles
 
 from .telephony import TelephonyServer, TelephonySettings, serve_telephony
 from .tts import TtsServer, TtsSettings, serve_tts
@@ -91,3 +92,7 @@ class TelephonyService(TelephonySettings, Service):
 
     def report(self) -> dict[str, Any] | None:
         return None if self._running.server is None else self._running.server.report()
+
+    def deviations(self) -> Quantiles | None:
+        """Every call's inter-arrival deviations (seconds): the receiver side of the metrics."""
+        return None if self._running.server is None else self._running.server.deviations
