@@ -142,8 +142,8 @@ def run(
     import trio
 
     from .issues import receiver_issues
-    from .live import show
-    from .metrics import Monitor, serve_metrics
+    from .live import open_monitoring
+    from .metrics import serve_metrics
     from .report import RunReport, format_text
     from .runner import open_services, run_pipelines
 
@@ -152,18 +152,13 @@ def run(
         _check_writable(report_path)
 
     async def run_all() -> RunReport | ConfigError:
-        monitor = Monitor(services=plan.services)
-        monitor.install()
-        async with trio.open_nursery() as watching:
-            await watching.start(monitor.run)
+        async with open_monitoring(services=plan.services, live=not quiet) as monitor, trio.open_nursery() as nursery:
             if metrics_port is not None:
-                port = await watching.start(serve_metrics, monitor, LOOPBACK, metrics_port)
+                port = await nursery.start(serve_metrics, monitor, LOOPBACK, metrics_port)
                 print(f"metrics on http://{LOOPBACK}:{port}/metrics", file=sys.stderr, flush=True)
-            if not quiet:
-                await watching.start(show, monitor)
             result = await run_monitored()
-            watching.cancel_scope.cancel()
-        return result
+            nursery.cancel_scope.cancel()
+            return result
 
     async def run_monitored() -> RunReport | ConfigError:
         async with open_services(plan.services, host=LOOPBACK, grace=grace) as endpoints:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import IO, Any
 
 import attrs
@@ -28,10 +30,13 @@ from rich.table import Table
 from rich.text import Text
 
 from .issues import CRITICAL, INTENDED_DROPS, SEVERITIES, WARNING
-from .metrics import Figures, Monitor
+from .metrics import Figures, Monitor, merge_expositions, read_shared
+from .runner import WATCHER
 
 REFRESH = 0.5
 """Seconds between two redraws of the terminal view."""
+MAX_SHARE = 0.02
+"""The most of the loop's time the terminal view may take: with many calls it redraws less often."""
 PLAIN_EVERY = 5.0
 """Seconds between two status lines when not on a terminal."""
 
@@ -226,23 +231,84 @@ async def show(
 
     ``stream`` defaults to stderr (stdout keeps the report); ``console`` overrides the terminal test.
     """
+
+    async def snapshot() -> Status:
+        await monitor.refresh(issues=True)
+        return status_of(monitor)
+
+    await _show(snapshot, "rtstream", stream=stream, console=console, task_status=task_status)
+
+
+async def show_workers(
+    shared_dir: str | os.PathLike[str],
+    *,
+    stream: IO[Any] | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The live status of every worker, for the parent of ``--workers``: read from their shared files."""
+
+    async def snapshot() -> Status:
+        texts = await trio.to_thread.run_sync(read_shared, Path(shared_dir), "")
+        return rows_from_exposition(merge_expositions(texts).decode())
+
+    await _show(snapshot, "rtstream workers", stream=stream, task_status=task_status)
+
+
+async def _show(
+    snapshot: Callable[[], Awaitable[Status]],
+    title: str,
+    *,
+    stream: IO[Any] | None,
+    console: Console | None = None,
+    task_status: trio.TaskStatus[None],
+) -> None:
     stream = stream or sys.stderr
     if console is None and not is_terminal(stream):
         task_status.started()
         while True:
             await trio.sleep(PLAIN_EVERY)
-            await monitor.refresh(issues=True)
-            print(f"{time.strftime('%H:%M:%S')} {line(status_of(monitor))}", file=stream, flush=True)
+            print(f"{time.strftime('%H:%M:%S')} {line(await snapshot())}", file=stream, flush=True)
     console = console or Console(file=stream)
     with Live(console=console, auto_refresh=False, transient=False) as live, _logging_above(live):
         task_status.started()
         try:
             while True:
-                await monitor.refresh(issues=True)
-                live.update(table(status_of(monitor)), refresh=True)
-                await trio.sleep(REFRESH)
+                began = time.perf_counter()
+                live.update(table(await snapshot(), title=title), refresh=True)
+                await trio.sleep(max(REFRESH, (time.perf_counter() - began) / MAX_SHARE))
         finally:
-            await _last(monitor, live)
+            with trio.CancelScope(shield=True):  # it ends by cancellation: draw the final state once more
+                live.update(table(await snapshot(), title=title), refresh=True)
+
+
+@contextlib.asynccontextmanager
+async def open_monitoring(
+    server: Any = None,
+    *,
+    services: Mapping[str, Any] | None = None,
+    worker: int | None = None,
+    shared_dir: str | os.PathLike[str] | None = None,
+    live: bool = True,
+) -> AsyncIterator[Monitor]:
+    """Everything a process needs to be watched, around the code that runs its pipelines or serves.
+
+    A :class:`~rtstream.metrics.Monitor` watching the pipelines run inside (and ``server``'s
+    calls, ``/metrics`` and the load in ``/health``), its loop-lag task, and with ``live`` the
+    live view on stderr. ``worker`` and ``shared_dir`` make it one of several workers.
+    """
+    monitor = Monitor(server=server, services=services, worker=worker, shared_dir=shared_dir)
+    if server is not None:
+        monitor.attach(server)
+    token = monitor.install()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(monitor.run)
+            if live:
+                await nursery.start(show, monitor)
+            yield monitor
+            nursery.cancel_scope.cancel()
+    finally:
+        WATCHER.reset(token)
 
 
 @contextlib.contextmanager
@@ -257,13 +323,6 @@ def _logging_above(live: Live) -> Iterator[None]:
     finally:
         for handler, stream in moved:
             handler.setStream(stream)
-
-
-async def _last(monitor: Monitor, live: Live) -> None:
-    """Draw the final state once more as the view ends (shielded: it ends by cancellation)."""
-    with trio.CancelScope(shield=True):
-        await monitor.refresh(issues=True)
-        live.update(table(status_of(monitor)), refresh=True)
 
 
 def render_text(status: Status, *, width: int = 100) -> str:

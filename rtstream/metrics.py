@@ -21,6 +21,7 @@ and the others' files (see :meth:`Monitor.exposition`), so one scrape sees all w
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import math
@@ -46,6 +47,7 @@ from .httpserver import Request, Response, bound_port, open_listener, serve
 from .issues import pipeline_issues
 from .pipeline import Pipeline
 from .report import PipelineReport, plain
+from .runner import WATCHER, Watcher
 from .stats import Quantiles
 from .text import clip, one_line
 
@@ -122,8 +124,11 @@ class Figures:
     gauges: dict[tuple[str, tuple[str, ...]], float] = attrs.Factory(dict)
     active: Counter[str] = attrs.Factory(Counter)
     """Running instances per pipeline."""
+    _own: set[tuple[str, tuple[str, ...]]] = attrs.Factory(set)
+    """Histograms that are this record's copies (the others are elements' own, not to be changed)."""
 
     def add(self, other: Figures) -> None:
+        """Add ``other``'s figures; histograms are merged into this record's own copies."""
         for key, value in other.counters.items():
             self.counters[key] += value
         for key, q in other.histograms.items():
@@ -133,9 +138,14 @@ class Figures:
         self.active.update(other.active)
 
     def quantiles(self, key: tuple[str, tuple[str, ...]]) -> Quantiles:
+        """The histogram under ``key``, a new one if there is none, a copy if it is an element's own."""
         q = self.histograms.get(key)
-        if q is None:
-            q = self.histograms[key] = Quantiles()
+        if q is None or key not in self._own:
+            copy = Quantiles()
+            if q is not None:
+                copy.merge(q)
+            q = self.histograms[key] = copy
+            self._own.add(key)
         return q
 
 
@@ -269,7 +279,11 @@ def read_pipeline(pipeline: Pipeline, label: _Labels, statistics: Sequence[Any])
         if i == last:
             counters["rtstream_audio_sent_seconds", (name,)] += _seconds_sent(fields)
         for family, q in _quantiles(element):
-            fig.quantiles((family, (name,))).merge(q)
+            slot = (family, (name,))
+            if slot in fig.histograms:  # a second such stage: merge into a copy
+                fig.quantiles(slot).merge(q)
+            else:
+                fig.histograms[slot] = q  # the element's own, read only (add() merges it into copies)
     return fig
 
 
@@ -508,7 +522,7 @@ class Monitor:
         own = self.text()
         if self.shared_dir is None:
             return own
-        others = await trio.to_thread.run_sync(_read_shared, self.shared_dir, self._share_name())
+        others = await trio.to_thread.run_sync(read_shared, self.shared_dir, self._share_name())
         return merge_expositions([own.decode(), *others])
 
     def _share_name(self) -> str:
@@ -529,10 +543,8 @@ class Monitor:
                 finally:
                     path.unlink(missing_ok=True)
 
-    def install(self) -> Any:
+    def install(self) -> contextvars.Token[Watcher | None]:
         """Make this the watcher of the pipelines run from here on (in this context); returns the reset token."""
-        from .runner import WATCHER
-
         return WATCHER.set(self)
 
     def attach(self, server: Any) -> None:
@@ -595,8 +607,8 @@ def merge_expositions(texts: Iterable[str]) -> bytes:
     return generate_latest(_Families(merged.values()))
 
 
-def _read_shared(directory: Path, own: str) -> list[str]:
-    """The other live workers' expositions in ``directory`` (a dead worker's stale file left out)."""
+def read_shared(directory: Path, own: str) -> list[str]:
+    """The live workers' expositions in ``directory`` but the file ``own`` (a dead worker's stale file left out)."""
     texts, now = [], time.time()
     for path in sorted(directory.glob("worker-*.prom")):
         if path.name == own:
