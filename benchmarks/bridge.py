@@ -2,9 +2,11 @@
 
     python benchmarks/bridge.py                          # N = 1, 50, 200, 500
     python benchmarks/bridge.py --calls 200 --profile    # py-spy's view of the bridge: out/bridge-200.speedscope.json
+    python benchmarks/bridge.py --calls 50 --tts cartesia,elevenlabs,deepgram   # a row per TTS protocol
 
 Each call is the product pipeline of ``pipelines.toml``: the TTS simulator (``rtstream simulate
-tts``, Cartesia protocol) -> cartesia_tts (24 kHz PCM16) -> converter (soxr HQ to 8 kHz) ->
+tts``, Cartesia protocol; or ``elevenlabs`` or ``deepgram`` with ``--tts``, the same speech and
+chunking) -> cartesia_tts (or elevenlabs_tts, deepgram_tts; 24 kHz PCM16) -> converter (soxr HQ to 8 kHz) ->
 chunker (60 ms) -> pacer -> telephony_ws (raw binary frames) -> the telephony simulator
 (``rtstream simulate telephony``), which times every frame. A call says ``--turns`` replies, the
 next one asked for ``--gap`` seconds after the last one's audio is in (the caller's turn); calls
@@ -27,7 +29,12 @@ Columns (times in ms):
 - cpu/call: the bridge process's CPU time per call per second of call (ms/s; 1000 is one core
   per call); rss/call: the growth of its peak resident memory per call;
 - tts %, phone %: each simulator's CPU time over the run's wall time (near 100 it is the
-  bottleneck, and its own lateness shows in the figures).
+  bottleneck, and its own lateness shows in the figures);
+- rx cpu, msg/s, tts first p50: the TTS protocol's receive path alone — the CPU time of parsing
+  each service message (JSON, base64) and turning it into frames, per call per second of audio
+  (ms/s), the service messages received per call-second, and per turn the time from its first
+  request to its first audio (the protocol's first-audio latency, the simulator's 100 ms
+  first-byte latency included).
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ from rtstream.runner import RunControl, run_pipeline
 from rtstream.stages.cartesia import CartesiaTTS
 from rtstream.stages.chunker import Chunker
 from rtstream.stages.converter import Converter
+from rtstream.stages.deepgram import DeepgramTTS
+from rtstream.stages.elevenlabs import ElevenLabsTTS
 from rtstream.stages.pacer import Pacer
 from rtstream.stages.telephony import TelephonySink
 from rtstream.stats import Quantiles
@@ -62,9 +71,18 @@ FRAME_MS = 60
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+PROTOCOLS = {
+    "cartesia": ("tts", CartesiaTTS),
+    "elevenlabs": ("elevenlabs", ElevenLabsTTS),
+    "deepgram": ("deepgram", DeepgramTTS),
+}
+"""--tts: the simulator's service type and the stage, per TTS protocol."""
+
+
 def call_stages(tts_url: str, phone_url: str, args: argparse.Namespace) -> list:
+    stage = PROTOCOLS[args.tts][1]
     return [
-        CartesiaTTS(
+        stage(
             url=tts_url, transcripts=TURNS[: args.turns], encoding="pcm_s16le", sample_rate=args.tts_rate, gap=args.gap
         ),
         Converter(quality=args.quality),
@@ -103,8 +121,35 @@ def stop(process: subprocess.Popen[str]) -> None:
     process.communicate(timeout=60)
 
 
-async def run_calls(tts_url: str, phone_url: str, args: argparse.Namespace) -> tuple[list, list]:
+class TimedDialect:
+    """A TTS dialect whose receive path is timed (CPU) and counted, for the rx columns."""
+
+    def __init__(self, dialect, totals: dict) -> None:
+        self._dialect, self._totals = dialect, totals
+
+    def __getattr__(self, name: str):
+        return getattr(self._dialect, name)
+
+    def receive(self, message, now):
+        started = time.process_time()
+        try:
+            return self._dialect.receive(message, now)
+        finally:
+            self._totals["cpu"] += time.process_time() - started
+            self._totals["messages"] += 1
+
+
+def time_receive_path(element, totals: dict) -> None:
+    """Time the element's dialects (each connection's) as they parse the service's messages."""
+    make = element._dialect
+    element._dialect = lambda: TimedDialect(make(), totals)
+
+
+async def run_calls(tts_url: str, phone_url: str, args: argparse.Namespace) -> tuple[list, list, dict]:
     pipelines = [assemble(f"call{i}", call_stages(tts_url, phone_url, args), instance=i) for i in range(args.one)]
+    rx = {"cpu": 0.0, "messages": 0}
+    for pipeline in pipelines:
+        time_receive_path(pipeline.elements[0], rx)
     reports: list = []
     control = RunControl()
 
@@ -115,7 +160,7 @@ async def run_calls(tts_url: str, phone_url: str, args: argparse.Namespace) -> t
     async with trio.open_nursery() as nursery:
         for i in range(args.one):
             nursery.start_soon(one, i)
-    return pipelines, reports
+    return pipelines, reports, rx
 
 
 def one_run(args: argparse.Namespace) -> dict:
@@ -125,14 +170,15 @@ def one_run(args: argparse.Namespace) -> dict:
         rate = args.tts_rate
         scale = rate * args.chunk_scale / 8000  # the simulator's 500/300/700/200 bytes at 8 kHz: 31/19/44/12 ms
         pattern = ",".join(str(round(b * scale / 2) * 2) for b in (500, 300, 700, 200))
-        tts, tts_url = start("tts", "rtf=3", "first_byte_latency=0.1", f"pattern=[{pattern}]", report=tts_report)
+        kind = PROTOCOLS[args.tts][0]
+        tts, tts_url = start(kind, "rtf=3", "first_byte_latency=0.1", f"pattern=[{pattern}]", report=tts_report)
         phone, phone_url = start("telephony", "protocol=raw", "report_calls=0", report=phone_report)
         try:
             sims_before = cpu_seconds(tts.pid), cpu_seconds(phone.pid)
             before = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
             with quiet_gc():
-                pipelines, reports = trio.run(run_calls, tts_url, phone_url, args)
+                pipelines, reports, rx = trio.run(run_calls, tts_url, phone_url, args)
             wall = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_SELF)
             sims = cpu_seconds(tts.pid) - sims_before[0], cpu_seconds(phone.pid) - sims_before[1]
@@ -141,12 +187,14 @@ def one_run(args: argparse.Namespace) -> dict:
             stop(phone)
         received = json.loads(phone_report.read_text())
     first_audio = Quantiles()
+    tts_first = Quantiles()
     lateness = Quantiles()
     late = 0
     seconds = 0.0
     for pipeline in pipelines:
         sink, pacer = pipeline.elements[-1], pipeline.elements[-2]
         first_audio.merge(sink.first_audio)
+        tts_first.merge(pipeline.elements[0]._counts.first_chunk)
         lateness.merge(pacer.lateness)
         late += pacer.statistics().late_frames
         seconds += sink.statistics().seconds_sent
@@ -174,6 +222,9 @@ def one_run(args: argparse.Namespace) -> dict:
         "wall": wall,
         "tts_pct": sims[0] / wall * 100,
         "phone_pct": sims[1] / wall * 100,
+        "rx_cpu_ms_per_call_s": rx["cpu"] / seconds * 1000 if seconds else None,
+        "rx_messages_per_call_s": rx["messages"] / seconds if seconds else None,
+        "tts_first_p50": tts_first.summary(scale=1000).p50,
     }
 
 
@@ -205,6 +256,9 @@ def main() -> None:
     )
     parser.add_argument("--lead", type=int, default=0, help="the pacer's lead (prebuffer) in frames")
     parser.add_argument(
+        "--tts", default="cartesia", help="comma-separated TTS protocols, a row each: cartesia, elevenlabs, deepgram"
+    )
+    parser.add_argument(
         "--no-pin",
         dest="pin",
         action="store_false",
@@ -222,6 +276,9 @@ def main() -> None:
     if args.one:
         print(json.dumps(one_run(args)))
         return
+    protocols = args.tts.split(",")
+    if unknown := [p for p in protocols if p not in PROTOCOLS]:
+        parser.error(f"--tts: unknown protocol {unknown[0]!r}; use {', '.join(PROTOCOLS)}")
     own = ["--no-pin"] * (not args.pin) + [
         f"--turns={args.turns}",
         f"--gap={args.gap}",
@@ -236,12 +293,13 @@ def main() -> None:
         f"60 ms raw frames, lead {args.lead}; {args.arrivals:g} calls arrive per second; times in ms"
     )
     print(
-        f"{'calls':>5} {'fail':>4} | {'receiver p50':>12} {'p99':>6} {'max':>6} {'gaps':>5} {'bad':>4} | "
-        f"{'first audio p50':>15} {'p99':>6} {'max':>6} | {'sent p50':>8} {'p99':>6} {'late':>5} {'cpu/call':>8} {'rss KB/call':>11} "
-        f"{'wall s':>6} {'tts %':>5} {'phone %':>7}"
+        f"{'tts':>10} {'calls':>5} {'fail':>4} | {'receiver p50':>12} {'p99':>6} {'max':>6} {'gaps':>5} {'bad':>4} | "
+        f"{'first audio p50':>15} {'p99':>6} {'max':>6} | {'sent p50':>8} {'p99':>6} {'late':>5} {'cpu/call':>8} "
+        f"{'rss KB/call':>11} "
+        f"{'wall s':>6} {'tts %':>5} {'phone %':>7} | {'rx cpu':>6} {'msg/s':>5} {'tts first p50':>13}"
     )
-    for calls in (int(n) for n in args.calls.split(",")):
-        command = [sys.executable, __file__, *own, "--one", str(calls)]
+    for protocol, calls in ((p, int(n)) for p in protocols for n in args.calls.split(",")):
+        command = [sys.executable, __file__, *own, f"--tts={protocol}", "--one", str(calls)]
         if args.profile:  # pip install py-spy; open the file in speedscope.app
             Path("out").mkdir(exist_ok=True)
             command = [
@@ -257,16 +315,18 @@ def main() -> None:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         line = next((x for x in reversed(done.stdout.splitlines()) if x.startswith("{")), None)
         if line is None:
-            print(f"{calls:>5} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+            print(f"{protocol:>10} {calls:>5} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
             continue
         r = json.loads(line)
         print(
-            f"{r['calls']:>5} {r['failed']:>4} | {cell(r['p50'], 12, 2)} {cell(r['p99'], 6, 2)} {cell(r['max'], 6)} "
+            f"{protocol:>10} {r['calls']:>5} {r['failed']:>4} | {cell(r['p50'], 12, 2)} {cell(r['p99'], 6, 2)} "
+            f"{cell(r['max'], 6)} "
             f"{r['gaps']:>5} {r['wrong_size']:>4} | {cell(r['fa_p50'], 15)} {cell(r['fa_p99'], 6)} "
             f"{cell(r['fa_max'], 6)} | {cell(r['sent_p50'], 8, 2)} {cell(r['sent_p99'], 6, 2)} {r['late']:>5} "
             f"{cell(r['cpu_ms_per_call_s'], 8, 2)} "
             f"{cell(r['rss_kb_per_call'], 11)} {cell(r['wall'], 6)} {cell(r['tts_pct'], 5, 0)} "
-            f"{cell(r['phone_pct'], 7, 0)}",
+            f"{cell(r['phone_pct'], 7, 0)} | {cell(r['rx_cpu_ms_per_call_s'], 6, 2)} "
+            f"{cell(r['rx_messages_per_call_s'], 5, 0)} {cell(r['tts_first_p50'], 13)}",
             flush=True,
         )
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from xml.sax.saxutils import escape, quoteattr
 
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
+ANSWER_PROTOCOLS = ("twilio", "plivo", "exotel")
+"""The providers whose answer webhook this module writes (a call template's ``answer``)."""
 
 
 def twiml_stream(url: str, parameters: Mapping[str, str]) -> str:

@@ -19,6 +19,7 @@ import trio
 
 from .calls import CURRENT_CALL, Call, NoStart
 from .config import Config
+from .control import CURRENT_CONTROL
 from .errors import ConfigError
 from .pipeline import Endpoints, Pipeline, build_pipeline
 from .redact import clean
@@ -42,6 +43,7 @@ def call_runner(config: Config, endpoints: Endpoints, server: Mapping[str, str])
             log.warning("call on %s failed before it started: %s", call.route, exc.reason)
             return "failed", {"error": exc.reason, "link": call.statistics()}
         token = CURRENT_CALL.set(call)
+        control_token = CURRENT_CONTROL.set(call.control)
         try:
             pipelines = _build(config, call, endpoints, server)
             if isinstance(pipelines, str):
@@ -49,6 +51,7 @@ def call_runner(config: Config, endpoints: Endpoints, server: Mapping[str, str])
                 return "failed", {"error": pipelines, "link": call.statistics()}
             reports = await _run(call, pipelines)
         finally:
+            CURRENT_CONTROL.reset(control_token)
             CURRENT_CALL.reset(token)
         failed = [r for r in reports if r.status == "failed"]
         outcome = "failed" if failed else "completed"

@@ -10,19 +10,25 @@ the bot's audio on it. The call ends when the provider stops or the socket close
 
 Stages find their call through :data:`CURRENT_CALL`, set around the call's pipelines: trio
 tasks inherit it from the task that starts them, so every stage of the call sees its own call
-and no other.
+and no other. ``rtstream validate`` (and every command, before it starts anything) builds a
+template's pipelines around a :func:`validation_call`: the template's protocol and format,
+placeholder ids, and no connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
+from collections.abc import Iterator
 from typing import Any
 from typing import Protocol as Protocol_
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import trio
 
+from .control import CallControl
 from .frames import AudioFormat, Encoding
 from .params import ParamError, param
 from .stats import BoundedCounter
@@ -61,6 +67,39 @@ class ServerSettings:
         "answers and signature checks use it. None: the request's Host header, for local tests.",
     )
 
+    def __attrs_post_init__(self) -> None:
+        if self.public_url is not None:
+            problem = public_url_problem(self.public_url)
+            if problem is not None:
+                raise ParamError("public_url", problem)
+
+
+def public_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a server's public URL (an http:// or https:// address, no query), or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises for a port that is no number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        return f"must be an https:// (or http://) URL with a host and no query, got {url!r}"
+    return None
+
+
+def server_variables(host: str, port: int, public_url: str | None = None) -> dict[str, str]:
+    """What ``${server.KEY}`` names: ``host``, ``port``, and ``url``, the ws:// (wss://) base a caller dials.
+
+    ``url`` is the public URL when there is one, with the scheme a WebSocket takes; a path is
+    appended to it as written (``${server.url}/twilio``).
+    """
+    if public_url:
+        parts = urlsplit(public_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        url = urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+    else:
+        url = f"ws://{f'[{host}]' if ':' in host else host}:{port}"
+    return {"host": host, "port": str(port), "url": url}
+
 
 @attrs.frozen(kw_only=True)
 class CallSettings:
@@ -90,8 +129,9 @@ class CallSettings:
     )
 
     def __attrs_post_init__(self) -> None:
-        if not self.path.startswith("/"):
-            raise ParamError("path", f"must start with '/', got {self.path!r}")
+        for key, path in (("path", self.path), ("answer", self.answer)):
+            if path is not None and (not path.startswith("/") or not path.isprintable() or "?" in path or " " in path):
+                raise ParamError(key, f"must be a path starting with '/' (no query or spaces), got {path!r}")
         if not self.pipelines:
             raise ParamError("pipelines", "must name at least one pipeline")
         fmt = self.format
@@ -157,6 +197,8 @@ class Call:
         """Caller messages dropped because ``telephony_in`` fell behind (or no pipeline reads them)."""
         self.hung_up = trio.Event()
         """Set when the provider stopped the stream or the socket closed."""
+        self.control = CallControl()
+        """The call's control path (barge-in)."""
         self.incoming = BoundedCounter(32)
         """Messages by kind."""
         self.malformed = BoundedCounter(32)
@@ -268,4 +310,43 @@ class Call:
             "malformed": self.malformed.snapshot(),
             "early_media": self.early_media,
             "inbound_dropped": self.inbound_dropped,
+            "control": self.control.statistics(),
         }
+
+
+class _Placeholders(dict[str, str]):
+    """A validation call's variables: any ``parameters.NAME`` is known (as its name), as in some real call."""
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(key) or (isinstance(key, str) and key.startswith("parameters."))
+
+    def __missing__(self, key: str) -> str:
+        if key.startswith("parameters."):
+            return key.removeprefix("parameters.")
+        raise KeyError(key)
+
+
+class _ValidationCall(Call):
+    """A call on a template with placeholder ids and no connection, for building its pipelines to check them."""
+
+    def __init__(self, route: str, settings: CallSettings) -> None:
+        super().__init__(route, settings, None)
+        self.start = Start(stream_id=f"validate-{route}", call_id=f"validate-{route}", format=self.format)
+
+    def variables(self) -> dict[str, str]:
+        return _Placeholders(super().variables())
+
+
+def validation_call(route: str, settings: CallSettings) -> Call:
+    """The call that a template's pipelines are checked in (``rtstream validate``, and every command first)."""
+    return _ValidationCall(route, settings)
+
+
+@contextlib.contextmanager
+def current_call(call: Call) -> Iterator[Call]:
+    """Set :data:`CURRENT_CALL` to ``call`` for the block (synchronous code: building a call's pipelines)."""
+    token = CURRENT_CALL.set(call)
+    try:
+        yield call
+    finally:
+        CURRENT_CALL.reset(token)

@@ -10,11 +10,13 @@ their duration.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import attrs
 
 from .frames import AudioFormat, Encoding
+
+_T = TypeVar("_T")
 
 _DEFAULT = AudioFormat(Encoding.PCM_S16LE, 16000, 1)
 
@@ -86,18 +88,18 @@ class Structure:
         return any(dim == () for dim in (self.encodings, self.rates, self.channels, self.frame_ms))
 
     def fixate(self, prefer: StreamFormat | None) -> StreamFormat:
-        def pick(allowed: tuple | None, wanted: object, fallback: object) -> object:
+        def pick(allowed: tuple[_T, ...] | None, wanted: _T | None, fallback: _T) -> _T:
             if allowed is None:
                 return fallback if wanted is None else wanted
             return wanted if wanted in allowed else allowed[0]
 
         fmt = prefer.format if prefer is not None else None
         audio = AudioFormat(
-            pick(self.encodings, fmt and fmt.encoding, _DEFAULT.encoding),
-            pick(self.rates, fmt and fmt.sample_rate, _DEFAULT.sample_rate),  # type: ignore[arg-type]  # pick keeps the dimension's type
-            pick(self.channels, fmt and fmt.channels, _DEFAULT.channels),  # type: ignore[arg-type]  # as above
+            pick(self.encodings, None if fmt is None else fmt.encoding, _DEFAULT.encoding),
+            pick(self.rates, None if fmt is None else fmt.sample_rate, _DEFAULT.sample_rate),
+            pick(self.channels, None if fmt is None else fmt.channels, _DEFAULT.channels),
         )
-        return StreamFormat(audio, pick(self.frame_ms, prefer and prefer.frame_ms, ANY_SIZE))  # type: ignore[arg-type]  # as above
+        return StreamFormat(audio, pick(self.frame_ms, None if prefer is None else prefer.frame_ms, ANY_SIZE))
 
     def score(self, prefer: StreamFormat) -> int:
         """How many of ``prefer``'s dimensions this structure allows (to choose among a union)."""

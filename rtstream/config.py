@@ -19,9 +19,26 @@ loopback ports before the pipelines, and stops after them (the simulators, say):
     type = "tts"                        # a registered service type
     rtf = 3.0                           # its parameters
 
-Strings may use ``${NAME}`` to take values from the environment, and ``${services.NAME.KEY}``
-for an address of a declared service (``url``, ``host``, ``port``). Everything read is checked
-here, so that errors name the file, pipeline, stage and key before anything starts.
+A file may also serve calls: ``[calls.NAME]`` tables are call templates (the path a provider
+dials, its protocol, the pipelines each call runs; :class:`~rtstream.calls.CallSettings`), and an
+optional ``[server]`` table says where ``rtstream serve`` listens (:class:`~rtstream.calls.ServerSettings`)::
+
+    [server]
+    max_calls = 50
+
+    [calls.twilio]
+    path = "/twilio"
+    protocol = "twilio"
+    pipelines = ["twilio_in", "twilio_out"]
+    auth_token = "${TWILIO_AUTH_TOKEN}"
+
+A pipeline that a call names runs only in calls, never on its own.
+
+Strings may use ``${NAME}`` to take values from the environment, ``${services.NAME.KEY}``
+for an address of a declared service (``url``, ``host``, ``port``), ``${call.KEY}`` in the
+pipelines of a call for its ids and custom parameters, and ``${server.KEY}`` for the server's
+address (``url``, ``host``, ``port``; a caller service dials it). Everything read is checked
+here, so that errors name the file, table, pipeline, stage and key before anything starts.
 """
 
 from __future__ import annotations
@@ -35,9 +52,12 @@ from typing import Any
 
 import attrs
 
+from .answers import ANSWER_PROTOCOLS
+from .calls import CallSettings, ServerSettings
 from .errors import ConfigError, StageRef
-from .interpolate import InterpolationError, Template, interpolate
-from .params import show, suggest
+from .interpolate import InterpolationError, Ref, Template, interpolate
+from .params import ParamError, params_of, show, suggest
+from .server import HEALTH_PATH
 
 DEFAULT_CAPACITY = 2
 MAX_CAPACITY = 1024
@@ -45,7 +65,9 @@ MAX_DEPTH = 32
 """Most levels of tables and arrays within each other; a pipelines file needs about six."""
 MAX_FILE_BYTES = 16 << 20
 
-_TOP_KEYS = ("pipelines", "services")
+_TOP_KEYS = ("pipelines", "services", "server", "calls")
+SERVER_KEYS = ("url", "host", "port")
+"""What ``${server.KEY}`` may name."""
 _PIPELINE_KEYS = ("stages", "capacity", "description")
 STAGE_KEYS = ("type", "name", "capacity")
 """Keys of a stage table that are not parameters of the stage."""
@@ -88,16 +110,33 @@ class Config:
     file: str
     pipelines: Mapping[str, PipelineSpec]
     services: Mapping[str, ServiceSpec] = attrs.field(factory=dict)
+    server: ServerSettings | None = None
+    """The ``[server]`` table; the defaults when the file has calls but no such table; None for neither."""
+    calls: Mapping[str, CallSettings] = attrs.field(factory=dict)
+
+    def call_of(self, pipeline: str) -> str | None:
+        """The first call template that runs ``pipeline``, or None for a pipeline that runs on its own."""
+        return next((name for name, call in self.calls.items() if pipeline in call.pipelines), None)
 
     def select(self, names: Iterable[str] = ()) -> list[PipelineSpec]:
-        """The named pipelines (all of them when none are named), in file order."""
+        """The named pipelines (when none are named, all that run on their own), in file order.
+
+        A call's pipelines run only in its calls: they need the call's connection and ids.
+        """
         chosen = list(names)
         for name in chosen:
             if name not in self.pipelines:
                 known = ", ".join(repr(n) for n in self.pipelines)
                 hint = suggest(name, list(self.pipelines))
                 raise ConfigError(f"no pipeline named '{name}'{hint}; the file defines {known}", file=self.file)
-        return [spec for name, spec in self.pipelines.items() if not chosen or name in chosen]
+            call = self.call_of(name)
+            if call is not None:
+                raise ConfigError(
+                    f"pipeline '{name}' runs in the calls of calls.{call}, not on its own", file=self.file
+                )
+        return [
+            spec for name, spec in self.pipelines.items() if (name in chosen if chosen else self.call_of(name) is None)
+        ]
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -122,17 +161,158 @@ def parse_config(text: str, *, file: str = "<string>", environ: Mapping[str, str
     document = parse_toml(text, file=file)
     try:
         _reject_unknown(document, _TOP_KEYS, "top-level key")
-        services = document.get("services", {})
-        if not isinstance(services, dict):
-            raise ConfigError("must be a table of [services.NAME] tables", key="services")
+        calls = _tables(document, "calls")
+        call_settings = {name: call_settings_of(name, table, environ) for name, table in calls.items()}
+        server = document.get("server")
+        if server is not None:
+            server = server_settings_of(server, environ)
+        elif call_settings:
+            server = ServerSettings()
+        services = _tables(document, "services")
         service_specs = {name: service_spec(name, table, environ) for name, table in services.items()}
         pipelines = document.get("pipelines")
         if not isinstance(pipelines, dict) or not pipelines:
             raise ConfigError("no pipelines defined; add a [pipelines.NAME] table with its stages")
         specs = {name: _pipeline(name, table, environ, list(service_specs)) for name, table in pipelines.items()}
+        config = Config(file=file, pipelines=specs, services=service_specs, server=server, calls=call_settings)
+        _check_calls(config)
+        _check_run_time_refs(config)
     except ConfigError as exc:
         raise exc.located(file=file) from None
-    return Config(file=file, pipelines=specs, services=service_specs)
+    return config
+
+
+def _tables(document: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The ``[KEY.NAME]`` tables of the document (none when absent)."""
+    tables = document.get(key, {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"must be a table of [{key}.NAME] tables", key=key)
+    return tables
+
+
+def construct(cls: type, type_name: str, given: Mapping[str, Any]) -> Any:
+    """``cls(**given)``, checked: unknown and missing parameters and bad values are ConfigErrors."""
+    params = params_of(cls)
+    names = [p.name for p in params]
+    for key in given:
+        if key not in names:
+            listed = ", ".join(names) or "none"
+            raise ConfigError(f"unknown parameter '{key}'{suggest(key, names)}; {type_name} takes: {listed}", key=key)
+    for p in params:
+        if p.default is None and p.name not in given:
+            raise ConfigError(f"required parameter missing: {p.help}", key=p.name)
+    try:
+        return cls(**given)
+    except ParamError as exc:
+        raise ConfigError(exc.message, key=exc.key) from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def server_settings_of(table: Any, environ: Mapping[str, str] | None = None) -> ServerSettings:
+    """Check the ``[server]`` table."""
+    try:
+        if not isinstance(table, dict):
+            raise ConfigError(f"must be a table ([server]), got {show(table)}")
+        settings: ServerSettings = construct(ServerSettings, "[server]", _settings(table, environ))
+    except ConfigError as exc:
+        raise exc.located(table="server") from None
+    return settings
+
+
+def call_settings_of(name: str, table: Any, environ: Mapping[str, str] | None = None) -> CallSettings:
+    """Check one ``[calls.NAME]`` table (its own keys; :func:`parse_config` checks it against the rest)."""
+    try:
+        if not isinstance(table, dict):
+            raise ConfigError(f"must be a table ([calls.{name}]), got {show(table)}")
+        settings: CallSettings = construct(CallSettings, "a call", _settings(table, environ))
+    except ConfigError as exc:
+        raise exc.located(call=name) from None
+    return settings
+
+
+def _settings(table: Mapping[str, Any], environ: Mapping[str, str] | None) -> dict[str, Any]:
+    """A settings table with ``${NAME}`` filled from the environment; run-time references are refused."""
+    values = {}
+    for key, value in table.items():
+        try:
+            values[key] = _interpolated(value, environ)
+        except InterpolationError as exc:
+            raise ConfigError(str(exc), key=key) from None
+        templates = _templates(values[key])
+        if templates:
+            raise ConfigError(
+                f"{templates[0].source!r}: settings take ${{NAME}} from the environment, "
+                "not services, calls or the server",
+                key=key,
+            )
+    return values
+
+
+def _check_calls(config: Config) -> None:
+    """Each call's pipelines exist, and no two routes (calls, answers, ``/health``) share a path."""
+    paths = {HEALTH_PATH: "the health check"}
+    for name, call in config.calls.items():
+        for pipeline in call.pipelines:
+            if pipeline not in config.pipelines:
+                known = ", ".join(repr(n) for n in config.pipelines)
+                raise ConfigError(
+                    f"no pipeline named '{pipeline}'{suggest(pipeline, list(config.pipelines))}; "
+                    f"the file defines {known}",
+                    call=name,
+                    key="pipelines",
+                )
+        if call.answer is not None and call.protocol not in ANSWER_PROTOCOLS:
+            raise ConfigError(
+                f"{call.protocol} has no answer webhook; only {', '.join(ANSWER_PROTOCOLS)} do",
+                call=name,
+                key="answer",
+            )
+        for key, path in (("path", call.path), ("answer", call.answer)):
+            if path is None:
+                continue
+            if path in paths:
+                raise ConfigError(f"'{path}' is already {paths[path]}", call=name, key=key)
+            paths[path] = f"the {'path' if key == 'path' else 'answer path'} of calls.{name}"
+
+
+def _check_run_time_refs(config: Config) -> None:
+    """``${call.*}`` only in the pipelines of calls, ``${server.*}`` only with a server and known keys."""
+    for name, spec in config.pipelines.items():
+        in_call = config.call_of(name) is not None
+        for stage in spec.stages:
+            for key, value in stage.params.items():
+                for template in _templates(value):
+                    for ref in template.refs:
+                        try:
+                            if ref.scope == "call" and not in_call:
+                                raise InterpolationError(
+                                    f"'{ref.written}' is only known in a call: "
+                                    "list the pipeline in a [calls.NAME] table"
+                                )
+                            _check_server_ref(ref, config)
+                        except InterpolationError as exc:
+                            raise ConfigError(str(exc), pipeline=name, stage=stage.ref, key=key) from None
+    for name, service in config.services.items():
+        for key, value in service.params.items():
+            for template in _templates(value):
+                for ref in template.refs:
+                    try:
+                        _check_server_ref(ref, config)
+                    except InterpolationError as exc:
+                        raise ConfigError(str(exc), service=name, key=key) from None
+
+
+def _check_server_ref(ref: Ref, config: Config) -> None:
+    if ref.scope != "server":
+        return
+    if config.server is None:
+        raise InterpolationError(f"'{ref.written}' needs a [server] table")
+    if ref.key not in SERVER_KEYS:
+        raise InterpolationError(
+            f"'{ref.written}': the server has no '{ref.key}'{suggest(ref.key, list(SERVER_KEYS))}; "
+            f"it has: {', '.join(SERVER_KEYS)}"
+        )
 
 
 def parse_toml(text: str, *, file: str | None = None) -> dict[str, Any]:
@@ -188,8 +368,12 @@ def service_spec(name: str, table: Any, environ: Mapping[str, str] | None = None
             params[key] = _interpolated(value, environ)
         except InterpolationError as exc:
             raise ConfigError(str(exc), service=name, key=key) from None
-        if _templates(params[key]):
-            raise ConfigError("a service's parameters cannot refer to services", service=name, key=key)
+        for template in _templates(params[key]):
+            scopes = {ref.scope for ref in template.refs}
+            if "services" in scopes:
+                raise ConfigError("a service's parameters cannot refer to services", service=name, key=key)
+            if "call" in scopes:
+                raise ConfigError("a service's parameters cannot refer to a call", service=name, key=key)
     return ServiceSpec(name=name, type=kind, params=params)
 
 
@@ -291,6 +475,11 @@ def _templates(value: Any) -> list[Template]:
     if isinstance(value, dict):
         return [t for v in value.values() for t in _templates(v)]
     return []
+
+
+def refers_to(value: Any, scope: str) -> bool:
+    """Whether a parameter value holds a ``${SCOPE.…}`` reference (``services``, ``call``, ``server``)."""
+    return any(ref.scope == scope for template in _templates(value) for ref in template.refs)
 
 
 def fill_refs(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from .text import clip, one_line
@@ -30,7 +32,7 @@ class PipelineError(Exception):
 
 
 class ConfigError(PipelineError):
-    """A configuration cannot be used; the message says where: file, service or pipeline, stage and key.
+    """A configuration cannot be used; the message says where: file, table, service, call or pipeline, stage and key.
 
     Errors are raised where the problem is found, with what is known there, and located
     further (``located``) as they travel up through the config loader. The text is one line
@@ -42,14 +44,19 @@ class ConfigError(PipelineError):
         message: str,
         *,
         file: str | None = None,
+        table: str | None = None,
         service: str | None = None,
+        call: str | None = None,
         pipeline: str | None = None,
         stage: StageRef | None = None,
         key: str | None = None,
     ) -> None:
         self.message = message
         self.file = file
+        self.table = table
+        """A top-level table that is neither a service, a call nor a pipeline (``server``)."""
         self.service = service
+        self.call = call
         self.pipeline = pipeline
         self.stage = stage
         self.key = key
@@ -57,16 +64,20 @@ class ConfigError(PipelineError):
 
     def located(self, **where: object) -> ConfigError:
         """A copy with the given location fields filled in where they were unknown."""
-        fields = {
+        fields: dict[str, Any] = {
             name: getattr(self, name) if getattr(self, name) is not None else where.get(name)
-            for name in ("file", "service", "pipeline", "stage", "key")
+            for name in ("file", "table", "service", "call", "pipeline", "stage", "key")
         }
         return type(self)(self.message, **fields)
 
     def __str__(self) -> str:
         place = []
+        if self.table is not None:
+            place.append(_name(self.table))
         if self.service is not None:
             place.append(f"service '{_name(self.service)}'")
+        if self.call is not None:
+            place.append(f"calls.{_name(self.call)}")
         if self.pipeline is not None:
             place.append(f"pipeline '{_name(self.pipeline)}'")
         if self.stage is not None:

@@ -2,7 +2,9 @@
 
 A pipeline carries a stream of frames. Audio comes in :class:`AudioChunk` values of any size;
 the few event frames mark where utterances begin and end, when words are spoken, where audio
-was lost, when the listener barged in, and which keys the caller pressed. Stages forward the events they do not handle.
+was lost, when the listener barged in, and which keys the caller pressed; :class:`TextToken`
+carries text to be spoken (an LLM's reply as it is generated) to a TTS stage. Stages forward
+the events they do not handle.
 
 Time inside a stream is media time: ``pts`` counts samples (per channel) at the chunk's own
 rate from the start of the stream. Word timings are seconds from the start of their utterance,
@@ -14,6 +16,7 @@ chunk of its utterance, an :class:`UtteranceEnd` just after the last.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from fractions import Fraction
 from typing import TypeAlias
 
@@ -58,7 +61,7 @@ class Encoding(enum.Enum):
         raise ValueError(f"encoding {value!r} is not supported; use one of {listed}")
 
 
-_DTYPES = {
+_DTYPES: dict[Encoding, np.dtype] = {
     Encoding.PCM_S16LE: np.dtype("<i2"),
     Encoding.PCM_F32LE: np.dtype("<f4"),
     Encoding.PCM_MULAW: np.dtype("u1"),
@@ -209,12 +212,29 @@ class Word:
     end: float
 
 
+def _words(words: Iterable[Word]) -> tuple[Word, ...]:
+    return tuple(words)
+
+
 @attrs.frozen
 class WordTimings:
     """Timings for some words of an utterance; may come before or after the audio they time."""
 
     utterance: str
-    words: tuple[Word, ...] = attrs.field(converter=tuple)
+    words: tuple[Word, ...] = attrs.field(converter=_words)
+
+
+@attrs.frozen
+class TextToken:
+    """A piece of an utterance's text for a TTS stage to speak, as an LLM or voice agent produces it.
+
+    Pieces of one ``utterance`` come in order and join without separators (spaces are part of
+    the text); ``final`` marks the last, after which the utterance's text is complete.
+    """
+
+    text: str
+    utterance: str
+    final: bool = False
 
 
 @attrs.frozen
@@ -246,5 +266,5 @@ class Dtmf:
     arrival: float | None = None
 
 
-Event: TypeAlias = UtteranceStart | UtteranceEnd | WordTimings | Clear | Gap | Dtmf
+Event: TypeAlias = UtteranceStart | UtteranceEnd | WordTimings | TextToken | Clear | Gap | Dtmf
 Frame: TypeAlias = AudioChunk | Event

@@ -13,17 +13,16 @@ formats, or both frame durations when only those differ. Then every stage opens 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import attrs
 
 from . import registry
 from .caps import ANY_SIZE, Caps, StreamFormat, frames_text
-from .config import DEFAULT_CAPACITY, PipelineSpec, ServiceSpec, StageSpec, fill_refs
+from .config import DEFAULT_CAPACITY, PipelineSpec, ServiceSpec, StageSpec, construct, fill_refs, refers_to
 from .errors import ConfigError, FormatMismatch, StageRef
 from .frames import AudioFormat
 from .interpolate import InterpolationError
-from .params import ParamError, params_of, suggest
+from .params import ParamError
 from .service import Service
 from .stage import Element, Filter, Sink, Source, Stage
 
@@ -100,14 +99,26 @@ def assemble(
     return Pipeline(name, tuple(stages), tuple(elements), tuple(refs), tuple(edges), tuple(capacities), instance)
 
 
-def build_service(spec: ServiceSpec, *, file: str | None = None) -> Service:
-    """Instantiate the service ``spec`` declares; ConfigError naming the file, service and key."""
+def build_service(spec: ServiceSpec, *, file: str | None = None, server: Mapping[str, str] | None = None) -> Service:
+    """Instantiate the service ``spec`` declares; ConfigError naming the file, service and key.
+
+    ``server`` fills its ``${server.KEY}`` references. Only a service that dials (a caller) may
+    have them: one that listens starts before the server, so the server's address is not known yet.
+    """
     try:
         try:
             info = registry.get_service(spec.type)
         except registry.UnknownService as exc:
             raise ConfigError(str(exc), key="type") from None
-        return _construct(info.cls, info.name, spec.params)
+        params = {}
+        for key, value in spec.params.items():
+            if not info.cls.dials and refers_to(value, "server"):
+                raise ConfigError("only a service that dials (a caller) may refer to the server", key=key)
+            try:
+                params[key] = fill_refs(value, {}, server=server)
+            except InterpolationError as exc:
+                raise ConfigError(str(exc), key=key) from None
+        return construct(info.cls, info.name, params)
     except ConfigError as exc:
         raise exc.located(file=file, service=spec.name) from None
 
@@ -126,33 +137,15 @@ def _instantiate(
         except InterpolationError as exc:
             raise ConfigError(str(exc), stage=spec.ref, key=key) from None
     try:
-        return _construct(info.cls, info.name, params)
+        return construct(info.cls, info.name, params)
     except ConfigError as exc:
         raise exc.located(stage=spec.ref) from None
-
-
-def _construct(cls: type, type_name: str, given: Mapping[str, Any]) -> Any:
-    """``cls(**given)``, checked: unknown and missing parameters and bad values are ConfigErrors."""
-    params = params_of(cls)
-    names = [p.name for p in params]
-    for key in given:
-        if key not in names:
-            listed = ", ".join(names) or "none"
-            raise ConfigError(f"unknown parameter '{key}'{suggest(key, names)}; {type_name} takes: {listed}", key=key)
-    for p in params:
-        if p.default is None and p.name not in given:
-            raise ConfigError(f"required parameter missing: {p.help}", key=p.name)
-    try:
-        return cls(**given)
-    except ParamError as exc:
-        raise ConfigError(exc.message, key=exc.key) from None
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def _check_roles(stages: Sequence[Stage], refs: Sequence[StageRef]) -> None:
     if len(stages) < 2:
         raise ConfigError("a pipeline needs at least a source and a sink")
+    want: type[Stage]
     for i, (stage, ref) in enumerate(zip(stages, refs, strict=True)):
         if i == 0:
             want, rule = Source, "a pipeline starts with a source"

@@ -72,6 +72,11 @@ _origin = "rtstream"
 _loaded: set[str] = set()
 
 
+def _is_attrs(cls: type) -> bool:
+    """Whether ``cls`` is an attrs class (a plain bool: ``attrs.has`` would narrow the type away)."""
+    return attrs.has(cls)
+
+
 def register(name: str, *, klass: str) -> Callable[[type[Stage]], type[Stage]]:
     """Class decorator: register a stage config class under ``name``.
 
@@ -79,7 +84,7 @@ def register(name: str, *, klass: str) -> Callable[[type[Stage]], type[Stage]]:
     """
 
     def decorate(cls: type[Stage]) -> type[Stage]:
-        if not (isinstance(cls, type) and issubclass(cls, Stage) and attrs.has(cls)):
+        if not (isinstance(cls, type) and issubclass(cls, Stage) and _is_attrs(cls)):
             raise TypeError(f"stage '{name}': {cls!r} is not an attrs subclass of Source, Filter or Sink")
         family = klass.split("/", 1)[0]
         role = _ROLE_OF_KLASS.get(family)
@@ -103,7 +108,7 @@ def register_service(name: str) -> Callable[[type[Service]], type[Service]]:
     """Class decorator: register a service config class under ``name`` (description: first docstring line)."""
 
     def decorate(cls: type[Service]) -> type[Service]:
-        if not (isinstance(cls, type) and issubclass(cls, Service) and attrs.has(cls)):
+        if not (isinstance(cls, type) and issubclass(cls, Service) and _is_attrs(cls)):
             raise TypeError(f"service '{name}': {cls!r} is not an attrs subclass of Service")
         doc = inspect.getdoc(cls)
         if not doc:

@@ -69,12 +69,15 @@ class RunReport:
     pipelines: tuple[PipelineReport, ...]
     services: Mapping[str, Any] = attrs.field(factory=dict)
     """Per service that reports, its report (printed after the pipelines)."""
+    server: Mapping[str, Any] | None = None
+    """The server's report (:meth:`rtstream.server.Server.report`) when the run served the file's calls."""
     issues: Mapping[str, tuple[Issue, ...]] = attrs.field(factory=dict)
     """Per service, the issues its report shows (a receiver's jitter and gaps)."""
 
     @property
     def failed(self) -> bool:
-        return any(p.status == "failed" for p in self.pipelines)
+        calls = self.server["calls"] if self.server else []
+        return any(p.status == "failed" for p in self.pipelines) or any(c["outcome"] == "failed" for c in calls)
 
     def to_json(self) -> str:
         return json.dumps({"schema_version": SCHEMA_VERSION, **plain(self)}, indent=2, allow_nan=False)
@@ -123,41 +126,65 @@ def format_fields(value: Any, *, indent: str = "      ", width: int = 100) -> li
 
 
 def format_text(report: RunReport) -> str:
-    """A human-readable report: a table per pipeline instance and its issues, then each service."""
+    """A human-readable report: a table per pipeline instance and its issues, the server's calls, each service."""
     lines = []
     names = Counter(p.pipeline for p in report.pipelines)
     for p in report.pipelines:
-        name = p.pipeline if names[p.pipeline] == 1 else f"{p.pipeline}#{p.instance}"
-        head = f"pipeline '{name}' {p.status} after {p.duration:.2f} s"
-        lines.append(head + (f": {p.error}" if p.error else ""))
-        rows = [("#", "stage", "output", "frames", "audio", "drops", "figures")]
-        for s in p.stages:
-            stats = plain(s.statistics)
-            label = f"{s.label} ({s.type})" if s.label and s.label != s.type else s.type
-            rows.append(
-                (
-                    str(s.index),
-                    label,
-                    s.output or "-",
-                    _count(_frames(stats)),
-                    _seconds(_audio(stats, s.output)),
-                    str(_dropped(stats)),
-                    ", ".join(_figures(stats)),
-                )
-            )
-        lines.extend(_table(rows, right=(3, 4, 5), indent="  "))
-        lines.extend(_issue_lines(p.issues))
+        lines.extend(_pipeline_lines(plain(p), unique=names[p.pipeline] == 1))
+    if report.server is not None:
+        lines.extend(format_server(report.server))
     for name, service_report in report.services.items():
         lines.append(f"service '{name}'")
         lines.extend(format_fields(_without_series(service_report), indent="    "))
-        lines.extend(_issue_lines(report.issues.get(name, ())))
+        lines.extend(_issue_lines(plain(report.issues.get(name, ()))))
     return "\n".join(clean(line) for line in lines)
 
 
-def _issue_lines(issues: Sequence[Issue]) -> list[str]:
+def format_server(report: Mapping[str, Any]) -> list[str]:
+    """The server's counters, then a block per call: its template, outcome, link and pipelines."""
+    report = plain(report)
+    lines = ["server"]
+    lines.extend(format_fields({k: v for k, v in report.items() if k != "calls"}, indent="    "))
+    for n, call in enumerate(report.get("calls", []), start=1):
+        inner = call["report"]
+        head = f"call {n} on '{call['route']}' from {call['peer']} {call['outcome']} after {call['duration']:.2f} s"
+        lines.append(head + (f": {inner['error']}" if inner.get("error") else ""))
+        lines.extend(format_fields({k: v for k, v in inner.items() if k not in ("pipelines", "error")}, indent="    "))
+        for p in inner.get("pipelines", []):
+            lines.extend("  " + line for line in _pipeline_lines(p, unique=True))
+    return lines
+
+
+def _pipeline_lines(p: Mapping[str, Any], *, unique: bool) -> list[str]:
+    """One pipeline instance's table and issues, from its plain report."""
+    name = p["pipeline"] if unique else f"{p['pipeline']}#{p['instance']}"
+    head = f"pipeline '{name}' {p['status']} after {p['duration']:.2f} s"
+    lines = [head + (f": {p['error']}" if p["error"] else "")]
+    rows = [("#", "stage", "output", "frames", "audio", "drops", "figures")]
+    for s in p["stages"]:
+        stats = s["statistics"]
+        label = f"{s['label']} ({s['type']})" if s["label"] and s["label"] != s["type"] else s["type"]
+        rows.append(
+            (
+                str(s["index"]),
+                label,
+                s["output"] or "-",
+                _count(_frames(stats)),
+                _seconds(_audio(stats, s["output"])),
+                str(_dropped(stats)),
+                ", ".join(_figures(stats)),
+            )
+        )
+    lines.extend(_table(rows, right=(3, 4, 5), indent="  "))
+    lines.extend(_issue_lines(p.get("issues", ())))
+    return lines
+
+
+def _issue_lines(issues: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The issues of a plain report, one line each (as :meth:`rtstream.issues.Issue.line`)."""
     if not issues:
         return []
-    return ["  issues:", *(f"    {plain(i.line())}" for i in issues)]
+    return ["  issues:", *(f"    {Issue(**i).line()}" for i in issues)]
 
 
 def _without_series(value: Any) -> Any:

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 RunCall = Callable[[Call], Awaitable[tuple[str, Mapping[str, Any]]]]
 """Runs one admitted call to its end; returns its outcome and report."""
 
+SIGNING_PROTOCOLS = ("twilio", "plivo")
+"""The providers that sign their requests, so that a template can check them (``auth_token``)."""
+
 FORWARDED_PARAMETERS = ("CallSid", "From", "To", "CallUUID", "CallFrom", "CallTo", "Direction")
 """Webhook parameters passed on to the stream (Twilio's and Plivo's names), as custom parameters."""
 
@@ -123,3 +126,15 @@ class AnswerEndpoint:
                 stream += f"?sample-rate={self.settings.format.sample_rate}"
             return Response(200, exotel_stream(stream, parameters).encode(), content_type="application/json")
         return Response.text(404, f"{protocol} has no answer document")
+
+
+def call_routes(
+    calls: Mapping[str, CallSettings], run_call: RunCall, *, public_url: str | None
+) -> dict[str, CallEndpoint | AnswerEndpoint]:
+    """The server's routes for a file's call templates: each one's media path, and its answer path if it has one."""
+    routes: dict[str, CallEndpoint | AnswerEndpoint] = {}
+    for name, settings in calls.items():
+        routes[settings.path] = CallEndpoint(name, settings, run_call, public_url=public_url)
+        if settings.answer is not None:
+            routes[settings.answer] = AnswerEndpoint(name, settings, public_url=public_url)
+    return routes

@@ -11,9 +11,11 @@ host: while draining, or when ``max_calls`` calls are running, the upgrade gets 
 refusal is counted by reason.
 
 Stopping is two-step, like :class:`rtstream.runner.RunControl`: :meth:`Server.drain` stops
-accepting (the listeners close), lets running calls finish within the drain period, then
-cancels what is left; :meth:`Server.abort` cancels every call at once. Either way each call
-ends through its own teardown, which closes its WebSocket the provider's way.
+admitting calls, lets running calls finish within the drain period, then cancels what is
+left; the listeners stay open meanwhile, so a load balancer's ``/health`` probe reads 503
+(draining) rather than a refused connection, and close when the last call has ended.
+:meth:`Server.abort` cancels every call at once. Either way each call ends through its own
+teardown, which closes its WebSocket the provider's way.
 """
 
 from __future__ import annotations
@@ -114,8 +116,17 @@ class CallRecord:
 class Server:
     """Routes, admission and the lifecycle of the calls of one process."""
 
-    def __init__(self, endpoints: Mapping[str, Endpoint], *, max_calls: int, drain: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoints: Mapping[str, Endpoint],
+        *,
+        max_calls: int,
+        drain: float = 10.0,
+        identity: Mapping[str, Any] | None = None,
+    ) -> None:
         self.endpoints = dict(endpoints)
+        self.identity = dict(identity or {})
+        """Added to every ``/health`` answer: which worker process answered (``--workers``)."""
         self.admission = Admission(max_calls)
         self.drain_period = drain
         self.requests: Counter[str] = Counter()
@@ -138,6 +149,7 @@ class Server:
         if request.path == HEALTH_PATH:
             self.requests["health"] += 1
             status, body = self.admission.health()
+            body.update(self.identity)
             if self.monitor is not None:
                 body.update(self.monitor.health())
             return Response(status, (json.dumps(body) + "\n").encode(), content_type="application/json")
@@ -206,6 +218,12 @@ class Server:
         self.admission.leave()
         self._released.set()
         self._released = trio.Event()
+        if self.admission.draining and not self.admission.active:
+            self._stop_accepting()
+
+    def _stop_accepting(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -216,21 +234,22 @@ class Server:
         async with trio.open_nursery() as calls:
             with trio.CancelScope() as accepting:
                 self._accepting = accepting
-                if self.admission.draining:
+                if self.admission.draining and not self.admission.active:
                     accepting.cancel()
                 await serve(listeners, self.route, handler_nursery=calls, task_status=task_status)
 
     def drain(self) -> None:
-        """Stop accepting; cancel the calls still running ``drain`` seconds from now."""
+        """Admit no more calls; cancel those still running ``drain`` seconds from now; close when none is left."""
         if self.admission.draining:
             return
         self.admission.draining = True
-        if self._accepting is not None:
-            self._accepting.cancel()
+        if not self.admission.active:
+            self._stop_accepting()
         self._drain_deadline = trio.current_time() + self.drain_period
         for scope in self._call_scopes:
             scope.deadline = min(scope.deadline, self._drain_deadline)
-        log.warning(
+        log.log(
+            logging.WARNING if self.admission.active else logging.INFO,
             "draining: not accepting calls; %d running, ended in at most %.1f s",
             self.admission.active,
             self.drain_period,
@@ -240,8 +259,7 @@ class Server:
         """End every call now."""
         self.admission.draining = True
         self._drain_deadline = -math.inf
-        if self._accepting is not None:
-            self._accepting.cancel()
+        self._stop_accepting()
         for scope in self._call_scopes:
             scope.cancel()
 

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import trio
 
 from .caps import Caps, StreamFormat
-from .frames import AudioFormat, Frame
+from .control import CURRENT_CONTROL, listening
+from .frames import AudioFormat, Clear, Frame
 
 if TYPE_CHECKING:
     from .registry import StageInfo
@@ -122,34 +123,46 @@ async def run_core(
             else:
                 await tx.send(frame)
 
+    control = CURRENT_CONTROL.get()
+    held: list[Frame] = []  # what the core let go when a clear reached it between frames
+
+    def clear(reason: str) -> None:
+        held.extend(f for f in core.push(Clear(reason), trio.current_time() - stopped) if type(f) is not Clear)
+
     async with rx, tx if tx is not None else contextlib.nullcontext():
         task_status.started()
-        while True:
-            deadline = core.deadline
-            if deadline == math.inf and not core.full:
-                try:
-                    frame = await rx.receive()
-                except trio.EndOfChannel:
-                    break
-            elif deadline <= trio.current_time() - stopped:
-                await send(core.poll(trio.current_time() - stopped))
-                continue
-            elif core.full:
-                await trio.sleep_until(deadline + stopped)
-                continue
-            else:
-                with trio.move_on_at(deadline + stopped) as waiting:
+        with listening(clear):
+            while True:
+                if held:
+                    out, held[:] = list(held), []
+                    await send(out)
+                deadline = core.deadline
+                if deadline == math.inf and not core.full:
                     try:
                         frame = await rx.receive()
                     except trio.EndOfChannel:
                         break
-                if waiting.cancelled_caught:
+                elif deadline <= trio.current_time() - stopped:
+                    await send(core.poll(trio.current_time() - stopped))
                     continue
-            await send(core.push(frame, trio.current_time() - stopped))
-        await send(core.end())
-        while (deadline := core.deadline) < math.inf:
-            await trio.sleep_until(deadline + stopped)
-            await send(core.poll(trio.current_time() - stopped))
+                elif core.full:
+                    await trio.sleep_until(deadline + stopped)
+                    continue
+                else:
+                    with trio.move_on_at(deadline + stopped) as waiting:
+                        try:
+                            frame = await rx.receive()
+                        except trio.EndOfChannel:
+                            break
+                    if waiting.cancelled_caught:
+                        continue
+                if control is not None and control.stale(frame):
+                    continue
+                await send(core.push(frame, trio.current_time() - stopped))
+            await send(core.end())
+            while (deadline := core.deadline) < math.inf:
+                await trio.sleep_until(deadline + stopped)
+                await send(core.poll(trio.current_time() - stopped))
 
 
 async def _run_decoupled(core: Core, rx: ReceiveChannel, tx: SendChannel, task_status: trio.TaskStatus[None]) -> None:
@@ -162,11 +175,18 @@ async def _run_decoupled(core: Core, rx: ReceiveChannel, tx: SendChannel, task_s
     changed = trio.lowlevel.ParkingLot()
     room = trio.lowlevel.ParkingLot()
     reading = True
+    control = CURRENT_CONTROL.get()
+
+    def clear(reason: str) -> None:
+        core.push(Clear(reason), trio.current_time())  # a decoupled core sends its events at its next poll
+        changed.unpark_all()
 
     async def read() -> None:
         nonlocal reading
         async with rx:
             async for frame in rx:
+                if control is not None and control.stale(frame):
+                    continue
                 core.push(frame, trio.current_time())
                 changed.unpark_all()
                 while core.full:
@@ -178,16 +198,17 @@ async def _run_decoupled(core: Core, rx: ReceiveChannel, tx: SendChannel, task_s
     async with tx, trio.open_nursery() as nursery:
         nursery.start_soon(read)
         task_status.started()
-        while reading or core.deadline < math.inf:
-            deadline = core.deadline
-            if deadline > trio.current_time():
-                with trio.move_on_at(deadline):
-                    await changed.park()
-                continue
-            for frame in core.poll(trio.current_time()):
-                await tx.send(frame)
-            if not core.full:  # as the sends left it: the reader waits for the next poll otherwise
-                room.unpark_all()
+        with listening(clear):
+            while reading or core.deadline < math.inf:
+                deadline = core.deadline
+                if deadline > trio.current_time():
+                    with trio.move_on_at(deadline):
+                        await changed.park()
+                    continue
+                for frame in core.poll(trio.current_time()):
+                    await tx.send(frame)
+                if not core.full:  # as the sends left it: the reader waits for the next poll otherwise
+                    room.unpark_all()
 
 
 class CoreElement:

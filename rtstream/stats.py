@@ -232,6 +232,10 @@ class Quantiles:
         """The value below which ``p`` percent of the series lies (None when empty)."""
         if not self._count:
             return None
+        return self._percentile(p)
+
+    def _percentile(self, p: float) -> float:
+        """:meth:`percentile` of a series that is not empty."""
         rank = p / 100 * (self._count - 1)
         seen = 0
         for step in sorted(self._buckets):
@@ -252,8 +256,8 @@ class Quantiles:
             return Summary(0, None, None, None, None)
         return Summary(
             count=self._count,
-            p50=self.percentile(50) * scale,  # type: ignore[operator]
-            p99=self.percentile(99) * scale,  # type: ignore[operator]
+            p50=self._percentile(50) * scale,
+            p99=self._percentile(99) * scale,
             max=self._max * scale,
             mean=self._sum / self._count * scale,
         )

@@ -1,12 +1,13 @@
-"""The simulators as service types: ``tts`` (Cartesia protocol) and ``telephony`` (media streams).
+"""The simulators as service types: ``tts`` (Cartesia), ``elevenlabs``, ``deepgram``, ``telephony``, ``caller``.
 
 rtstream loads this module through the ``rtstream.services`` entry point; a pipelines file
 then declares them (``[services.tts] type = "tts"``) and ``rtstream simulate tts`` runs one alone.
+``tts`` and ``telephony`` listen; ``caller`` dials (:attr:`rtstream.service.Service.dials`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import trio
@@ -16,8 +17,11 @@ from rtstream.registry import register_service
 from rtstream.service import Service
 from rtstream.stats import Quantiles
 
+from .caller import CallerSettings, Dialer
 from .telephony import TelephonyServer, TelephonySettings, serve_telephony
 from .tts import TtsServer, TtsSettings, serve_tts
+from .tts.deepgram import DeepgramServer, DeepgramSettings
+from .tts.elevenlabs import ElevenLabsServer, ElevenLabsSettings
 from .tts.server import PATH as TTS_PATH
 
 
@@ -43,6 +47,63 @@ class TtsService(TtsSettings, Service):
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
         self._running.server = TtsServer(self, api_key=self.api_key)
+        await serve_tts(self, host, port, server=self._running.server, task_status=task_status)
+
+    async def wait_idle(self) -> None:
+        if self._running.server is not None:
+            await self._running.server.wait_idle()
+
+    def report(self) -> dict[str, Any] | None:
+        return None if self._running.server is None else self._running.server.report()
+
+
+@register_service("elevenlabs")
+@attrs.frozen(kw_only=True)
+class ElevenLabsSimulator(ElevenLabsSettings, Service):
+    """An ElevenLabs input-streaming simulator (multi-stream-input, stream-input): audio with alignment."""
+
+    api_key: str | None = param(
+        type=str, optional=True, secret=True, help="Require this xi-api-key from clients; none accepts any."
+    )
+    _running: _Running = attrs.field(init=False, factory=_Running, eq=False, repr=False)
+
+    def endpoints(self, host: str, port: int) -> dict[str, str]:
+        return {**super().endpoints(host, port), "url": f"ws://{host}:{port}"}
+
+    async def serve(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self._running.server = ElevenLabsServer(self, api_key=self.api_key)
+        await serve_tts(self, host, port, server=self._running.server, task_status=task_status)
+
+    async def wait_idle(self) -> None:
+        if self._running.server is not None:
+            await self._running.server.wait_idle()
+
+    def report(self) -> dict[str, Any] | None:
+        return None if self._running.server is None else self._running.server.report()
+
+
+@register_service("deepgram")
+@attrs.frozen(kw_only=True)
+class DeepgramSimulator(DeepgramSettings, Service):
+    """A Deepgram Aura streaming TTS simulator (/v1/speak): binary audio, Flushed, Cleared, Warning."""
+
+    api_key: str | None = param(
+        type=str,
+        optional=True,
+        secret=True,
+        help="Require this key (Authorization: Token) from clients; none accepts any.",
+    )
+    _running: _Running = attrs.field(init=False, factory=_Running, eq=False, repr=False)
+
+    def endpoints(self, host: str, port: int) -> dict[str, str]:
+        return {**super().endpoints(host, port), "url": f"ws://{host}:{port}"}
+
+    async def serve(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self._running.server = DeepgramServer(self, api_key=self.api_key)
         await serve_tts(self, host, port, server=self._running.server, task_status=task_status)
 
     async def wait_idle(self) -> None:
@@ -96,3 +157,18 @@ class TelephonyService(TelephonySettings, Service):
     def deviations(self) -> Quantiles | None:
         """Every call's inter-arrival deviations (seconds): the receiver side of the metrics."""
         return None if self._running.server is None else self._running.server.deviations
+
+@register_service("caller")
+@attrs.frozen(kw_only=True)
+class CallerService(CallerSettings, Service):
+    """A caller simulator: dials a server's media-stream URL as the provider does, N calls at a set rate."""
+
+    dials: ClassVar[bool] = True
+    _running: _Running = attrs.field(init=False, factory=_Running, eq=False, repr=False)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._running.server = Dialer(self)
+        await self._running.server.run(task_status=task_status)
+
+    def report(self) -> dict[str, Any] | None:
+        return None if self._running.server is None else self._running.server.report()

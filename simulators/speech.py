@@ -3,9 +3,9 @@
 Each whitespace-separated word becomes a voiced sound: a harmonic tone whose pitch (from a hash
 of the word) glides down, shaped into one swell per syllable, with a breath of noise at the
 onset. Words are separated by a short silence, commas and the like by a longer one, sentence
-ends by a longer one still. The sound of a word depends only on the word and the sample rate,
-so synthesizing a text piece by piece (split between words) gives exactly the samples of
-synthesizing it whole.
+ends by a longer one still. The sound of a word depends only on the word, the sample rate and
+the pace (``speed``, which stretches words and pauses alike), so synthesizing a text piece by
+piece (split between words) gives exactly the samples of synthesizing it whole.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def pause_after(word: str) -> float:
     return WORD_GAP
 
 
-def _voice(word: str, rate: int) -> np.ndarray:
-    n = round(word_seconds(word) * rate)
+def _voice(word: str, rate: int, speed: float) -> np.ndarray:
+    n = round(word_seconds(word) / speed * rate)
     key = zlib.crc32(word.lower().encode())
     f0 = 95.0 + key % 70
     t = np.arange(n, dtype=np.float64) / rate
@@ -65,15 +65,15 @@ def _voice(word: str, rate: int) -> np.ndarray:
     return (LEVEL * (wave / 2.0 * envelope + noise)).astype(np.float32)
 
 
-def synthesize(text: str, rate: int) -> tuple[np.ndarray, list[SpokenWord]]:
-    """float32 samples at ``rate`` for ``text`` and where each word lies in them."""
+def synthesize(text: str, rate: int, speed: float = 1.0) -> tuple[np.ndarray, list[SpokenWord]]:
+    """float32 samples at ``rate`` for ``text`` spoken at ``speed`` and where each word lies in them."""
     pieces: list[np.ndarray] = []
     words: list[SpokenWord] = []
     cursor = 0
     for word in text.split():
-        sound = _voice(word, rate)
+        sound = _voice(word, rate, speed)
         words.append(SpokenWord(word, cursor, cursor + len(sound)))
-        silence = np.zeros(round(pause_after(word) * rate), dtype=np.float32)
+        silence = np.zeros(round(pause_after(word) / speed * rate), dtype=np.float32)
         pieces += [sound, silence]
         cursor += len(sound) + len(silence)
     audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)

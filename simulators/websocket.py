@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
@@ -19,15 +21,27 @@ MESSAGE_QUEUE = 8
 """Messages parsed ahead of the handler (the library's default, 1, blocks the reader per message)."""
 
 
+@attrs.frozen
+class Close:
+    """Delivered in place of a message: close the connection with this code and reason (a service's refusal)."""
+
+    code: int
+    reason: str
+
+
 async def serve(
     handler: Callable[[WebSocketRequest], Awaitable[None]],
     host: str,
     port: int,
     *,
     max_message_size: int,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``handler`` on ``host:port`` (0: any free port) until cancelled; start with the port."""
+    """Serve ``handler`` on ``host:port`` (0: any free port) until cancelled; start with the port.
+
+    With ``ssl_context`` it serves ``wss://`` (for clients that only speak TLS, like ElevenLabs' SDK).
+    """
     async with trio.open_nursery() as nursery:
         listening = await nursery.start(
             functools.partial(
@@ -35,7 +49,7 @@ async def serve(
                 handler,
                 host,
                 port,
-                None,
+                ssl_context,
                 max_message_size=max_message_size,
                 message_queue_size=MESSAGE_QUEUE,
             )
@@ -54,7 +68,8 @@ class Session(Protocol):
 
 
 async def converse(ws: WebSocketConnection, session: Session, *, peer: str) -> bool:
-    """Run ``session`` on ``ws`` until either side closes; :data:`DISCONNECT` drops the connection.
+    """Run ``session`` on ``ws`` until either side closes; :data:`DISCONNECT` drops the connection,
+    a :class:`Close` closes it with its code.
 
     True when the session dropped it, False when the peer closed it.
     """
@@ -80,6 +95,10 @@ async def converse(ws: WebSocketConnection, session: Session, *, peer: str) -> b
                         log.info("%s: dropping the connection from %s as configured", peer, ws.remote)
                         dropped = True
                         await ws.aclose(1011, "simulated disconnect")
+                        nursery.cancel_scope.cancel()
+                        return dropped
+                    if isinstance(item, Close):
+                        await ws.aclose(item.code, item.reason)
                         nursery.cancel_scope.cancel()
                         return dropped
                     await ws.send_message(item)

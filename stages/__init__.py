@@ -5,10 +5,13 @@ loads a third-party plugin; the engine never imports it by name.
 """
 
 from . import (  # noqa: F401  (importing registers the stages)
+    barge_in,
     call,
     cartesia,
     chunker,
     converter,
+    deepgram,
+    elevenlabs,
     null,
     pacer,
     pause_breath,

@@ -136,6 +136,8 @@ class BotStream:
 
     The call's reader hands it the provider's echoes (:meth:`take`) and tells it when the
     caller is gone (:meth:`hung_up`); frames that arrive after that are dropped as ``hangup``.
+    A clear on the call's control path drops the queue and sends the provider's clear at once;
+    every frame it takes tells the control what the caller is hearing (the played position).
     """
 
     def __init__(self, config: TelephonyOut, link: TelephonyLink) -> None:
@@ -160,16 +162,26 @@ class BotStream:
         link, config = self.link, self.config
         link.attach(call.bridge)
         call.outbound = self
+        control = call.control
+
+        def clear(reason: str) -> None:
+            link.clear()  # drops what is queued here, and tells the provider to drop what it buffered
+            self.changed.unpark_all()
+
         async with rx, trio.open_nursery() as nursery:
             nursery.start_soon(self._send, call)
             task_status.started()
-            async for frame in rx:
-                if self.gone:
+            with control.listening(clear):
+                async for frame in rx:
                     if isinstance(frame, AudioChunk):
-                        link.drops.add("hangup", samples=frame.samples)
-                    continue
-                link.push(frame)
-                self.changed.unpark_all()
+                        if self.gone:
+                            link.drops.add("hangup", samples=frame.samples)
+                            continue
+                        if control.stale(frame):
+                            continue
+                        control.sent(frame, trio.current_time())  # paced upstream: queued now is sent now
+                    link.push(frame)
+                    self.changed.unpark_all()
             link.finish()
             self.changed.unpark_all()
             with trio.move_on_after(config.drain_timeout):

@@ -38,8 +38,11 @@ Slots and policies (every case counted in :class:`PacerStatistics`):
 
 A Clear passes through as soon as the pacer reads it. The pacer holds no audio between slots
 (at most the frame it is about to send), so there is nothing of its own to drop; the Clear
-ends the talk spurt, so the next audio gets the lead again (the peer flushed its buffer). Audio queued in the channels ahead of the Clear
-is read, and sent, before it: a small channel capacity before the pacer keeps barge-in quick.
+ends the talk spurt, so the next audio gets the lead again (the peer flushed its buffer).
+In-band, audio queued in the channels ahead of the Clear is read, and sent, before it. In a
+call, a barge-in comes on the control path instead (:mod:`rtstream.control`): the spurt ends
+at once, the frame about to go out fades to silence, and queued frames of the cleared reply
+are dropped as they are read, so the caller hears the bot stop within one frame.
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ import numpy as np
 import trio
 
 from rtstream.audio.codec import from_float32
+from rtstream.audio.fade import fade_out
 from rtstream.caps import Caps
+from rtstream.control import CURRENT_CONTROL, listening
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Frame, UtteranceEnd, UtteranceStart
 from rtstream.params import param, whole_samples
 from rtstream.registry import register
@@ -220,6 +225,30 @@ class FramePacer:
             self._pending = frame
             self.waiting = False
         return out
+
+    def cut(self) -> bool:
+        """Barge-in on the call's control path: end the talk spurt now, as an in-band Clear would.
+
+        The frame about to go out becomes a fade to silence over its own length, so the caller
+        hears the bot stop within one frame and without a click; False when no frame was about
+        to go out (the shell then fades the next one it reads).
+        """
+        self.clears += 1
+        self.end_spurt()
+        frame = self._pending
+        if frame is None:
+            return False
+        self._pending = faded(frame)
+        return True
+
+    def end_spurt(self) -> None:
+        """The talk spurt is over (a cut, or the fade that ends one went out): idle from the next slot."""
+        self._speaking = False
+        self._utterance = None
+        self._spurt = True
+        self._lead_left = 0
+        if self.anchor is not None:
+            self.waiting = self.idle == "stop"
 
     def lead_over(self) -> None:
         """The next slot came before the lead was filled: go on with the cadence."""
@@ -501,7 +530,8 @@ class Pacer(Filter):
     idle: str = param(
         "silence",
         choices=IDLE_POLICIES,
-        help="Between utterances: keep the cadence with silence or comfort noise, or stop until the next audio (same grid).",
+        help="Between utterances: keep the cadence with silence or comfort noise, "
+        "or stop until the next audio (same grid).",
     )
     late: str = param(
         "burst",
@@ -539,6 +569,11 @@ class Pacer(Filter):
         )
 
 
+def faded(frame: AudioChunk) -> AudioChunk:
+    """``frame`` fading to silence, as no reply's audio (so nothing downstream drops it as cleared)."""
+    return attrs.evolve(frame, data=fade_out(frame.data, frame.format.encoding), utterance=None)
+
+
 class Pacing:
     """The pacer's own shell: it reads its input only when its clock wants a frame.
 
@@ -572,33 +607,61 @@ class Pacing:
             except trio.EndOfChannel:
                 return END
 
+        control = CURRENT_CONTROL.get()
+        fade_next = fading = False
+
+        def cut(reason: str) -> None:
+            nonlocal fade_next
+            fade_next = not core.cut()
+
+        def fresh(item: Frame | object | None) -> Frame | object | None:
+            """``item``, unless it is queued audio of a reply the call cleared (then None, or faded once)."""
+            nonlocal fade_next, fading
+            if control is None or not isinstance(item, AudioChunk) or not control.stale(item):
+                return item
+            if fade_next:
+                fade_next, fading = False, True
+                return faded(item)
+            return None
+
+        def take_fresh() -> Frame | object | None:
+            while (item := take()) is not None:
+                kept = fresh(item)
+                if kept is not None:
+                    return kept
+            return None
+
         async with rx, tx:
             task_status.started()
-            while not core.ended:
-                if core.waiting:
-                    frame = None
-                    with trio.move_on_at(core.wait_until):
-                        try:
-                            frame = await rx.receive()
-                        except trio.EndOfChannel:
-                            break
-                    if frame is None:
-                        core.lead_over()
-                        continue
-                    sends = core.push(frame, trio.current_time())
-                else:
-                    await sleep_until(core.deadline)
-                    sends = core.poll(trio.current_time(), take)
-                for out in sends:
-                    await tx.send(out)
-                if core.hungry:
-                    item = None
-                    with trio.move_on_at(core.hungry_until):
-                        try:
-                            item = await rx.receive()
-                        except trio.EndOfChannel:
-                            item = END
-                    core.fed(item)
+            with listening(cut):
+                while not core.ended:
+                    if core.waiting:
+                        frame = None
+                        with trio.move_on_at(core.wait_until):
+                            try:
+                                frame = fresh(await rx.receive())
+                            except trio.EndOfChannel:
+                                break
+                        if frame is None:
+                            core.lead_over()
+                            continue
+                        sends = core.push(frame, trio.current_time())  # type: ignore[arg-type]  # a frame, read from rx
+                    else:
+                        await sleep_until(core.deadline)
+                        sends = core.poll(trio.current_time(), take_fresh)
+                        if fading:  # the fade went out: what follows is idle, not an underrun
+                            fading = False
+                            core.end_spurt()
+                    for out in sends:
+                        await tx.send(out)
+                    if core.hungry:
+                        item = None
+                        with trio.move_on_at(core.hungry_until):
+                            try:
+                                item = fresh(await rx.receive())
+                            except trio.EndOfChannel:
+                                item = END
+                        core.fed(item)
 
     def series(self) -> dict[str, dict[str, Any]]:
         return self.core.series()

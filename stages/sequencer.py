@@ -272,7 +272,8 @@ class Reorderer(Core):
     def _give_up(self, out: list[Frame]) -> None:
         """Declare everything before the first held chunk lost, then release what follows."""
         first = min(self._held)
-        count = first - self.next  # type: ignore[operator]
+        assert self.next is not None  # a chunk is held: the sequence has begun
+        count = first - self.next
         chunk = self._held[first][0]
         pts = self._end_pts
         samples: int | None

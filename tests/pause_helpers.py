@@ -47,10 +47,7 @@ def speech(spans, length, *, fmt=FMT, floor=0, level=8000, seed=0):
         a, b = round(start * rate), round(end * rate)
         wave[a:b] = level * (0.7 * np.sin(2 * math.pi * 220 * t[a:b]) + 0.3 * rng.standard_normal(b - a))
     wave = np.clip(wave, -32768, 32767)
-    if fmt.encoding.value == "pcm_f32le":
-        wave = (wave / 32768).astype(np.float32)
-    else:
-        wave = np.rint(wave).astype(np.int16)
+    wave = (wave / 32768).astype(np.float32) if fmt.encoding.value == "pcm_f32le" else np.rint(wave).astype(np.int16)
     return wave if fmt.channels == 1 else np.stack([wave, wave // 2 if wave.dtype == np.int16 else wave / 2], axis=1)
 
 

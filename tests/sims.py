@@ -22,7 +22,7 @@ async def tts_server(settings: TtsSettings | None = None, **kw) -> AsyncIterator
     server = TtsServer(settings)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(functools.partial(serve_tts, settings, "127.0.0.1", 0, server=server))
-        yield f"ws://127.0.0.1:{port}/tts/websocket", server
+        yield f"ws://127.0.0.1:{port}/tts/websocket?cartesia_version=2026-03-01", server
         nursery.cancel_scope.cancel()
 
 

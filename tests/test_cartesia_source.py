@@ -22,8 +22,9 @@ from rtstream.params import ParamError
 from rtstream.simulators.speech import synthesize
 from rtstream.simulators.tts import TtsSession, TtsSettings, audio_of
 from rtstream.simulators.websocket import converse, serve
-from rtstream.stages.cartesia import CartesiaTTS, Counts, Utterance
+from rtstream.stages.cartesia import CartesiaDialect, CartesiaTTS
 from rtstream.stages.pause_breath.script import is_spoken, read_script
+from rtstream.stages.tts import Counts, Speech
 from rtstream.testing import run_stage
 from rtstream.wire import RemoteProtocolError
 from rtstream.wire.cartesia import Generation
@@ -33,36 +34,66 @@ TEXT = "Hello there [pause 200ms] and welcome, this is the bridge."
 CLEAN = "Hello there and welcome, this is the bridge."
 
 
-def utterance(words="one two three", fmt=PCM8, timestamps=True, **kw):
+def speech(words="one two three", fmt=PCM8, timestamps=True, chunk_words=0, **wire):
+    """A spoken utterance's core and a Cartesia dialect, the whole text given."""
     generation = Generation(model_id="m", voice_id="v", format=fmt, timestamps=timestamps)
-    return Utterance("utt-1", words.split(), generation, counts=Counts(), pts=0, seq_base=0, **kw)
+    dialect = CartesiaDialect(
+        generation,
+        chunk_words=chunk_words,
+        sequence_field=wire.get("sequence_field"),
+        max_message_bytes=wire.get("max_message_bytes", 1 << 20),
+    )
+    core = Speech("utt-1", fmt, counts=Counts(), pts=0, seq_base=0)
+    core.extend(None, words, True, 0.0)
+    return core, dialect
 
 
 def chunk(data: bytes, context="utt-1", **extra):
     return json.dumps({"type": "chunk", "data": base64.b64encode(data).decode(), "context_id": context, **extra})
 
 
+def stamps(context, words, start, end):
+    return json.dumps(
+        {"type": "timestamps", "context_id": context, "word_timestamps": {"words": words, "start": start, "end": end}}
+    )
+
+
+def hear(core, dialect, message, now=0.0):
+    return core.receive(dialect.receive(message, now), now)
+
+
 # -- the core ------------------------------------------------------------------------------------
 
 
-def test_requests_split_words_and_continue():
-    u = utterance("a b c d e", chunk_words=2)
-    requests = [json.loads(r) for r in u.requests()]
+def test_requests_split_words_and_continue_and_an_empty_request_ends_the_context():
+    core, dialect = speech("a b c d e", chunk_words=2)
+    requests = [json.loads(r) for r in core.open(dialect, 0.0)]
     assert [(r["transcript"], r["continue"], r["context_id"]) for r in requests] == [
         ("a b ", True, "utt-1"),
         ("c d ", True, "utt-1"),
-        ("e", False, "utt-1"),
+        ("e ", True, "utt-1"),
+        ("", False, "utt-1"),
     ]
     assert all(r["model_id"] == "m" for r in requests)
 
 
 def test_odd_byte_counts_are_carried_and_seq_and_arrival_stamped():
-    u = utterance(sequence_field="seq")
-    u.requests()
-    [a] = u.receive(chunk(b"\x01\x00\x02", seq=0), 5.0)
-    [b] = u.receive(chunk(b"\x00\x03\x00", seq=1), 6.0)
+    core, dialect = speech(sequence_field="seq")
+    core.open(dialect, 0.0)
+    [a] = hear(core, dialect, chunk(b"\x01\x00\x02", seq=0), 5.0)
+    [b] = hear(core, dialect, chunk(b"\x00\x03\x00", seq=1), 6.0)
     assert a.data.tolist() == [1] and b.data.tolist() == [2, 3]
     assert (a.pts, b.pts, a.seq, b.seq, a.arrival, b.arrival) == (0, 1, 0, 1, 5.0, 6.0)
+
+
+def test_transport_encodings_are_converted_on_arrival():
+    generation = Generation(model_id="m", voice_id="v", format=PCM8, transport="pcm_s32le")
+    dialect = CartesiaDialect(generation, chunk_words=0, sequence_field=None, max_message_bytes=1 << 20)
+    assert json.loads(dialect.start("c", "Hi ", 0.0)[0])["output_format"]["encoding"] == "pcm_s32le"
+    samples = np.array([1 << 16, -(2 << 16), 3 << 16], dtype="<i4").tobytes()
+    first = dialect.receive(chunk(samples[:5], context="c"), 0.0)[0].audio
+    rest = dialect.receive(chunk(samples[5:], context="c"), 0.0)[0].audio
+    assert np.frombuffer(first + rest, "<i2").tolist() == [1, -2, 3]
 
 
 @pytest.mark.parametrize(
@@ -82,77 +113,48 @@ def test_odd_byte_counts_are_carried_and_seq_and_arrival_stamped():
         ("x" * 2000, "oversize"),
     ],
 )
-def test_malformed_messages_are_counted(message, reason):
-    u = utterance(max_message_bytes=1024)
-    u.requests()
+def test_malformed_messages_are_refused_with_their_reason(message, reason):
+    _, dialect = speech(max_message_bytes=1024)
     with pytest.raises(RemoteProtocolError, match=rf"^{reason}\b"):
-        u.receive(message, 0.0)
-    assert u._counts.malformed == {reason: 1}
+        dialect.receive(message, 0.0)
 
 
 def test_messages_of_other_contexts_are_stale():
-    u = utterance()
-    u.requests()
-    assert u.receive(chunk(b"\x00\x00", context="old"), 0.0) == [] and u._counts.stale == 1
+    core, dialect = speech()
+    core.open(dialect, 0.0)
+    assert hear(core, dialect, chunk(b"\x00\x00", context="old")) == [] and core._counts.stale == 1
 
 
 def test_resume_from_the_first_word_not_fully_received():
-    u = utterance("one two three four")
-    u.requests()
-    u.receive(chunk(b"\x00\x00" * 8000), 0.0)  # 1 s of audio
-    u.receive(
-        json.dumps(
-            {
-                "type": "timestamps",
-                "context_id": "utt-1",
-                "word_timestamps": {"words": ["one", "two"], "start": [0.0, 0.5], "end": [0.4, 0.9]},
-            }
-        ),
-        0.0,
-    )
-    u.lost()
-    assert u.resume_from == 2 and u._counts.resumes == 1 and u._counts.repeated_seconds == pytest.approx(0.1)
-    [request] = [json.loads(r) for r in u.requests()]
-    assert request["transcript"] == "three four" and request["context_id"] == "utt-1-r1"
-    [timing] = u.receive(
-        json.dumps(
-            {
-                "type": "timestamps",
-                "context_id": "utt-1-r1",
-                "word_timestamps": {"words": ["three"], "start": [0.0], "end": [0.3]},
-            }
-        ),
-        0.0,
-    )
-    assert timing.words[0].start == pytest.approx(1.0)  # utterance time: after the second already heard
-    [c] = u.receive(chunk(b"\x00\x00", context="utt-1-r1"), 0.0)
+    core, dialect = speech("one two three four")
+    core.open(dialect, 0.0)
+    hear(core, dialect, chunk(b"\x00\x00" * 8000))  # 1 s of audio
+    [heard] = hear(core, dialect, stamps("utt-1", ["one", "two"], [0.0, 0.5], [0.4, 0.9]))
+    assert [w.text for w in heard.words] == ["one", "two"]
+    core.lost()
+    assert core.resume_from == 2 and core._counts.resumes == 1
+    assert core._counts.repeated_seconds == pytest.approx(0.1)
+    requests = [json.loads(r) for r in core.open(dialect, 0.0)]
+    assert [(r["transcript"], r["context_id"]) for r in requests] == [("three four ", "utt-1-r1"), ("", "utt-1-r1")]
+    assert hear(core, dialect, stamps("utt-1-r1", ["three"], [0.0], [0.3])) == []  # its audio has not come yet
+    [c, timing] = hear(core, dialect, chunk(b"\x00\x00" * 2400, context="utt-1-r1"))
     assert c.pts == 8000
+    assert timing.words[0].start == pytest.approx(1.0)  # utterance time: after the second already heard
 
 
 def test_an_error_reply_resumes_and_a_done_finishes():
-    u = utterance("one two")
-    u.requests()
-    u.receive(
-        json.dumps(
-            {
-                "type": "error",
-                "status_code": 429,
-                "error_code": "concurrency_limited",
-                "context_id": "utt-1",
-                "done": True,
-            }
-        ),
-        0.0,
-    )
-    assert u.error == (429, "concurrency_limited") and not u.finished and u.resume_from == 0
-    u.requests()
-    u.receive(json.dumps({"type": "done", "done": True, "context_id": "utt-1-r1"}), 0.0)
-    assert u.finished and u._counts.service_errors == {"concurrency_limited": 1}
+    core, dialect = speech("one two")
+    core.open(dialect, 0.0)
+    error = {"type": "error", "status_code": 429, "error_code": "concurrency_limited", "context_id": "utt-1"}
+    hear(core, dialect, json.dumps({**error, "done": True}))
+    assert core.error == "concurrency_limited" and not core.finished and core.resume_from == 0
+    core.open(dialect, 0.0)
+    hear(core, dialect, json.dumps({"type": "done", "done": True, "context_id": "utt-1-r1"}))
+    assert core.finished and core._counts.service_errors == {"concurrency_limited": 1}
 
 
 def test_transcript_parameters_are_checked(tmp_path):
-    with pytest.raises(ParamError, match=r"^transcript: give either transcript or transcript_file"):
-        CartesiaTTS()
+    assert CartesiaTTS().role == "filter" and CartesiaTTS(transcript="Hi.").role == "source"
     with pytest.raises(ParamError, match=r"^transcript: unknown tag .*: '\[shout\]' at character 3$"):
         CartesiaTTS(transcript="Hi [shout] there")
     path = tmp_path / "lines.txt"
@@ -212,9 +214,7 @@ def test_a_malformed_tag_is_a_config_error_before_anything_is_spoken(tmp_path, c
 
 
 def test_a_list_of_transcripts_is_one_utterance_each():
-    with pytest.raises(
-        ParamError, match=r"^transcript: give either transcript or transcript_file, or a list of transcripts"
-    ):
+    with pytest.raises(ParamError, match=r"^transcript: give one of transcript, transcripts or transcript_file"):
         CartesiaTTS(transcript="Hi.", transcripts=("Hi.",))
     with pytest.raises(ParamError, match=r"^transcripts: item 2: unknown tag .*'\[shout\]' at character 0$"):
         CartesiaTTS(transcripts=("Hello.", "[shout] Bye."))
@@ -384,7 +384,10 @@ async def test_the_service_gets_the_clean_text_and_the_stream_the_tags_and_utter
     sent = {}
     for request in recorder.requests:
         sent[request["context_id"]] = sent.get(request["context_id"], "") + request["transcript"]
-    assert sent == {"utt-1": strip_tags(lines[0]), "utt-2": strip_tags(lines[1])}
+    assert {context: text.split() for context, text in sent.items()} == {
+        "utt-1": strip_tags(lines[0]).split(),
+        "utt-2": strip_tags(lines[1]).split(),
+    }
     frames = out.frames
     pts = 0
     for n, line in enumerate(lines, 1):

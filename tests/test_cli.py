@@ -233,7 +233,7 @@ def test_third_party_stages_load_through_the_entry_point_group(tmp_path):
     listed = subprocess.run([*rtstream, "stages"], env=env, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0
     assert ["shout", "Filter/Test", "Passes", "audio", "through,", "loudly."] in [
-        l.split() for l in listed.stdout.splitlines()
+        line.split() for line in listed.stdout.splitlines()
     ]
     assert "could not load stage plugin 'brokenplugin' (brokenplugin): RuntimeError: plugin bug" in listed.stderr
     shown = subprocess.run([*rtstream, "inspect", "shout"], env=env, capture_output=True, text=True, timeout=60)

@@ -47,7 +47,7 @@ def stages(*tables: str) -> str:
             "[pipelines.a\n",
             r"^p.toml: invalid TOML: Expected '\]' at the end of a table declaration \(at line 1, column 13\)$",
         ),
-        ("x = 1\n", r"^p.toml: key 'x': unknown top-level key 'x'; allowed: pipelines, services$"),
+        ("x = 1\n", r"^p.toml: key 'x': unknown top-level key 'x'; allowed: pipelines, services, server, calls$"),
         ("", r"^p.toml: no pipelines defined; add a \[pipelines.NAME\] table with its stages$"),
         (
             "[pipelines.a]\nstages = []\n",

@@ -35,8 +35,10 @@ from rtstream.wavfile import write_wav
 SECRET = "fuzz-secret-7f3a9c2e"
 ENV = {"FUZZ_SECRET": SECRET}
 
-BASE: dict[str, dict[str, Any]] = {"cartesia_tts": {"transcript": "Hello."}}
-"""Parameters a stage needs besides its required ones (cartesia_tts: one of three transcript keys)."""
+BASE: dict[str, dict[str, Any]] = {
+    name: {"transcript": "Hello."} for name in ("cartesia_tts", "elevenlabs_tts", "deepgram_tts")
+}
+"""Parameters a stage needs besides its required ones (a TTS stage as a source: one of three transcript keys)."""
 
 STAGES = registry.stages()
 SERVICES = registry.services()
@@ -124,7 +126,13 @@ def config_for(info: Any, params: dict[str, Any], files: dict[str, str], pipelin
         ms = given if isinstance(given, int | float) and not isinstance(given, bool) else 60.0
         convert += table(stage, {"type": "chunker", "frame_ms": ms})
     body = {"source": [own, sink], "filter": [source, convert, own, sink], "sink": [source, convert, own]}[role]
-    return f"[pipelines.{name}]\n" + "".join(body)
+    text = f"[pipelines.{name}]\n" + "".join(body)
+    if info.name in CALL_STAGES:  # they run only in a call, on its socket
+        text += table("[calls.c]", {"path": "/c", "protocol": "raw", "pipelines": [pipeline]})
+    return text
+
+
+CALL_STAGES = ("telephony_in", "telephony_out")
 
 
 # -- the values ----------------------------------------------------------------------------------

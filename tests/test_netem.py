@@ -1,5 +1,7 @@
 """The seeded network impairment scheduler, pure."""
 
+import itertools
+
 import pytest
 
 from rtstream.simulators.netem import DISCONNECT, Impairments, NetEm
@@ -37,7 +39,7 @@ def test_jitter_delays_but_never_reorders():
         t = net.next_due()
         times += [(t, m) for m in net.pop_due(t)]
     assert [m for _, m in times] == list(range(100))
-    assert all(b[0] >= a[0] for a, b in zip(times, times[1:]))
+    assert all(b[0] >= a[0] for a, b in itertools.pairwise(times))
     assert any(t > m * 0.01 for t, m in times)
     assert all(t <= m * 0.01 + 0.05 or t == times[i - 1][0] for i, (t, m) in enumerate(times))
 

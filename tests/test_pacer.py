@@ -55,7 +55,9 @@ async def test_ten_minutes_of_bursty_chunks_leave_exactly_on_the_grid(autojump_c
     audio = rng.integers(-3000, 3000, int(sizes.sum()), dtype=np.int16)
     # a TTS-like source: chunks of any size, in bursts three times faster than real time
     script = [(0.0, UtteranceStart("u"))]
-    script += [(s / 8000 / 3, AudioChunk(audio[s : s + n], PCM8K, utterance="u")) for s, n in zip(starts, sizes)]
+    script += [
+        (s / 8000 / 3, AudioChunk(audio[s : s + n], PCM8K, utterance="u")) for s, n in zip(starts, sizes, strict=True)
+    ]
     script.append(UtteranceEnd("u"))
     pacer = Pacer(margin_ms=0)
     out = await run_stages([Chunker(), pacer], script)

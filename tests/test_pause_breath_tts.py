@@ -145,7 +145,7 @@ async def test_a_seed_gives_the_same_speech_whatever_the_chunking(tmp_path, tts,
     assert stats["received"].samples == spoken < stats["sent"].samples
     # two utterances: pts run on across them, each one's timings count from its own start
     assert [c.pts for c in out.chunks] == list(np.cumsum([0] + [c.samples for c in out.chunks[:-1]]))
-    first = [w for f in out.frames if isinstance(f, WordTimings) and f.utterance == "utt-2" for w in f.words][0]
+    first = next(w for f in out.frames if isinstance(f, WordTimings) and f.utterance == "utt-2" for w in f.words)
     assert first.text == "And" and first.start == 0.0
 
 

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,8 +12,8 @@ from rtstream.frames import AudioFormat
 def test_any_split_yields_the_same_samples_and_carries_the_rest(data, cuts, channels):
     fmt = AudioFormat("pcm_s16le", 8000, channels)
     aligner = PayloadAligner(fmt)
-    bounds = np.cumsum([0, *cuts]).clip(max=len(data)).tolist() + [len(data)]
-    pieces = [aligner.feed(data[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    bounds = [*np.cumsum([0, *cuts]).clip(max=len(data)).tolist(), len(data)]
+    pieces = [aligner.feed(data[a:b]) for a, b in itertools.pairwise(bounds)]
     whole = len(data) - len(data) % fmt.frame_bytes
     assert np.concatenate([p.reshape(-1) for p in pieces]).tobytes() == data[:whole]
     assert all(p.ndim == (1 if channels == 1 else 2) for p in pieces)

@@ -168,7 +168,9 @@ def test_validate_checks_services_and_references(tmp_path):
 
 def test_simulate_lists_runs_and_reports(tmp_path):
     listed = invoke("simulate")
-    assert listed.exit_code == 0 and listed.output.splitlines()[0].startswith("telephony ")
+    assert listed.exit_code == 0
+    names = [line.split()[0] for line in listed.output.splitlines()]
+    assert names == ["caller", "deepgram", "elevenlabs", "telephony", "tts"]
     report_path = tmp_path / "sim.json"
     result = invoke(
         "simulate", "telephony", "protocol=twilio", "report_calls=0", "--duration", "0.05", "--report", str(report_path)

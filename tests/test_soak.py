@@ -68,9 +68,9 @@ def test_forty_calls_in_real_time_come_through_whole_and_steady(tmp_path):
     with (
         simulator_process("tts", "rtf=3", "first_byte_latency=0.05", f"pattern=[{pattern}]") as tts_url,
         simulator_process("telephony", "protocol=raw", f"record='{record}'", "--report", str(report)) as phone_url,
+        quiet_gc(),
     ):
-        with quiet_gc():
-            reports = trio.run(soak, tts_url, phone_url)
+        reports = trio.run(soak, tts_url, phone_url)
     received = json.loads(report.read_text())
     assert [p.status for p in reports] == ["completed"] * CALLS
     assert received["calls"] == CALLS and received["wrong_size"] == 0 and received["errors"] == {}

@@ -54,5 +54,5 @@ def test_merged_quantiles_equal_one_series_of_both():
     merged, whole = a.summary(), both.summary()
     assert (merged.count, merged.p50, merged.p99, merged.max) == (whole.count, whole.p50, whole.p99, whole.max)
     assert merged.mean == pytest.approx(whole.mean)
-    with pytest.raises(ValueError, match="^cannot merge quantiles of resolution"):
+    with pytest.raises(ValueError, match=r"^cannot merge quantiles of resolution"):
         a.merge(Quantiles(resolution=1e-3))

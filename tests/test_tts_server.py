@@ -57,11 +57,14 @@ async def test_unknown_path_and_missing_key_are_refused():
                     pass
             assert refused.value.status_code == 404
             with pytest.raises(ConnectionRejected) as refused:
-                async with open_websocket_url(f"ws://127.0.0.1:{port}/tts/websocket?api_key=wrong"):
+                async with open_websocket_url(
+                    f"ws://127.0.0.1:{port}/tts/websocket?api_key=wrong&cartesia_version=2026-03-01"
+                ):
                     pass
             assert refused.value.status_code == 401
             async with open_websocket_url(
-                f"ws://127.0.0.1:{port}/tts/websocket", extra_headers=[(b"X-API-Key", b"s3cret")]
+                f"ws://127.0.0.1:{port}/tts/websocket",
+                extra_headers=[(b"X-API-Key", b"s3cret"), (b"Cartesia-Version", b"2026-03-01")],
             ) as ws:
                 await ws.send_message(req("Hi."))
                 assert (await until_done(ws))[-1]["type"] == "done"
@@ -70,36 +73,45 @@ async def test_unknown_path_and_missing_key_are_refused():
 
 async def test_concurrency_limit_across_connections():
     with trio.fail_after(10):
-        async with tts_server(rtf=0, first_byte_latency=0, max_contexts=1) as (url, _):
-            async with open_websocket_url(url) as a, open_websocket_url(url) as b:
-                await a.send_message(req("Hold ", context_id="a", **{"continue": True}))
-                await trio.testing.wait_all_tasks_blocked()  # the server has taken context a
-                await b.send_message(req("Me.", context_id="b"))
-                error = json.loads(await b.get_message())
-                assert (error["status_code"], error["error_code"], error["context_id"]) == (
-                    429,
-                    "concurrency_limited",
-                    "b",
-                )
+        async with (
+            tts_server(rtf=0, first_byte_latency=0, max_contexts=1) as (url, _),
+            open_websocket_url(url) as a,
+            open_websocket_url(url) as b,
+        ):
+            await a.send_message(req("Hold ", context_id="a", **{"continue": True}))
+            await trio.testing.wait_all_tasks_blocked()  # the server has taken context a
+            await b.send_message(req("Me.", context_id="b"))
+            error = json.loads(await b.get_message())
+            assert (error["status_code"], error["error_code"], error["context_id"]) == (
+                429,
+                "concurrency_limited",
+                "b",
+            )
 
 
 async def test_disconnect_after_n_chunks_closes_with_1011():
     with trio.fail_after(10):
-        async with tts_server(rtf=0, first_byte_latency=0, disconnect_after=3) as (url, server):
-            async with open_websocket_url(url) as ws:
-                await ws.send_message(req("A long enough sentence here."))
-                chunks = 0
-                with pytest.raises(ConnectionClosed) as closed:
-                    while True:
-                        chunks += json.loads(await ws.get_message())["type"] == "chunk"
-                assert chunks == 3 and closed.value.reason.code == 1011
+        async with (
+            tts_server(rtf=0, first_byte_latency=0, disconnect_after=3) as (url, _),
+            open_websocket_url(url) as ws,
+        ):
+            await ws.send_message(req("A long enough sentence here."))
+            chunks = 0
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    chunks += json.loads(await ws.get_message())["type"] == "chunk"
+            assert chunks == 3 and closed.value.reason.code == 1011
 
 
 async def test_impairments_are_deterministic_over_the_socket():
     async def conversation():
-        async with tts_server(
-            rtf=20, first_byte_latency=0, drop=0.1, duplicate=0.1, reorder=0.1, jitter=0.005, seed=9
-        ) as (url, _), open_websocket_url(url) as ws:
+        async with (
+            tts_server(rtf=20, first_byte_latency=0, drop=0.1, duplicate=0.1, reorder=0.1, jitter=0.005, seed=9) as (
+                url,
+                _,
+            ),
+            open_websocket_url(url) as ws,
+        ):
             await ws.send_message(req("A long enough sentence to be impaired in a few ways."))
             return [(m["type"], m.get("seq")) for m in await until_done(ws)]
 

@@ -199,7 +199,8 @@ def request(**fields):
         ('{"cancel": true}', "bad_shape", "cancel needs a context_id", None),
         (request(model_id=None), "bad_shape", "model_id must be a string", "c1"),
         (request(transcript=5), "bad_shape", "transcript must be a string", "c1"),
-        (request(voice={"mode": "embedding"}), "bad_shape", 'voice must be {"mode": "id", "id": "<voice id>"}', "c1"),
+        (request(voice={"mode": "embedding"}), "unsupported", "voice mode 'embedding' is not supported; .*", "c1"),
+        (request(voice=[]), "bad_shape", 'voice must be a voice id or {"mode": "id", "id": "<voice id>"}', "c1"),
         (request(output_format=[]), "bad_shape", "output_format must be an object", "c1"),
         (
             request(output_format={"container": "mp3"}),
@@ -210,7 +211,8 @@ def request(**fields):
         (
             request(output_format={"container": "raw", "encoding": "pcm_s24le"}),
             "bad_value",
-            "output_format.encoding must be one of pcm_s16le, pcm_f32le, pcm_mulaw, pcm_alaw, got 'pcm_s24le'",
+            "output_format.encoding must be one of pcm_s16le, pcm_f32le, pcm_mulaw, pcm_alaw, pcm_s32le, pcm_f16le,"
+            " got 'pcm_s24le'",
             "c1",
         ),
         (
@@ -221,7 +223,14 @@ def request(**fields):
         ),
         (request(add_timestamps="yes"), "bad_shape", "add_timestamps must be true or false", "c1"),
         (request(**{"continue": 1}), "bad_shape", "continue must be true or false", "c1"),
-        (request(flush=None), "bad_shape", "flush must be true or false", "c1"),
+        (request(flush="no"), "bad_shape", "flush must be true or false", "c1"),
+        (
+            request(max_buffer_delay_ms=6000),
+            "bad_value",
+            "max_buffer_delay_ms must be an integer from 0 to 5000, .*",
+            "c1",
+        ),
+        (request(speed="warp"), "bad_value", "speed must be one of slow, normal, fast, got 'warp'", "c1"),
     ],
 )
 def test_the_service_refuses_with_the_context_named(message, reason, detail, context):

@@ -125,5 +125,5 @@ def clamp_nonfinite(samples: np.ndarray) -> tuple[np.ndarray, int]:
     finite = np.isfinite(samples)
     if finite.all():
         return samples, 0
-    clean = np.nan_to_num(samples, nan=0.0, posinf=_FULL_SCALE, neginf=-1.0)
+    clean = np.nan_to_num(samples, nan=0.0, posinf=float(_FULL_SCALE), neginf=-1.0)
     return clean, int(finite.size - np.count_nonzero(finite))

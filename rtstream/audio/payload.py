@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..frames import AudioFormat
+from ..frames import AudioFormat, Encoding
 
 
 class PayloadAligner:
@@ -39,3 +39,27 @@ class PayloadAligner:
         dropped = len(self._carry)
         self._carry = b""
         return dropped
+
+
+class TransportDecoder:
+    """Samples of a wider or narrower wire encoding as the bytes of the encoding delivered.
+
+    Cartesia's pcm_s32le arrives as PCM16 (the top 16 bits of each sample) and pcm_f16le as
+    float32. A sample split between two payloads waits for the rest of its bytes.
+    """
+
+    __slots__ = ("_carry", "_dtype", "delivered")
+
+    def __init__(self, wire_dtype: str, delivered: Encoding) -> None:
+        self._dtype = np.dtype(wire_dtype)
+        self.delivered = delivered
+        self._carry = b""
+
+    def feed(self, payload: bytes) -> bytes:
+        data = self._carry + payload
+        cut = len(data) - len(data) % self._dtype.itemsize
+        self._carry = data[cut:]
+        samples = np.frombuffer(data[:cut], self._dtype)
+        if self.delivered is Encoding.PCM_S16LE:
+            return (samples >> 16).astype("<i2").tobytes()
+        return samples.astype(self.delivered.dtype).tobytes()

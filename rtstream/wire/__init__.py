@@ -8,9 +8,12 @@ shells count.
 
 - :mod:`rtstream.wire.telephony`: media streams (raw binary, Twilio, Plivo, Exotel, Telnyx, Vonage,
   Jambonz, FreeSWITCH), a module each.
-- :mod:`rtstream.wire.cartesia`: the Cartesia TTS WebSocket, client and service.
+- :mod:`rtstream.wire.cartesia`: the Cartesia TTS WebSocket (API 2026-03-01), client and service.
+- :mod:`rtstream.wire.elevenlabs`: ElevenLabs input streaming (multi-stream-input, stream-input).
+- :mod:`rtstream.wire.deepgram`: Deepgram Aura's streaming TTS (``/v1/speak``).
 
-This layer imports only the engine's core modules (frames), never stages or simulators.
+This layer imports only the engine's core modules (frames) and the standard library's pure
+parts (``urllib.parse`` for the handshakes), never stages or simulators.
 """
 
 from .errors import RemoteProtocolError

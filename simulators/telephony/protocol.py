@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, deque
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -33,6 +34,8 @@ from rtstream.wire.telephony import ChunkRule, ClearEcho, MarkEcho, Metadata, Se
 from ..netem import DISCONNECT
 
 PROTOCOLS = tuple(WIRE)
+MAX_PENDING_MARKS = 1000
+"""Marks waiting for their audio to play; one beyond is dropped and counted (``too_many_marks``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -107,10 +110,17 @@ class TelephonySettings:
 
     @property
     def chunk_rule(self) -> ChunkRule | None:
-        """The chunk rule checked in place of a frame size (Exotel's, unless frame_ms is set)."""
-        if self.frame_ms is not None or WIRE[self.protocol].chunk_rule is None:
+        """The chunk rule checked in place of a frame size, unless frame_ms is set.
+
+        Exotel's rule in bytes comes from the exotel_* settings; a rule in milliseconds
+        (Telnyx, Vonage) is the protocol's own, in this stream's format.
+        """
+        wire = WIRE[self.protocol]
+        if self.frame_ms is not None or wire.chunk_rule is None:
             return None
-        return ChunkRule(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes)
+        if isinstance(wire.chunk_rule, ChunkRule):
+            return ChunkRule(self.exotel_multiple, self.exotel_min_bytes, self.exotel_max_bytes)
+        return wire.chunk_rule_for(self.format)
 
 
 class TelephonyCall:
@@ -158,8 +168,8 @@ class TelephonyCall:
 
     # -- opening -------------------------------------------------------------------------------
 
-    def opening(self) -> list[str | bytes]:
-        """The messages the service sends when the stream opens."""
+    def opening(self, custom_parameters: Mapping[str, str] | None = None) -> list[str | bytes]:
+        """The messages the service sends when the stream opens, carrying ``custom_parameters``."""
         sid = self.stream_id or ""
         start = Start(
             stream_id=sid,
@@ -167,6 +177,7 @@ class TelephonyCall:
             account_id=self.wire.example_account,
             format=self.format,
             tracks=("inbound",),
+            custom_parameters=dict(custom_parameters or {}),
             caller="+10000000000",
             called="+10000000001",
         )
@@ -186,7 +197,10 @@ class TelephonyCall:
                 return self._media(payload, now)
             case SendMark(name):
                 self.marks += 1
-                self._pending_marks.append((max(now, self._play_end), name))
+                if len(self._pending_marks) >= MAX_PENDING_MARKS:
+                    self.errors["too_many_marks"] += 1
+                else:
+                    self._pending_marks.append((max(now, self._play_end), name))
                 self._end_segment()
             case SendClear():
                 self.clears += 1

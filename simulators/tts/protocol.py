@@ -6,8 +6,13 @@ gives back the messages to send when they are due; the server around it only mov
 bytes and sleeps until :meth:`TtsSession.next_due`. Per context it keeps the text received
 so far, synthesizes whole words as they arrive (everything on ``flush`` or ``continue: false``)
 and schedules the audio as the chunks a generator running ``rtf`` times faster than real time
-would give, after a first-byte latency. Word timestamps follow the chunk that completes the
-words. The outgoing stream then goes through :class:`rtstream.simulators.netem.NetEm`.
+would give, after a first-byte latency (:class:`rtstream.simulators.tts.voice.Voice`, shared by
+every TTS simulator). Word (and, when asked, phoneme) timestamps follow the chunk that
+completes the words; after a context's first flush, its chunks and timestamps carry the
+``flush_id`` of the flush they belong to. ``max_buffer_delay_ms`` holds text that does not end
+a sentence back for that long (unset, words are spoken as they come); ``speed`` sets the pace.
+Errors carry ``error_code``, ``title``, ``message``, ``doc_url`` and the connection's
+``request_id``. The outgoing stream then goes through :class:`rtstream.simulators.netem.NetEm`.
 
 Beyond the real protocol the simulator adds one field to every ``chunk`` message:
 ``"seq"`` (:data:`SEQUENCE_FIELD`), the chunk's number within its context from 0, given before
@@ -18,9 +23,9 @@ impairments, so a client can see duplicated, reordered and dropped chunks. Set
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections import Counter, deque
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -28,80 +33,29 @@ import numpy as np
 
 from rtstream.audio.codec import from_float32
 from rtstream.frames import AudioFormat
-from rtstream.params import ParamError, param
 from rtstream.wire.cartesia import (
+    SPEEDS,
     BadRequest,
     CartesiaService,
     Chunk,
     Done,
     Error,
     FlushDone,
+    Generation,
+    PhonemeTimestamps,
     Request,
     Response,
     Timestamps,
 )
 
-from ..netem import Impairments, NetEm, NetEmStatistics
-from ..speech import synthesize
+from ..netem import NetEm, NetEmStatistics
+from ..speech import SpokenWord, synthesize
+from .settings import TtsSettings
+from .voice import Piece, Voice, chunk_sizes
 
-SEQUENCE_FIELD = "seq"
 _EXPIRED_REMEMBERED = 1024
-
-
-@attrs.frozen(kw_only=True)
-class TtsSettings(Impairments):
-    """How the simulated TTS service behaves: chunking, speed, limits, impairments."""
-
-    chunking: str = param(
-        "pattern",
-        choices=("pattern", "random", "fixed"),
-        help="Chunk sizes: the pattern cycled, random in a range, or fixed.",
-    )
-    pattern: tuple[int, ...] = param(
-        (500, 300, 700, 200),
-        type=(int,),
-        min=1,
-        max=1 << 20,
-        unit="bytes",
-        help="Chunk sizes cycled by pattern chunking.",
-    )
-    chunk_bytes: int = param(1000, min=1, max=1 << 20, unit="bytes", help="Chunk size for fixed chunking.")
-    min_bytes: int = param(200, min=1, max=1 << 20, unit="bytes", help="Smallest chunk for random chunking.")
-    max_bytes: int = param(2000, min=1, max=1 << 20, unit="bytes", help="Largest chunk for random chunking.")
-    rtf: float = param(
-        3.0, min=0, max=1000, help="Times faster than real time the audio is made; 0 sends it all at once."
-    )
-    first_byte_latency: float = param(0.1, min=0, max=60, unit="s", help="Delay before an idle context's first chunk.")
-    max_contexts: int | None = param(
-        type=int,
-        optional=True,
-        min=1,
-        max=1 << 20,
-        help="Concurrent contexts allowed across the server; more get a 429 error.",
-    )
-    context_timeout: float = param(
-        1.0, gt=0, max=3600, unit="s", help="An open context expires this long after its last audio."
-    )
-    error_after: int | None = param(
-        type=int,
-        optional=True,
-        min=0,
-        max=1 << 31,
-        help="Reply with an error (500) in place of this connection's next chunk after this many.",
-    )
-    sequence_field: str | None = param(
-        SEQUENCE_FIELD,
-        type=str,
-        optional=True,
-        help="Name of the chunk-number field the simulator adds; none leaves it out.",
-    )
-    seed: int = param(0, min=0, help="Seed of random chunk sizes and impairments (connection n uses seed + n).")
-
-    def __attrs_post_init__(self) -> None:
-        if self.min_bytes > self.max_bytes:
-            raise ParamError("min_bytes", f"must not exceed max_bytes ({self.max_bytes}), got {self.min_bytes}")
-        if not self.pattern:
-            raise ParamError("pattern", "must list at least one chunk size")
+DOC_URL = "https://docs.cartesia.ai/api-reference/tts/websocket"
+_SENTENCE_END = (".", "!", "?")
 
 
 class ContextLimiter:
@@ -132,20 +86,25 @@ class RequestError(Exception):
 @attrs.define
 class _Context:
     id: str
-    format: AudioFormat
-    timestamps: bool
-    sizes: Iterator[int]
+    generation: Generation
+    voice: Voice
     text: str = ""
-    samples: int = 0
-    """Samples synthesized so far."""
-    generated_until: float = -float("inf")
-    """When the generator finishes what it was given."""
+    """Text received and not yet spoken."""
+    held_since: float | None = None
+    """When the text held back (``max_buffer_delay_ms``) began waiting."""
     last_input: float = 0.0
-    chunks: int = 0
     flushes: int = 0
     ended: bool = False
+    failed: bool = False
+    """Its generation failed: its error is on the way, and later requests for it are ignored."""
     queue: deque[tuple[float, Response]] = attrs.Factory(deque)
     """Responses being generated, with the time each is ready."""
+
+    def hold_until(self) -> float:
+        delay = self.generation.max_buffer_delay_ms
+        if self.held_since is None or delay is None:
+            return math.inf
+        return self.held_since + delay / 1000
 
 
 @attrs.frozen
@@ -164,8 +123,16 @@ class TtsSessionStatistics:
 class TtsSession:
     """One connection's protocol state: :meth:`receive` requests, :meth:`pop_due` responses."""
 
-    def __init__(self, settings: TtsSettings, *, seed: int = 0, limiter: ContextLimiter | None = None) -> None:
+    def __init__(
+        self,
+        settings: TtsSettings,
+        *,
+        seed: int = 0,
+        limiter: ContextLimiter | None = None,
+        request_id: str | None = None,
+    ) -> None:
         self.settings = settings
+        self.request_id = request_id
         self._rng = random.Random(seed)
         self._net = NetEm(settings.impairments(), seed)
         self._wire = CartesiaService(sequence_field=settings.sequence_field)
@@ -204,45 +171,56 @@ class TtsSession:
 
     def _refuse(self, exc: RequestError, now: float) -> None:
         self._errors[exc.code] += 1
-        self._net.push(self._wire.send(Error(exc.context, exc.status, exc.code, exc.title, str(exc))), now)
+        self._net.push(self._wire.send(self._error(exc.context, exc.status, exc.code, exc.title, str(exc))), now)
+
+    def _error(self, context: str | None, status: int, code: str, title: str, message: str) -> Error:
+        return Error(context, status, code, title, message, DOC_URL, self.request_id)
 
     def _handle(self, request: Request, now: float) -> None:
         context = request.context
-        fmt, timestamps = request.generation.format, request.generation.timestamps
-        transcript, keep_open, flush = request.transcript, request.more, request.flush
+        keep_open, flush = request.more, request.flush
         if context is None:
             context = f"auto-{next(self._auto_ids)}"
         ctx = self._contexts.get(context)
         if ctx is None:
-            ctx = self._open(context, fmt, timestamps, now)
+            ctx = self._open(context, request.generation, now)
+        elif ctx.failed:
+            return
         elif ctx.ended:
             raise RequestError(400, "context_closed", "Context closed", f"context {context!r} has ended", context)
-        elif ctx.format != fmt:
+        elif ctx.generation.format != request.generation.format:
             raise RequestError(
                 400,
                 "invalid_request",
                 "Invalid request",
-                f"context {context!r} was opened as {ctx.format}; a request cannot change it to {fmt}",
+                f"context {context!r} was opened as {ctx.generation.format}; a request cannot change it to "
+                f"{request.generation.format}",
                 context,
             )
         ctx.last_input = now
-        ctx.text += transcript
+        ctx.text += request.transcript
         if keep_open and not flush:
             cut = max(ctx.text.rfind(" "), ctx.text.rfind("\n"), ctx.text.rfind("\t")) + 1
+            if ctx.generation.max_buffer_delay_ms and not ctx.text[:cut].rstrip().endswith(_SENTENCE_END):
+                if ctx.text.strip() and ctx.held_since is None:
+                    ctx.held_since = now  # held back until a sentence ends or the delay is over
+                return
             ready_text, ctx.text = ctx.text[:cut], ctx.text[cut:]
         else:
             ready_text, ctx.text = ctx.text, ""
+        ctx.held_since = None
+        if flush:
+            ctx.flushes += 1
         self._generate(ctx, ready_text, now)
         if ctx.ended:  # the generation failed
             return
         if flush:
-            ctx.flushes += 1
             self._queue(ctx, FlushDone(ctx.id, ctx.flushes))
         if not keep_open:
             ctx.ended = True
             self._queue(ctx, Done(ctx.id))
 
-    def _open(self, context: str, fmt: AudioFormat, timestamps: bool, now: float) -> _Context:
+    def _open(self, context: str, generation: Generation, now: float) -> _Context:
         if context in self._expired:
             raise RequestError(400, "context_expired", "Context expired", f"context {context!r} has expired", context)
         if not self._limiter.acquire():
@@ -254,7 +232,15 @@ class TtsSession:
                 context,
             )
         self._opened += 1
-        ctx = _Context(context, fmt, timestamps, self._sizes(), last_input=now)
+        fmt = generation.format
+        voice = Voice(
+            self.settings,
+            generation.wire_encoding,
+            fmt.sample_rate,
+            chunk_sizes(self.settings, self._rng),
+            speed=SPEEDS[generation.speed or "normal"],
+        )
+        ctx = _Context(context, generation, voice, last_input=now)
         self._contexts[context] = ctx
         return ctx
 
@@ -264,61 +250,56 @@ class TtsSession:
             self._cancelled += 1
             self._limiter.release()
 
-    def _sizes(self) -> Iterator[int]:
-        s = self.settings
-        if s.chunking == "fixed":
-            return itertools.repeat(s.chunk_bytes)
-        if s.chunking == "pattern":
-            return itertools.cycle(s.pattern)
-        rng = self._rng
-        return (rng.randint(s.min_bytes, s.max_bytes) for _ in itertools.count())
-
     # -- generation ----------------------------------------------------------------------------
 
     def _generate(self, ctx: _Context, text: str, now: float) -> None:
-        if not text.split():
-            return
-        fmt = ctx.format
-        audio, words = synthesize(text, fmt.sample_rate)
-        payload = from_float32(audio, fmt.encoding).tobytes()
         s = self.settings
-        start = now + s.first_byte_latency if ctx.generated_until <= now else ctx.generated_until
-        bytes_per_second = fmt.sample_rate * fmt.frame_bytes
-        base, rate = ctx.samples, fmt.sample_rate
-        pending = list(words)
-        offset = 0
-        while offset < len(payload):
-            size = next(ctx.sizes)
-            piece = payload[offset : offset + size]
-            offset += len(piece)
-            ready = start + (offset / bytes_per_second / s.rtf if s.rtf else 0.0)
-            ctx.generated_until = ready
+        rate = ctx.generation.format.sample_rate
+        # audio after the n-th flush belongs to flush n + 1, once there has been one (ours counts already)
+        flush_id = ctx.flushes or None
+        for piece in ctx.voice.speak(text, now):
             if s.error_after is not None and self._chunks >= s.error_after and not self._failed:
                 self._failed = True  # one simulated failure per connection
-                ctx.ended = True
-                failure = Error(ctx.id, 500, "internal_error", "Internal error", "simulated generation failure")
-                ctx.queue.append((ready, failure))
+                ctx.ended = ctx.failed = True
+                failure = self._error(ctx.id, 500, "internal_error", "Internal error", "simulated generation failure")
+                ctx.queue.append((piece.ready, failure))
                 return
             self._chunks += 1
-            self._bytes += len(piece)
-            step_time = round(len(piece) / bytes_per_second * 1000 / max(s.rtf, 1), 3)
-            ctx.queue.append((ready, Chunk(ctx.id, piece, ctx.chunks, step_time)))
-            ctx.chunks += 1
-            covered = offset // fmt.frame_bytes
-            done_words = [w for w in pending if w.end <= covered]
-            if ctx.timestamps and done_words:
-                del pending[: len(done_words)]
-                stamps = Timestamps(
-                    ctx.id,
-                    tuple(w.text for w in done_words),
-                    tuple((base + w.start) / rate for w in done_words),
-                    tuple((base + w.end) / rate for w in done_words),
+            self._bytes += len(piece.audio)
+            step_time = round(piece.samples / rate * 1000 / max(s.rtf, 1), 3)
+            ctx.queue.append((piece.ready, Chunk(ctx.id, piece.audio, piece.number, step_time, flush_id)))
+            self._timestamps(ctx, piece, flush_id)
+
+    def _timestamps(self, ctx: _Context, piece: Piece, flush_id: int | None) -> None:
+        words, rate = piece.completed, ctx.generation.format.sample_rate
+        if not words:
+            return
+        if ctx.generation.timestamps:
+            stamps = Timestamps(
+                ctx.id,
+                tuple(w.text for w in words),
+                tuple(w.start / rate for w in words),
+                tuple(w.end / rate for w in words),
+                flush_id,
+            )
+            ctx.queue.append((piece.ready, stamps))
+        if ctx.generation.phoneme_timestamps:
+            phonemes = [p for w in words for p in _phonemes(w, rate)]
+            ctx.queue.append(
+                (
+                    piece.ready,
+                    PhonemeTimestamps(
+                        ctx.id,
+                        tuple(p for p, _, _ in phonemes),
+                        tuple(s for _, s, _ in phonemes),
+                        tuple(e for _, _, e in phonemes),
+                        flush_id,
+                    ),
                 )
-                ctx.queue.append((ready, stamps))
-        ctx.samples += len(audio)
+            )
 
     def _queue(self, ctx: _Context, response: Response) -> None:
-        ready = max(ctx.generated_until, ctx.queue[-1][0] if ctx.queue else -float("inf"), ctx.last_input)
+        ready = max(ctx.voice.generated_until, ctx.queue[-1][0] if ctx.queue else -float("inf"), ctx.last_input)
         ctx.queue.append((ready, response))
 
     # -- output --------------------------------------------------------------------------------
@@ -327,6 +308,11 @@ class TtsSession:
         """The messages due by ``now`` (strings, or :data:`rtstream.simulators.netem.DISCONNECT`)."""
         due: list[tuple[float, int, Response]] = []
         for order, ctx in enumerate(list(self._contexts.values())):
+            if ctx.hold_until() <= now:  # the buffer delay is over: speak the whole words held
+                cut = max(ctx.text.rfind(" "), ctx.text.rfind("\n"), ctx.text.rfind("\t")) + 1
+                ready_text, ctx.text = ctx.text[:cut], ctx.text[cut:]
+                ctx.held_since = None
+                self._generate(ctx, ready_text, now)
             while ctx.queue and ctx.queue[0][0] <= now:
                 ready, response = ctx.queue.popleft()
                 due.append((ready, order, response))
@@ -351,13 +337,20 @@ class TtsSession:
             self._expired.append(ctx.id)
 
     def _expiry(self, ctx: _Context) -> float:
-        return max(ctx.generated_until, ctx.last_input) + self.settings.context_timeout
+        if ctx.held_since is not None:
+            return math.inf
+        return max(ctx.voice.generated_until, ctx.last_input) + self.settings.context_timeout
 
     def next_due(self) -> float | None:
         """When :meth:`pop_due` next has something to do (None: only after new input)."""
         times = [t for t in (self._net.next_due(),) if t is not None]
         for ctx in self._contexts.values():
-            times.append(ctx.queue[0][0] if ctx.queue else ctx.last_input if ctx.ended else self._expiry(ctx))
+            times.append(
+                min(
+                    ctx.hold_until(),
+                    ctx.queue[0][0] if ctx.queue else ctx.last_input if ctx.ended else self._expiry(ctx),
+                )
+            )
         return min(times) if times else None
 
     def close(self) -> None:
@@ -377,6 +370,13 @@ class TtsSession:
             dict(sorted(self._errors.items())),
             self._net.statistics(),
         )
+
+
+def _phonemes(word: SpokenWord, rate: int) -> list[tuple[str, float, float]]:
+    """A word's letters as its "phonemes", sharing its sound evenly: (phoneme, start s, end s)."""
+    letters = [c.lower() for c in word.text if c.isalpha()] or [word.text]
+    step = (word.end - word.start) / len(letters)
+    return [(p, (word.start + i * step) / rate, (word.start + (i + 1) * step) / rate) for i, p in enumerate(letters)]
 
 
 def audio_of(text: str, fmt: AudioFormat) -> np.ndarray:

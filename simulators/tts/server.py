@@ -1,30 +1,56 @@
-"""The TTS simulator's WebSocket server: a thin trio shell around :class:`TtsSession`."""
+"""The TTS simulators' WebSocket server: one sans-I/O session per connection, counted.
+
+:class:`SpeechServer` is what every TTS protocol's server shares (the connection count, the
+idle event, the report summed over sessions); a protocol says only how a connection request
+is answered (:meth:`SpeechServer.open`: a session, or a :class:`Refusal` before the upgrade).
+:class:`TtsServer` is Cartesia's: the path ``/tts/websocket``, the key by ``X-API-Key``,
+``Authorization: Bearer`` or ``?api_key=``, the version by ``Cartesia-Version`` or
+``?cartesia_version=`` (the query wins), each checked before the upgrade.
+"""
 
 from __future__ import annotations
 
 import itertools
+import json
+import ssl
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import attrs
 import trio
 from trio_websocket import WebSocketRequest
 
+from rtstream.wire.cartesia import read_handshake
+
 from ..websocket import converse, serve
-from .protocol import ContextLimiter, TtsSession, TtsSettings
+from .protocol import DOC_URL, ContextLimiter, TtsSession
+from .settings import TtsSettings
 
 PATH = "/tts/websocket"
 MAX_REQUEST_BYTES = 1 << 20
+VERSIONS = ("2024-06-10", "2024-11-13", "2025-04-16", "2026-03-01", "2026-08-14")
+"""The Cartesia-Version values the simulator accepts (the official SDK 4.2 sends 2026-08-14)."""
 
 
-class TtsServer:
-    """Accepts connections on the Cartesia path, runs one :class:`TtsSession` per connection."""
+@attrs.frozen
+class Refusal:
+    """A connection request answered with an HTTP error before the upgrade; ``reason`` is the counter key."""
 
-    def __init__(self, settings: TtsSettings, *, api_key: str | None = None) -> None:
+    status: int
+    reason: str
+    body: bytes
+    content_type: bytes = b"application/json"
+
+
+class SpeechServer:
+    """Runs one session per accepted connection and sums what the sessions counted."""
+
+    peer = "tts simulator"
+
+    def __init__(self, settings: TtsSettings) -> None:
         self.settings = settings
-        self._api_key = api_key
-        self._limiter = ContextLimiter(settings.max_contexts)
         self._numbers = itertools.count()
         self.active = 0
         self._idle = trio.Event()
@@ -32,46 +58,42 @@ class TtsServer:
         self._totals: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
 
+    def open(self, target: str, headers: Sequence[tuple[bytes, bytes]], number: int) -> Any:
+        """The session for a connection request (path with query, headers), or a :class:`Refusal`."""
+        raise NotImplementedError
+
     async def handle(self, request: WebSocketRequest) -> None:
-        url = urlsplit(request.path)
-        if url.path != PATH:
-            await request.reject(404, body=f"no such endpoint {url.path}; use {PATH}".encode())
-            return
-        if self._api_key is not None and _api_key(request) != self._api_key:
-            self._totals["rejected_unauthorized"] += 1
-            await request.reject(401, body=b"invalid or missing API key")
+        number = next(self._numbers)
+        session = self.open(request.path, request.headers, number)
+        if isinstance(session, Refusal):
+            self._totals[f"rejected_{session.reason}"] += 1
+            await request.reject(
+                session.status, extra_headers=[(b"Content-Type", session.content_type)], body=session.body
+            )
             return
         ws = await request.accept()
-        number = next(self._numbers)
-        session = TtsSession(self.settings, seed=self.settings.seed + number, limiter=self._limiter)
         self.active += 1
         self._idle = trio.Event()
         try:
-            await converse(ws, session, peer="tts simulator")
+            await converse(ws, session, peer=self.peer)
         finally:
             session.close()
-            self._count(session)
+            self._count(session.statistics())
             self.active -= 1
             if not self.active:
                 self._idle.set()
 
-    def _count(self, session: TtsSession) -> None:
-        stats = session.statistics()
+    def _count(self, stats: Any) -> None:
         totals = self._totals
         totals["connections"] += 1
-        for name in (
-            "requests",
-            "contexts_opened",
-            "contexts_done",
-            "contexts_cancelled",
-            "contexts_expired",
-            "chunks",
-            "audio_bytes",
-        ):
-            totals[name] += getattr(stats, name)
-        for name, value in attrs.asdict(stats.network).items():
-            totals[f"net_{name}"] += int(value)
-        self._errors.update(stats.errors)
+        for name, value in attrs.asdict(stats, recurse=False).items():
+            if name == "errors":
+                self._errors.update(value)
+            elif name == "network":
+                for net_name, net_value in attrs.asdict(value).items():
+                    totals[f"net_{net_name}"] += int(net_value)
+            elif isinstance(value, int) and not isinstance(value, bool):
+                totals[name] += value
 
     async def wait_idle(self) -> None:
         """Return once no connection is open."""
@@ -86,12 +108,48 @@ class TtsServer:
         }
 
 
-def _api_key(request: WebSocketRequest) -> str | None:
-    for name, value in request.headers:
-        if name.lower() == b"x-api-key":
-            return value.decode("latin-1")
-    keys = parse_qs(urlsplit(request.path).query).get("api_key")
-    return keys[0] if keys else None
+def json_body(**fields: Any) -> bytes:
+    return json.dumps(fields).encode()
+
+
+class TtsServer(SpeechServer):
+    """The Cartesia TTS simulator: one :class:`TtsSession` per connection on ``/tts/websocket``."""
+
+    def __init__(
+        self, settings: TtsSettings, *, api_key: str | None = None, versions: Iterable[str] | None = VERSIONS
+    ) -> None:
+        super().__init__(settings)
+        self._api_key = api_key
+        self._versions = None if versions is None else tuple(versions)
+        self._limiter = ContextLimiter(settings.max_contexts)
+
+    def open(self, target: str, headers: Sequence[tuple[bytes, bytes]], number: int) -> TtsSession | Refusal:
+        path = urlsplit(target).path
+        if path != PATH:
+            return Refusal(404, "not_found", f"no such endpoint {path}; use {PATH}".encode(), b"text/plain")
+        shake = read_handshake(target, headers)
+        request_id = f"sim-{number:08d}"
+        if self._api_key is not None and shake.api_key != self._api_key:
+            return Refusal(
+                401,
+                "unauthorized",
+                _error(401, "unauthorized", "Unauthorized", "invalid or missing API key", request_id),
+            )
+        if self._versions is not None and shake.version not in self._versions:
+            detail = (
+                "the Cartesia-Version header or cartesia_version query parameter is required"
+                if shake.version is None
+                else f"unsupported Cartesia-Version {shake.version!r}; use one of {', '.join(self._versions)}"
+            )
+            return Refusal(400, "bad_version", _error(400, "invalid_version", "Invalid version", detail, request_id))
+        return TtsSession(self.settings, seed=self.settings.seed + number, limiter=self._limiter, request_id=request_id)
+
+
+def _error(status: int, code: str, title: str, message: str, request_id: str) -> bytes:
+    """The body of a refused handshake, in the shape of Cartesia's error messages."""
+    return json_body(
+        status_code=status, error_code=code, title=title, message=message, doc_url=DOC_URL, request_id=request_id
+    )
 
 
 async def serve_tts(
@@ -99,9 +157,12 @@ async def serve_tts(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
-    server: TtsServer | None = None,
+    server: SpeechServer | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the TTS simulator until cancelled; ``task_status.started(port)`` once listening."""
+    """Serve a TTS simulator (Cartesia unless ``server`` says otherwise) until cancelled; start with the port."""
     server = server or TtsServer(settings)
-    await serve(server.handle, host, port, max_message_size=MAX_REQUEST_BYTES, task_status=task_status)
+    await serve(
+        server.handle, host, port, max_message_size=MAX_REQUEST_BYTES, ssl_context=ssl_context, task_status=task_status
+    )

@@ -227,16 +227,16 @@ class JitterBuffer:
         data = to_float32(chunk.data, self.fmt.encoding).reshape(chunk.samples, self.fmt.channels)
         n = chunk.samples
         start = self.timeline.start
-        if self._offset is None or self._anchor_next:
-            self._anchor(chunk.pts)
-        pos = chunk.pts + self._offset  # type: ignore[operator]
+        offset = self._offset
+        if offset is None or self._anchor_next:
+            offset = self._anchor(chunk.pts)
+        pos = chunk.pts + offset
         stale = pos + n < start - self.max_level
         self._stale_run = self._stale_run + 1 if stale else 0
         if pos - self._write_end > self.max_level or self._stale_run >= RESTART_RUN:
             self._c.resyncs += 1
             self._stale_run = 0
-            self._anchor(chunk.pts)
-            pos = chunk.pts + self._offset  # type: ignore[operator]
+            pos = chunk.pts + self._anchor(chunk.pts)
         self._last_chunk = n
         if not self._duplicate(pos, n):  # a copy's arrival says nothing about the network's delay
             self.estimator.arrival(arrival, pos / self.rate)
@@ -284,12 +284,13 @@ class JitterBuffer:
             return False
         return end <= start or self.timeline.covered(max(pos, start), end) == end - max(pos, start)
 
-    def _anchor(self, pts: int) -> None:
-        """Place the next chunk right after what is buffered, whatever its pts says."""
+    def _anchor(self, pts: int) -> int:
+        """Place the next chunk right after what is buffered, whatever its pts says; the new offset."""
         self._origin = max(self._write_end, self.timeline.start)
-        self._offset = self._origin - pts
+        offset = self._offset = self._origin - pts
         self._anchor_next = False
         self.estimator.restart()
+        return offset
 
     def _store(self, pos: int, data: np.ndarray, arrival: float) -> None:
         duplicate = self.timeline.write(pos, data, arrival)
@@ -548,9 +549,9 @@ class JitterBuffer:
         back.active = False
         self._bridge = (self.timeline.start, resume, length)
 
-    def _blend_bridge(self, out: np.ndarray) -> None:
-        """Cross-fade this stretch of the hole from the forward concealment to the backward one."""
-        hole_start, resume, length = self._bridge  # type: ignore[misc]
+    def _blend_bridge(self, out: np.ndarray, bridge: tuple[int, int, int]) -> None:
+        """Cross-fade this stretch of the hole from the forward concealment to the backward one (``bridge``)."""
+        hole_start, resume, length = bridge
         a = self.timeline.start
         positions = np.arange(a, a + len(out))
         w = (0.5 - 0.5 * np.cos(np.pi * (positions - hole_start + 0.5) / (resume - hole_start)))[:, None]
@@ -589,8 +590,9 @@ class JitterBuffer:
         if advance and resume is not None:
             if self._bridge is None or self._bridge[1] != resume:
                 self._open_bridge(resume)
-            if self._bridge is not None:
-                self._blend_bridge(out)
+            bridge = self._bridge
+            if bridge is not None:
+                self._blend_bridge(out, bridge)
                 before = self.plc.elapsed  # faded into the audio after the hole: not silent
         self.out.commit(n)
         c.concealed += n

@@ -109,9 +109,11 @@ class DelayEstimator:
             window.popleft()
         if self._first is None:
             self._first = x
-        if before is not None and self.reference == "window" and self.base < before:  # type: ignore[operator]
-            self._interval_max += before - self.base  # type: ignore[operator]
-        rel = max(0.0, x - self.base)  # type: ignore[operator]
+        base = self.base
+        assert base is not None  # a chunk was just recorded: there is a reference
+        if before is not None and self.reference == "window" and base < before:
+            self._interval_max += before - base
+        rel = max(0.0, x - base)
         self.last = rel
         if self._interval_start is None:
             self._interval_start = now

@@ -99,6 +99,8 @@ class _Utterance:
     def __init__(self, uid: str, script: Script | None, active: list[int], seed: int) -> None:
         self.id = uid
         self.script = script
+        self.words: tuple[str, ...] = script.words if script is not None else ()
+        """The spoken words of the script (none without one: then no boundary is active)."""
         self.active = active
         """The boundaries that want something, in order; ``next`` indexes the first unresolved one."""
         self.next = 0
@@ -125,14 +127,20 @@ class _Utterance:
 
     def window(self, k: int) -> tuple[int, int] | None:
         """Where boundary ``k`` may be cut (end of word k-1, start of word k), once the timings show it."""
-        n = len(self.script.words)  # type: ignore[union-attr]
-        if len(self.starts) < min(k + 1, n) or (k == n and self.length is None):
+        n = len(self.words)
+        length = self.length
+        if len(self.starts) < min(k + 1, n):
             return None
         lo = self.ends[k - 1] if k else 0
-        hi = self.starts[k] if k < n else self.length
-        if self.length is None:
-            return lo, hi  # type: ignore[return-value]
-        return min(lo, self.length), min(hi, self.length)  # type: ignore[type-var]
+        if k < n:
+            hi = self.starts[k]
+        elif length is not None:
+            hi = length
+        else:
+            return None  # the boundary after the last word: not before the utterance's length is known
+        if length is None:
+            return lo, hi
+        return min(lo, length), min(hi, length)
 
     def safe_point(self, k: int) -> int:
         """No cut for boundary ``k`` or later can fall before this position."""
@@ -265,21 +273,22 @@ class PauseBreathCore(Core):
     def _take(self, frame: Frame, now: float) -> None:
         kind = type(frame)
         if kind is AudioChunk:
-            self._take_audio(frame, now)  # type: ignore[arg-type]
+            self._take_audio(frame, now)  # type: ignore[arg-type]  # checked by type() above: isinstance is slower
             self._drain(now)
             self.counts.held_max_samples = max(self.counts.held_max_samples, self._held_samples)
             return
         elif kind is WordTimings:
-            self._take_timings(frame)  # type: ignore[arg-type]
+            self._take_timings(frame)  # type: ignore[arg-type]  # as above
         elif kind is UtteranceStart:
-            self._start(frame, now)  # type: ignore[arg-type]
+            self._start(frame, now)  # type: ignore[arg-type]  # as above
         elif kind is UtteranceEnd:
-            utt = self._current if self._current is not None and self._current.id == frame.utterance else None
+            uid = frame.utterance  # type: ignore[union-attr]  # as above
+            utt = self._current if self._current is not None and self._current.id == uid else None
             if utt is not None:
                 self._end(utt)
             self._held.append(_Held(frame, utt, arrived=now))
         elif kind is Clear:
-            self._clear(frame)  # type: ignore[arg-type]
+            self._clear(frame)  # type: ignore[arg-type]  # as above
             return
         else:
             self._held.append(_Held(frame, None, arrived=now))
@@ -360,11 +369,11 @@ class PauseBreathCore(Core):
     def _active_boundaries(self, script: Script) -> list[int]:
         n = len(script.words)
         ranges = self.config.ranges
+        punctuation = script.punctuation
         return [
             k
             for k in range(n + 1)
-            if script.marks[k]
-            or (0 < k < n and script.punctuation[k] is not None and ranges[script.punctuation[k]][1] > 0)
+            if script.marks[k] or (0 < k < n and (reason := punctuation[k]) is not None and ranges[reason][1] > 0)
         ]
 
     def _end(self, utt: _Utterance) -> None:
@@ -404,7 +413,7 @@ class PauseBreathCore(Core):
     def _add_timings(self, utt: _Utterance, words: tuple[Word, ...]) -> int:
         """Record the timings of spoken words; the latest word start seen (in samples), or -1."""
         issues = self.counts.timing_issues
-        spoken = utt.script.words  # type: ignore[union-attr]
+        spoken = utt.words
         rate = self.format.sample_rate
         key = -1
         for word in words:
@@ -561,9 +570,11 @@ class PauseBreathCore(Core):
             options.append((_uniform(rng, config.ranges[reason]) * scale, reason))
         if any(m.kind == "emphasis" for m in marks):
             options.append((_uniform(rng, config.emphasis) * scale, "emphasis"))
-        tagged = sum(m.seconds for m in marks if m.kind == "pause")  # type: ignore[misc]
+        # A pause mark always has its length and a breath mark its type (markup._mark): the
+        # ``is not None`` tests only narrow the types.
+        tagged = sum(m.seconds for m in marks if m.kind == "pause" and m.seconds is not None)
         seconds, why = (tagged, "tag") if tagged else max(options, default=(0.0, None))
-        kinds = [m.breath_type for m in marks if m.kind == "breath"]
+        kinds = [m.breath_type for m in marks if m.kind == "breath" and m.breath_type is not None]
         spoken = utt.spoken[min(k, len(utt.spoken) - 1)]
         since = spoken - utt.last_breath
         if (
@@ -621,29 +632,29 @@ class PauseBreathCore(Core):
         utt.cut = None
         utt.next += 1
 
-    def _held_chunks(self, utt: _Utterance, start: int, stop: int) -> Iterator[_Held]:
-        """The held chunks of ``utt`` that overlap ``[start, stop)``, in order."""
+    def _held_chunks(self, utt: _Utterance, start: int, stop: int) -> Iterator[tuple[_Held, AudioChunk]]:
+        """The held chunks of ``utt`` that overlap ``[start, stop)``, in order, each with its frame."""
         for item in self._held:
-            if item.utt is not utt or type(item.frame) is not AudioChunk:
+            chunk = item.frame
+            if item.utt is not utt or type(chunk) is not AudioChunk:
                 continue
             if item.offset >= stop:
                 return
-            if item.offset + item.frame.samples > start:
-                yield item
+            if item.offset + chunk.samples > start:
+                yield item, chunk
 
     def _gather(self, utt: _Utterance, start: int, stop: int) -> np.ndarray:
         pieces = [
-            item.frame.data[max(start - item.offset, 0) : stop - item.offset]  # type: ignore[union-attr]
-            for item in self._held_chunks(utt, start, stop)
+            chunk.data[max(start - item.offset, 0) : stop - item.offset]
+            for item, chunk in self._held_chunks(utt, start, stop)
         ]
         return np.concatenate(pieces) if pieces else self.format.silence(0)
 
     def _apply_fade(self, utt: _Utterance, start: int, stop: int, curve: np.ndarray) -> None:
         """Multiply the held audio of ``[start, stop)`` by ``curve`` (what has gone out already stays)."""
-        for item in self._held_chunks(utt, max(start, utt.released), stop):
-            chunk = item.frame
-            a, b = max(start - item.offset, 0), min(stop - item.offset, chunk.samples)  # type: ignore[union-attr]
-            data = chunk.data.copy()  # type: ignore[union-attr]
+        for item, chunk in self._held_chunks(utt, max(start, utt.released), stop):
+            a, b = max(start - item.offset, 0), min(stop - item.offset, chunk.samples)
+            data = chunk.data.copy()
             data[a:b] = apply_gain(
                 data[a:b], curve[item.offset + a - start : item.offset + b - start], self.format.encoding
             )
@@ -651,7 +662,8 @@ class PauseBreathCore(Core):
 
     def _release(self, item: _Held, stop: int) -> None:
         """Send the held chunk's audio up to utterance position ``stop``; keep the rest held."""
-        chunk: AudioChunk = item.frame  # type: ignore[assignment]
+        # _drain releases chunks only; it cannot pass its own reference: a fade may have replaced the frame since.
+        chunk: AudioChunk = item.frame  # type: ignore[assignment]  # a chunk, as above
         utt = item.utt
         length = stop - item.offset
         self._emit_piece(chunk, length)

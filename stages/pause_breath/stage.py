@@ -75,7 +75,10 @@ class PauseBreath(Filter):
         gt=0,
         max=10,
         unit="s",
-        help="Longest audio waits for its word timings before it goes out unshaped (waiting on downstream does not count).",
+        help=(
+            "Longest audio waits for its word timings before it goes out unshaped"
+            " (waiting on downstream does not count)."
+        ),
     )
     max_hold: float = param(
         4.0,
