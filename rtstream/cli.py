@@ -335,6 +335,7 @@ def _write_report(path: str, text: str) -> None:
     "--report", "report_path", type=click.Path(dir_okay=False), help="Also write the report as JSON to this file."
 )
 @click.option("--log-level", type=LOG_LEVELS, help="How much to log (to stderr); overrides the global option.")
+@click.option("-q", "--quiet", is_flag=True, help="No live status on stderr.")
 @click.option("--reuse-port", is_flag=True, hidden=True)
 @click.option("--worker-index", type=click.IntRange(0), hidden=True)
 def serve(
@@ -347,6 +348,7 @@ def serve(
     public_url: str | None,
     report_path: str | None,
     log_level: str | None,
+    quiet: bool,
     reuse_port: bool,
     worker_index: int | None,
 ) -> None:
@@ -380,7 +382,7 @@ def serve(
     if workers > 1:
         report = _serve_workers(file, plan, settings, workers)
     else:
-        report = _serve_one(plan, settings, reuse_port=reuse_port, worker_index=worker_index)
+        report = _serve_one(plan, settings, reuse_port=reuse_port, worker_index=worker_index, quiet=quiet)
     if worker_index is None:  # a worker's stdout carries its readiness line only: its parent prints
         lines = format_server(report["server"])
         for name, service_report in report["services"].items():
@@ -413,7 +415,9 @@ def _announce(plan: _Plan, settings: ServerSettings, port: int, extra: str = "")
     sys.stdout.flush()
 
 
-def _serve_one(plan: _Plan, settings: ServerSettings, *, reuse_port: bool, worker_index: int | None) -> dict[str, Any]:
+def _serve_one(
+    plan: _Plan, settings: ServerSettings, *, reuse_port: bool, worker_index: int | None, quiet: bool = False
+) -> dict[str, Any]:
     """Serve in this process until drained; a worker (``worker_index``) answers only SIGTERM."""
     import trio
 
@@ -436,6 +440,7 @@ def _serve_one(plan: _Plan, settings: ServerSettings, *, reuse_port: bool, worke
             ready=lambda port: _announce(plan, settings, port),
             identity={"worker": worker_index, "pid": os.getpid()} if worker else None,
             signals=(signal.SIGTERM,) if worker else STOP_SIGNALS,
+            live=not (worker or quiet),
         )
 
     if worker:  # the parent passes the terminal's Ctrl-C on as SIGTERM: once, not twice

@@ -25,6 +25,7 @@ from .callrun import call_runner
 from .calls import CallSettings, ServerSettings, server_variables
 from .config import Config
 from .httpserver import bound_port
+from .live import open_monitoring
 from .pipeline import Endpoints, Pipeline
 from .report import RunReport
 from .routes import call_routes
@@ -85,17 +86,19 @@ async def serve_process(
     ready: Callable[[int], None],
     identity: Mapping[str, Any] | None = None,
     signals: Sequence[int] = STOP_SIGNALS,
+    live: bool = False,
 ) -> dict[str, Any]:
     """Serve ``config``'s calls on ``listener`` until a signal drains the server; return the report.
 
     ``services`` (the simulators the calls' pipelines use) start first, on loopback;
-    ``ready(port)`` is called once the server accepts.
+    ``ready(port)`` is called once the server accepts. The server answers ``/metrics`` and
+    reports its load in ``/health``; with ``live``, stderr shows the live view.
     """
     port = bound_port(listener)
     async with open_services(services, host=LOOPBACK) as endpoints:
         variables = server_variables(settings.host, port, settings.public_url)
         server = build_server(config, endpoints, variables, settings, identity=identity)
-        async with trio.open_nursery() as nursery:
+        async with open_monitoring(server, services=services, live=live), trio.open_nursery() as nursery:
             await nursery.start(_drain_on_signals, server, signals)
 
             async def serving(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
