@@ -1,9 +1,9 @@
 """``rtstream plot``: a run's JSON report as a PNG — what a person would rather look at than read.
 
 One row per pipeline instance that recorded timing series: on the left, the pacer's lateness
-and the receiver's inter-arrival deviation over time (the telephony simulator's call whose
-first frame came closest after the pacer's first, within a second; a call no pipeline
-matches gets a row of its own); on the
+and the receiver's inter-arrival deviation over time (a call of a telephony simulator the
+pipeline used whose first frame came closest to the pacer's first, within a second; a call
+no pipeline matches gets a row of its own); on the
 right, the jitter buffer's delay against its target. Underruns are red ticks along the bottom,
 clears (barge-ins) dashed lines, the receiver's gaps orange spans. Times are seconds from the
 first frame of the run. Needs matplotlib (``pip install 'rtstream[plot]'``); draws headless.
@@ -48,13 +48,18 @@ def _start(series: Series | None) -> float | None:
     return min(series["t"]) if series else None
 
 
-def _match(starts: Sequence[float | None], calls: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[int, int]:
-    """Pipeline row to call index: the closest first frames, closest pairs first, each used once."""
+def _match(
+    pipelines: Sequence[Mapping[str, Any]], calls: Sequence[tuple[str, str, Mapping[str, Any]]]
+) -> dict[int, int]:
+    """Pipeline row to call index: a call of a service the pipeline used, the closest first frames first."""
     pairs = []
-    for row, start in enumerate(starts):
-        for k, (_, call) in enumerate(calls):
+    for row, pipeline in enumerate(pipelines):
+        start = _start(_stage_series(pipeline, "lateness"))
+        for k, (service, _, call) in enumerate(calls):
             first = _start(call["series"]["deviation"])
-            if start is not None and first is not None and abs(first - start) <= MATCH_WITHIN:
+            if service not in pipeline.get("services", (service,)) or start is None or first is None:
+                continue
+            if abs(first - start) <= MATCH_WITHIN:
                 pairs.append((abs(first - start), row, k))
     matched: dict[int, int] = {}
     for _, row, k in sorted(pairs):
@@ -63,13 +68,13 @@ def _match(starts: Sequence[float | None], calls: Sequence[tuple[str, Mapping[st
     return matched
 
 
-def _calls(report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    """Every receiving call with a deviation series: (title, call report)."""
+def _calls(report: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """Every receiving call with a deviation series: (service, title, call report)."""
     out = []
     for name, service in (report.get("services") or {}).items():
         for call in service.get("per_call", ()) if isinstance(service, Mapping) else ():
             if ((call.get("series") or {}).get("deviation") or {}).get("t"):
-                out.append((f"service '{name}' call {call.get('call')}", call))
+                out.append((name, f"service '{name}' call {call.get('call')}", call))
     return out
 
 
@@ -88,12 +93,11 @@ def plot_report(report: Mapping[str, Any], output: str) -> str:
     calls = _calls(report)
     if not pipelines and not calls:
         raise ValueError("the report has no timing series to plot (no pacer, jitter buffer or telephony simulator ran)")
-    starts = [_start(_stage_series(p, "lateness")) for p in pipelines]
-    pairs = _match(starts, calls)
-    matched = {row: calls[k] for row, k in pairs.items()}
-    unmatched = [call for k, call in enumerate(calls) if k not in pairs.values()]
+    pairs = _match(pipelines, calls)
+    matched = {row: calls[k][1:] for row, k in pairs.items()}
+    unmatched = [call[1:] for k, call in enumerate(calls) if k not in pairs.values()]
     firsts = [_start(_stage_series(p, "lateness") or _stage_series(p, "delay")) for p in pipelines]
-    t0 = min(t for t in [*firsts, *(_start(c["series"]["deviation"]) for _, c in calls)] if t is not None)
+    t0 = min(t for t in [*firsts, *(_start(c["series"]["deviation"]) for _, _, c in calls)] if t is not None)
     rows = len(pipelines) + len(unmatched)
     fig, axes = plt.subplots(rows, 2, figsize=(14, 3.2 * rows), squeeze=False, sharex=True)
     for row, pipeline in enumerate(pipelines):

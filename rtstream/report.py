@@ -58,6 +58,8 @@ class PipelineReport:
     stages: tuple[StageReport, ...]
     issues: tuple[Issue, ...] = ()
     """What :func:`rtstream.issues.pipeline_issues` found in the stages' statistics."""
+    services: tuple[str, ...] = ()
+    """The services its stages used (the simulators that saw its audio)."""
 
     def without_series(self) -> PipelineReport:
         """This report without the stages' timing series (for the many per-call reports a server keeps)."""

@@ -230,6 +230,7 @@ async def _run_pipeline(
         duration=trio.current_time() - started,
         stages=stages,
         issues=_issues(pipeline, stages),
+        services=pipeline.services,
     )
 
 
