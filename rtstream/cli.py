@@ -338,6 +338,7 @@ def _write_report(path: str, text: str) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No live status on stderr.")
 @click.option("--reuse-port", is_flag=True, hidden=True)
 @click.option("--worker-index", type=click.IntRange(0), hidden=True)
+@click.option("--metrics-dir", type=click.Path(file_okay=False), hidden=True)
 def serve(
     file: str,
     host: str | None,
@@ -351,6 +352,7 @@ def serve(
     quiet: bool,
     reuse_port: bool,
     worker_index: int | None,
+    metrics_dir: str | None,
 ) -> None:
     """Serve the calls of FILE: the providers' media WebSockets, answer webhooks and /health.
 
@@ -380,9 +382,11 @@ def serve(
     if worker_index is None:
         _warn_unsigned(plan.config)
     if workers > 1:
-        report = _serve_workers(file, plan, settings, workers)
+        report = _serve_workers(file, plan, settings, workers, quiet=quiet)
     else:
-        report = _serve_one(plan, settings, reuse_port=reuse_port, worker_index=worker_index, quiet=quiet)
+        report = _serve_one(
+            plan, settings, reuse_port=reuse_port, worker_index=worker_index, quiet=quiet, metrics_dir=metrics_dir
+        )
     if worker_index is None:  # a worker's stdout carries its readiness line only: its parent prints
         lines = format_server(report["server"])
         for name, service_report in report["services"].items():
@@ -416,7 +420,13 @@ def _announce(plan: _Plan, settings: ServerSettings, port: int, extra: str = "")
 
 
 def _serve_one(
-    plan: _Plan, settings: ServerSettings, *, reuse_port: bool, worker_index: int | None, quiet: bool = False
+    plan: _Plan,
+    settings: ServerSettings,
+    *,
+    reuse_port: bool,
+    worker_index: int | None,
+    quiet: bool = False,
+    metrics_dir: str | None = None,
 ) -> dict[str, Any]:
     """Serve in this process until drained; a worker (``worker_index``) answers only SIGTERM."""
     import trio
@@ -441,6 +451,8 @@ def _serve_one(
             identity={"worker": worker_index, "pid": os.getpid()} if worker else None,
             signals=(signal.SIGTERM,) if worker else STOP_SIGNALS,
             live=not (worker or quiet),
+            worker=worker_index,
+            metrics_dir=metrics_dir,
         )
 
     if worker:  # the parent passes the terminal's Ctrl-C on as SIGTERM: once, not twice
@@ -452,11 +464,11 @@ def _serve_one(
     return outcome
 
 
-def _serve_workers(file: str, plan: _Plan, settings: ServerSettings, workers: int) -> dict[str, Any]:
+def _serve_workers(file: str, plan: _Plan, settings: ServerSettings, workers: int, *, quiet: bool) -> dict[str, Any]:
     """Hold the port and run ``workers`` copies of ``rtstream serve FILE`` on it; their merged report."""
     import trio
 
-    from .serving import serve_workers
+    from .serving import metrics_dir, serve_workers
     from .workers import reserve_port, worker_command
 
     try:
@@ -469,7 +481,7 @@ def _serve_workers(file: str, plan: _Plan, settings: ServerSettings, workers: in
     def command(index: int, report: Path) -> list[str]:
         argv = ["serve", file, "--host", settings.host, "--port", str(port), "--drain", str(settings.drain)]
         argv += ["--max-calls", str(settings.max_calls), "--reuse-port", "--worker-index", str(index)]
-        argv += ["--report", str(report), "--log-level", level]
+        argv += ["--report", str(report), "--log-level", level, "--metrics-dir", str(metrics_dir(report.parent))]
         if settings.public_url:
             argv += ["--public-url", settings.public_url]
         return worker_command(argv)
@@ -477,7 +489,10 @@ def _serve_workers(file: str, plan: _Plan, settings: ServerSettings, workers: in
     with reserved, quiet_gc():
         return trio.run(
             lambda: serve_workers(
-                workers, command, ready=lambda: _announce(plan, settings, port, f" with {workers} workers")
+                workers,
+                command,
+                ready=lambda: _announce(plan, settings, port, f" with {workers} workers"),
+                live=not quiet,
             )
         )
 

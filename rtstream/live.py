@@ -212,6 +212,8 @@ def line(status: Status) -> str:
         f"{r.underruns} underruns, {r.drops} drops, issues {_issues(r.issues)}"
         for r in status.rows
     ]
+    if status.calls:
+        parts.append("calls " + ", ".join(f"{route} {n}" for route, n in sorted(status.calls.items())))
     parts.append(f"loop lag {status.loop_lag_ms:.1f} ms, cpu {status.cpu:.0%}")
     return "status: " + "; ".join(parts)
 

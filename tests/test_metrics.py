@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import threading
+import time
 import urllib.request
 from typing import Any
 
@@ -173,3 +175,21 @@ def test_label_values_are_bounded_one_line_and_short() -> None:
     values = {label("reason", f"reason-{n}") for n in range(MAX_LABEL_VALUES + 10)}
     assert len(values) == MAX_LABEL_VALUES + 1 and OTHER in values
     assert label("kind", "a\nb" + "x" * 200) == "a\\nb" + "x" * 59 + "…(204 characters)"
+
+
+def test_a_scrape_of_serve_with_workers_sees_every_worker(tmp_path) -> None:
+    from test_serve import SERVED, start_serving, write
+
+    process, port, _ = start_serving(write(tmp_path, SERVED), "--workers", "2", "-q")
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        workers: set[str] = set()
+        while workers != {"0", "1"} and time.monotonic() < deadline:
+            _, text = get(f"http://127.0.0.1:{port}/metrics")
+            workers = {s.labels["worker"] for s in families(text)["rtstream_worker_load"].samples}
+            time.sleep(0.2)
+        assert workers == {"0", "1"}
+        assert text.count("# TYPE rtstream_calls_active gauge") == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=TIMEOUT)
