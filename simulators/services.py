@@ -158,6 +158,7 @@ class TelephonyService(TelephonySettings, Service):
         """Every call's inter-arrival deviations (seconds): the receiver side of the metrics."""
         return None if self._running.server is None else self._running.server.deviations
 
+
 @register_service("caller")
 @attrs.frozen(kw_only=True)
 class CallerService(CallerSettings, Service):
