@@ -57,6 +57,8 @@ class CallControl:
         self.playing: str | None = None
         """The utterance of the last bot frame sent, and how many ms of it were sent."""
         self.played_ms = 0.0
+        self._replying: set[str] = set()
+        """Replies the telephony sink has begun and not yet ended (their audio may be late)."""
 
     def stale(self, frame: Frame) -> bool:
         """Whether ``frame`` is audio of a cleared utterance (counted, to be dropped); notes new utterances."""
@@ -81,6 +83,7 @@ class CallControl:
         if self.playing is not None:
             self.cleared.add(self.playing)
         self._live = set()
+        self._replying.clear()
         self.bot_audible_until = -float("inf")
         for listener in list(self._listeners):
             listener(reason)
@@ -99,9 +102,20 @@ class CallControl:
         self.played_ms += frame.duration * 1000
         self.bot_audible_until = max(self.bot_audible_until, now) + frame.duration
 
+    def reply(self, utterance: str, *, started: bool) -> None:
+        """The telephony sink saw a reply begin or end (its UtteranceStart or UtteranceEnd)."""
+        if started:
+            self._replying.add(utterance)
+        else:
+            self._replying.discard(utterance)
+
     def bot_speaking(self, now: float) -> bool:
-        """Whether the caller is hearing the bot (its last reply frame is still playing)."""
-        return now < self.bot_audible_until
+        """Whether the bot is in a reply: its last frame still playing, or a reply begun and not ended.
+
+        A reply whose next frame is late (the TTS stalled, the pacer underran) is still a reply
+        the caller can talk over.
+        """
+        return now < self.bot_audible_until or any(u not in self.cleared for u in self._replying)
 
     @contextlib.contextmanager
     def listening(self, listener: Callable[[str], None]) -> Iterator[None]:

@@ -4,8 +4,10 @@ A filter on the caller's pipeline of a call. It passes the caller's audio on unc
 watches its energy: once the caller has been louder than ``threshold_dbfs`` for
 ``min_speech_ms`` while the bot's reply is playing at the caller, it clears the call on its
 control path (:mod:`rtstream.control`), so every stage of the bot's pipeline drops that reply
-at once and the telephony sink sends the provider's clear. One onset clears once; the caller
-must fall silent (``release_ms``) before speech can clear again.
+at once and the telephony sink sends the provider's clear. A reply counts as playing from its
+start to its end, even while its next frame is late. One run of speech clears at most once
+(whenever the bot speaks during it); the caller must fall silent (``release_ms``) before
+speech can clear again.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class BargeInCore(Core):
         self._quiet = 0.0
         self._began: float | None = None
         self._armed = True
+        """No clear yet for this run of speech."""
+        self._counted = False
         self.onsets = self.barge_ins = 0
         self.onset_delay = Quantiles()
 
@@ -64,19 +68,22 @@ class BargeInCore(Core):
         if not loud:
             self._quiet += duration
             if self._quiet >= self.release:
-                self._loud, self._began, self._armed = 0.0, None, True
+                self._loud, self._began, self._armed, self._counted = 0.0, None, True, False
             return
         self._quiet = 0.0
         if self._began is None:
             self._began = now
         self._loud += duration
-        if self._armed and self._loud >= self.speech:
-            self._armed = False
+        if not self._armed or self._loud < self.speech:
+            return
+        if not self._counted:
+            self._counted = True
             self.onsets += 1
-            if self.control is not None and self.control.bot_speaking(now):
-                self.barge_ins += 1
-                self.onset_delay.add(now - self._began)
-                self.control.clear("barge-in", now)
+        if self.control is not None and self.control.bot_speaking(now):  # checked again while the caller talks on
+            self._armed = False
+            self.barge_ins += 1
+            self.onset_delay.add(now - self._began)
+            self.control.clear("barge-in", now)
 
     def statistics(self) -> BargeInStatistics:
         return BargeInStatistics(self.onsets, self.barge_ins, self.onset_delay.summary(scale=1000))

@@ -23,7 +23,7 @@ import trio
 from rtstream.calls import CURRENT_CALL, Call
 from rtstream.caps import ANY_SIZE, Caps
 from rtstream.errors import FormatMismatch
-from rtstream.frames import AudioChunk, AudioFormat
+from rtstream.frames import AudioChunk, AudioFormat, UtteranceEnd, UtteranceStart
 from rtstream.frames import Dtmf as DtmfFrame
 from rtstream.params import param
 from rtstream.registry import register
@@ -180,6 +180,8 @@ class BotStream:
                         if control.stale(frame):
                             continue
                         control.sent(frame, trio.current_time())  # paced upstream: queued now is sent now
+                    elif isinstance(frame, UtteranceStart | UtteranceEnd):
+                        control.reply(frame.utterance, started=isinstance(frame, UtteranceStart))
                     link.push(frame)
                     self.changed.unpark_all()
             link.finish()

@@ -26,20 +26,55 @@ from rtstream.stats import Quantiles
 from rtstream.wavfile import WavWriter, read_wav
 from rtstream.websocket import GOING_AWAY, NORMAL, ConnectionClosed, HandshakeFailed, WebSocket, connect
 
+from ..script import Turn
+from ..speech import synthesize
 from .protocol import CallerCall, CallerSettings, Hangup, speech_bytes
 
 log = logging.getLogger(__name__)
 
 SENT_KEYS = ("frames", "seconds", "dtmf", "dropped", "duplicated", "reordered")
+TURN_MEASURES = ("latency_ms", "reply_ms", "barge_in_ms", "clear_ms", "stale_ms")
+TURN_OUTCOMES = ("replied", "no_reply", "waiting", "hung_up", "speaking")
+
+
+SILENT = 10 ** (-60 / 20)
+"""A turn's speech starts and ends with its first and last sample louder than this (-60 dBFS)."""
+
+
+def _read_mono(path: str) -> tuple[np.ndarray, int]:
+    pcm, fmt = read_wav(path)
+    mono = pcm.astype(np.float32) / 32768 if pcm.ndim == 1 else pcm.astype(np.float32).mean(axis=1) / 32768
+    return mono, fmt.sample_rate
 
 
 def load_speech(settings: CallerSettings) -> bytes:
     """The caller's audio in the stream's encoding: the WAV file mixed to mono and resampled, or the text."""
     if settings.audio is None:
         return speech_bytes(settings)
-    pcm, fmt = read_wav(settings.audio)
-    mono = pcm.astype(np.float32) / 32768 if pcm.ndim == 1 else pcm.astype(np.float32).mean(axis=1) / 32768
-    return speech_bytes(settings, mono, fmt.sample_rate)
+    return speech_bytes(settings, *_read_mono(settings.audio))
+
+
+def load_conversation(settings: CallerSettings) -> tuple[tuple[Turn, ...], tuple[bytes, ...]] | None:
+    """The script's turns and each turn's speech in the stream's encoding; None without a script.
+
+    Silence before and after the speech is cut, so the speech ends where its sound does (the
+    synthesizer pauses after every word, the last too): turn latency counts from there.
+    """
+    turns = settings.conversation()
+    if turns is None:
+        return None
+    speech = []
+    for turn in turns:
+        if turn.audio is not None:
+            samples, rate = _read_mono(turn.audio)
+        elif turn.caller is not None:
+            samples, rate = synthesize(turn.caller, settings.sample_rate)[0], settings.sample_rate
+        else:
+            speech.append(b"")
+            continue
+        loud = np.flatnonzero(np.abs(samples) > SILENT)
+        speech.append(speech_bytes(settings, samples[loud[0] : loud[-1] + 1] if loud.size else samples[:0], rate))
+    return turns, tuple(speech)
 
 
 class _Totals:
@@ -53,6 +88,8 @@ class _Totals:
         self.max_drift_ms = self.max_gap_ms = 0.0
         self.underrun_ms: float | None = None
         self.first_audio = Quantiles(resolution=1e-6)
+        self.turns: Counter[str] = Counter()
+        self.measures = {key: Quantiles(resolution=1e-6) for key in TURN_MEASURES}
 
     def add(self, report: dict[str, Any]) -> None:
         self.outcomes[report["outcome"]] += 1
@@ -71,6 +108,18 @@ class _Totals:
             self.first_audio.add(report["first_audio_ms"] / 1000)
         if report["in_utterance_underrun_ms"] is not None:
             self.underrun_ms = (self.underrun_ms or 0.0) + report["in_utterance_underrun_ms"]
+        if report["turns"] is not None:
+            self.turns["unexpected_replies"] += report["unexpected_replies"]
+            for turn in report["turns"]:
+                self.turns[turn["outcome"]] += 1
+                self.turns["barge_ins"] += turn["barge_in_ms"] is not None
+                for key, quantiles in self.measures.items():
+                    if turn[key] is not None:
+                        quantiles.add(turn[key] / 1000)
+
+    def conversation(self) -> dict[str, Any]:
+        counts = {key: self.turns[key] for key in (*TURN_OUTCOMES, "barge_ins", "unexpected_replies")}
+        return {**counts, **{key: attrs.asdict(q.summary(scale=1000)) for key, q in self.measures.items()}}
 
 
 class Dialer:
@@ -78,7 +127,10 @@ class Dialer:
 
     def __init__(self, settings: CallerSettings, *, speech: bytes | None = None) -> None:
         self.settings = settings
-        self._speech = load_speech(settings) if speech is None else speech
+        self._script = load_conversation(settings)
+        if speech is None:
+            speech = b"" if self._script is not None else load_speech(settings)
+        self._speech = speech
         self.deviations = Quantiles(resolution=1e-6)
         self.placed = 0
         self.active = 0
@@ -98,10 +150,11 @@ class Dialer:
 
     async def _call(self, number: int) -> None:
         s = self.settings
-        call = CallerCall(s, number, self._speech, unix_ms=round(time.time() * 1000), all_deviations=self.deviations)
+        unix_ms = round(time.time() * 1000)
+        call = CallerCall(s, number, self._speech, script=self._script, unix_ms=unix_ms, all_deviations=self.deviations)
         self.active += 1
         try:
-            with trio.move_on_after(s.call_timeout) as deadline:
+            with trio.move_on_after(s.call_timeout(0 if self._script is None else len(self._script[0]))) as deadline:
                 await self._dial(call)
             if deadline.cancelled_caught:
                 call.finish("timeout")
@@ -196,6 +249,9 @@ class Dialer:
         ran out), ``cancelled``. ``close_codes`` counts the calls by their close code;
         ``deviation_ms`` and ``first_audio_ms`` are percentiles over every call's values;
         ``in_utterance_underrun_ms`` sums the calls that can tell (see :meth:`CallerCall.report`).
+        ``conversation`` (None without a script): the turns by outcome, the barge-ins, the replies
+        no turn waited for, and percentiles over every turn of each measure of
+        :mod:`.conversation` (turn latency, reply heard, barge-in time, clear time, stale audio).
         """
         s, t = self.settings, self._totals
         return {
@@ -220,6 +276,7 @@ class Dialer:
             "in_utterance_underrun_ms": t.underrun_ms,
             "first_audio_ms": attrs.asdict(t.first_audio.summary(scale=1000)),
             "sent": {key: t.sums["sent_" + key] for key in SENT_KEYS},
+            "conversation": None if self._script is None else t.conversation(),
             "per_call": sorted(self._kept, key=lambda r: r["call"]),
         }
 

@@ -36,8 +36,10 @@ from rtstream.wire.telephony import PROTOCOLS as WIRE
 from rtstream.wire.telephony import Dtmf, Media, Stop
 
 from ..netem import DISCONNECT, Impairments, NetEm
+from ..script import ScriptError, Turn, load_script, parse_inline
 from ..speech import synthesize
 from ..telephony import TelephonyCall, TelephonySettings
+from .conversation import Conversation
 
 DTMF_DIGITS = "0123456789*#ABCD"
 UNIX_TIMESTAMPS = frozenset({"plivo"})
@@ -175,9 +177,39 @@ class CallerSettings(TelephonySettings):
     report_calls: int = param(
         20, min=0, max=100_000, help="Calls listed one by one in the report (all are counted in the totals)."
     )
+    script: str | None = param(
+        type=str,
+        optional=True,
+        kind="input_file",
+        help=(
+            "A conversation to play (TOML or JSON [[turns]]: caller, agent, audio, wait, interrupt_after_ms, dtmf,"
+            " hangup); it starts at speak_at and replaces duration, text, audio and dtmf. None: say text once."
+        ),
+    )
+    turns: tuple[str, ...] = param(
+        (),
+        type=(str,),
+        max_items=1000,
+        help="The script's turns inline, each 'WORDS|key|key=value' (e.g. 'Hi|interrupt_after_ms=300', '|dtmf=12').",
+    )
+    reply_gate_dbfs: float = param(
+        -45.0, min=-90, max=0, unit="dBFS", help="RMS above which a bot frame is speech, not the line's silence."
+    )
+    reply_gap_ms: float = param(
+        700.0, gt=0, max=60_000, unit="ms", help="Silence that ends a reply; pauses inside a reply must be shorter."
+    )
+    reply_timeout: float = param(10.0, gt=0, max=3600, unit="s", help="How long a turn waits for its reply to begin.")
+    barge_in_detect_ms: float = param(
+        60.0,
+        min=0,
+        max=10_000,
+        unit="ms",
+        help="The bridge's time to detect speech over its reply: bot audio arriving after onset plus this is stale.",
+    )
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
+        self._check_script()
         if self.url.startswith("wss:"):
             raise ParamError("url", "the dialer speaks ws:// only; dial the server itself, not its TLS proxy")
         try:
@@ -211,6 +243,31 @@ class CallerSettings(TelephonySettings):
             except (KeyError, IndexError, ValueError) as exc:
                 raise ParamError("record", f"only {{call}} may stand in braces, got {self.record!r} ({exc})") from None
 
+    def _check_script(self) -> None:
+        if self.script is not None and self.turns:
+            raise ParamError("turns", "give a script file or inline turns, not both")
+        key = "script" if self.script is not None else "turns"
+        try:
+            turns = self.conversation()
+        except ScriptError as exc:
+            raise ParamError(key, str(exc)) from None
+        if turns is None:
+            return
+        for other in ("dtmf", "audio"):
+            if getattr(self, other):
+                raise ParamError(other, f"a {key} has its own; give it in the turns")
+        if any(turn.dtmf for turn in turns):
+            try:
+                WIRE[self.protocol].provider(self.format, "").send(Dtmf("1"))
+            except ValueError:
+                raise ParamError(key, f"{self.protocol} streams carry no DTMF") from None
+
+    def conversation(self) -> tuple[Turn, ...] | None:
+        """The script's turns (read from the file), or None when the caller says its text once."""
+        if self.script is not None:
+            return load_script(self.script)
+        return parse_inline(self.turns) if self.turns else None
+
     @property
     def send_frame_bytes(self) -> int:
         """Bytes of one media message of caller audio."""
@@ -231,9 +288,12 @@ class CallerSettings(TelephonySettings):
         chosen = self.subprotocol or WIRE[self.protocol].subprotocol
         return () if chosen is None else (chosen,)
 
-    @property
-    def call_timeout(self) -> float:
-        return self.timeout if self.timeout is not None else self.duration + self.linger + self.connect_timeout + 10
+    def call_timeout(self, turns: int = 0) -> float:
+        """The timeout, else the call's length and 10 s; a script of ``turns`` takes 30 s each beyond reply_timeout."""
+        if self.timeout is not None:
+            return self.timeout
+        length = self.speak_at + turns * (self.reply_timeout + 30) if turns else self.duration
+        return length + self.linger + self.connect_timeout + 10
 
     def custom_parameters(self) -> dict[str, str]:
         return dict(item.partition("=")[::2] for item in self.parameters)
@@ -269,7 +329,9 @@ class CallerCall:
     """One call from the caller's side: :meth:`open`, then :meth:`pop_due` / :meth:`receive`; :meth:`report`.
 
     ``speech`` is the caller's audio in the stream's encoding (shared by every call), placed
-    ``speak_at`` seconds into the call with silence around it. ``unix_ms`` is the wall-clock
+    ``speak_at`` seconds into the call with silence around it — unless ``script`` gives turns
+    and their speech (:class:`~.conversation.Conversation` then decides when the caller speaks,
+    presses digits and stops). ``unix_ms`` is the wall-clock
     time the call opened, for protocols that stamp media with it; ``all_deviations`` gathers
     the bot's inter-arrival deviations across calls.
     """
@@ -280,6 +342,7 @@ class CallerCall:
         number: int,
         speech: bytes,
         *,
+        script: tuple[tuple[Turn, ...], tuple[bytes, ...]] | None = None,
         unix_ms: int = 0,
         all_deviations: Quantiles | None = None,
     ) -> None:
@@ -321,6 +384,21 @@ class CallerCall:
         self.first_audio: float | None = None
         self.outcome: str | None = None
         self.close: dict[str, Any] | None = None
+        self.conversation: Conversation | None = None
+        if script is not None:
+            self.conversation = Conversation(
+                *script,
+                fmt,
+                period=self._period,
+                gate=10 ** (settings.reply_gate_dbfs / 10),
+                gap=settings.reply_gap_ms / 1000,
+                timeout=settings.reply_timeout,
+                detect=settings.barge_in_detect_ms / 1000,
+                dtmf_interval=settings.dtmf_interval,
+                start=settings.speak_at,
+            )
+            self._dtmf = self.conversation.dtmf
+            self._frames = 1 << 62  # until the script is done
 
     # -- the caller's side ---------------------------------------------------------------------
 
@@ -328,7 +406,10 @@ class CallerCall:
         """The connection is up at ``now``: queue the opening; the caller's audio starts on its grid."""
         s = self.settings
         self._t0 = now
-        self._dtmf = deque((now + s.dtmf_at + i * s.dtmf_interval, d) for i, d in enumerate(s.dtmf))
+        if self.conversation is not None:
+            self.conversation.open(now)
+        else:
+            self._dtmf = deque((now + s.dtmf_at + i * s.dtmf_interval, d) for i, d in enumerate(s.dtmf))
         for message in self.checker.opening(s.custom_parameters()):
             self.netem.push(_Sent("opening", message), now)
 
@@ -343,6 +424,9 @@ class CallerCall:
 
     def _frame(self, n: int) -> bytes:
         size = self._frame_bytes
+        if self.conversation is not None:
+            piece = self.conversation.frame(n)
+            return self._silence if piece is None else piece + self._silence[len(piece) :]
         offset = n * size - self._speech_at
         if offset + size <= 0 or offset >= len(self._speech):
             return self._silence
@@ -352,11 +436,10 @@ class CallerCall:
 
     def _push_due(self, now: float) -> None:
         """Push into the network, in time order, what the caller has said by ``now``."""
-        frames = self._frames
         while not self._stop_pushed and not self._bot_hangup and not self.netem.disconnected:
-            t_frame = self._frame_time(self._next_frame) if self._next_frame < frames else math.inf
+            t_frame = self._frame_time(self._next_frame) if self._next_frame < self._frames else math.inf
             t_dtmf = self._dtmf[0][0] if self._dtmf else math.inf
-            t_stop = self._frame_time(frames - 1)
+            t_stop = self._stop_time()
             t = min(t_frame, t_dtmf, t_stop)
             if t > now:
                 return
@@ -380,10 +463,22 @@ class CallerCall:
                 self.netem.push(_Sent("stop", stop), t)
                 self.netem.flush(t)
 
+    def _stop_time(self) -> float:
+        """When the stop goes: with the last frame, or the frame in which the script ended (inf until it has)."""
+        if self.conversation is None:
+            return self._frame_time(self._frames - 1)
+        done = self.conversation.done_at
+        if done is None:
+            return math.inf
+        assert self._t0 is not None
+        return self._t0 + math.ceil(round((done - self._t0) / self._period, 9)) * self._period  # its frame sent
+
     def pop_due(self, now: float) -> list[str | bytes | Hangup]:
         """The messages to send by ``now``, in order; a :class:`Hangup` last when the caller closes."""
         if self.ended:
             return []
+        if self.conversation is not None:
+            self.conversation.advance(now)
         self._push_due(now)
         if not self._stop_pushed and not self._bot_hangup:
             for item in self.checker.pop_due(now):  # mark and clear echoes share the network's order
@@ -400,7 +495,8 @@ class CallerCall:
             elif item.kind == "stop":
                 self._said_all = True
                 self.stop_sent = item.message is not None
-                self._end_at = now + (0.0 if item.message is None else self.settings.linger)
+                hung_up = self.conversation is not None and self.conversation.hung_up
+                self._end_at = now + (0.0 if item.message is None or hung_up else self.settings.linger)
             if item.message is not None:
                 out.append(item.message)
         if self._end_at is not None and now >= self._end_at:
@@ -419,10 +515,11 @@ class CallerCall:
             return None
         times = [self._end_at, self.netem.next_due()]
         if not self._stop_pushed and not self._bot_hangup and not self.netem.disconnected:
-            frames = self._frames
-            times.append(self._frame_time(min(self._next_frame, frames - 1)))
+            times.append(min(self._frame_time(min(self._next_frame, self._frames - 1)), self._stop_time()))
             times.append(self._dtmf[0][0] if self._dtmf else None)
             times.append(self.checker.next_due())
+            if self.conversation is not None:
+                times.append(self.conversation.next_due())
         due = [t for t in times if t is not None]
         return min(due) if due else None
 
@@ -430,9 +527,15 @@ class CallerCall:
 
     def receive(self, message: str | bytes, now: float) -> np.ndarray | None:
         """Check one message from the server; the bot's PCM16 audio it carried (None if none)."""
+        clears = self.checker.clears
         pcm = self.checker.receive(message, now)
         if pcm is not None and self.first_audio is None and self._t0 is not None:
             self.first_audio = now - self._t0
+        if self.conversation is not None:
+            if pcm is not None:
+                self.conversation.heard(pcm, now)
+            if self.checker.clears > clears:
+                self.conversation.cleared(now)
         return pcm
 
     # -- the end -------------------------------------------------------------------------------
@@ -454,10 +557,13 @@ class CallerCall:
         (connection to the bot's first audio); ``in_utterance_underrun_ms`` (gaps inside
         segments a mark ends; None when no mark came, as a pause cannot be told from a gap);
         ``sent``: media messages written, the seconds of caller audio said, DTMF, whether stop
-        went out, and what the network dropped, duplicated, reordered and stalled.
+        went out, and what the network dropped, duplicated, reordered and stalled. With a
+        script, ``turns`` (see :meth:`.Conversation.report`) and ``unexpected_replies`` (bot
+        audio no turn was waiting for); else None for both.
         """
         checked = self.checker.report()
         net = self.netem.statistics()
+        conv = self.conversation
         return {
             **checked,
             "outcome": self.outcome,
@@ -465,6 +571,8 @@ class CallerCall:
             "hangup": self.hangup,
             "first_audio_ms": None if self.first_audio is None else self.first_audio * 1000,
             "in_utterance_underrun_ms": checked["gaps"]["total_ms"] if self.checker.marks else None,
+            "turns": None if conv is None else conv.report(),
+            "unexpected_replies": None if conv is None else conv.unexpected_replies,
             "sent": {
                 "frames": self.sent_frames,
                 "seconds": self._next_frame * self._period,
