@@ -55,7 +55,7 @@ def call_runner(config: Config, endpoints: Endpoints, server: Mapping[str, str])
             CURRENT_CALL.reset(token)
         failed = [r for r in reports if r.status == "failed"]
         outcome = "failed" if failed else "completed"
-        report: dict[str, Any] = {"link": call.statistics(), "pipelines": [plain(r) for r in reports]}
+        report: dict[str, Any] = {"link": call.statistics(), "pipelines": [plain(r.without_series()) for r in reports]}
         if failed:
             report["error"] = failed[0].error
         return outcome, report

@@ -173,8 +173,21 @@ pipeline_option = click.option(
 @click.option(
     "--report", "report_path", type=click.Path(dir_okay=False), help="Also write the run report as JSON to this file."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus /metrics (and /health) on this loopback port during the run (0: a free one).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No live status on stderr (the report is still printed).")
 def run(
-    file: str, names: tuple[str, ...], instances: int, duration: float | None, grace: float, report_path: str | None
+    file: str,
+    names: tuple[str, ...],
+    instances: int,
+    duration: float | None,
+    grace: float,
+    report_path: str | None,
+    metrics_port: int | None,
+    quiet: bool,
 ) -> NoReturn:
     """Run the pipelines of FILE and print a report.
 
@@ -185,11 +198,15 @@ def run(
 
     Ctrl-C or SIGTERM stops the sources and lets the rest drain for the grace period (calls:
     the server's drain period); a second one cancels at once. The report is printed (and
-    written) either way.
+    written) either way. While it runs, stderr shows a live status: a table on a terminal, a
+    line every few seconds otherwise.
     """
     import trio
 
     from .httpserver import bound_port, open_listener
+    from .issues import receiver_issues
+    from .live import open_monitoring
+    from .metrics import Monitor, serve_metrics
     from .report import RunReport, format_text
     from .runner import open_services, run_pipelines
     from .serving import build_server, run_beside_server
@@ -199,6 +216,15 @@ def run(
         _check_writable(report_path)
 
     async def run_all() -> RunReport | ConfigError:
+        async with open_monitoring(services=plan.services, live=not quiet) as monitor, trio.open_nursery() as nursery:
+            if metrics_port is not None:
+                port = await nursery.start(serve_metrics, monitor, LOOPBACK, metrics_port)
+                print(f"metrics on http://{LOOPBACK}:{port}/metrics", file=sys.stderr, flush=True)
+            result = await run_monitored(monitor)
+            nursery.cancel_scope.cancel()
+            return result
+
+    async def run_monitored(monitor: Monitor) -> RunReport | ConfigError:
         async with open_services(plan.services, host=LOOPBACK, grace=grace) as endpoints:
             if not plan.calls:
                 try:
@@ -224,13 +250,16 @@ def run(
                 assert plan.config.server is not None
                 settings = attrs.evolve(plan.config.server, host=LOOPBACK, public_url=None)
                 server = build_server(plan.config, endpoints, variables, settings)
+                monitor.attach(server)
                 ready = _Running(len(pipelines), dialers=len(dialers), url=variables["url"])
                 report = await run_beside_server(
                     server, listener, pipelines, dialers, grace=grace, duration=duration, task_status=ready
                 )
         services = {**plan.services, **dialers}
-        reports = {name: service.report() for name, service in services.items()}
-        return attrs.evolve(report, services={name: r for name, r in reports.items() if r is not None})
+        reports = {name: r for name, service in services.items() if (r := service.report()) is not None}
+        found = {name: tuple(receiver_issues(f"service '{name}'", r)) for name, r in reports.items()}
+        issues = {name: seen for name, seen in found.items() if seen}
+        return attrs.evolve(report, services=reports, issues=issues)
 
     with quiet_gc():
         report = trio.run(run_all)
@@ -254,7 +283,8 @@ class _Running:
         what = f"{self.count} pipeline{'' if self.count == 1 else 's'}"
         if self.url is not None:
             what += f" and {self.dialers} dialer{'' if self.dialers == 1 else 's'}, serving calls on {self.url}"
-        click.echo(f"running {what}; Ctrl-C stops the sources and drains, twice cancels", err=True)
+        message = f"running {what}; Ctrl-C stops the sources and drains, twice cancels"
+        print(message, file=sys.stderr, flush=True)  # through the live view's stderr (click.echo would go around it)
 
 
 def _check_writable(path: str) -> None:
@@ -305,8 +335,10 @@ def _write_report(path: str, text: str) -> None:
     "--report", "report_path", type=click.Path(dir_okay=False), help="Also write the report as JSON to this file."
 )
 @click.option("--log-level", type=LOG_LEVELS, help="How much to log (to stderr); overrides the global option.")
+@click.option("-q", "--quiet", is_flag=True, help="No live status on stderr.")
 @click.option("--reuse-port", is_flag=True, hidden=True)
 @click.option("--worker-index", type=click.IntRange(0), hidden=True)
+@click.option("--metrics-dir", type=click.Path(file_okay=False), hidden=True)
 def serve(
     file: str,
     host: str | None,
@@ -317,8 +349,10 @@ def serve(
     public_url: str | None,
     report_path: str | None,
     log_level: str | None,
+    quiet: bool,
     reuse_port: bool,
     worker_index: int | None,
+    metrics_dir: str | None,
 ) -> None:
     """Serve the calls of FILE: the providers' media WebSockets, answer webhooks and /health.
 
@@ -348,9 +382,11 @@ def serve(
     if worker_index is None:
         _warn_unsigned(plan.config)
     if workers > 1:
-        report = _serve_workers(file, plan, settings, workers)
+        report = _serve_workers(file, plan, settings, workers, quiet=quiet)
     else:
-        report = _serve_one(plan, settings, reuse_port=reuse_port, worker_index=worker_index)
+        report = _serve_one(
+            plan, settings, reuse_port=reuse_port, worker_index=worker_index, quiet=quiet, metrics_dir=metrics_dir
+        )
     if worker_index is None:  # a worker's stdout carries its readiness line only: its parent prints
         lines = format_server(report["server"])
         for name, service_report in report["services"].items():
@@ -383,7 +419,15 @@ def _announce(plan: _Plan, settings: ServerSettings, port: int, extra: str = "")
     sys.stdout.flush()
 
 
-def _serve_one(plan: _Plan, settings: ServerSettings, *, reuse_port: bool, worker_index: int | None) -> dict[str, Any]:
+def _serve_one(
+    plan: _Plan,
+    settings: ServerSettings,
+    *,
+    reuse_port: bool,
+    worker_index: int | None,
+    quiet: bool = False,
+    metrics_dir: str | None = None,
+) -> dict[str, Any]:
     """Serve in this process until drained; a worker (``worker_index``) answers only SIGTERM."""
     import trio
 
@@ -406,6 +450,9 @@ def _serve_one(plan: _Plan, settings: ServerSettings, *, reuse_port: bool, worke
             ready=lambda port: _announce(plan, settings, port),
             identity={"worker": worker_index, "pid": os.getpid()} if worker else None,
             signals=(signal.SIGTERM,) if worker else STOP_SIGNALS,
+            live=not (worker or quiet),
+            worker=worker_index,
+            metrics_dir=metrics_dir,
         )
 
     if worker:  # the parent passes the terminal's Ctrl-C on as SIGTERM: once, not twice
@@ -417,11 +464,11 @@ def _serve_one(plan: _Plan, settings: ServerSettings, *, reuse_port: bool, worke
     return outcome
 
 
-def _serve_workers(file: str, plan: _Plan, settings: ServerSettings, workers: int) -> dict[str, Any]:
+def _serve_workers(file: str, plan: _Plan, settings: ServerSettings, workers: int, *, quiet: bool) -> dict[str, Any]:
     """Hold the port and run ``workers`` copies of ``rtstream serve FILE`` on it; their merged report."""
     import trio
 
-    from .serving import serve_workers
+    from .serving import metrics_dir, serve_workers
     from .workers import reserve_port, worker_command
 
     try:
@@ -434,7 +481,7 @@ def _serve_workers(file: str, plan: _Plan, settings: ServerSettings, workers: in
     def command(index: int, report: Path) -> list[str]:
         argv = ["serve", file, "--host", settings.host, "--port", str(port), "--drain", str(settings.drain)]
         argv += ["--max-calls", str(settings.max_calls), "--reuse-port", "--worker-index", str(index)]
-        argv += ["--report", str(report), "--log-level", level]
+        argv += ["--report", str(report), "--log-level", level, "--metrics-dir", str(metrics_dir(report.parent))]
         if settings.public_url:
             argv += ["--public-url", settings.public_url]
         return worker_command(argv)
@@ -442,7 +489,10 @@ def _serve_workers(file: str, plan: _Plan, settings: ServerSettings, workers: in
     with reserved, quiet_gc():
         return trio.run(
             lambda: serve_workers(
-                workers, command, ready=lambda: _announce(plan, settings, port, f" with {workers} workers")
+                workers,
+                command,
+                ready=lambda: _announce(plan, settings, port, f" with {workers} workers"),
+                live=not quiet,
             )
         )
 
@@ -656,6 +706,67 @@ def _echo_params(params: list[ParamInfo]) -> None:
         click.echo(f"      {p.help}")
         if p.allowed:
             click.echo(f"      allowed: {p.allowed}")
+
+
+@main.command()
+@click.argument("url")
+@click.option(
+    "--interval", type=click.FloatRange(0.1), default=1.0, show_default=True, help="Seconds between two scrapes."
+)
+@click.option("--once", is_flag=True, help="Scrape once, print the table and exit.")
+def top(url: str, interval: float, once: bool) -> None:
+    """Watch a running server (or a run with --metrics-port) through its /metrics at URL."""
+    import urllib.request
+
+    from .live import is_terminal, line, render_text, table, watch
+
+    if not url.startswith(("http://", "https://")):
+        raise Problem(f"URL must start with http:// or https://, got {url!r}")
+    target = url if url.rstrip("/").endswith("/metrics") else url.rstrip("/") + "/metrics"
+
+    def fetch(address: str) -> str:
+        try:
+            with urllib.request.urlopen(address, timeout=max(interval, 2.0)) as answer:
+                return answer.read().decode()
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(clean(f"cannot read {address}: {exc}")) from None
+
+    statuses = watch(target, interval=interval, once=once, fetch=fetch)
+    if once:
+        click.echo(render_text(next(iter(statuses)), width=120), nl=False)
+        return
+    if not is_terminal(sys.stdout):
+        for status in statuses:
+            click.echo(line(status))
+        return
+    from rich.live import Live
+
+    with Live(auto_refresh=False) as live:
+        for status in statuses:
+            live.update(table(status, title=target), refresh=True)
+
+
+@main.command()
+@click.argument("report", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The PNG to write.")
+def plot(report: str, output: str) -> None:
+    """Plot a run's JSON REPORT: per pipeline, lateness and receiver deviation, jitter-buffer delay and target."""
+    try:
+        from .plot import plot_report
+    except ImportError as exc:
+        raise Problem(f"rtstream plot needs matplotlib: pip install 'rtstream[plot]' ({exc})") from None
+    problem = output_path_problem(output)
+    if problem is not None:
+        raise Problem(f"--output: {problem}")
+    try:
+        data = json.loads(Path(report).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise Problem(f"cannot read {report}: {exc}") from None
+    try:
+        panels = plot_report(data, output)
+    except ValueError as exc:
+        raise Problem(str(exc)) from None
+    click.echo(f"wrote {output}: {panels}")
 
 
 def entry() -> None:

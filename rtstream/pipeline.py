@@ -43,6 +43,8 @@ class Pipeline:
     """``edges[i]`` is what flows between ``stages[i]`` and ``stages[i + 1]``: format and frame duration."""
     capacities: tuple[int, ...]
     instance: int = 1
+    services: tuple[str, ...] = ()
+    """The services its stages refer to (its report names them, so a plot finds the receiver's calls)."""
 
     @property
     def formats(self) -> tuple[AudioFormat, ...]:
@@ -67,7 +69,10 @@ def build_pipeline(
     try:
         stages = [_instantiate(s, endpoints or {}, call, server) for s in spec.stages]
         capacities = [s.capacity if s.capacity is not None else spec.capacity for s in spec.stages[:-1]]
-        return assemble(spec.name, stages, refs=[s.ref for s in spec.stages], capacities=capacities, instance=instance)
+        pipeline = assemble(
+            spec.name, stages, refs=[s.ref for s in spec.stages], capacities=capacities, instance=instance
+        )
+        return attrs.evolve(pipeline, services=spec.services)
     except ConfigError as exc:
         raise exc.located(file=file, pipeline=spec.name) from None
 

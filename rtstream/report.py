@@ -1,4 +1,8 @@
-"""The run report: per pipeline instance, how it ended and what every stage counted.
+"""The run report: per pipeline instance, how it ended, what every stage counted, and the issues seen.
+
+:func:`format_text` prints a table per pipeline (one row per stage, the figures that matter
+first, with units) and the issues after it; the JSON (:meth:`RunReport.to_json`) has
+everything, under a ``schema_version`` (docs/report-schema.md describes it).
 
 Every string of a report passes through :func:`rtstream.redact.redact` on its way out (text
 and JSON alike), so a value read from the environment never appears in it; keys are put on
@@ -10,15 +14,20 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 import numpy as np
 
+from .issues import Issue
 from .redact import clean, redact
 from .text import clip
+
+SCHEMA_VERSION = 2
+"""Version of the JSON report's layout: 2 added ``schema_version``, ``issues`` and the stages' ``series``."""
 
 MAX_KEY = 100
 """Characters of a report key: a name a peer chose is cut there (stages bound how many with BoundedCounter)."""
@@ -33,6 +42,8 @@ class StageReport:
     input: str | None
     output: str | None
     statistics: Mapping[str, Any]
+    series: Mapping[str, Any] = attrs.field(factory=dict)
+    """Bounded timing series for plots (:mod:`rtstream.series`), by name; empty for most stages."""
 
 
 @attrs.frozen
@@ -45,6 +56,14 @@ class PipelineReport:
     error: str | None
     duration: float
     stages: tuple[StageReport, ...]
+    issues: tuple[Issue, ...] = ()
+    """What :func:`rtstream.issues.pipeline_issues` found in the stages' statistics."""
+    services: tuple[str, ...] = ()
+    """The services its stages used (the simulators that saw its audio)."""
+
+    def without_series(self) -> PipelineReport:
+        """This report without the stages' timing series (for the many per-call reports a server keeps)."""
+        return attrs.evolve(self, stages=tuple(attrs.evolve(s, series={}) for s in self.stages))
 
 
 @attrs.frozen
@@ -54,6 +73,8 @@ class RunReport:
     """Per service that reports, its report (printed after the pipelines)."""
     server: Mapping[str, Any] | None = None
     """The server's report (:meth:`rtstream.server.Server.report`) when the run served the file's calls."""
+    issues: Mapping[str, tuple[Issue, ...]] = attrs.field(factory=dict)
+    """Per service, the issues its report shows (a receiver's jitter and gaps)."""
 
     @property
     def failed(self) -> bool:
@@ -61,7 +82,7 @@ class RunReport:
         return any(p.status == "failed" for p in self.pipelines) or any(c["outcome"] == "failed" for c in calls)
 
     def to_json(self) -> str:
-        return json.dumps(plain(self), indent=2, allow_nan=False)
+        return json.dumps({"schema_version": SCHEMA_VERSION, **plain(self)}, indent=2, allow_nan=False)
 
 
 def plain(value: Any) -> Any:
@@ -107,7 +128,7 @@ def format_fields(value: Any, *, indent: str = "      ", width: int = 100) -> li
 
 
 def format_text(report: RunReport) -> str:
-    """A human-readable report: a block per pipeline instance, the server's calls, then a block per service."""
+    """A human-readable report: a table per pipeline instance and its issues, the server's calls, each service."""
     lines = []
     names = Counter(p.pipeline for p in report.pipelines)
     for p in report.pipelines:
@@ -116,7 +137,8 @@ def format_text(report: RunReport) -> str:
         lines.extend(format_server(report.server))
     for name, service_report in report.services.items():
         lines.append(f"service '{name}'")
-        lines.extend(format_fields(service_report, indent="    "))
+        lines.extend(format_fields(_without_series(service_report), indent="    "))
+        lines.extend(_issue_lines(plain(report.issues.get(name, ()))))
     return "\n".join(clean(line) for line in lines)
 
 
@@ -136,16 +158,151 @@ def format_server(report: Mapping[str, Any]) -> list[str]:
 
 
 def _pipeline_lines(p: Mapping[str, Any], *, unique: bool) -> list[str]:
-    """One pipeline instance's block, from its plain report."""
+    """One pipeline instance's table and issues, from its plain report."""
     name = p["pipeline"] if unique else f"{p['pipeline']}#{p['instance']}"
     head = f"pipeline '{name}' {p['status']} after {p['duration']:.2f} s"
     lines = [head + (f": {p['error']}" if p["error"] else "")]
+    rows = [("#", "stage", "output", "frames", "audio", "drops", "figures")]
     for s in p["stages"]:
+        stats = s["statistics"]
         label = f"{s['label']} ({s['type']})" if s["label"] and s["label"] != s["type"] else s["type"]
-        fmt = f" -> {s['output']}" if s["output"] else ""
-        lines.append(f"  {s['index']} {label} [{s['klass']}]{fmt}")
-        lines.extend(format_fields(s["statistics"]))
+        rows.append(
+            (
+                str(s["index"]),
+                label,
+                s["output"] or "-",
+                _count(_frames(stats)),
+                _seconds(_audio(stats, s["output"])),
+                str(_dropped(stats)),
+                ", ".join(_figures(stats)),
+            )
+        )
+    lines.extend(_table(rows, right=(3, 4, 5), indent="  "))
+    lines.extend(_issue_lines(p.get("issues", ())))
     return lines
+
+
+def _issue_lines(issues: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The issues of a plain report, one line each (as :meth:`rtstream.issues.Issue.line`)."""
+    if not issues:
+        return []
+    return ["  issues:", *(f"    {Issue(**i).line()}" for i in issues)]
+
+
+def _without_series(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_series(v) for k, v in value.items() if k != "series"}
+    return value
+
+
+def _table(rows: Sequence[Sequence[str]], *, right: Sequence[int], indent: str) -> list[str]:
+    """``rows`` (the first the heading) in aligned columns; the columns ``right`` aligned right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    out = []
+    for row in rows:
+        cells = [
+            cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        out.append((indent + "  ".join(cells)).rstrip())
+    return out
+
+
+_FRAME_FIELDS = ("frames_sent", "frames_out", "chunks_out", "receiver.released", "chunks", "media", "frames_in")
+_SECOND_FIELDS = ("seconds_sent", "seconds_out", "seconds")
+_RATE = re.compile(r"\b(\d+) Hz\b")
+
+
+def _get(stats: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = stats
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def _throughputs(stats: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The :class:`~rtstream.stats.Throughput` records among the fields (what a plain stage counts)."""
+    return [v for v in stats.values() if isinstance(v, Mapping) and set(v) == {"chunks", "samples", "seconds"}]
+
+
+def _frames(stats: Mapping[str, Any]) -> int | None:
+    for field in _FRAME_FIELDS:
+        value = _get(stats, field)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value + (stats.get("fill_frames") or 0 if field == "frames_sent" else 0)
+    counts = _throughputs(stats)
+    return counts[-1]["chunks"] if counts else None
+
+
+def _audio(stats: Mapping[str, Any], output: str | None) -> float | None:
+    for field in _SECOND_FIELDS:
+        value = stats.get(field)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    counts = _throughputs(stats)
+    if counts:
+        return float(counts[-1]["seconds"])
+    rate = _RATE.search(output or "")
+    samples = stats.get("samples_out")
+    return samples / int(rate.group(1)) if rate and isinstance(samples, int) else None
+
+
+def _dropped(stats: Mapping[str, Any]) -> int:
+    drops = stats.get("drops")
+    if not isinstance(drops, Mapping):
+        return 0
+    return sum(d.get("frames", 0) if isinstance(d, Mapping) else 0 for d in drops.values())
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def _ms(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    return f"{value:.1f} ms" if abs(value) < 10 else f"{value:.0f} ms"
+
+
+def _many(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def _figures(stats: Mapping[str, Any]) -> list[str]:
+    """The few figures that say how a stage did, by the fields its record has."""
+    out = []
+    if "lateness_ms" in stats and "underruns" in stats:  # a pacer
+        out += [
+            f"late p99 {_ms(_get(stats, 'lateness_ms.p99'))}",
+            _many(stats["underruns"], "underrun"),
+            f"{stats.get('late_frames', 0)} late",
+        ]
+    if "jitterBufferTargetDelay" in stats:  # a jitter buffer
+        out += [
+            f"delay p50 {_ms(_get(stats, 'delay_ms.p50'))}",
+            f"target {_ms(stats.get('target_delay_ms'))}",
+            f"concealed {stats.get('concealment_rate', 0):.1%}",
+        ]
+    receiver = stats.get("receiver")
+    if isinstance(receiver, Mapping):  # a receiving sequencer
+        out += [f"{receiver.get(k, 0)} {k}" for k in ("reordered", "duplicates", "lost")]
+    if "first_chunk_ms" in stats:  # a TTS source
+        out += [
+            f"first chunk p99 {_ms(_get(stats, 'first_chunk_ms.p99'))}",
+            _many(stats.get("utterances", 0), "utterance"),
+        ]
+    if _get(stats, "first_audio_ms.count"):  # a telephony sink that timed replies
+        out.append(f"first audio p99 {_ms(_get(stats, 'first_audio_ms.p99'))}")
+    if stats.get("marks_sent"):
+        out.append(f"{stats.get('marks_echoed', 0)}/{stats['marks_sent']} marks echoed")
+    if isinstance(stats.get("connects"), int) and stats["connects"] != 1:
+        out.append(f"{stats['connects']} connects")
+    if stats.get("held_ms_max"):  # a resampling converter
+        out.append(f"holds up to {_ms(stats['held_ms_max'])}")
+    return out
 
 
 def _wrap(fields: list[str], *, indent: str, width: int) -> list[str]:

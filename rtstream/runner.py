@@ -15,6 +15,12 @@ False: it passed on none; None: it cannot tell). Without the method, a stage who
 hold :class:`~rtstream.stats.Throughput` records delivered when any of them counted a chunk.
 The pipeline fails when any stage says False, and the error names the first such stage.
 
+A stage's element may also offer ``series() -> dict`` (or its core may): bounded timing
+series for plots (:mod:`rtstream.series`), put in the stage's report. At its end each
+pipeline's report gets the issues :func:`rtstream.issues.pipeline_issues` finds, each logged
+once. A :class:`Watcher` set in :data:`WATCHER` (the metrics' monitor) is told when each
+pipeline starts and ends, so live figures can be read from running elements.
+
 Services (servers the pipelines talk to, such as the simulators) run around the pipelines:
 :func:`open_services` starts them on free loopback ports and stops them afterwards.
 """
@@ -22,22 +28,37 @@ Services (servers the pipelines talk to, such as the simulators) run around the 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import signal
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
 
 from .errors import StageFailed
+from .issues import Issue, pipeline_issues
 from .pipeline import Pipeline
-from .report import PipelineReport, RunReport, StageReport
+from .report import PipelineReport, RunReport, StageReport, plain
 from .service import Service
 from .stage import Element, Source
 from .stats import Throughput
 
 log = logging.getLogger(__name__)
+
+
+class Watcher(Protocol):
+    """Told of every pipeline of the process as it starts and ends (see :data:`WATCHER`)."""
+
+    def started(self, pipeline: Pipeline) -> None: ...
+
+    def ended(self, pipeline: Pipeline, report: PipelineReport | None) -> None:
+        """``report`` is None when the pipeline was cancelled from outside (or raised)."""
+
+
+WATCHER: contextvars.ContextVar[Watcher | None] = contextvars.ContextVar("rtstream_watcher", default=None)
+"""The watcher of the pipelines run in this context (trio tasks inherit it from their parent)."""
 
 
 class RunControl:
@@ -150,6 +171,21 @@ async def run_pipeline(
 
     A failing stage is logged and reported; with ``raise_on_failure`` its StageFailed is raised.
     """
+    watcher = WATCHER.get()
+    if watcher is None:
+        return await _run_pipeline(pipeline, control, raise_on_failure, task_status)
+    watcher.started(pipeline)
+    report = None
+    try:
+        report = await _run_pipeline(pipeline, control, raise_on_failure, task_status)
+    finally:
+        watcher.ended(pipeline, report)
+    return report
+
+
+async def _run_pipeline(
+    pipeline: Pipeline, control: RunControl | None, raise_on_failure: bool, task_status: trio.TaskStatus[None]
+) -> PipelineReport:
     control = control or RunControl()
     started = trio.current_time()
     error = None
@@ -185,14 +221,34 @@ async def run_pipeline(
         if problem is not None:
             log.error("%s", problem)
             status = "failed"
+    stages = tuple(_stage_report(pipeline, i) for i in range(len(pipeline.stages)))
     return PipelineReport(
         pipeline=pipeline.name,
         instance=pipeline.instance,
         status=status,
         error=problem,
         duration=trio.current_time() - started,
-        stages=tuple(_stage_report(pipeline, i) for i in range(len(pipeline.stages))),
+        stages=stages,
+        issues=_issues(pipeline, stages),
+        services=pipeline.services,
     )
+
+
+def _issues(pipeline: Pipeline, stages: Sequence[StageReport]) -> tuple[Issue, ...]:
+    """The issues in the stages' statistics, each logged once."""
+    issues = pipeline_issues([(str(ref), plain(s.statistics)) for ref, s in zip(pipeline.refs, stages, strict=True)])
+    for issue in issues:
+        (log.warning if issue.severity != "info" else log.info)("pipeline '%s': %s", pipeline.name, issue.line())
+    return tuple(issues)
+
+
+def series_of(element: Element) -> dict[str, Any]:
+    """The timing series an element (or its core) offers; empty when it offers none."""
+    for owner in (element, getattr(element, "core", None)):
+        hook = getattr(owner, "series", None)
+        if callable(hook):
+            return hook()
+    return {}
 
 
 def _first_failure(group: BaseExceptionGroup[StageFailed]) -> StageFailed:
@@ -242,6 +298,7 @@ def _stage_report(pipeline: Pipeline, index: int) -> StageReport:
         input=str(pipeline.formats[index - 1]) if index > 0 else None,
         output=str(pipeline.formats[index]) if index < len(pipeline.formats) else None,
         statistics=attrs.asdict(stats, recurse=False) if attrs.has(type(stats)) else dict(stats),
+        series=series_of(pipeline.elements[index]),
     )
 
 

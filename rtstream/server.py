@@ -3,7 +3,8 @@
 A route is an :class:`Endpoint` at a path. A call endpoint answers the provider's WebSocket
 upgrade and runs one call per connection; an answer endpoint answers a webhook (TwiML, Plivo
 XML) that sends the provider to a call endpoint. ``/health`` reports whether the server is
-accepting, for a load balancer's readiness probe.
+accepting, for a load balancer's readiness probe, with the process's load when a
+:class:`rtstream.metrics.Monitor` is attached; ``/metrics`` is then its Prometheus exposition.
 
 Admission happens before the upgrade, where refusing is cheap and the provider can try another
 host: while draining, or when ``max_calls`` calls are running, the upgrade gets HTTP 503. Every
@@ -35,8 +36,20 @@ from .websocket import MAX_MESSAGE_BYTES, WebSocket
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/health"
+METRICS_PATH = "/metrics"
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 KEPT_CALL_REPORTS = 1000
 """Per-call reports kept for the final report; older ones are folded into the totals only."""
+
+
+class Monitoring(Protocol):
+    """What a metrics monitor gives the server: load for ``/health``, the ``/metrics`` text."""
+
+    def health(self) -> Mapping[str, Any]: ...
+
+    async def exposition(self) -> bytes: ...
+
+    def call_ended(self, record: CallRecord) -> None: ...
 
 
 class Endpoint(Protocol):
@@ -118,6 +131,11 @@ class Server:
         self.drain_period = drain
         self.requests: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
+        self.route_outcomes: Counter[tuple[str, str]] = Counter()
+        """Calls ended, by (route, outcome): routes come from the config, outcomes from the code."""
+        self.active_routes: Counter[str] = Counter()
+        self.monitor: Monitoring | None = None
+        """Set by :meth:`rtstream.metrics.Monitor.attach`."""
         self.calls: deque[CallRecord] = deque(maxlen=KEPT_CALL_REPORTS)
         self._call_scopes: set[trio.CancelScope] = set()
         self._accepting: trio.CancelScope | None = None
@@ -132,7 +150,12 @@ class Server:
             self.requests["health"] += 1
             status, body = self.admission.health()
             body.update(self.identity)
+            if self.monitor is not None:
+                body.update(self.monitor.health())
             return Response(status, (json.dumps(body) + "\n").encode(), content_type="application/json")
+        if request.path == METRICS_PATH and self.monitor is not None:
+            self.requests["metrics"] += 1
+            return Response(200, await self.monitor.exposition(), content_type=METRICS_CONTENT_TYPE)
         endpoint = self.endpoints.get(request.path)
         if endpoint is None:
             self.requests["not_found"] += 1
@@ -167,6 +190,7 @@ class Server:
             started = trio.current_time()
             outcome: str = "failed"
             report: Mapping[str, Any] = {}
+            self.active_routes[route] += 1
             try:
                 with trio.CancelScope(deadline=self._drain_deadline) as scope:
                     self._call_scopes.add(scope)
@@ -177,8 +201,13 @@ class Server:
                 if scope.cancelled_caught:
                     outcome = "cancelled"
             finally:
+                self.active_routes[route] -= 1
                 self.outcomes[outcome] += 1
-                self.calls.append(CallRecord(route, request.peer, outcome, trio.current_time() - started, report))
+                self.route_outcomes[route, outcome] += 1
+                record = CallRecord(route, request.peer, outcome, trio.current_time() - started, report)
+                self.calls.append(record)
+                if self.monitor is not None:
+                    self.monitor.call_ended(record)
                 self._release()
 
         return Upgrade(

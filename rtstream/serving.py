@@ -25,6 +25,7 @@ from .callrun import call_runner
 from .calls import CallSettings, ServerSettings, server_variables
 from .config import Config
 from .httpserver import bound_port
+from .live import open_monitoring, show_workers
 from .pipeline import Endpoints, Pipeline
 from .report import RunReport
 from .routes import call_routes
@@ -85,17 +86,23 @@ async def serve_process(
     ready: Callable[[int], None],
     identity: Mapping[str, Any] | None = None,
     signals: Sequence[int] = STOP_SIGNALS,
+    live: bool = False,
+    worker: int | None = None,
+    metrics_dir: str | None = None,
 ) -> dict[str, Any]:
     """Serve ``config``'s calls on ``listener`` until a signal drains the server; return the report.
 
     ``services`` (the simulators the calls' pipelines use) start first, on loopback;
-    ``ready(port)`` is called once the server accepts.
+    ``ready(port)`` is called once the server accepts. The server answers ``/metrics`` and
+    reports its load in ``/health``; with ``live``, stderr shows the live view. A ``worker``
+    shares its metrics through ``metrics_dir``, so a scrape of any worker sees all of them.
     """
     port = bound_port(listener)
     async with open_services(services, host=LOOPBACK) as endpoints:
         variables = server_variables(settings.host, port, settings.public_url)
         server = build_server(config, endpoints, variables, settings, identity=identity)
-        async with trio.open_nursery() as nursery:
+        monitoring = open_monitoring(server, services=services, worker=worker, shared_dir=metrics_dir, live=live)
+        async with monitoring, trio.open_nursery() as nursery:
             await nursery.start(_drain_on_signals, server, signals)
 
             async def serving(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -109,18 +116,23 @@ async def serve_process(
 
 
 async def serve_workers(
-    count: int, command: Callable[[int, Path], list[str]], *, ready: Callable[[], None]
+    count: int, command: Callable[[int, Path], list[str]], *, ready: Callable[[], None], live: bool = False
 ) -> dict[str, Any]:
     """Run ``count`` workers under a :class:`Supervisor` until a signal; return their merged report.
 
     The first Ctrl-C or SIGTERM is passed to every worker as SIGTERM (each drains), a second
     likewise (each ends its calls). Workers ignore SIGINT themselves, so a Ctrl-C that the
-    terminal sends to the whole process group reaches them once, through here.
+    terminal sends to the whole process group reaches them once, through here. The workers
+    share their metrics in :func:`metrics_dir` of their reports' folder; with ``live`` the
+    parent shows all of them on stderr.
     """
     with tempfile.TemporaryDirectory(prefix="rtstream-workers-") as directory:
         supervisor = Supervisor(count, command, Path(directory))
+        metrics_dir(Path(directory)).mkdir()
         async with trio.open_nursery() as nursery:
             await nursery.start(_forward_signals, supervisor)
+            if live:
+                nursery.start_soon(show_workers, metrics_dir(Path(directory)))
 
             async def supervising(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
                 await supervisor.run(task_status=task_status)
@@ -134,6 +146,11 @@ async def serve_workers(
     merged["admitted_per_worker"] = [r["server"]["admitted"] for r in reports]  # how evenly the kernel spread them
     services = {f"{name}#{index}": report for index, r in enumerate(reports) for name, report in r["services"].items()}
     return {"server": merged, "services": services}
+
+
+def metrics_dir(reports: Path) -> Path:
+    """Where the workers whose reports go to ``reports`` share their metrics."""
+    return reports / "metrics"
 
 
 async def _forward_signals(

@@ -6,10 +6,13 @@ Every field of a statistics record says what it counts: declare it with :func:`s
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import types
 import typing
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -200,6 +203,20 @@ class Quantiles:
     @property
     def count(self) -> int:
         return self._count
+
+    @property
+    def sum(self) -> float:
+        return self._sum
+
+    def cumulative(self, bounds: Sequence[float]) -> list[int]:
+        """Values at or below each of ``bounds`` (ascending): a Prometheus histogram's buckets, read at scrape time.
+
+        A bucket straddling a bound counts below it when its centre is (within the ~1.1 % of a step).
+        """
+        within = [0] * (len(bounds) + 1)
+        for step, n in self._buckets.items():
+            within[bisect.bisect_left(bounds, self._value_of(step))] += n
+        return list(itertools.accumulate(within[:-1]))
 
     def merge(self, other: Quantiles) -> None:
         """Add every value of ``other`` (of the same resolution): percentiles over both series."""

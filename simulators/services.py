@@ -17,6 +17,7 @@ import trio
 from rtstream.params import ParamError, param
 from rtstream.registry import register_service
 from rtstream.service import Service
+from rtstream.stats import Quantiles
 
 from .agent import PATH as AGENT_PATH
 from .agent import AgentServer, AgentSettings, serve_agent
@@ -156,6 +157,10 @@ class TelephonyService(TelephonySettings, Service):
 
     def report(self) -> dict[str, Any] | None:
         return None if self._running.server is None else self._running.server.report()
+
+    def deviations(self) -> Quantiles | None:
+        """Every call's inter-arrival deviations (seconds): the receiver side of the metrics."""
+        return None if self._running.server is None else self._running.server.deviations
 
 
 @register_service("caller")

@@ -51,6 +51,7 @@ import functools
 import logging
 import math
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import numpy as np
@@ -63,6 +64,7 @@ from rtstream.control import CURRENT_CONTROL, listening
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Frame, UtteranceEnd, UtteranceStart
 from rtstream.params import param, whole_samples
 from rtstream.registry import register
+from rtstream.series import Marks, Series
 from rtstream.stage import Filter, ReceiveChannel, SendChannel
 from rtstream.stats import DropCount, Drops, Quantiles, Summary, stat
 from rtstream.timers import sleep_until
@@ -153,6 +155,8 @@ class FramePacer:
         self._pending: AudioChunk | None = None
         """The first frame of a spurt resumed after idle, waiting for its slot."""
         self._speaking = False
+        self._heard = False
+        """Audio of the current utterance has been sent (underruns before it are its start's latency)."""
         self._utterance: str | None = None
         self._pts = 0
         self._out: list[Frame] = []
@@ -168,6 +172,7 @@ class FramePacer:
         self.frames_sent = 0
         self.fill_frames = 0
         self.underruns = 0
+        self.starting_underruns = 0
         self.idle_slots = 0
         self.late_frames = 0
         self.stalls = 0
@@ -177,6 +182,10 @@ class FramePacer:
         self.drops = Drops()
         self.lateness = Quantiles()
         """Send time minus deadline, in seconds, of every frame sent in its slot (fills too)."""
+        self.lateness_series = Series()
+        """The same over time (at each deadline), bounded, for plots."""
+        self.underrun_marks = Marks()
+        self.clear_marks = Marks()
 
     @property
     def slot_time(self) -> float:
@@ -287,6 +296,8 @@ class FramePacer:
             policy = self.underrun if self._speaking else self.idle
             if self._speaking:
                 self.underruns += 1
+                self.starting_underruns += not self._heard
+                self.underrun_marks.add(now)
             else:
                 self.idle_slots += 1
             if behind:
@@ -329,7 +340,10 @@ class FramePacer:
                 if self._wait_for_upstream(now):
                     return False
                 if not self.ended:  # upstream has nothing, or the utterance ended
+                    if self._speaking:
+                        self.underrun_marks.add(now)
                     self.underruns += slots if self._speaking else 0
+                    self.starting_underruns += slots if self._speaking and not self._heard else 0
                     self.idle_slots += 0 if self._speaking else slots
                 self.slot += slots
                 return True
@@ -384,12 +398,15 @@ class FramePacer:
         kind = type(event)
         if kind is UtteranceStart:
             self._speaking = True
+            self._heard = False
             self._utterance = event.utterance  # type: ignore[union-attr]
         elif kind is UtteranceEnd:
             self._speaking = False
             self._utterance = None
         elif kind is Clear:
             self.clears += 1
+            if self.anchor is not None:
+                self.clear_marks.add(self.slot_time)
             self._speaking = False
             self._utterance = None
             self._spurt = True
@@ -414,6 +431,7 @@ class FramePacer:
         self._pts += self.frame_samples
         out.append(frame)
         self.frames_sent += 1
+        self._heard = True
         if lateness is not None:
             self._timed(lateness)
         if self._spurt:
@@ -435,8 +453,18 @@ class FramePacer:
 
     def _timed(self, lateness: float) -> None:
         self.lateness.add(lateness)
+        assert self.anchor is not None
+        self.lateness_series.add(self.anchor + (self.slot - 1) * self.period, lateness)
         if lateness > self.late_after:
             self.late_frames += 1
+
+    def series(self) -> dict[str, dict[str, Any]]:
+        """The timing series for plots: lateness over time, underrun and clear times."""
+        return {
+            "lateness": self.lateness_series.snapshot(),
+            "underruns": self.underrun_marks.snapshot(),
+            "clears": self.clear_marks.snapshot(),
+        }
 
     def statistics(self) -> PacerStatistics:
         return PacerStatistics(
@@ -444,6 +472,7 @@ class FramePacer:
             frames_sent=self.frames_sent,
             fill_frames=self.fill_frames,
             underruns=self.underruns,
+            starting_underruns=self.starting_underruns,
             idle_slots=self.idle_slots,
             late_frames=self.late_frames,
             stalls=self.stalls,
@@ -461,6 +490,9 @@ class PacerStatistics:
     frames_sent: int = stat(help="Audio frames sent (fills not included).")
     fill_frames: int = stat(help="Silence or comfort-noise frames sent on underrun or while idle.")
     underruns: int = stat(help="Slots inside an utterance with no frame ready.")
+    starting_underruns: int = stat(
+        help="Of those, the slots before the utterance's first frame: its source's latency, not a gap in speech."
+    )
     idle_slots: int = stat(help="Slots between utterances (filled, or skipped with idle = stop).")
     late_frames: int = stat(help="Frames sent more than late_ms after their deadline.")
     stalls: int = stat(help="Times the pacer found itself one or more whole periods behind its grid.")
@@ -630,6 +662,9 @@ class Pacing:
                             except trio.EndOfChannel:
                                 item = END
                         core.fed(item)
+
+    def series(self) -> dict[str, dict[str, Any]]:
+        return self.core.series()
 
     def statistics(self) -> PacerStatistics:
         return self.core.statistics()

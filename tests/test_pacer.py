@@ -208,7 +208,11 @@ async def test_a_frame_of_the_wrong_size_is_dropped_and_counted(autojump_clock, 
         "pacer: dropping a frame of 160 samples of pcm_s16le 8000 Hz mono; it paces frames of 480 samples of "
         "pcm_s16le 8000 Hz mono (put a chunker with the same frame_ms before it)"
     )
-    assert [r.getMessage() for r in caplog.records] == [warning]
+    assert [r.getMessage() for r in caplog.records if r.name == "rtstream.stages.pacer"] == [warning]
+    assert [r.getMessage() for r in caplog.records if r.name == "rtstream.runner"] == [
+        "pipeline 'test': critical drops at stage 2 (pacer): 50.0% of the frames dropped (2 of 4: frame_size); "
+        "see the stage's drops in the JSON report: each reason names the bound that was hit"
+    ]
 
 
 def _tasks() -> set:
@@ -313,3 +317,13 @@ def test_any_arrival_schedule_keeps_order_grid_and_counts(spurts, underrun, idle
             seen += f.seq is not None
         else:
             assert seen == before[id(f)]
+
+
+async def test_underruns_before_a_replys_first_audio_are_told_apart_and_every_one_is_marked(autojump_clock):
+    script = [frame(0, "a"), UtteranceEnd("a"), (0.31, UtteranceStart("b")), (0.5, frame(1, "b")), (0.7, frame(2, "b"))]
+    out = await run_stage(Pacer(margin_ms=0), script)
+    stats = stats_of(out.report)
+    assert (stats.underruns, stats.starting_underruns) == (5, 3)  # 0.36, 0.42, 0.48 wait for b; 0.60, 0.66 inside it
+    series = next(s.series for s in out.report.stages if s.type == "pacer")
+    assert series["underruns"] == {"count": 5, "t": grid(6, 7, 8, 10, 11)}
+    assert series["lateness"]["t"] == grid(*range(13)) and set(series["lateness"]["v"]) == {0.0}

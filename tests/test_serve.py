@@ -358,12 +358,19 @@ class HeldTwilioCall:
             self.close_code = ws.close_code
 
 
+LOAD = ("loop_lag_ms", "loop_lag_max_ms", "cpu")
+"""The load /health adds (rtstream.metrics.Monitor.health)."""
+
+
 def test_serve_answers_health_and_drains_a_call_on_sigterm(tmp_path: Path) -> None:
     report_path = tmp_path / "serve.json"
     process, port, line = start_serving(write(tmp_path, SERVED), "--report", str(report_path))
     try:
         assert line.endswith("(calls /twilio; answers /twilio/answer; health /health)\n")
-        assert http(port, "GET", "/health") == (200, b'{"status": "accepting", "active_calls": 0, "max_calls": 100}\n')
+        status, body = http(port, "GET", "/health")
+        health = json.loads(body)
+        assert status == 200 and list(health) == ["status", "active_calls", "max_calls", *LOAD]
+        assert (health["status"], health["active_calls"], health["max_calls"]) == ("accepting", 0, 100)
         status, twiml = http(port, "POST", "/twilio/answer", "CallSid=CA1")
         assert status == 200 and b'<Stream url="ws://x/twilio">' in twiml
         call = HeldTwilioCall(f"ws://127.0.0.1:{port}/twilio")

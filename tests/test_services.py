@@ -145,7 +145,7 @@ def test_run_starts_the_services_it_needs_and_prints_their_report_after_the_run(
     result = invoke("run", str(path), "--report", str(report_path))
     assert result.exit_code == 0, result.output
     run_part, service_part = result.output.split("service 'phone'\n")
-    assert "pipeline 'call' completed" in run_part and "marks_echoed=1" in run_part
+    assert "pipeline 'call' completed" in run_part and "1/1 marks echoed" in run_part
     printed = " ".join(service_part.split())
     assert "calls=1" in printed and "frames=15" in printed and "wrong_size=0" in printed
     assert "per_call=[1 records: see the JSON report]" in printed

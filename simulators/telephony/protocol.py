@@ -25,6 +25,7 @@ import numpy as np
 from rtstream.audio.codec import to_int16
 from rtstream.frames import AudioFormat, Encoding
 from rtstream.params import ParamError, param, require_at_least
+from rtstream.series import Marks, Series
 from rtstream.stats import BoundedCounter, Quantiles
 from rtstream.wire import RemoteProtocolError
 from rtstream.wire.telephony import PROTOCOLS as WIRE
@@ -151,6 +152,9 @@ class TelephonyCall:
         self.errors = BoundedCounter()
         self.text_frames = 0
         self.deviation = Quantiles(resolution=1e-6)
+        self.deviation_series = Series()
+        """Each arrival's deviation over time, bounded, for plots."""
+        self.gap_marks = Marks()
         self._last_arrival: float | None = None
         self._last_duration = 0.0
         self._grid_start = 0.0
@@ -232,6 +236,7 @@ class TelephonyCall:
         else:
             deviation = abs(now - self._last_arrival - self._last_duration)
             self.deviation.add(deviation)
+            self.deviation_series.add(now, deviation)
             if self._all_deviations is not None:
                 self._all_deviations.add(deviation)
             self._grid_offset += self._last_duration
@@ -239,6 +244,7 @@ class TelephonyCall:
             self.max_drift = max(self.max_drift, abs(self.drift))
             if now > self._play_end:
                 gap = now - self._play_end
+                self.gap_marks.add(self._play_end)
                 self.gaps += 1
                 self.gap_seconds += gap
                 self.max_gap = max(self.max_gap, gap)
@@ -294,4 +300,5 @@ class TelephonyCall:
             "deviation_ms": attrs.asdict(self.deviation.summary(scale=1000)),
             "drift_ms": {"final": self.drift * 1000, "max": self.max_drift * 1000},
             "gaps": {"count": self.gaps, "total_ms": self.gap_seconds * 1000, "max_ms": self.max_gap * 1000},
+            "series": {"deviation": self.deviation_series.snapshot(), "gaps": self.gap_marks.snapshot()},
         }

@@ -21,6 +21,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from typing import Any
 
 import attrs
 import numpy as np
@@ -29,6 +30,7 @@ from rtstream.audio.codec import from_float32, to_float32
 from rtstream.audio.plc import Concealer
 from rtstream.audio.stretch import TimeStretch
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Event, Frame, Gap, UtteranceEnd, UtteranceStart
+from rtstream.series import Marks, Series
 from rtstream.stats import DropCount, Drops, Quantiles, Summary, stat
 
 from .decision import URGENT_EXCESS, SpeedControl, band, skip_hole, stop_at, urgent
@@ -85,6 +87,7 @@ class JitterStatistics:
     target_delay_ms: float = stat(
         help="The target now, in ms: the delay histogram's quantile, raised while delay peaks recur."
     )
+    max_delay_ms: float = stat(help="The largest target allowed (max_delay_ms), in ms: a target there is capped.")
     delay_ms: Summary = stat(help="Time from arrival to playout of each chunk played, in ms.")
     concealment_rate: float = stat(help="Share of the output that was concealment (NetEq expand rate).")
     accelerate_rate: float = stat(help="Share of the output removed by time-compression.")
@@ -186,6 +189,10 @@ class JitterBuffer:
         self._out_arrivals: deque[tuple[int, float | None]] = deque()
         """(output position, arrival of the audio played from there; None for concealment)."""
         self._delays = Quantiles()
+        self.delay_series = Series()
+        """The controlled delay at each tick played, bounded, for plots (as :attr:`target_series`)."""
+        self.target_series = Series()
+        self.clear_marks = Marks()
         self.drops = Drops()
         self._c = _Counters()
 
@@ -311,6 +318,7 @@ class JitterBuffer:
     def event(self, frame: Event, now: float) -> None:
         """Take an event; it keeps its place after the audio that came before it."""
         if isinstance(frame, Clear):
+            self.clear_marks.add(now)
             self._clear(frame)
             return
         pos = max(self._write_end, self.timeline.start)
@@ -428,6 +436,8 @@ class JitterBuffer:
                 block //= 2
         if self.state != "playing":
             return frames
+        self.delay_series.add(now, self._delay(now))
+        self.target_series.add(now, self.target())
         self._produce(now)
         n = min(block, self.out.pending)
         if self._exhausted() and self.out.pending <= self.tick:
@@ -727,6 +737,14 @@ class JitterBuffer:
 
     # ------------------------------------------------------------------ statistics
 
+    def series(self) -> dict[str, dict[str, Any]]:
+        """The timing series for plots: delay and target over time, clear times."""
+        return {
+            "delay": self.delay_series.snapshot(),
+            "target": self.target_series.snapshot(),
+            "clears": self.clear_marks.snapshot(),
+        }
+
     def statistics(self) -> JitterStatistics:
         c = self._c
         out = max(self.out.emitted, 1)
@@ -740,6 +758,7 @@ class JitterBuffer:
             seconds_out=self.out.emitted / self.rate,
             current_delay_ms=self.level() / self.rate * 1000,
             target_delay_ms=self.target() * 1000,
+            max_delay_ms=self.settings.max_delay * 1000,
             delay_ms=self._delays.summary(1000),
             concealment_rate=c.concealed / out,
             accelerate_rate=c.accelerated / out,

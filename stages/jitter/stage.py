@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
@@ -92,6 +93,9 @@ class Playout(Core):
         self.buffer.close()
         self._wake = self._since is None
         return NOTHING
+
+    def series(self) -> dict[str, dict[str, Any]]:
+        return self.buffer.series()
 
     def statistics(self) -> JitterStatistics:
         return self.buffer.statistics()
