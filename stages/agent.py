@@ -418,7 +418,8 @@ class AgentLink:
 
     async def _run(self) -> None:
         config = self.config
-        backoff = Backoff(config.backoff_initial, config.backoff_max)
+        # the link counts its own failures in a row; the backoff only spaces the attempts
+        backoff = Backoff(config.backoff_initial, config.backoff_max, config.reconnect_attempts, settle=0.0)
         headers = [("Authorization", f"Bearer {config.api_key}")] if config.api_key is not None else []
         failed_in_row = 0
         self._control = CURRENT_CONTROL.get()
@@ -442,7 +443,7 @@ class AgentLink:
                                 log.error("%s: giving up the voice agent: %s", config.link, exc)
                                 return
                             log.warning("%s: %s; retrying", config.link, exc)
-                            await self._pause(backoff.next_delay())
+                            await self._pause(backoff.failed(str(exc)))
                             continue
                         self.connects += 1
                         if await self._converse(ws, backoff):
@@ -458,7 +459,7 @@ class AgentLink:
                             return
                         if not self.finished:
                             log.warning("%s: lost %s; reconnecting", config.link, peer(config.url))
-                            await self._pause(backoff.next_delay())
+                            await self._pause(backoff.failed(f"lost {peer(config.url)}"))
         finally:
             for _, samples in self.uplink.take():
                 if samples:
@@ -542,7 +543,7 @@ class AgentLink:
             if not self._answered:
                 self._answered = True
                 self._answer_deadline = math.inf
-                backoff.reset()
+                backoff.carried(now)  # an answer: the failures in a row are forgotten
             try:
                 frames = self.downlink.receive(message, now)
             except RemoteProtocolError as exc:

@@ -1,8 +1,8 @@
 """The command line through click's CliRunner, plus real processes for plugins and Ctrl-C."""
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
