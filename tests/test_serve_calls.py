@@ -120,32 +120,10 @@ async def test_a_twilio_call_flows_both_ways_and_ends_cleanly_on_stop() -> None:
     assert (sink["marks_sent"], sink["marks_echoed"], sink["messages_sent"]) == (1, 1, seen["media"] + 1)
 
 
-BARGE_IN = """
-[pipelines.caller]
-[[pipelines.caller.stages]]
-type = "telephony_in"
-[[pipelines.caller.stages]]
-type = "barge_in"
-[[pipelines.caller.stages]]
-type = "null_sink"
-
-[pipelines.bot]
-[[pipelines.bot.stages]]
-type = "tone"
-sample_rate = 8000
-duration = 5.0
-speed = 0
-[[pipelines.bot.stages]]
-type = "converter"
-[[pipelines.bot.stages]]
-type = "chunker"
-frame_ms = 20
-[[pipelines.bot.stages]]
-type = "pacer"
-frame_ms = 20
-[[pipelines.bot.stages]]
-type = "telephony_out"
-"""
+BARGE_IN = PIPELINES.replace(
+    'type = "null_sink"', 'type = "barge_in"\n[[pipelines.caller.stages]]\ntype = "null_sink"'
+).replace("duration = 0.4", "duration = 5.0")
+"""The same call with barge_in on the caller's side and a reply long enough to talk over."""
 
 
 def interrupting_caller(url: str, after_frames: int) -> dict[str, Any]:
