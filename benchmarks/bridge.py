@@ -94,7 +94,7 @@ def call_stages(tts_url: str, phone_url: str, args: argparse.Namespace) -> list:
 
 def start(kind: str, *settings: str, report: Path) -> tuple[subprocess.Popen[str], str]:
     """``rtstream simulate KIND`` in a process of its own: (the process, its URL)."""
-    args = [sys.executable, "-m", "rtstream.cli", "simulate", kind, *settings, "--report", str(report)]
+    args = [sys.executable, "-P", "-m", "rtstream.cli", "simulate", kind, *settings, "--report", str(report)]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, preexec_fn=_pin_to(SIMULATOR_CPUS))
     line = process.stdout.readline() if process.stdout else ""
     if " listening on " not in line:

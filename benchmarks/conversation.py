@@ -55,7 +55,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def start_server(args: argparse.Namespace, calls: int) -> tuple[subprocess.Popen[str], int]:
     """``rtstream serve`` on a free port: the process and its port, once it accepts calls."""
-    command = [sys.executable, "-m", "rtstream", "serve", args.pipeline, "--port", "0", "--drain", "2"]
+    command = [sys.executable, "-P", "-m", "rtstream", "serve", args.pipeline, "--port", "0", "--drain", "2"]
     process = subprocess.Popen(
         [*command, "--max-calls", str(calls), "--log-level", "error"], stdout=subprocess.PIPE, text=True
     )

@@ -310,6 +310,7 @@ class Call:
             "malformed": self.malformed.snapshot(),
             "early_media": self.early_media,
             "inbound_dropped": self.inbound_dropped,
+            "close": None if self.ws is None or self.ws.closed is None else attrs.asdict(self.ws.closed),
             "control": self.control.statistics(),
         }
 

@@ -110,11 +110,13 @@ def _plan(file: str, names: tuple[str, ...] = (), instances: int = 1, *, serve: 
         specs = [] if serve else config.select(names)
         calls = serve or (not names and config.server is not None)
         placeholder = PLACEHOLDER_SERVER if config.server is not None else None
-        built = {
-            name: build_service(spec, file=config.file, server=placeholder) for name, spec in config.services.items()
-        }
         in_calls = [config.pipelines[p] for c in config.calls.values() for p in c.pipelines] if calls else []
         used = {name for spec in [*specs, *in_calls] for name in spec.services}
+        built = {  # with pipelines named, only the services they use are checked and started
+            name: build_service(spec, file=config.file, server=placeholder)
+            for name, spec in config.services.items()
+            if not names or name in used
+        }
         plan = _Plan(
             config,
             specs,

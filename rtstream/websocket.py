@@ -163,9 +163,17 @@ class WebSocket:
             self.closed = CloseReason(ABNORMAL, "connection lost")
 
     async def _fail(self, code: int, reason: str) -> None:
-        """Close for a protocol violation by the peer; the next receive raises ConnectionClosed."""
+        """Close for a protocol violation by the peer; the next receive raises ConnectionClosed.
+
+        What the peer still sends is read and discarded (unparsed, so an oversize message costs
+        nothing) until it closes or CLOSE_TIMEOUT passes: closing a socket with unread bytes
+        resets it, and the peer would never see our Close.
+        """
         await self._close_frame(CloseConnection(code, reason))
         self.closed = CloseReason(code, reason, local=True)
+        with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while await self._stream.receive_some(RECEIVE_BYTES):
+                pass
         await self._drop()
 
     # ------------------------------------------------------------------ sending

@@ -146,4 +146,4 @@ def read_reports(paths: Sequence[Path]) -> list[dict[str, Any]]:
 
 def worker_command(argv: Sequence[str]) -> list[str]:
     """The command line that runs ``rtstream`` with ``argv`` in a new interpreter."""
-    return [sys.executable, "-m", "rtstream", *argv]
+    return [sys.executable, "-P", "-m", "rtstream", *argv]

@@ -175,6 +175,7 @@ class BotStream:
                 async for frame in rx:
                     if isinstance(frame, AudioChunk):
                         if self.gone:
+                            link.frames_in += 1  # taken in, and dropped: the caller is gone
                             link.drops.add("hangup", samples=frame.samples)
                             continue
                         if control.stale(frame):

@@ -47,7 +47,7 @@ P99_BOUND_MS = 50.0
 def simulator_process(kind: str, *settings: str) -> Iterator[str]:
     """``rtstream simulate KIND SETTINGS...`` in a process of its own, for tests that must not share
     this process's CPU with a simulator: yields its URL, stops it with Ctrl-C (SIGINT) after."""
-    command = [sys.executable, "-m", "rtstream.cli", "simulate", kind, *settings]
+    command = [sys.executable, "-P", "-m", "rtstream.cli", "simulate", kind, *settings]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline() if process.stdout else ""

@@ -229,7 +229,7 @@ def _install_fake_plugins(root: Path) -> dict[str, str]:
 
 def test_third_party_stages_load_through_the_entry_point_group(tmp_path):
     env = _install_fake_plugins(tmp_path)
-    rtstream = [sys.executable, "-m", "rtstream.cli"]
+    rtstream = [sys.executable, "-P", "-m", "rtstream.cli"]
     listed = subprocess.run([*rtstream, "stages"], env=env, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0
     assert ["shout", "Filter/Test", "Passes", "audio", "through,", "loudly."] in [
@@ -254,7 +254,7 @@ def test_ctrl_c_stops_the_sources_and_drains_then_a_second_cancels(tmp_path):
     """).replace('"none"', "1000.0")
     )
     report = tmp_path / "r.json"
-    cmd = [sys.executable, "-m", "rtstream.cli", "run", str(config), "--report", str(report)]
+    cmd = [sys.executable, "-P", "-m", "rtstream.cli", "run", str(config), "--report", str(report)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr.readline() == "running 1 pipeline; Ctrl-C stops the sources and drains, twice cancels\n"

@@ -346,7 +346,7 @@ def test_through_the_real_command(name, params, files, tmp_path):
     path = tmp_path / "fuzz.toml"
     path.write_text(config_for(info, {**required(info, files), **params}, files), encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, "-m", "rtstream.cli", "validate", str(path)],
+        [sys.executable, "-P", "-m", "rtstream.cli", "validate", str(path)],
         env={**os.environ, **ENV},
         capture_output=True,
         text=True,

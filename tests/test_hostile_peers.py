@@ -499,7 +499,7 @@ async def _cli(config: str, tmp_path: Path) -> subprocess.CompletedProcess[bytes
     path = tmp_path / "hostile.toml"
     path.write_text(textwrap.dedent(config))
     return await trio.run_process(
-        [sys.executable, "-m", "rtstream.cli", "run", str(path)],
+        [sys.executable, "-P", "-m", "rtstream.cli", "run", str(path)],
         capture_stdout=True,
         capture_stderr=True,
         check=False,

@@ -139,7 +139,7 @@ def test_in_a_terminal_rtstream_run_draws_the_table(tmp_path):
     config = tmp_path / "p.toml"
     config.write_text(GAPPY.replace("duration = 1.0", "duration = 4.0"))
     session = f"rtstream-live-{time.monotonic_ns()}"
-    command = f"{sys.executable} -m rtstream.cli run {config}; sleep 30"
+    command = f"{sys.executable} -P -m rtstream.cli run {config}; sleep 30"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command], check=True)
     try:
         screens = []

@@ -268,7 +268,18 @@ def test_no_secret_in_any_output_of_a_failed_run(tmp_path):
     )
     report = tmp_path / "r.json"
     done = subprocess.run(
-        [sys.executable, "-m", "rtstream.cli", "--log-level", "debug", "run", str(config), "--report", str(report)],
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "rtstream.cli",
+            "--log-level",
+            "debug",
+            "run",
+            str(config),
+            "--report",
+            str(report),
+        ],
         env={**os.environ, "API_KEY": SECRET},
         capture_output=True,
         text=True,
@@ -308,7 +319,18 @@ def test_sigterm_drains_like_ctrl_c_and_the_report_is_written_whole(tmp_path):
     config.write_text(TONE)
     report = tmp_path / "r.json"
     report.write_text("the previous report")
-    cmd = [sys.executable, "-m", "rtstream.cli", "--log-level", "info", "run", str(config), "--report", str(report)]
+    cmd = [
+        sys.executable,
+        "-P",
+        "-m",
+        "rtstream.cli",
+        "--log-level",
+        "info",
+        "run",
+        str(config),
+        "--report",
+        str(report),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stderr:  # wait for the run to be ready for signals

@@ -300,7 +300,7 @@ def test_serve_refuses_a_file_without_calls_and_a_port_in_use(tmp_path: Path) ->
 
 def start_serving(path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], int, str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "rtstream", "serve", str(path), "--port", "0", *args],
+        [sys.executable, "-P", "-m", "rtstream", "serve", str(path), "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -486,7 +486,7 @@ def test_sigterm_during_a_run_with_calls_drains_them_and_writes_the_report(tmp_p
     path = write(tmp_path, SERVED.replace("drain = 20.0", "drain = 0.5") + long_calls)
     report_path = tmp_path / "run.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "rtstream", "run", str(path), "--report", str(report_path)],
+        [sys.executable, "-P", "-m", "rtstream", "run", str(path), "--report", str(report_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

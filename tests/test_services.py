@@ -216,4 +216,4 @@ def test_the_engine_imports_neither_stages_nor_simulators():
         import rtstream.cli, rtstream.runner, rtstream.pipeline, rtstream.config, rtstream.service
         assert not any(m.split('.')[0] in ('stages', 'simulators') for m in sys.modules), sorted(sys.modules)
     """)
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-P", "-c", code], check=True)

@@ -68,6 +68,8 @@ class TwilioBridge(_Names, BridgeSide):
 
     def _stream_of(self, data: dict[str, Any]) -> None:
         """A message of the stream: a stream id it names must be this one's."""
+        if self.stream_id is None:
+            raise RemoteProtocolError("audio_before_start", f"event {data.get('event')!r} before start")
         sid = data.get(self.STREAM)
         if sid is not None and sid != self.stream_id:
             raise RemoteProtocolError("wrong_stream_id", f"{self.STREAM} {sid!r} is not {self.stream_id!r}")
