@@ -187,7 +187,7 @@ def table(status: Status, *, title: str = "rtstream") -> Group:
         ("drops", "right"),
         ("issues", "left"),
     ):
-        grid.add_column(name, justify=justify)  # type: ignore[arg-type]
+        grid.add_column(name, justify=justify)  # type: ignore[arg-type]  # rich types justify as a Literal; these are its values
     for row in status.rows:
         style = "red" if row.issues.get(CRITICAL) else "yellow" if row.issues.get(WARNING) else ""
         grid.add_row(

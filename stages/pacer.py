@@ -375,7 +375,7 @@ class FramePacer:
                     self._utterance = item.utterance
                     return item
             else:
-                self._event(item, out)  # type: ignore[arg-type]
+                self._event(item, out)  # type: ignore[arg-type]  # not audio and not END: an event frame
         return None
 
     def _accept(self, frame: AudioChunk) -> bool:
@@ -399,7 +399,7 @@ class FramePacer:
         if kind is UtteranceStart:
             self._speaking = True
             self._heard = False
-            self._utterance = event.utterance  # type: ignore[union-attr]
+            self._utterance = event.utterance  # type: ignore[union-attr]  # an UtteranceStart (type() is checked, on the hot path)
         elif kind is UtteranceEnd:
             self._speaking = False
             self._utterance = None
