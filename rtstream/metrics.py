@@ -200,6 +200,7 @@ _HISTOGRAMS = {
     "rtstream_first_audio_seconds": "Per reply: from the arrival at the bridge of its first audio to its send.",
     "rtstream_turn_latency_seconds": "Per reply: from asking the TTS to its first audio (its part of a turn).",
     "rtstream_receiver_deviation_seconds": "The receiving simulator's inter-arrival deviation from the cadence.",
+    "rtstream_barge_in_seconds": "Per barge-in: from the caller's speech onset to the clear on the call's control path.",
 }
 _GAUGES = {
     "rtstream_jitter_buffer_current_delay_seconds": "Jitter buffers' current delay (the largest running).",
@@ -213,6 +214,7 @@ def _quantiles(element: Any) -> Iterator[tuple[str, Quantiles]]:
         ("rtstream_pacer_lateness_seconds", element, "lateness"),
         ("rtstream_first_audio_seconds", element, "first_audio"),
         ("rtstream_turn_latency_seconds", getattr(element, "counts", None), "first_chunk"),
+        ("rtstream_barge_in_seconds", getattr(element, "core", None), "onset_delay"),
     ):
         q = getattr(owner, name, None)
         if isinstance(q, Quantiles):

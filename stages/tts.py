@@ -486,7 +486,7 @@ class StreamingTTS(Source, Filter):
         1 << 20, min=1024, max=8 << 20, unit="bytes", help="Larger messages are dropped and counted."
     )
     response_timeout: float = param(
-        10.0, min=0.01, max=600, unit="s", help="Silence on a finished context after which it counts as lost."
+        3.0, min=0.01, max=600, unit="s", help="Silence on a finished context after which it counts as lost."
     )
     keep_alive: float = param(
         10.0,

@@ -44,6 +44,7 @@ FAMILIES = {
     "rtstream_jitter_buffer_removed_samples_for_acceleration",
     "rtstream_first_audio_seconds",
     "rtstream_turn_latency_seconds",
+    "rtstream_barge_in_seconds",
     "rtstream_barge_ins",
     "rtstream_reconnects",
     "rtstream_malformed_messages",
