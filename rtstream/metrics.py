@@ -200,7 +200,7 @@ _HISTOGRAMS = {
     "rtstream_first_audio_seconds": "Per reply: from the arrival at the bridge of its first audio to its send.",
     "rtstream_turn_latency_seconds": "Per reply: from asking the TTS to its first audio (its part of a turn).",
     "rtstream_receiver_deviation_seconds": "The receiving simulator's inter-arrival deviation from the cadence.",
-    "rtstream_barge_in_seconds": "Per barge-in: from the caller's speech onset to the clear on the call's control path.",
+    "rtstream_barge_in_seconds": "Per barge-in: from the caller's speech onset to the clear on the control path.",
 }
 _GAUGES = {
     "rtstream_jitter_buffer_current_delay_seconds": "Jitter buffers' current delay (the largest running).",
