@@ -85,3 +85,34 @@ def test_outside_a_call_it_only_counts() -> None:
     core = BargeInCore(PCM8K, None, threshold=10 ** (-35 / 10), speech=0.06, release=0.3)
     feed(core, [LOUD] * 5, 0.0)
     assert (core.onsets, core.barge_ins) == (1, 0)
+
+
+def test_a_barge_in_before_the_first_frame_clears_the_reply_that_is_starting() -> None:
+    control = CallControl()
+    control.stale(UtteranceStart("u1"))  # the reply began; none of its audio has been sent
+    control.clear("barge-in", now=0.5)
+    assert control.stale(chunk(LOUD, "u1"))
+    assert list(control.cuts) == [Cut(None, 0.0, 0.5, "barge-in")]
+
+
+def test_two_barge_ins_50_ms_apart_clear_once_and_the_second_finds_nothing_new() -> None:
+    control = CallControl()
+    heard: list[str] = []
+    with control.listening(heard.append):
+        control.sent(chunk(LOUD, "u1"), now=1.0)
+        control.clear("barge-in", now=1.0)
+        control.clear("barge-in", now=1.05)
+    assert heard == ["barge-in", "barge-in"]
+    assert control.cleared == {"u1"}
+    assert [c.utterance for c in control.cuts] == ["u1", "u1"]  # the second cut names the same reply
+    assert not control.stale(chunk(LOUD, "u2"))  # the next reply plays
+
+
+def test_a_clear_after_the_reply_finished_drops_nothing_of_the_next() -> None:
+    control = CallControl()
+    control.reply("u1", started=True)
+    control.sent(chunk(LOUD, "u1"), now=1.0)
+    control.reply("u1", started=False)
+    control.clear("barge-in", now=3.0)
+    assert not control.stale(chunk(LOUD, "u2"))
+    assert control.dropped_frames == 0
