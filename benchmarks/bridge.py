@@ -43,7 +43,6 @@ import argparse
 import json
 import os
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,8 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _procs import cpu_seconds, start_simulator, stop
 
 from rtstream.pipeline import assemble
 from rtstream.realtime import quiet_gc
@@ -68,7 +69,6 @@ from rtstream.stats import Quantiles
 
 TURNS = ("Hello, and thanks for calling.", "Your order left our warehouse on Monday.", "It should arrive tomorrow.")
 FRAME_MS = 60
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 PROTOCOLS = {
@@ -93,32 +93,12 @@ def call_stages(tts_url: str, phone_url: str, args: argparse.Namespace) -> list:
 
 
 def start(kind: str, *settings: str, report: Path) -> tuple[subprocess.Popen[str], str]:
-    """``rtstream simulate KIND`` in a process of its own: (the process, its URL)."""
-    args = [sys.executable, "-P", "-m", "rtstream.cli", "simulate", kind, *settings, "--report", str(report)]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, preexec_fn=_pin_to(SIMULATOR_CPUS))
-    line = process.stdout.readline() if process.stdout else ""
-    if " listening on " not in line:
-        process.kill()
-        raise SystemExit(f"the {kind} simulator did not start: {line!r}")
-    return process, line.split(" listening on ")[1].split()[0]
+    """``rtstream simulate KIND`` in a process of its own, on the simulators' CPUs: (the process, its URL)."""
+    return start_simulator(kind, *settings, report=report, cpus=SIMULATOR_CPUS)
 
 
 BRIDGE_CPUS: set[int] | None = None
 SIMULATOR_CPUS: set[int] | None = None
-
-
-def _pin_to(cpus: set[int] | None):
-    return None if cpus is None else lambda: os.sched_setaffinity(0, cpus)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=60)
 
 
 class TimedDialect:

@@ -68,8 +68,6 @@ class TwilioBridge(_Names, BridgeSide):
 
     def _stream_of(self, data: dict[str, Any]) -> None:
         """A message of the stream: a stream id it names must be this one's."""
-        if self.stream_id is None:
-            raise RemoteProtocolError("audio_before_start", f"event {data.get('event')!r} before start")
         sid = data.get(self.STREAM)
         if sid is not None and sid != self.stream_id:
             raise RemoteProtocolError("wrong_stream_id", f"{self.STREAM} {sid!r} is not {self.stream_id!r}")
@@ -116,6 +114,8 @@ class TwilioBridge(_Names, BridgeSide):
         self._media_head = f'{{"event":"media","{self.STREAM}":{json.dumps(sid)},"media":{{"payload":"'
 
     def _media(self, data: dict[str, Any]) -> Event:
+        if self.stream_id is None:
+            raise RemoteProtocolError("audio_before_start", "media before the stream's start")
         self._stream_of(data)
         media = member(data, "media")
         return Media(
