@@ -77,12 +77,14 @@ from _procs import (
 
 HERE = Path(__file__).resolve().parent
 SERVED = HERE / "serve.toml"
+RTSTREAM = [sys.executable, "-P", "-m", "rtstream.cli"]
+"""The command line in a new interpreter; -P keeps a checkout's rtstream/ folder from shadowing the install."""
 
 
 def start_server(workers: int, calls: int, tts_url: str, args: argparse.Namespace, report: Path, cpus: set[int] | None):
     """``rtstream serve`` on a free loopback port: (the process, its port)."""
     env = {**os.environ, "TTS_URL": tts_url, "TTS_RATE": str(args.tts_rate), "REPLY_GAP": str(args.gap)}
-    command = [sys.executable, "-P", "-m", "rtstream.cli", "--log-level", "error", "serve", str(SERVED), "--port", "0"]
+    command = [*RTSTREAM, "--log-level", "error", "serve", str(SERVED), "--port", "0"]
     command += ["--workers", str(workers), "--max-calls", str(max(calls, 1)), "--drain", "10"]
     command += ["--report", str(report)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, preexec_fn=pin_to(cpus), env=env)
