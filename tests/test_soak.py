@@ -35,6 +35,7 @@ SOAK_P99_MS = 20.0
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_forty_calls_in_real_time_come_through_whole_and_steady(tmp_path):
     tts_format, call_format = AudioFormat(Encoding.PCM_S16LE, 24000), AudioFormat(Encoding.PCM_S16LE, 8000)
     record = str(tmp_path / "call-{call}.wav")
