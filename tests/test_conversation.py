@@ -20,6 +20,7 @@ import attrs
 import numpy as np
 import pytest
 import trio
+from test_serve_calls import BARGE_IN  # the served call with barge_in, as the end-to-end tests run it
 
 from rtstream import websocket
 from rtstream.audio import g711
@@ -291,33 +292,6 @@ async def test_synthesized_turns_inline(autojump_clock):
 
 
 # -- through the real bridge: Server, call runner, a pipeline with barge_in -----------------------------
-
-BARGE_IN = """
-[pipelines.caller]
-[[pipelines.caller.stages]]
-type = "telephony_in"
-[[pipelines.caller.stages]]
-type = "barge_in"
-[[pipelines.caller.stages]]
-type = "null_sink"
-
-[pipelines.bot]
-[[pipelines.bot.stages]]
-type = "tone"
-sample_rate = 8000
-duration = 5.0
-speed = 0
-[[pipelines.bot.stages]]
-type = "converter"
-[[pipelines.bot.stages]]
-type = "chunker"
-frame_ms = 20
-[[pipelines.bot.stages]]
-type = "pacer"
-frame_ms = 20
-[[pipelines.bot.stages]]
-type = "telephony_out"
-"""
 
 
 async def test_a_barge_in_through_the_served_call_path(autojump_clock, tmp_path):
