@@ -96,7 +96,19 @@ CALL = '[calls.t]\npath = "/t"\nprotocol = "twilio"\npipelines = ["a"]\n'
         (
             PIPELINES + CALL + "[server]\nprot = 1\n",
             r"^p.toml: server, key 'prot': unknown parameter 'prot' \(did you mean 'port'\?\); \[server\] takes: "
-            r"host, port, max_calls, drain, public_url$",
+            r"host, port, max_calls, max_load, lag_budget_ms, drain, public_url$",
+        ),
+        (
+            PIPELINES + CALL + "[server]\nmax_load = -0.1\n",
+            r"^p.toml: server, key 'max_load': must be between 0 and 10, got -0.1$",
+        ),
+        (
+            PIPELINES + CALL + '[server]\nmax_load = "high"\n',
+            r"^p.toml: server, key 'max_load': must be a number, got 'high' \(a string\)$",
+        ),
+        (
+            PIPELINES + CALL + "[server]\nlag_budget_ms = 0\n",
+            r"^p.toml: server, key 'lag_budget_ms': must be greater than 0 and at most 1000, got 0.0$",
         ),
         (
             PIPELINES + CALL + "[server]\nport = 70000\n",
@@ -358,8 +370,8 @@ class HeldTwilioCall:
             self.close_code = ws.close_code
 
 
-LOAD = ("loop_lag_ms", "loop_lag_max_ms", "cpu")
-"""The load /health adds (rtstream.metrics.Monitor.health)."""
+LOAD = ("load", "max_load", "loop_lag_ms", "loop_lag_max_ms", "cpu")
+"""The load fields of /health (rtstream.server.Admission.health)."""
 
 
 def test_serve_answers_health_and_drains_a_call_on_sigterm(tmp_path: Path) -> None:
@@ -371,6 +383,7 @@ def test_serve_answers_health_and_drains_a_call_on_sigterm(tmp_path: Path) -> No
         health = json.loads(body)
         assert status == 200 and list(health) == ["status", "active_calls", "max_calls", *LOAD]
         assert (health["status"], health["active_calls"], health["max_calls"]) == ("accepting", 0, 100)
+        assert health["max_load"] == 0.7  # [server] max_load by default
         status, twiml = http(port, "POST", "/twilio/answer", "CallSid=CA1")
         assert status == 200 and b'<Stream url="ws://x/twilio">' in twiml
         call = HeldTwilioCall(f"ws://127.0.0.1:{port}/twilio")

@@ -18,6 +18,8 @@ from rtstream.httpserver import Request, Response, Upgrade, bound_port, open_lis
 from rtstream.server import Server
 
 TIMEOUT = 10
+IDLE_LOAD = {"load": 0.0, "max_load": 0.0, "loop_lag_ms": 0.0, "loop_lag_max_ms": 0.0, "cpu": 0.0}
+"""The load fields of ``/health`` before the load's second sample (the first is taken 100 ms in)."""
 
 
 class HoldingCall:
@@ -69,10 +71,9 @@ async def test_admission_health_and_drain() -> None:
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             port = await start(server, nursery)
-            assert await trio.to_thread.run_sync(http_get, port, "/health") == (
-                200,
-                b'{"status": "accepting", "active_calls": 0, "max_calls": 2}\n',
-            )
+            status, body = await trio.to_thread.run_sync(http_get, port, "/health")
+            assert status == 200 and body.endswith(b"\n")
+            assert json.loads(body) == {"status": "accepting", "active_calls": 0, "max_calls": 2} | IDLE_LOAD
             first = await websocket.connect(f"ws://127.0.0.1:{port}/hold")
             second = await websocket.connect(f"ws://127.0.0.1:{port}/hold")
             assert [await first.receive(), await second.receive()] == ["hello", "hello"]
