@@ -171,14 +171,18 @@ class Load:
 
     def call_load(self) -> float:
         """One call's load: the load above idle over the calls the averages show, shrunk to the prior."""
-        shown = max(self.active - self.reserved(), 0.0)
+        return self._call_load(self.reserved())
+
+    def _call_load(self, reserved: float) -> float:
+        shown = max(self.active - reserved, 0.0)
         return (max(self.load - self.idle_load, 0.0) + PRIOR_CALLS * self.prior) / (shown + PRIOR_CALLS)
 
     def room(self) -> bool:
         """Whether one more call keeps the load, reservations included, at or below ``max_load``."""
         if not self.max_load:
             return True
-        return self.load + self.call_load() * (self.reserved() + 1) <= self.max_load
+        reserved = self.reserved()
+        return self.load + self._call_load(reserved) * (reserved + 1) <= self.max_load
 
     def reserve(self, now: float) -> None:
         """A call was admitted at ``now``: reserve its load until the averages show it."""
