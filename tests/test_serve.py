@@ -287,7 +287,7 @@ def test_run_exits_1_when_a_call_fails(tmp_path: Path) -> None:
     assert re.search(r"^call 1 on 'twilio' from .* failed after", result.output, re.M)
 
 
-def test_serve_refuses_a_file_without_calls_and_a_port_in_use(tmp_path: Path) -> None:
+def test_serve_refuses_a_file_without_calls_a_port_in_use_and_bad_options(tmp_path: Path) -> None:
     result = invoke("serve", str(write(tmp_path, ALONE)))
     assert (result.exit_code, result.output) == (
         2,
@@ -305,6 +305,8 @@ def test_serve_refuses_a_file_without_calls_and_a_port_in_use(tmp_path: Path) ->
     result = invoke("serve", str(write(tmp_path, SERVED)), "--public-url", "ftp://x")
     assert result.exit_code == 2
     assert result.output.startswith("Error: --public-url: must be an https:// (or http://) URL")
+    result = invoke("serve", str(write(tmp_path, SERVED)), "--max-load", "-1")
+    assert (result.exit_code, result.output) == (2, "Error: --max-load: must be between 0 and 10, got -1.0\n")
 
 
 # ---------------------------------------------------------------------- the real process, signals
