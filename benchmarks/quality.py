@@ -63,7 +63,7 @@ from rtstream.runner import run_pipeline
 from rtstream.stage import Stage
 from rtstream.stages.jitter.core import JitterBuffer, JitterSettings
 from rtstream.stages.jitter.stage import JitterBufferStage
-from rtstream.testing import CollectingSink, ScriptedSource
+from rtstream.testing import CollectingSink, ScriptedSource, collected
 from rtstream.wavfile import read_wav
 
 try:
@@ -325,7 +325,7 @@ def run_chain(stages: Sequence[Stage], script: list[tuple[float, AudioChunk]], f
     async def main() -> ChainRun:
         sink = CollectingSink()
         pipeline = assemble("quality", [ScriptedSource(script=script, format=fmt), *stages, sink])
-        jb = next(s for s in pipeline.stages if isinstance(s, JitterBufferStage))
+        jb = next(e for s, e in zip(pipeline.stages, pipeline.elements) if isinstance(s, JitterBufferStage))
         watch: list[tuple[float, float, float]] = []
         start = trio.current_time()
 
@@ -340,7 +340,7 @@ def run_chain(stages: Sequence[Stage], script: list[tuple[float, AudioChunk]], f
             nursery.start_soon(watcher)
             await run_pipeline(pipeline, raise_on_failure=True)
             nursery.cancel_scope.cancel()
-        chunks = [f.data for f in sink.frames if isinstance(f, AudioChunk)]
+        chunks = [f.data for _, f in collected(pipeline) if isinstance(f, AudioChunk)]
         return ChainRun(np.concatenate(chunks), jb.statistics(), watch)
 
     return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
