@@ -16,7 +16,10 @@ clock skew):
   collecting sink on trio's MockClock: packets enter at their arrival times, the buffer plays
   on its own tick;
 * **stage**: the ``jitter_buffer`` stage of that chain alone;
-* **core**: ``JitterBuffer(direction="inbound")`` driven directly every 20 ms;
+* **core**: that stage's ``JitterBuffer`` driven directly, without trio, with the stage's own
+  timing (each packet put at its arrival, a tick pulled at each of the shell's deadlines), so
+  the stage and the sequencer before it are measured against the buffer alone, not against a
+  driver that sees packets at other times;
 * **zero** and **AppI**: a static buffer whose mean playout delay equals the chain's, filling
   missing and late packets with silence or with a plain port of G.711 Appendix I. For jitter
   rows the AppI column is the static-buffer-at-the-same-delay baseline.
@@ -62,7 +65,7 @@ from rtstream.pipeline import assemble, build_pipeline
 from rtstream.runner import run_pipeline
 from rtstream.stage import Stage
 from rtstream.stages.jitter.core import JitterBuffer, JitterSettings
-from rtstream.stages.jitter.stage import JitterBufferStage
+from rtstream.stages.jitter.stage import JitterBufferStage, Playout
 from rtstream.testing import CollectingSink, ScriptedSource, collected
 from rtstream.wavfile import read_wav
 
@@ -283,21 +286,24 @@ def arrivals(trace: Trace) -> list[tuple[float, int]]:
 
 
 def run_core(x: np.ndarray, fmt: AudioFormat, trace: Trace, settings: JitterSettings) -> tuple[np.ndarray, Any]:
-    """The chain's buffer as a core alone, every 20 ms: the packets due by then put in, then a tick pulled."""
+    """The chain's buffer as a core alone, with the stage's own timing but no trio: each packet put
+    at its arrival, a tick pulled at each of the shell's deadlines (:class:`Playout`), so the core
+    sees packets exactly when the stage would."""
     size = fmt.samples_in(PACKET * 1000)
     items = arrivals(trace)
-    jb = JitterBuffer(fmt, settings)
-    out, i, t = [], 0, 0.0
-    while not jb.finished and t < items[-1][0] + 5:
-        while i < len(items) and items[i][0] <= t + 1e-9:
+    playout = Playout(JitterBuffer(fmt, settings), pull=False)
+    out, i = [], 0
+    while i < len(items) or playout.deadline < math.inf:
+        if i < len(items) and items[i][0] <= playout.deadline:
             at, k = items[i]
-            jb.put(AudioChunk(x[k * size : (k + 1) * size], fmt, pts=k * size, seq=k, arrival=at), t)
+            playout.push(AudioChunk(x[k * size : (k + 1) * size], fmt, pts=k * size, seq=k), at)
             i += 1
-        if i == len(items):
-            jb.close()
-        out += [f.data for f in jb.pull(t) if isinstance(f, AudioChunk)]
-        t += PACKET
-    return np.concatenate(out), jb.statistics()
+            if i == len(items):
+                playout.end()
+            continue
+        now = max(playout.deadline, items[i - 1][0] if i else 0.0)
+        out += [f.data for f in playout.poll(now) if isinstance(f, AudioChunk)]
+    return np.concatenate(out), playout.statistics()
 
 
 @attrs.frozen
