@@ -331,7 +331,9 @@ def run_chain(stages: Sequence[Stage], script: list[tuple[float, AudioChunk]], f
     async def main() -> ChainRun:
         sink = CollectingSink()
         pipeline = assemble("quality", [ScriptedSource(script=script, format=fmt), *stages, sink])
-        jb = next(e for s, e in zip(pipeline.stages, pipeline.elements, strict=True) if isinstance(s, JitterBufferStage))
+        jb = next(
+            e for s, e in zip(pipeline.stages, pipeline.elements, strict=True) if isinstance(s, JitterBufferStage)
+        )
         watch: list[tuple[float, float, float]] = []
         start = trio.current_time()
 
