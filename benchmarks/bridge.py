@@ -272,15 +272,20 @@ def main() -> None:
     protocols = args.tts.split(",")
     if unknown := [p for p in protocols if p not in PROTOCOLS]:
         parser.error(f"--tts: unknown protocol {unknown[0]!r}; use {', '.join(PROTOCOLS)}")
-    own = ["--no-pin"] * (not args.pin) + ["--no-fuse"] * (not args.fuse) + ["--rx-cpu"] * args.rx_cpu + [
-        f"--turns={args.turns}",
-        f"--gap={args.gap}",
-        f"--arrivals={args.arrivals}",
-        f"--tts-rate={args.tts_rate}",
-        f"--quality={args.quality}",
-        f"--lead={args.lead}",
-        f"--chunk-scale={args.chunk_scale}",
-    ]
+    own = (
+        ["--no-pin"] * (not args.pin)
+        + ["--no-fuse"] * (not args.fuse)
+        + ["--rx-cpu"] * args.rx_cpu
+        + [
+            f"--turns={args.turns}",
+            f"--gap={args.gap}",
+            f"--arrivals={args.arrivals}",
+            f"--tts-rate={args.tts_rate}",
+            f"--quality={args.quality}",
+            f"--lead={args.lead}",
+            f"--chunk-scale={args.chunk_scale}",
+        ]
+    )
     print(
         f"{args.turns} turns per call from a TTS at {args.tts_rate} Hz (rtf 3), {args.quality} resampling to 8 kHz, "
         f"60 ms raw frames, lead {args.lead}; {args.arrivals:g} calls arrive per second; times in ms"
