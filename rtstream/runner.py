@@ -44,7 +44,7 @@ from .issues import Issue, pipeline_issues
 from .pipeline import Pipeline
 from .report import PipelineReport, RunReport, StageReport, plain
 from .service import Service
-from .stage import Element, Source
+from .stage import Core, Element, Source
 from .stats import Throughput
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ async def _start_stages(pipeline: Pipeline, nursery: trio.Nursery, control: RunC
         if cores[i] is not None:
             continue
         inbound = (_end(ends, i - 1)[1],) if i > 0 else ()
-        fused = []
+        fused: list[Core] = []
         while (core := cores[i + len(fused) + 1] if i < last else None) is not None:
             fused.append(core)
         if i == last:
