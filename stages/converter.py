@@ -231,10 +231,8 @@ class ConverterCore(Core):
         In PCM16 steps between integer encodings (no scaling either way), in [-1, 1) otherwise.
         """
         encoding = chunk.format.encoding
-        if self._units:
-            samples = codec.to_pcm_units(chunk.data, encoding)
-        else:
-            samples = codec.to_float32(chunk.data, encoding)
+        decode = codec.to_pcm_units if self._units else codec.to_float32
+        samples = decode(chunk.data, encoding)
         if encoding is Encoding.PCM_F32LE:
             samples, bad = codec.clamp_nonfinite(samples)
             self.nonfinite += bad
