@@ -32,8 +32,8 @@ LOCAL_ONLY = frozenset({1005, 1006, 1015})
 DEFINED_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 """The codes below 3000 a peer may send (the IANA registry); 3000–4999 are free for applications."""
 MAX_CONTROL_PAYLOAD = 125
-NUMPY_XOR_BYTES = 1024
-"""From this size numpy unmasks faster than one big-integer XOR (benchmarks/websocket.py)."""
+NUMPY_XOR_BYTES = 512
+"""From about this size numpy's XOR beats one big-integer XOR (benchmarks/websocket.py measures both)."""
 
 
 class FrameError(Exception):
@@ -68,11 +68,22 @@ Received = str | bytes | Ping | Pong | Close
 
 def xor_mask(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
     """``data`` XOR the 4-byte ``mask`` repeated: masking and unmasking are the same operation."""
+    if len(data) < NUMPY_XOR_BYTES:
+        return int_xor(data, mask)
+    return numpy_xor(data, mask)
+
+
+def int_xor(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
+    """The XOR as one big integer: a few C calls whatever the size, linear but slow per byte."""
     n = len(data)
-    key = mask * (n // 4 + 1)
-    if n < NUMPY_XOR_BYTES:
-        return (int.from_bytes(data, "little") ^ int.from_bytes(key[:n], "little")).to_bytes(n, "little")
-    return (np.frombuffer(data, np.uint8) ^ np.frombuffer(key, np.uint8, n)).tobytes()
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+def numpy_xor(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
+    """The XOR in numpy: a fixed cost of about two microseconds, then fast per byte."""
+    n = len(data)
+    return (np.frombuffer(data, np.uint8) ^ np.frombuffer(mask * (n // 4 + 1), np.uint8, n)).tobytes()
 
 
 def _headers(opcode: int, masked: bool) -> list[bytes]:
