@@ -32,8 +32,8 @@ LOCAL_ONLY = frozenset({1005, 1006, 1015})
 DEFINED_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 """The codes below 3000 a peer may send (the IANA registry); 3000–4999 are free for applications."""
 MAX_CONTROL_PAYLOAD = 125
-NUMPY_XOR_BYTES = 512
-"""From about this size numpy's XOR beats one big-integer XOR (benchmarks/websocket.py measures both)."""
+NUMPY_XOR_BYTES = 768
+"""Near where numpy's XOR starts to beat one big-integer XOR (benchmarks/websocket.py measures both)."""
 
 
 class FrameError(Exception):
