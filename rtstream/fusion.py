@@ -7,6 +7,10 @@ upstream element sees an ordinary send channel; backpressure still comes from th
 channel at the chain's end, and cancellation from the upstream task. Each fused stage keeps its
 element, its statistics and its report; only the task and the two channel hops per frame go.
 
+A sink whose input is a bounded queue of its own (the telephony link) can take its frames the
+same way: an element with ``accept(frame)`` gets them from the upstream task through
+:class:`Accepting`, and its own task sees only the end of the stream on its channel.
+
 The call's control path reaches a fused core as it would in its own shell: frames of cleared
 utterances are dropped (and counted) before each core, and a clear pushes a
 :class:`~rtstream.frames.Clear` into every core of the chain at once; what a core lets go then
@@ -15,7 +19,7 @@ goes on at once when the channel has room, or ahead of the next frame otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -93,6 +97,8 @@ class ChainSend:
                 out = single.push(frame, now)
             except Exception as exc:
                 raise FusedCoreFailed(0, exc) from exc
+        if not out:
+            await trio.lowlevel.checkpoint()  # a send is a checkpoint, whatever the cores made of it
         for item in out:
             await self.tx.send(item)
 
@@ -147,3 +153,53 @@ class ChainSend:
     def statistics(self) -> Any:
         """The statistics of the channel the chain ends in (the runner asks whether its reader left)."""
         return self.tx.statistics()
+
+
+class Accepting:
+    """The send channel into a sink that accepts frames in the sender's task (``accept(frame)``).
+
+    Closing it closes ``tx``, the channel the sink's own task reads, so the sink sees the end of
+    the stream as it would otherwise; nothing else travels on ``tx``.
+    """
+
+    __slots__ = ("_accept", "_position", "tx")
+
+    def __init__(self, accept: Callable[[Frame], None], tx: SendChannel, position: int) -> None:
+        self._accept = accept
+        self._position = position
+        """The sink's place after the head of the chain (0: right after it), for :class:`FusedCoreFailed`."""
+        self.tx = tx
+
+    async def send(self, frame: Frame) -> None:
+        self.send_nowait(frame)
+        await trio.lowlevel.checkpoint()
+
+    def send_nowait(self, frame: Frame) -> None:
+        """BrokenResourceError once the sink's task has ended, as its channel would raise."""
+        if not self.tx.statistics().open_receive_channels:
+            raise trio.BrokenResourceError("the sink has ended")
+        try:
+            self._accept(frame)
+        except Exception as exc:
+            raise FusedCoreFailed(self._position, exc) from exc
+
+    def close(self) -> None:
+        self.tx.close()
+
+    async def aclose(self) -> None:
+        await self.tx.aclose()
+
+    async def __aenter__(self) -> Accepting:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def statistics(self) -> Any:
+        return self.tx.statistics()
+
+
+def accepting(element: Element) -> Callable[[Frame], None] | None:
+    """The sink's ``accept``, when it takes frames in its upstream's task."""
+    accept = getattr(element, "accept", None)
+    return accept if callable(accept) else None

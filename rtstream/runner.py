@@ -39,7 +39,7 @@ import trio
 
 from .control import CURRENT_CONTROL
 from .errors import StageFailed
-from .fusion import ChainSend, FusedCoreFailed, fusible
+from .fusion import Accepting, ChainSend, FusedCoreFailed, accepting, fusible
 from .issues import Issue, pipeline_issues
 from .pipeline import Pipeline
 from .report import PipelineReport, RunReport, StageReport, plain
@@ -250,6 +250,7 @@ async def _start_stages(pipeline: Pipeline, nursery: trio.Nursery, control: RunC
         for i, capacity in enumerate(pipeline.capacities)
     ]  # no channel into a fused stage
     call = CURRENT_CONTROL.get()
+    accept = accepting(pipeline.elements[last]) if pipeline.fuse and last > 0 else None
     for i in range(last, -1, -1):
         if cores[i] is not None:
             continue
@@ -259,10 +260,11 @@ async def _start_stages(pipeline: Pipeline, nursery: trio.Nursery, control: RunC
             fused.append(core)
         if i == last:
             outbound: tuple[Any, ...] = ()
-        elif fused:
-            outbound = (ChainSend(fused, _end(ends, i + len(fused))[0], call),)
         else:
-            outbound = (_end(ends, i)[0],)
+            tx = _end(ends, i + len(fused))[0]
+            if accept is not None and i + len(fused) + 1 == last:
+                tx = Accepting(accept, tx, len(fused))
+            outbound = (ChainSend(fused, tx, call) if fused else tx,)
         await nursery.start(_run_stage, pipeline, i, inbound + outbound, control, source)
 
 

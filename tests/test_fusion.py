@@ -179,3 +179,52 @@ def test_fuse_is_read_from_the_pipeline_table():
     assert parse_config(text, file="p.toml").pipelines["a"].fuse is False
     with pytest.raises(ConfigError, match=r"pipeline 'a', key 'fuse': must be true or false, got 'no'"):
         parse_config(text.replace("false", '"no"'), file="p.toml")
+
+
+@attrs.frozen(kw_only=True)
+class Queueing(Collector):
+    """A sink that takes frames in the sender's task (``accept``); its own task only waits for the end."""
+
+    fail_at: int | None = None
+    quit: bool = False
+    tasks: list = attrs.field(factory=list, eq=False)
+
+    async def run(self, rx, *, task_status=trio.TASK_STATUS_IGNORED):
+        if not self.quit:
+            return await super().run(rx, task_status=task_status)
+        async with rx:
+            task_status.started()
+
+    def accept(self, frame):
+        self.tasks.append(trio.lowlevel.current_task())
+        if self.fail_at is not None and len(self.received) + 1 >= self.fail_at:
+            raise ValueError("cannot queue")
+        self.received.append((trio.current_time(), frame))
+
+
+async def test_a_sink_that_accepts_takes_frames_in_the_task_before_it(autojump_clock):
+    speaker, sink = Speaker(count=4), Queueing()
+    pipeline = assemble("p", [speaker, Chunker(frame_ms=10), sink], fuse=True)
+    report = await run_pipeline(pipeline, raise_on_failure=True)
+    assert report.status == "completed"
+    assert len([f for f in sink.frames if isinstance(f, AudioChunk)]) == 4
+    assert set(sink.tasks) == set(speaker.tasks)  # the speaker's task queued every frame
+    unfused = Queueing()
+    await run_pipeline(assemble("p", [Speaker(count=4), Chunker(frame_ms=10), unfused], fuse=False))
+    assert not unfused.tasks  # unfused, the sink's task reads its channel
+
+
+async def test_a_sink_that_accepts_and_ends_early_ends_the_pipeline(autojump_clock):
+    sink = Queueing(quit=True)  # its task returns at once: what is sent after is refused
+    speaker = Speaker(count=1000, period=0.01)
+    with trio.fail_after(5):
+        report = await run_pipeline(assemble("p", [speaker, sink], fuse=True))
+    assert report.status == "completed"
+    assert trio.current_time() < 0.1
+
+
+async def test_a_failing_accept_is_named_as_the_sink(autojump_clock):
+    pipeline = assemble("p", [Speaker(count=5), Recording(), Queueing(fail_at=2)], fuse=True)
+    with pytest.raises(StageFailed) as caught:
+        await run_pipeline(pipeline, raise_on_failure=True)
+    assert caught.value.stage.index == 3
