@@ -12,8 +12,7 @@ import logging
 import numpy as np
 import pytest
 import trio
-from sims import P99_BOUND_MS, telephony_server, tts_server
-from trio_websocket import WebSocketRequest
+from sims import P99_BOUND_MS, telephony_server, tts_server, upgrading
 
 from rtstream.audio.codec import to_int16
 from rtstream.frames import AudioChunk, AudioFormat, Encoding
@@ -28,6 +27,7 @@ from rtstream.stages.pacer import Pacer
 from rtstream.stages.telephony import TelephonySink
 from rtstream.testing import run_stages
 from rtstream.wavfile import read_wav
+from rtstream.websocket import WebSocket
 
 TEXT = "Hello there."
 FAST = {"rtf": 20.0, "first_byte_latency": 0.01}
@@ -181,8 +181,7 @@ async def test_malformed_tts_messages_are_counted_and_logged_while_the_call_goes
     ]
     settings = TtsSettings(**FAST)
 
-    async def handler(request: WebSocketRequest) -> None:
-        ws = await request.accept()
+    async def handler(ws: WebSocket) -> None:
         await converse(ws, _Malformed(TtsSession(settings), list(bad)), peer="malformed tts")
 
     fmt = AudioFormat(Encoding.PCM_S16LE, 8000)
@@ -192,9 +191,7 @@ async def test_malformed_tts_messages_are_counted_and_logged_while_the_call_goes
             trio.open_nursery() as nursery,
             telephony_server(record=record, protocol="raw") as (phone_url, server),
         ):
-            port = await nursery.start(
-                functools.partial(serve, handler, "127.0.0.1", 0, max_message_size=MAX_REQUEST_BYTES)
-            )
+            port = await nursery.start(functools.partial(serve, upgrading(handler, MAX_REQUEST_BYTES), "127.0.0.1", 0))
             stages = bridge(
                 f"ws://127.0.0.1:{port}/tts/websocket",
                 phone_url,

@@ -13,11 +13,12 @@ from typing import Any
 
 import attrs
 import trio
-from trio_websocket import WebSocketRequest
 
 from rtstream.frames import AudioFormat, Encoding
+from rtstream.httpserver import Request, Upgrade
 from rtstream.stats import Quantiles
 from rtstream.wavfile import WavWriter
+from rtstream.websocket import WebSocket
 
 from ..websocket import converse, serve
 from .protocol import TelephonyCall, TelephonySettings
@@ -59,8 +60,10 @@ class TelephonyServer:
         self._idle = trio.Event()
         self._idle.set()
 
-    async def handle(self, request: WebSocketRequest) -> None:
-        ws = await request.accept()
+    async def route(self, request: Request) -> Upgrade:
+        return Upgrade(self.handle, max_message_size=MAX_MESSAGE_BYTES)
+
+    async def handle(self, ws: WebSocket) -> None:
         number = next(self._numbers)
         call = TelephonyCall(
             self.settings, number, disconnect_after=self._take_disconnect(), all_deviations=self.deviations
@@ -70,8 +73,7 @@ class TelephonyServer:
         self._idle = trio.Event()
         try:
             with self._writer(number) as writer:
-                for message in call.opening():
-                    await ws.send_message(message)
+                await ws.send_many(call.opening())
                 dropped = await converse(ws, _RecordingCall(call, writer), peer=f"telephony simulator call {number}")
             call.closed = "simulator" if dropped else "bridge"
         finally:
@@ -138,4 +140,4 @@ async def serve_telephony(
 ) -> None:
     """Serve the telephony simulator until cancelled; ``task_status.started(port)`` once listening."""
     server = server or TelephonyServer(settings)
-    await serve(server.handle, host, port, max_message_size=MAX_MESSAGE_BYTES, task_status=task_status)
+    await serve(server.route, host, port, task_status=task_status)
