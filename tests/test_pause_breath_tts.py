@@ -76,7 +76,7 @@ async def test_the_simulators_audio_comes_out_whole_with_the_planned_segments_be
 
     # Outside the inserted segments the output is the simulator's audio; the fades at the cuts touch only
     # the room tone of its pauses (the words are compared sample for sample below).
-    tone = round(ROOM_TONE * 32768)
+    tone = round(ROOM_TONE[1] * 32768)
     assert np.abs(shaped.without_insertions().astype(np.int32) - original).max() <= tone
     got = {}
     inserted = [c for c in shaped.chunks if c.seq is None]
