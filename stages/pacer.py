@@ -82,6 +82,7 @@ END = object()
 Take = Callable[[], "Frame | object | None"]
 """A non-blocking read of the pacer's input: a frame, None when nothing is ready, or END."""
 
+
 class FramePacer:
     """The grid, policies and counters of one paced stream; time and input are passed in.
 

@@ -2,11 +2,12 @@
 
 import pytest
 import trio
+from test_pacer import frames, stats_of
+
 from rtstream.control import CURRENT_CONTROL, CallControl
 from rtstream.frames import AudioChunk, Clear, UtteranceEnd, UtteranceStart
 from rtstream.stages.pacer import Pacer
 from rtstream.testing import run_stage
-from test_pacer import frames, stats_of
 
 P = 0.06
 
