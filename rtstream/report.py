@@ -278,6 +278,7 @@ def _figures(stats: Mapping[str, Any]) -> list[str]:
         out += [
             f"late p99 {_ms(_get(stats, 'lateness_ms.p99'))}",
             _many(stats["underruns"], "underrun"),
+            *([f"{stats['in_utterance_underruns']} in-utterance"] if "in_utterance_underruns" in stats else []),
             f"{stats.get('late_frames', 0)} late",
         ]
     if "jitterBufferTargetDelay" in stats:  # a jitter buffer
