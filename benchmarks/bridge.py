@@ -24,9 +24,11 @@ Columns (times in ms):
 - utt pacer, rx: in-utterance underruns (damaged speech), summed over calls: at the pacers, slots
   between two frames of a reply with no frame ready (``in_utterance_underruns``); at the
   receiver, frames of fill (digital silence) between the speech frames of a reply plus its
-  playout gaps inside a reply in frames (raw streams carry no marks, so there a reply ends at
-  400 ms of fill or silence: the simulator's ``reply_gap_ms``; the line is idle 0.6 s or more
-  between replies, and speech pauses are not silence). 0 and 0 is a clean run;
+  playout gaps inside a reply in frames. Raw streams carry no marks, so there a reply ends at
+  300 ms of fill or dry playout (the simulator's ``reply_idle_ms``; the line is idle about
+  0.6 s between replies, and speech pauses are not silence): longer stalls inside a reply are
+  in the pacer's figure only, and a late first audio right after a reply is in rx. 0 and 0 is
+  a clean run;
 - first audio p50/p99/max: per turn, from the arrival at the bridge of the turn's first TTS audio
   to the send of its first frame (``telephony_ws`` ``first_audio_ms``); target one frame (60 ms)
   plus the prebuffer (the pacer's lead, 0 here);
@@ -163,7 +165,7 @@ def one_run(args: argparse.Namespace) -> dict:
         pattern = ",".join(str(round(b * scale / 2) * 2) for b in (500, 300, 700, 200))
         kind = PROTOCOLS[args.tts][0]
         tts, tts_url = start(kind, "rtf=3", "first_byte_latency=0.1", f"pattern=[{pattern}]", report=tts_report)
-        phone, phone_url = start("telephony", "protocol=raw", "report_calls=0", "reply_gap_ms=400", report=phone_report)
+        phone, phone_url = start("telephony", "protocol=raw", "report_calls=0", report=phone_report)
         try:
             sims_before = cpu_seconds(tts.pid), cpu_seconds(phone.pid)
             before = resource.getrusage(resource.RUSAGE_SELF)

@@ -386,7 +386,7 @@ def _heard_underruns(where: str, report: Mapping[str, Any]) -> list[Issue]:
             CRITICAL if share > UNDERRUNS_CRITICAL else WARNING,
             "underruns",
             where,
-            f"{ms:.0f} ms inside replies was fill or silence ({share:.1%}; {fill:.0f} fill frames)",
+            f"{ms:.0f} ms inside replies was fill or dry playout ({share:.1%}; {fill:.0f} fill frames)",
             "the bridge's pacer ran short inside replies: check its in-utterance underruns and the process's CPU",
         )
     ]

@@ -228,7 +228,7 @@ def test_a_receivers_jitter_gaps_and_bad_frames():
 def test_a_receiver_that_heard_fill_inside_replies():
     heard = {"frames": 30, "ms": 700.0, "fill_frames": 30, "speech_ms": 9300.0}
     assert [i.line() for i in receiver_issues("service 'phone'", {"in_utterance_underruns": heard})] == [
-        "critical underruns at service 'phone': 700 ms inside replies was fill or silence (7.0%; 30 fill frames); "
+        "critical underruns at service 'phone': 700 ms inside replies was fill or dry playout (7.0%; 30 fill frames); "
         "the bridge's pacer ran short inside replies: check its in-utterance underruns and the process's CPU"
     ]
     quiet = {"frames": 0, "ms": 0.0, "fill_frames": 0, "speech_ms": 9300.0}

@@ -57,8 +57,8 @@ def speech(source: str) -> np.ndarray:
     return samples[loud[0] : loud[-1] + 1]
 
 
-def counter(f: AudioFormat, reply_gap: float = 0.7) -> ReplyUnderruns:
-    return ReplyUnderruns(f, reply_gap=reply_gap, noise_level=-60.0, noise_seed=0)
+def counter(f: AudioFormat, reply_idle: float = 0.7) -> ReplyUnderruns:
+    return ReplyUnderruns(f, reply_idle=reply_idle, noise_level=-60.0, noise_seed=0)
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
@@ -75,7 +75,7 @@ def test_fill_is_digital_silence_or_the_pacers_comfort_noise(encoding):
     assert not any(c.is_fill(frame.tobytes()) for frame in comfort_noise(f, 160, -60.0, 1))  # another pacer's seed
     one_sample = from_float32(np.r_[np.float32(0.01), np.zeros(159, np.float32)], encoding).tobytes()
     assert not c.is_fill(one_sample)
-    assert not ReplyUnderruns(f, reply_gap=0.7).is_fill(noise[0].tobytes())  # comfort noise not looked for
+    assert not ReplyUnderruns(f, reply_idle=0.7).is_fill(noise[0].tobytes())  # comfort noise not looked for
 
 
 @pytest.mark.parametrize("source", ["a", "b", "c", "synthesized"])
@@ -137,7 +137,7 @@ def test_fill_counts_between_speech_frames_of_one_reply(pattern, fill, replies):
 
 
 def test_without_marks_a_long_quiet_is_the_line_between_two_replies():
-    c = counter(fmt(Encoding.PCM_S16LE), reply_gap=0.3)
+    c = counter(fmt(Encoding.PCM_S16LE), reply_idle=0.3)
     reply(c, "ss" + "." * 14 + "ss" + "." * 15 + "ss")  # 280 ms of fill inside, 300 ms between
     assert (c.report()["fill_frames"], c.replies) == (14, 2)
     reply(c, "|ss" + "." * 20 + "ss")  # once a mark came, marks alone end replies
@@ -154,7 +154,7 @@ def test_dry_playout_inside_a_reply_counts_as_a_gap_in_ms_and_frames():
 
 @given(st.lists(st.sampled_from("s."), max_size=60))
 def test_fill_counted_is_the_fill_between_the_first_and_last_speech(pattern):
-    c = counter(fmt(Encoding.PCM_ALAW), reply_gap=100.0)
+    c = counter(fmt(Encoding.PCM_ALAW), reply_idle=100.0)
     reply(c, "".join(pattern) + "|")
     text = "".join(pattern).strip(".")
     assert c.report()["fill_frames"] == text.count(".")

@@ -195,6 +195,9 @@ class CallerSettings(TelephonySettings):
     reply_gate_dbfs: float = param(
         -45.0, min=-90, max=0, unit="dBFS", help="RMS above which a bot frame is speech, not the line's silence."
     )
+    reply_gap_ms: float = param(
+        700.0, gt=0, max=60_000, unit="ms", help="Silence that ends a reply; pauses inside a reply must be shorter."
+    )
     reply_timeout: float = param(10.0, gt=0, max=3600, unit="s", help="How long a turn waits for its reply to begin.")
     barge_in_detect_ms: float = param(
         60.0,

@@ -75,8 +75,12 @@ class TelephonySettings:
     playout_delay: float = param(
         0.04, min=0, max=5, unit="s", help="Far-end buffering before a segment plays; a gap is that buffer running dry."
     )
-    reply_gap_ms: float = param(
-        700.0, gt=0, max=60_000, unit="ms", help="Silence that ends a reply; pauses inside a reply must be shorter."
+    reply_idle_ms: float = param(
+        300.0,
+        gt=0,
+        max=60_000,
+        unit="ms",
+        help="Until a mark comes (raw streams have none): fill this long is the line between replies, not a stall.",
     )
     comfort_noise_dbfs: float | None = param(
         -60.0,
@@ -182,7 +186,7 @@ class TelephonyCall:
         self.max_gap = 0.0
         self.underruns = ReplyUnderruns(
             self.format,
-            reply_gap=settings.reply_gap_ms / 1000,
+            reply_idle=settings.reply_idle_ms / 1000,
             noise_level=settings.comfort_noise_dbfs,
             noise_seed=settings.comfort_noise_seed,
         )

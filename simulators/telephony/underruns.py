@@ -9,8 +9,9 @@ quietest pauses G.711 (A-law most) rounds to zero codes of both signs, and the s
 synthesized speech carries a room tone (:mod:`rtstream.simulators.speech`).
 
 A *reply* begins at its first speech frame and ends at a mark or a clear; on a stream that has
-carried no mark (raw streams have none), also at fill or dry playout lasting ``reply_gap``
-seconds or more, which is then the pause between two replies. Fill frames and playout gaps
+carried no mark (raw streams have none), also at fill or dry playout lasting ``reply_idle``
+seconds or more, which is then the idle line between two replies (so a stall that long inside
+a reply is not counted there; the pacer's own figure has it). Fill frames and playout gaps
 count once speech of the same reply follows them: the wait for a reply's first audio, the
 silence after its last, and the idle line between replies do not.
 """
@@ -40,10 +41,10 @@ class ReplyUnderruns:
     """
 
     def __init__(
-        self, fmt: AudioFormat, *, reply_gap: float, noise_level: float | None = None, noise_seed: int = 0
+        self, fmt: AudioFormat, *, reply_idle: float, noise_level: float | None = None, noise_seed: int = 0
     ) -> None:
         self.format = fmt
-        self.reply_gap = reply_gap
+        self.reply_idle = reply_idle
         self._zero = ZERO_CODES[fmt.encoding]
         self._noise_level, self._noise_seed = noise_level, noise_seed
         self._noise: dict[int, frozenset[bytes]] = {}
@@ -90,7 +91,7 @@ class ReplyUnderruns:
             self._fill += duration
             self._quiet += duration
             return
-        if not self._marked and self._quiet >= self.reply_gap:
+        if not self._marked and self._quiet >= self.reply_idle:
             self._begin(duration)  # that quiet was the line between two replies
             return
         self.fill_frames += self._fill_frames
