@@ -507,7 +507,7 @@ class PacerStatistics:
         help="Of those, the slots before the utterance's first frame: its source's latency, not a gap in speech."
     )
     in_utterance_underruns: int = stat(
-        help="Of those, the slots between two frames of one utterance: silence heard inside its speech "
+        help="Of the underruns, the slots between two frames of one utterance: silence heard inside its speech "
         "(not the wait for its first frame, nor the slots after its last one before its end, a Clear or a cut)."
     )
     in_utterance_underrun_ms: float = stat(help="The in-utterance underruns as audio, in ms.")
