@@ -1,5 +1,9 @@
 """Running pipelines: one nursery per pipeline, stages joined by bounded memory channels.
 
+Stages whose cores only transform what they are pushed run in the task of the stage before
+them, and a sink with ``accept`` takes its frames in its upstream's task (:mod:`rtstream.fusion`;
+a pipeline's ``fuse = false`` keeps a task per stage).
+
 Stages start sink-first with ``nursery.start``, so each finds its downstream ready. The end
 of the stream travels as the closing of channels; backpressure and cancellation come from the
 channels and the nursery. A stage that raises cancels its own pipeline only, and the report
