@@ -22,6 +22,7 @@ from rtstream.websocket import WebSocket
 
 from ..websocket import converse, serve
 from .protocol import TelephonyCall, TelephonySettings
+from .underruns import UNDERRUN_KEYS
 
 MAX_MESSAGE_BYTES = 1 << 20
 
@@ -125,6 +126,9 @@ class TelephonyServer:
                 "count": sum(r["gaps"]["count"] for r in reports),
                 "total_ms": sum(r["gaps"]["total_ms"] for r in reports),
                 "max_ms": max((r["gaps"]["max_ms"] for r in reports), default=0.0),
+            },
+            "in_utterance_underruns": {
+                key: sum(r["in_utterance_underruns"][key] for r in reports) for key in UNDERRUN_KEYS
             },
             "per_call": reports[: self._report_calls],
         }
