@@ -107,7 +107,11 @@ class WebSocket:
     # ------------------------------------------------------------------ receiving
 
     async def receive(self) -> str | bytes:
-        """The next whole message; ConnectionClosed once the connection has ended."""
+        """The next whole message; ConnectionClosed once the connection has ended.
+
+        Cancel-safe: a cancelled receive loses no message (a TTS stage cuts its wait short when
+        an event comes), and a pong it is sending goes out whole first.
+        """
         frames = self._frames
         while True:
             try:
@@ -131,7 +135,8 @@ class WebSocket:
                 return item
             elif isinstance(item, Ping):
                 if not frames.close_sent:
-                    await self._send_bytes(frames.pong(item.payload))
+                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                        await self._send_bytes(frames.pong(item.payload))  # whole: a cancelled receive garbles nothing
             elif isinstance(item, Close):
                 self.closed = CloseReason(item.code, item.reason)
                 await self._close_frame(item.code, item.reason)  # the answering Close, if this side sent none
@@ -170,19 +175,26 @@ class WebSocket:
         self.messages_out += len(messages)
 
     async def _send_bytes(self, data: bytes) -> None:
-        async with self._send_lock:
+        lock = self._send_lock
+        try:
+            lock.acquire_nowait()  # the common case, one sender: no scheduling round trip for the lock
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             if self._garbled:
                 raise ConnectionClosed(self.closed or CloseReason(ABNORMAL, "a send was cut off"))
             await trio.lowlevel.checkpoint_if_cancelled()  # cancelled here, nothing was written
             done = False
             try:
-                await self._stream.send_all(data)
+                await self._stream.send_all(data)  # a checkpoint: it yields after writing
                 done = True
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._lost()
                 raise ConnectionClosed(self.closed or CloseReason(ABNORMAL)) from None
             finally:
                 self._garbled = not done
+        finally:
+            lock.release()
 
     async def ping(self, payload: bytes = b"") -> None:
         """Send a ping (its pong is consumed by :meth:`receive`)."""
