@@ -21,6 +21,14 @@ Columns (times in ms):
 
 - receiver p50/p99/max: |inter-arrival - 60 ms| at the telephony simulator, over all frames of
   all calls (the steadiness the caller's phone sees); gaps: its playout buffer ran dry;
+- utt pacer, rx: in-utterance underruns (damaged speech), summed over calls: at the pacers, slots
+  between two frames of a reply with no frame ready (``in_utterance_underruns``); at the
+  receiver, frames of fill (digital silence) between the speech frames of a reply plus its
+  playout gaps inside a reply in frames. Raw streams carry no marks, so there a reply ends at
+  300 ms of fill or dry playout (the simulator's ``reply_idle_ms``; the line is idle about
+  0.6 s between replies, and speech pauses are not silence): longer stalls inside a reply are
+  in the pacer's figure only, and a late first audio right after a reply is in rx. 0 and 0 is
+  a clean run;
 - first audio p50/p99/max: per turn, from the arrival at the bridge of the turn's first TTS audio
   to the send of its first frame (``telephony_ws`` ``first_audio_ms``); target one frame (60 ms)
   plus the prebuffer (the pacer's lead, 0 here);
@@ -193,14 +201,16 @@ def one_run(args: argparse.Namespace) -> dict:
     first_audio = Quantiles()
     tts_first = Quantiles()
     lateness = Quantiles()
-    late = 0
+    late = in_utterance = 0
     seconds = 0.0
     for pipeline in pipelines:
         sink, pacer = pipeline.elements[-1], pipeline.elements[-2]
         first_audio.merge(sink.first_audio)
         tts_first.merge(pipeline.elements[0]._counts.first_chunk)
         lateness.merge(pacer.lateness)
-        late += pacer.statistics().late_frames
+        pacer_stats = pacer.statistics()
+        late += pacer_stats.late_frames
+        in_utterance += pacer_stats.in_utterance_underruns
         seconds += sink.statistics().seconds_sent
     deviation = received["deviation_ms"]
     audio = first_audio.summary(scale=1000)
@@ -219,6 +229,8 @@ def one_run(args: argparse.Namespace) -> dict:
         "fa_max": audio.max,
         "turns": audio.count,
         "late": late,
+        "utt_pacer": in_utterance,
+        "utt_rx": received["in_utterance_underruns"]["frames"],
         "sent_p50": sent.p50,
         "sent_p99": sent.p99,
         "cpu_ms_per_call_s": cpu / seconds * 1000 if seconds else None,
@@ -319,6 +331,7 @@ def main() -> None:
     )
     print(
         f"{'tts':>10} {'calls':>5} {'fail':>4} | {'receiver p50':>12} {'p99':>6} {'max':>6} {'gaps':>5} {'bad':>4} | "
+        f"{'utt pacer':>9} {'rx':>5} | "
         f"{'first audio p50':>15} {'p99':>6} {'max':>6} | {'sent p50':>8} {'p99':>6} {'late':>5} {'cpu/call':>8} "
         f"{'rss KB/call':>11} "
         f"{'wall s':>6} {'tts %':>5} {'phone %':>7} | {'rx cpu':>6} {'msg/s':>5} {'tts first p50':>13} | "
@@ -347,7 +360,8 @@ def main() -> None:
         print(
             f"{protocol:>10} {r['calls']:>5} {r['failed']:>4} | {cell(r['p50'], 12, 2)} {cell(r['p99'], 6, 2)} "
             f"{cell(r['max'], 6)} "
-            f"{r['gaps']:>5} {r['wrong_size']:>4} | {cell(r['fa_p50'], 15)} {cell(r['fa_p99'], 6)} "
+            f"{r['gaps']:>5} {r['wrong_size']:>4} | {r['utt_pacer']:>9} {r['utt_rx']:>5} | "
+            f"{cell(r['fa_p50'], 15)} {cell(r['fa_p99'], 6)} "
             f"{cell(r['fa_max'], 6)} | {cell(r['sent_p50'], 8, 2)} {cell(r['sent_p99'], 6, 2)} {r['late']:>5} "
             f"{cell(r['cpu_ms_per_call_s'], 8, 2)} "
             f"{cell(r['rss_kb_per_call'], 11)} {cell(r['wall'], 6)} {cell(r['tts_pct'], 5, 0)} "

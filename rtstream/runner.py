@@ -159,8 +159,8 @@ async def _run_stage(
             if chain is not None:
                 await chain.finish()
     except trio.BrokenResourceError as exc:
-        downstream = channels[-1]
-        if stage.role != "sink" and downstream.statistics().open_receive_channels == 0:
+        downstream = channels[-1].statistics() if stage.role != "sink" else None
+        if downstream is not None and downstream.open_receive_channels == 0:
             return  # the stage downstream ended; this one ends with it
         raise StageFailed(pipeline.name, ref, exc) from exc
     except FusedCoreFailed as exc:
@@ -170,7 +170,7 @@ async def _run_stage(
     finally:
         for channel in channels:
             channel.close()
-        if chain is not None:
+        if chain is not None and chain.tx is not None:
             chain.tx.close()
 
 
@@ -246,9 +246,7 @@ async def _run_pipeline(
 async def _start_stages(pipeline: Pipeline, nursery: trio.Nursery, control: RunControl, source: _Source) -> None:
     """One task per stage, sink first, joined by channels; a fused stage's core runs in the task before it."""
     last = len(pipeline.stages) - 1
-    cores = [
-        fusible(element) if 0 < i < last and pipeline.fuse else None for i, element in enumerate(pipeline.elements)
-    ]
+    cores = [fusible(element) if i > 0 and pipeline.fuse else None for i, element in enumerate(pipeline.elements)]
     ends = [
         trio.open_memory_channel[Any](capacity) if cores[i + 1] is None else None
         for i, capacity in enumerate(pipeline.capacities)
@@ -260,11 +258,12 @@ async def _start_stages(pipeline: Pipeline, nursery: trio.Nursery, control: RunC
             continue
         inbound = (_end(ends, i - 1)[1],) if i > 0 else ()
         fused: list[Core] = []
-        while (core := cores[i + len(fused) + 1] if i < last else None) is not None:
+        while i + len(fused) < last and (core := cores[i + len(fused) + 1]) is not None:
             fused.append(core)
-        if i == last:
-            outbound: tuple[Any, ...] = ()
-        else:
+        outbound: tuple[Any, ...] = ()
+        if i + len(fused) == last and fused:  # the chain ends in the sink's core
+            outbound = (ChainSend(fused, None, call),)
+        elif i < last:
             tx = _end(ends, i + len(fused))[0]
             if accept is not None and i + len(fused) + 1 == last:
                 tx = Accepting(accept, tx, len(fused))
