@@ -47,9 +47,7 @@ KEPT_CALL_REPORTS = 1000
 
 
 class Monitoring(Protocol):
-    """What a metrics monitor gives the server: load for ``/health``, the ``/metrics`` text."""
-
-    def health(self) -> Mapping[str, Any]: ...
+    """What a metrics monitor gives the server: the ``/metrics`` text; it is told of each call's end."""
 
     async def exposition(self) -> bytes: ...
 
