@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from rtstream.load import IDLE_AFTER, PRIOR_CALL_LOAD, PRIOR_CALLS, SAMPLE_INTERVAL, Load, sample_load
 
 TAU = 1.0
+CHEAP = 0.02
+"""A prior low enough to admit ten calls at once (for tests of what happens next)."""
 TOLERANCE = 0.005
 """How far past the threshold a storm may take the true load: the averages see spans, not instants."""
 
@@ -123,11 +125,14 @@ def test_without_a_threshold_load_never_refuses() -> None:
     assert all(process.admit() for _ in range(1000))
 
 
-def test_above_the_threshold_no_call_is_admitted_and_below_it_one_is() -> None:
+def test_a_call_is_admitted_only_if_the_load_with_it_stays_at_or_below_the_threshold() -> None:
     process = Process(Load(0.7), base=0.75)
     process.run(1.0)
     assert not process.load.room()
-    process.base = 0.6
+    process.base = 0.7 - PRIOR_CALL_LOAD + 0.01  # idle, but one call's (prior) load from the threshold
+    process.run(10.0)
+    assert not process.load.room()
+    process.base = 0.7 - PRIOR_CALL_LOAD - 0.01
     process.run(10.0)
     assert process.load.room()
 
@@ -144,7 +149,7 @@ def test_a_storm_reserves_the_prior_for_each_call_before_any_shows() -> None:
 
 
 def test_reservations_fade_as_the_average_takes_the_calls_in() -> None:
-    process = Process(Load(0.7), per_call=0.01)
+    process = Process(Load(0.7, prior=CHEAP), per_call=0.01)
     process.run(0.3)
     for _ in range(10):
         assert process.admit()
@@ -167,10 +172,12 @@ def test_a_call_that_ends_takes_its_reservation_with_it() -> None:
 
 
 def test_one_calls_load_is_learned_from_the_running_calls_and_shrunk_to_the_prior() -> None:
-    process = Process(Load(0.7, prior=PRIOR_CALL_LOAD), per_call=0.005)
+    process = Process(Load(0.7), per_call=0.005)
     process.run(1.0)
     assert process.load.call_load() == PRIOR_CALL_LOAD  # nothing measured yet
-    assert all(process.admit() for _ in range(30))
+    while len(process.calls) < 30:
+        process.admit()
+        process.run(SAMPLE_INTERVAL)
     process.run(10.0)  # every reservation faded: the averages show all 30
     learned = (30 * 0.005 + PRIOR_CALLS * PRIOR_CALL_LOAD) / (30 + PRIOR_CALLS)
     assert process.load.call_load() == pytest.approx(learned, rel=1e-4)  # e^-10 of the idle second is left
@@ -178,14 +185,14 @@ def test_one_calls_load_is_learned_from_the_running_calls_and_shrunk_to_the_prio
 
 
 def test_a_busy_machines_idle_lag_is_not_counted_against_the_calls() -> None:
-    process = Process(Load(0.7), lag=0.004, per_call=0.01)  # idle: load 0.4, from other processes' load
+    process = Process(Load(0.7, prior=CHEAP), lag=0.004, per_call=0.01)  # idle: load 0.4, other processes' lag
     process.run(IDLE_AFTER * TAU)
     assert process.load.idle_load == pytest.approx(0.4)
     for _ in range(10):
         assert process.admit()
     process.run(5.0)
     # the load is still the lag's 0.4 (the calls' 0.1 of CPU is below it): nothing above idle to share out
-    assert process.load.call_load() == pytest.approx(PRIOR_CALLS * PRIOR_CALL_LOAD / (10 + PRIOR_CALLS))
+    assert process.load.call_load() == pytest.approx(PRIOR_CALLS * CHEAP / (10 + PRIOR_CALLS))
     for _ in range(10):
         process.hang_up()
     process.lag = 0.002
