@@ -52,7 +52,7 @@ that did not (``--capacity N`` skips the search); then F times that many calls o
 all dialled within the first half of a call: with admission by load off, then on
 (``--max-load``, the file's 0.7 by default). Each prints offered, admitted, refused by reason,
 and for the admitted calls receiver p99 and max, in-utterance underruns at the pacers (slots) and
-the caller (frames, ms), CPU per call-second and the server's peak load.
+the caller (frames, ms), CPU per call-second, the server's CPU and wait (as above) and its peak load.
 
 With ``--workers 2``, "carried" is the largest N whose row had no failed call, receiver p99 at
 most ``--p99-ms`` and no in-utterance underrun at the pacers or the caller, for each worker
@@ -316,7 +316,8 @@ def whole(r: dict[str, Any]) -> bool:
 
 OFFER_HEADER = (
     f"{'max_load':>8} {'offered':>7} {'admitted':>8} {'refused':>20} | {'dev p99':>7} {'max':>6} | "
-    f"{'utt pacer':>9} {'rx':>5} {'rx ms':>7} | {'cpu ms/call-s':>13} {'peak load':>9} | load before -> after"
+    f"{'utt pacer':>9} {'rx':>5} {'rx ms':>7} | {'cpu ms/call-s':>13} {'server %':>8} {'wait %':>6} "
+    f"{'peak load':>9} | load before -> after"
 )
 
 
@@ -325,7 +326,8 @@ def offer_row(max_load: str, r: dict[str, Any], before: str, after: str) -> str:
     return (
         f"{max_load:>8} {r['calls']:>7} {r['admitted']:>8} {refused:>20} | {cell(r['p99'], 7, 2)} "
         f"{cell(r['max'], 6)} | {r['utt_pacer']:>9} {r['utt_rx']:>5} {cell(r['utt_rx_ms'], 7, 0)} | "
-        f"{cell(r['cpu_ms_per_call_s'], 13, 2)} {cell(r['peak_load'], 9, 2)} | {before} -> {after}"
+        f"{cell(r['cpu_ms_per_call_s'], 13, 2)} {cell(r['server_pct'], 8, 0)} {cell(r['wait_pct'], 6, 0)} "
+        f"{cell(r['peak_load'], 9, 2)} | {before} -> {after}"
     )
 
 
