@@ -29,14 +29,21 @@ under test does not have (``--no-pin`` shares them all).
 
 Both import their modules before the measured window and build their calls inside it.
 
-Columns (times in ms): cpu/call — the system's process CPU time (getrusage, every thread) per
-second of audio the receiver got; rss KB/call — growth of its peak resident memory per call;
-receiver p50/p99/max — |inter-arrival - 60 ms| over every frame of every call; gaps — the
-receiver's 40 ms playout buffer ran dry; bad — frames of the wrong size; audio s — seconds the
-receiver got (the same job gives about the same); fill — rtstream's pacer slots inside an
-utterance with no audio ready, sent as silence (words cut; on time, so no receiver gap);
-Pipecat sends late instead, which the receiver's figures show. The ratio rows are
-rtstream / Pipecat.
+Columns (times in ms):
+
+- cpu/call: the system's process CPU time (getrusage: user + sys, every thread) per second of
+  speech the TTS sent it (the same job for both: about 7.8 s a call); rss KB/call: growth of its
+  peak resident memory per call;
+- receiver p50/p99/max: |inter-arrival - 60 ms| at the telephony simulator over every frame of
+  every call; gaps: its 40 ms playout buffer ran dry; bad: frames of the wrong size; got s: the
+  seconds it received (speech plus what was sent as silence);
+- fill: rtstream's pacer slots inside a reply with no audio ready, sent as silence on time (cut
+  words, no receiver gap); Pipecat sends late instead, which the receiver's figures show;
+- wait %: the system's time runnable but waiting for a CPU over the wall time (the machine's
+  other load: a high one means the row measured the machine); tts %, phone %: each
+  simulator's CPU over the wall time (near 100 it was the bottleneck).
+
+The ratio rows are rtstream / Pipecat.
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _procs import load_average, start_simulator, stop
+from _procs import cpu_seconds, load_average, runqueue_wait_seconds, start_simulator, stop
 
 from rtstream import __version__
 from rtstream.config import Config, ServiceSpec, load_config
@@ -156,39 +163,45 @@ def one_run(system: str, calls: int, arrivals: float) -> dict:
         import _pipecat_calls  # noqa: F401  (its imports are not the calls' cost)
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         endpoints: dict[str, dict[str, str]] = {}
-        processes = {}
+        pids = {}
         for name, spec in config.services.items():
             process, url = start_service(spec, Path(tmp) / f"{name}.json")
             stack.callback(stop, process)
-            processes[name] = process
+            pids[name] = process.pid
             endpoints[name] = {"url": url}
+        sims_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        wait_before = runqueue_wait_seconds(os.getpid())
         before = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
         outcome = RUNNERS[system](config, endpoints, calls, arrivals)
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_SELF)
+        waited = runqueue_wait_seconds(os.getpid()) - wait_before
+        sims = {name: (cpu_seconds(pid) - sims_before[name]) / wall * 100 for name, pid in pids.items()}
         stack.close()  # the simulators report as they stop
         received = json.loads((Path(tmp) / "phone.json").read_text())
         sent = json.loads((Path(tmp) / "tts.json").read_text())
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    seconds = received["seconds"]
+    speech = sent["audio_bytes"] / (2 * config.pipelines[PIPELINE].stages[0].params["sample_rate"])
     deviation = received["deviation_ms"]
     return {
         "system": system,
         "calls": calls,
-        "connected": received["calls"],
-        "failed": outcome["failed"],
-        "contexts_done": sent.get("contexts_done"),
-        "cpu_ms_per_call_s": cpu / seconds * 1000 if seconds else None,
+        "failed": outcome["failed"] + calls - received["calls"],
+        "cpu_ms_per_call_s": cpu / speech * 1000 if speech else None,
         "rss_kb_per_call": (after.ru_maxrss - before.ru_maxrss) / calls,
         "p50": deviation["p50"],
         "p99": deviation["p99"],
         "max": deviation["max"],
         "gaps": received["gaps"]["count"],
         "wrong_size": received["wrong_size"],
-        "seconds": seconds,
+        "speech": speech,
+        "received": received["seconds"],
         "fill": outcome["fill"],
         "wall": wall,
+        "wait_pct": waited / wall * 100,
+        "tts_pct": sims["tts"],
+        "phone_pct": sims["phone"],
     }
 
 
@@ -201,14 +214,39 @@ COLUMNS = (
     ("cpu/call", 8),
     ("rss KB/call", 11),
     ("receiver p50", 12),
-    ("p99", 6),
-    ("max", 6),
+    ("p99", 7),
+    ("max", 8),
     ("gaps", 5),
     ("bad", 4),
-    ("audio s", 7),
+    ("speech s", 8),
+    ("got s", 7),
     ("fill", 5),
     ("wall s", 6),
+    ("wait %", 6),
+    ("tts %", 5),
+    ("phone %", 7),
 )
+KEYS = (
+    "calls",
+    "system",
+    "failed",
+    "cpu_ms_per_call_s",
+    "rss_kb_per_call",
+    "p50",
+    "p99",
+    "max",
+    "gaps",
+    "wrong_size",
+    "speech",
+    "received",
+    "fill",
+    "wall",
+    "wait_pct",
+    "tts_pct",
+    "phone_pct",
+)
+"""The figure under each column."""
+RATIOS = ("cpu_ms_per_call_s", "rss_kb_per_call", "p50", "p99", "max")
 
 
 def cell(value: Any, width: int, digits: int = 2) -> str:
@@ -224,33 +262,15 @@ def row(values: list[Any]) -> str:
 
 
 def system_row(r: dict) -> str:
-    failed = r["failed"] + (r["calls"] - r["connected"])
-    return row(
-        [
-            r["calls"],
-            r["system"],
-            failed,
-            r["cpu_ms_per_call_s"],
-            r["rss_kb_per_call"],
-            r["p50"],
-            r["p99"],
-            r["max"],
-            r["gaps"],
-            r["wrong_size"],
-            r["seconds"],
-            r["fill"],
-            r["wall"],
-        ]
-    )
+    return row([r[key] for key in KEYS])
 
 
 def ratio_row(ours: dict, theirs: dict) -> str:
     def ratio(key: str) -> str | None:
-        a, b = ours.get(key), theirs.get(key)
+        a, b = ours[key], theirs[key]
         return f"{a / b:.2f}x" if a is not None and b else None
 
-    keys = ("cpu_ms_per_call_s", "rss_kb_per_call", "p50", "p99", "max")
-    return row([ours["calls"], "ratio", None, *(ratio(k) for k in keys), None, None, None, None, None])
+    return row([ours["calls"], "ratio", *(ratio(key) if key in RATIOS else None for key in KEYS[2:])])
 
 
 def run_child(system: str, calls: int, args: argparse.Namespace) -> dict | str:
