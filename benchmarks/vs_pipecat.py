@@ -37,6 +37,9 @@ Columns (times in ms):
 - receiver p50/p99/max: |inter-arrival - 60 ms| at the telephony simulator over every frame of
   every call; gaps: its 40 ms playout buffer ran dry; bad: frames of the wrong size; got s: the
   seconds it received (speech plus what was sent as silence);
+- speech s, ctx: the seconds of audio the TTS simulator sent and the contexts (replies) it was
+  asked for: 3 a call when the job ran as written; more when a system asked again (a retry,
+  whose speech is in the seconds too);
 - fill: rtstream's pacer slots inside a reply with no audio ready, sent as silence on time (cut
   words, no receiver gap); Pipecat sends late instead, which the receiver's figures show;
 - wait %: the system's time runnable but waiting for a CPU over the wall time (the machine's
@@ -196,6 +199,7 @@ def one_run(system: str, calls: int, arrivals: float) -> dict:
         "gaps": received["gaps"]["count"],
         "wrong_size": received["wrong_size"],
         "speech": speech,
+        "contexts": sent["contexts_opened"],
         "received": received["seconds"],
         "fill": outcome["fill"],
         "wall": wall,
@@ -219,6 +223,7 @@ COLUMNS = (
     ("gaps", 5),
     ("bad", 4),
     ("speech s", 8),
+    ("ctx", 5),
     ("got s", 7),
     ("fill", 5),
     ("wall s", 6),
@@ -238,6 +243,7 @@ KEYS = (
     "gaps",
     "wrong_size",
     "speech",
+    "contexts",
     "received",
     "fill",
     "wall",
