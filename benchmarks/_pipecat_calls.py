@@ -75,6 +75,7 @@ async def _call(delay: float, tts_url: str, phone_url: str, turns: list[str], ga
                 await asyncio.wait_for(audio_in.wait(), TURN_TIMEOUT)
             return True
         except TimeoutError:
+            print(f"a Pipecat call failed: reply {k + 1} not all in after {TURN_TIMEOUT:g} s", file=sys.stderr)
             return False
         finally:
             await worker.queue_frame(EndFrame())

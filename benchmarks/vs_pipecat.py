@@ -287,7 +287,9 @@ def run_child(system: str, calls: int, args: argparse.Namespace) -> dict | str:
     line = next((x for x in reversed(done.stdout.splitlines()) if x.startswith("{")), None)
     if line is None:
         return (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-    return json.loads(line)
+    result = json.loads(line)
+    result["stderr"] = done.stderr.strip().splitlines()
+    return result
 
 
 def require_pipecat() -> str:
@@ -344,6 +346,8 @@ def main() -> None:
                 continue
             results[system] = result
             print(system_row(result), flush=True)
+            if result["failed"] and result["stderr"]:  # why, in the system's words
+                print(f"{'':>14} {len(result['stderr'])} lines on stderr, the last: {result['stderr'][-1][:160]}")
         if len(results) == len(SYSTEMS):
             print(ratio_row(results["rtstream"], results["pipecat"]), flush=True)
     print(f"load after: {load_average()}")
