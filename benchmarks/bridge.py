@@ -3,6 +3,7 @@
     python benchmarks/bridge.py                          # N = 1, 50, 200, 500
     python benchmarks/bridge.py --calls 200 --profile    # py-spy's view of the bridge: out/bridge-200.speedscope.json
     python benchmarks/bridge.py --calls 50 --tts cartesia,elevenlabs,deepgram   # a row per TTS protocol
+    python benchmarks/bridge.py --calls 50 --no-fuse     # a task per stage, for comparison
 
 Each call is the product pipeline of ``pipelines.toml``: the TTS simulator (``rtstream simulate
 tts``, Cartesia protocol; or ``elevenlabs`` or ``deepgram`` with ``--tts``, the same speech and
@@ -34,7 +35,8 @@ Columns (times in ms):
   each service message (JSON, base64) and turning it into frames, per call per second of audio
   (ms/s), the service messages received per call-second, and per turn the time from its first
   request to its first audio (the protocol's first-audio latency, the simulator's 100 ms
-  first-byte latency included).
+  first-byte latency included). rx cpu and msg/s only with ``--rx-cpu``: timing each message
+  costs the bridge CPU of its own, so cpu/call is measured without it.
 """
 
 from __future__ import annotations
@@ -126,10 +128,13 @@ def time_receive_path(element, totals: dict) -> None:
 
 
 async def run_calls(tts_url: str, phone_url: str, args: argparse.Namespace) -> tuple[list, list, dict]:
-    pipelines = [assemble(f"call{i}", call_stages(tts_url, phone_url, args), instance=i) for i in range(args.one)]
+    pipelines = [
+        assemble(f"call{i}", call_stages(tts_url, phone_url, args), instance=i, fuse=args.fuse) for i in range(args.one)
+    ]
     rx = {"cpu": 0.0, "messages": 0}
-    for pipeline in pipelines:
-        time_receive_path(pipeline.elements[0], rx)
+    if args.rx_cpu:
+        for pipeline in pipelines:
+            time_receive_path(pipeline.elements[0], rx)
     reports: list = []
     control = RunControl()
 
@@ -202,8 +207,8 @@ def one_run(args: argparse.Namespace) -> dict:
         "wall": wall,
         "tts_pct": sims[0] / wall * 100,
         "phone_pct": sims[1] / wall * 100,
-        "rx_cpu_ms_per_call_s": rx["cpu"] / seconds * 1000 if seconds else None,
-        "rx_messages_per_call_s": rx["messages"] / seconds if seconds else None,
+        "rx_cpu_ms_per_call_s": rx["cpu"] / seconds * 1000 if seconds and args.rx_cpu else None,
+        "rx_messages_per_call_s": rx["messages"] / seconds if seconds and args.rx_cpu else None,
         "tts_first_p50": tts_first.summary(scale=1000).p50,
     }
 
@@ -247,6 +252,14 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="record the bridge with py-spy (out/bridge-N.speedscope.json)"
     )
+    parser.add_argument(
+        "--rx-cpu",
+        action="store_true",
+        help="time the TTS receive path (the rx cpu and msg/s columns; the timing itself costs the bridge CPU)",
+    )
+    parser.add_argument(
+        "--no-fuse", dest="fuse", action="store_false", help="a task per stage (the pipeline's fuse = false)"
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.pin and (os.cpu_count() or 1) > 1:  # the bridge on CPU 0, the simulators on the rest
@@ -259,15 +272,20 @@ def main() -> None:
     protocols = args.tts.split(",")
     if unknown := [p for p in protocols if p not in PROTOCOLS]:
         parser.error(f"--tts: unknown protocol {unknown[0]!r}; use {', '.join(PROTOCOLS)}")
-    own = ["--no-pin"] * (not args.pin) + [
-        f"--turns={args.turns}",
-        f"--gap={args.gap}",
-        f"--arrivals={args.arrivals}",
-        f"--tts-rate={args.tts_rate}",
-        f"--quality={args.quality}",
-        f"--lead={args.lead}",
-        f"--chunk-scale={args.chunk_scale}",
-    ]
+    own = (
+        ["--no-pin"] * (not args.pin)
+        + ["--no-fuse"] * (not args.fuse)
+        + ["--rx-cpu"] * args.rx_cpu
+        + [
+            f"--turns={args.turns}",
+            f"--gap={args.gap}",
+            f"--arrivals={args.arrivals}",
+            f"--tts-rate={args.tts_rate}",
+            f"--quality={args.quality}",
+            f"--lead={args.lead}",
+            f"--chunk-scale={args.chunk_scale}",
+        ]
+    )
     print(
         f"{args.turns} turns per call from a TTS at {args.tts_rate} Hz (rtf 3), {args.quality} resampling to 8 kHz, "
         f"60 ms raw frames, lead {args.lead}; {args.arrivals:g} calls arrive per second; times in ms"

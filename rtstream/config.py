@@ -5,6 +5,7 @@ A file holds one or more pipelines::
     [pipelines.demo]
     description = "a tone into a WAV file"
     capacity = 2                        # channel capacity between stages (optional)
+    fuse = true                         # untimed stages run in the task before them (false: a task each)
 
     [[pipelines.demo.stages]]
     type = "tone"                       # the registered stage type
@@ -68,7 +69,7 @@ MAX_FILE_BYTES = 16 << 20
 _TOP_KEYS = ("pipelines", "services", "server", "calls")
 SERVER_KEYS = ("url", "host", "port")
 """What ``${server.KEY}`` may name."""
-_PIPELINE_KEYS = ("stages", "capacity", "description")
+_PIPELINE_KEYS = ("stages", "capacity", "description", "fuse")
 STAGE_KEYS = ("type", "name", "capacity")
 """Keys of a stage table that are not parameters of the stage."""
 
@@ -92,6 +93,8 @@ class PipelineSpec:
     stages: tuple[StageSpec, ...]
     services: tuple[str, ...] = ()
     """The services its stages refer to."""
+    fuse: bool = True
+    """Untimed stages run in the task of the stage before them (:mod:`rtstream.fusion`); False keeps a task each."""
 
 
 @attrs.frozen
@@ -404,6 +407,9 @@ def _pipeline(name: str, table: Any, environ: Mapping[str, str] | None, services
     description = table.get("description", "")
     if not isinstance(description, str):
         raise ConfigError(f"must be a string, got {show(description)}", pipeline=name, key="description")
+    fuse = table.get("fuse", True)
+    if not isinstance(fuse, bool):
+        raise ConfigError(f"must be true or false, got {show(fuse)}", pipeline=name, key="fuse")
     stages = table.get("stages")
     if stages is None or stages == []:
         raise ConfigError("the pipeline has no stages; add [[pipelines.NAME.stages]] tables", pipeline=name)
@@ -424,6 +430,7 @@ def _pipeline(name: str, table: Any, environ: Mapping[str, str] | None, services
         capacity=capacity,
         stages=stage_specs,
         services=tuple(s for s in services if s in used),
+        fuse=fuse,
     )
 
 

@@ -45,6 +45,8 @@ class Pipeline:
     instance: int = 1
     services: tuple[str, ...] = ()
     """The services its stages refer to (its report names them, so a plot finds the receiver's calls)."""
+    fuse: bool = True
+    """Whether the runner fuses untimed stages into the task before them (:mod:`rtstream.fusion`)."""
 
     @property
     def formats(self) -> tuple[AudioFormat, ...]:
@@ -72,7 +74,7 @@ def build_pipeline(
         pipeline = assemble(
             spec.name, stages, refs=[s.ref for s in spec.stages], capacities=capacities, instance=instance
         )
-        return attrs.evolve(pipeline, services=spec.services)
+        return attrs.evolve(pipeline, services=spec.services, fuse=spec.fuse)
     except ConfigError as exc:
         raise exc.located(file=file, pipeline=spec.name) from None
 
@@ -84,6 +86,7 @@ def assemble(
     refs: Sequence[StageRef] | None = None,
     capacities: Sequence[int] | None = None,
     instance: int = 1,
+    fuse: bool = True,
 ) -> Pipeline:
     """A runnable pipeline from stage configs: roles checked, formats negotiated, elements opened."""
     if refs is None:
@@ -101,7 +104,9 @@ def assemble(
             raise ConfigError(exc.message, stage=refs[i], key=exc.key) from None
         except ValueError as exc:
             raise ConfigError(str(exc), stage=refs[i]) from None
-    return Pipeline(name, tuple(stages), tuple(elements), tuple(refs), tuple(edges), tuple(capacities), instance)
+    return Pipeline(
+        name, tuple(stages), tuple(elements), tuple(refs), tuple(edges), tuple(capacities), instance, fuse=fuse
+    )
 
 
 def build_service(spec: ServiceSpec, *, file: str | None = None, server: Mapping[str, str] | None = None) -> Service:

@@ -37,12 +37,14 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from .control import CURRENT_CONTROL
 from .errors import StageFailed
+from .fusion import Accepting, ChainSend, FusedCoreFailed, accepting, fusible
 from .issues import Issue, pipeline_issues
 from .pipeline import Pipeline
 from .report import PipelineReport, RunReport, StageReport, plain
 from .service import Service
-from .stage import Element, Source
+from .stage import Core, Element, Source
 from .stats import Throughput
 
 log = logging.getLogger(__name__)
@@ -139,25 +141,33 @@ async def _run_stage(
 ) -> None:
     stage, element, ref = pipeline.stages[index], pipeline.elements[index], pipeline.refs[index]
     status = _TrackedStatus(task_status)
+    chain = channels[-1] if channels and type(channels[-1]) is ChainSend else None
     try:
-        if isinstance(stage, Source) and stage.stoppable:
-            with control.source_scope() as scope, scope:
+        with chain.listening() if chain is not None else contextlib.nullcontext():
+            if isinstance(stage, Source) and stage.stoppable:
+                with control.source_scope() as scope, scope:
+                    await element.run(*channels, task_status=status)
+                source.stopped = scope.cancelled_caught
+                if not status.done:  # stopped before it could start
+                    status.started()
+            else:
                 await element.run(*channels, task_status=status)
-            source.stopped = scope.cancelled_caught
-            if not status.done:  # stopped before it could start
-                status.started()
-        else:
-            await element.run(*channels, task_status=status)
+            if chain is not None:
+                await chain.finish()
     except trio.BrokenResourceError as exc:
         downstream = channels[-1]
         if stage.role != "sink" and downstream.statistics().open_receive_channels == 0:
             return  # the stage downstream ended; this one ends with it
         raise StageFailed(pipeline.name, ref, exc) from exc
+    except FusedCoreFailed as exc:
+        raise StageFailed(pipeline.name, pipeline.refs[index + 1 + exc.position], exc.error) from exc.error
     except Exception as exc:
         raise StageFailed(pipeline.name, ref, exc) from exc
     finally:
         for channel in channels:
             channel.close()
+        if chain is not None:
+            chain.tx.close()
 
 
 async def run_pipeline(
@@ -194,12 +204,7 @@ async def _run_pipeline(
     with control.pipeline_scope() as scope, scope:
         try:
             async with trio.open_nursery() as nursery:
-                ends = [trio.open_memory_channel[Any](c) for c in pipeline.capacities]
-                last = len(pipeline.stages) - 1
-                for i in range(last, -1, -1):
-                    inbound = (ends[i - 1][1],) if i > 0 else ()
-                    outbound = (ends[i][0],) if i < last else ()
-                    await nursery.start(_run_stage, pipeline, i, inbound + outbound, control, source)
+                await _start_stages(pipeline, nursery, control, source)
                 starting.started()
         except* StageFailed as group:
             error = _first_failure(group)
@@ -232,6 +237,41 @@ async def _run_pipeline(
         issues=_issues(pipeline, stages),
         services=pipeline.services,
     )
+
+
+async def _start_stages(pipeline: Pipeline, nursery: trio.Nursery, control: RunControl, source: _Source) -> None:
+    """One task per stage, sink first, joined by channels; a fused stage's core runs in the task before it."""
+    last = len(pipeline.stages) - 1
+    cores = [
+        fusible(element) if 0 < i < last and pipeline.fuse else None for i, element in enumerate(pipeline.elements)
+    ]
+    ends = [
+        trio.open_memory_channel[Any](capacity) if cores[i + 1] is None else None
+        for i, capacity in enumerate(pipeline.capacities)
+    ]  # no channel into a fused stage
+    call = CURRENT_CONTROL.get()
+    accept = accepting(pipeline.elements[last]) if pipeline.fuse and last > 0 else None
+    for i in range(last, -1, -1):
+        if cores[i] is not None:
+            continue
+        inbound = (_end(ends, i - 1)[1],) if i > 0 else ()
+        fused: list[Core] = []
+        while (core := cores[i + len(fused) + 1] if i < last else None) is not None:
+            fused.append(core)
+        if i == last:
+            outbound: tuple[Any, ...] = ()
+        else:
+            tx = _end(ends, i + len(fused))[0]
+            if accept is not None and i + len(fused) + 1 == last:
+                tx = Accepting(accept, tx, len(fused))
+            outbound = (ChainSend(fused, tx, call) if fused else tx,)
+        await nursery.start(_run_stage, pipeline, i, inbound + outbound, control, source)
+
+
+def _end(ends: Sequence[Any], i: int) -> Any:
+    channel = ends[i]
+    assert channel is not None, "a channel into a fused stage was asked for"
+    return channel
 
 
 def _issues(pipeline: Pipeline, stages: Sequence[StageReport]) -> tuple[Issue, ...]:

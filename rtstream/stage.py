@@ -11,8 +11,9 @@ The work lives in a :class:`Core`: synchronous, no I/O, time passed in, one shap
 stage (``push``, ``poll``, ``deadline``, ``end``, ``statistics``). :func:`run_core` is the one
 trio shell that runs any core; :class:`CoreElement` wraps a core in it. A stage writes its own
 element only where it waits on something else: a socket, a service, a file, a clock of its own.
-Because every core has the same shape, a later runner can fuse a chain of them into one task by
-handing each core's output to the next core's ``push`` (GStreamer's chain functions).
+Because every core has the same shape, the runner fuses a chain of :attr:`Core.untimed` cores into
+the task of the stage before them by handing each core's output to the next core's ``push``
+(GStreamer's chain functions; :mod:`rtstream.fusion`).
 
 Inside any element's ``run``: enter the channels (``async with rx, tx:``), call
 ``task_status.started()`` once its resources are open, and end the stream by closing ``tx``;
@@ -52,6 +53,10 @@ class Core:
     """
 
     __slots__ = ()
+
+    untimed: ClassVar[bool] = False
+    """No deadline ever, never ``full``, ``poll`` never has anything: the core only transforms what
+    it is pushed, so the runner may fuse it into the task of the stage before it (:mod:`rtstream.fusion`)."""
 
     decoupled: ClassVar[bool] = False
     """``push`` and ``end`` never return frames (they only buffer): the shell may read input in a task of

@@ -39,6 +39,8 @@ class BargeInStatistics:
 class BargeInCore(Core):
     """Energy onset detection on the caller's audio; clears ``control`` when the bot is speaking."""
 
+    untimed = True
+
     def __init__(self, fmt: AudioFormat, control: CallControl | None, threshold: float, speech: float, release: float):
         self.format = fmt
         self.control = control

@@ -22,8 +22,9 @@ import trio
 
 from rtstream.calls import CURRENT_CALL, Call
 from rtstream.caps import ANY_SIZE, Caps
+from rtstream.control import CallControl
 from rtstream.errors import FormatMismatch
-from rtstream.frames import AudioChunk, AudioFormat, UtteranceEnd, UtteranceStart
+from rtstream.frames import AudioChunk, AudioFormat, Frame, UtteranceEnd, UtteranceStart
 from rtstream.frames import Dtmf as DtmfFrame
 from rtstream.params import param
 from rtstream.registry import register
@@ -145,6 +146,7 @@ class BotStream:
         self.link = link
         self.changed = trio.lowlevel.ParkingLot()
         self.gone = False
+        self._control: CallControl | None = None
 
     def take(self, event: Event, now: float) -> None:
         try:
@@ -162,7 +164,7 @@ class BotStream:
         link, config = self.link, self.config
         link.attach(call.bridge)
         call.outbound = self
-        control = call.control
+        control = self._control = call.control
 
         def clear(reason: str) -> None:
             link.clear()  # drops what is queued here, and tells the provider to drop what it buffered
@@ -173,18 +175,7 @@ class BotStream:
             task_status.started()
             with control.listening(clear):
                 async for frame in rx:
-                    if isinstance(frame, AudioChunk):
-                        if self.gone:
-                            link.frames_in += 1  # taken in, and dropped: the caller is gone
-                            link.drops.add("hangup", samples=frame.samples)
-                            continue
-                        if control.stale(frame):
-                            continue
-                        control.sent(frame, trio.current_time())  # paced upstream: queued now is sent now
-                    elif isinstance(frame, UtteranceStart | UtteranceEnd):
-                        control.reply(frame.utterance, started=isinstance(frame, UtteranceStart))
-                    link.push(frame)
-                    self.changed.unpark_all()
+                    self.accept(frame)
             link.finish()
             self.changed.unpark_all()
             with trio.move_on_after(config.drain_timeout):
@@ -195,6 +186,23 @@ class BotStream:
                 while link.awaiting_echoes and not self.gone:
                     await self.changed.park()
             nursery.cancel_scope.cancel()
+
+    def accept(self, frame: Frame) -> None:
+        """Queue one frame for the provider: read by :meth:`run`, or given in the pacer's task when fused."""
+        link, control = self.link, self._control
+        assert control is not None, "accept before run"
+        if isinstance(frame, AudioChunk):
+            if self.gone:
+                link.frames_in += 1  # taken in, and dropped: the caller is gone
+                link.drops.add("hangup", samples=frame.samples)
+                return
+            if control.stale(frame):
+                return
+            control.sent(frame, trio.current_time())  # paced upstream: queued now is sent now
+        elif isinstance(frame, UtteranceStart | UtteranceEnd):
+            control.reply(frame.utterance, started=isinstance(frame, UtteranceStart))
+        link.push(frame)
+        self.changed.unpark_all()
 
     async def _send(self, call: Call) -> None:
         """Send what the link has queued, several messages per write when they pile up."""

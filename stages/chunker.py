@@ -44,6 +44,8 @@ class FrameCutter(Core):
     from 0, continuously; seq numbers the frames from 0. Untimed: ``poll`` never has anything.
     """
 
+    untimed = True
+
     __slots__ = (
         "_deferred",
         "_fill",

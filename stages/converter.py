@@ -66,6 +66,8 @@ class ConverterStatistics:
 class ConverterCore(Core):
     """Frames in, frames out, converted to ``output``; no I/O, no clock (untimed)."""
 
+    untimed = True
+
     def __init__(
         self, output: AudioFormat, *, gain_db: float = 0.0, quality: str = "HQ", input_format: AudioFormat | None = None
     ) -> None:

@@ -50,6 +50,8 @@ RESYNC = 3000
 class Stamper(Core):
     """Sender side: sequence numbers, media timestamps and utterance flags (untimed)."""
 
+    untimed = True
+
     def __init__(self, *, start_seq: int = 0, mark_last: bool = False) -> None:
         self.next_seq = start_seq
         self.mark_last = mark_last

@@ -21,7 +21,7 @@ import attrs
 import trio
 
 from rtstream.caps import Caps, Structure
-from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, UtteranceEnd, UtteranceStart
+from rtstream.frames import AudioChunk, AudioFormat, Clear, Encoding, Frame, UtteranceEnd, UtteranceStart
 from rtstream.params import ParamError, param, require_at_least
 from rtstream.registry import register
 from rtstream.stage import ReceiveChannel, Sink
@@ -393,6 +393,11 @@ class TelephonyStream:
     def poke(self) -> None:
         self.changed.unpark_all()
 
+    def accept(self, frame: Frame) -> None:
+        """Queue one frame on the link: read by :meth:`run`, or given in the pacer's task when fused."""
+        self.link.push(frame)
+        self.changed.unpark_all()
+
     async def run(self, rx: ReceiveChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         config, link = self.config, self.link
         call = trio.CancelScope()
@@ -401,8 +406,7 @@ class TelephonyStream:
             task_status.started()
             with call:
                 async for frame in rx:
-                    link.push(frame)
-                    self.poke()
+                    self.accept(frame)
                 link.finish()
                 self.poke()
                 with trio.move_on_after(config.drain_timeout):

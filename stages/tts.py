@@ -444,9 +444,9 @@ def read_lines(path: str) -> tuple[str, ...]:
     return tuple(lines)
 
 
-_Item = tuple[str, int, Any]
-"""What the shell's one loop waits for: ("message", connection, text or bytes), ("closed", connection, exc),
-("input", 0, a TextToken or a Clear), ("barge_in", 0, reason) from the call's control path, ("end", 0, None)."""
+_Item = tuple[str, Any]
+"""What the shell's loop hears besides the service (whose socket it reads itself): ("input", a TextToken or
+a Clear), ("barge_in", reason) from the call's control path, ("end", None)."""
 
 
 class _Role:
@@ -575,47 +575,59 @@ class TtsElement:
         self._control: CallControl | None = None
         self._barge_ins: deque[str] = deque()
         """Clears from the call's control path not yet acted on."""
+        self._listening: trio.CancelScope | None = None
+        """The session's wait on the service's socket, cut short when an event comes (:meth:`_wake`)."""
 
     async def run(self, *channels: Any, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         rx, tx = channels if len(channels) == 2 else (None, channels[0])
         fmt = self.format
-        # one channel for everything the shell waits on, across connections, so nothing is lost in a reconnect
+        # the events besides the service's messages, across connections, so nothing is lost in a reconnect
         events_tx, events_rx = trio.open_memory_channel[_Item](16)
 
         def barge_in(reason: str) -> None:  # the call's control path: cancel at once, not behind queued frames
             self._barge_ins.append(reason)
-            with contextlib.suppress(trio.WouldBlock):  # a full channel wakes the loop anyway
-                events_tx.send_nowait(("barge_in", 0, reason))
+            with contextlib.suppress(trio.WouldBlock):  # full: the loop finds the deque when it wakes
+                events_tx.send_nowait(("barge_in", reason))
+            self._wake()
 
         async with trio.open_nursery() as nursery, tx, events_tx:
             with listening(barge_in) as control:
                 self._control = control
                 nursery.start_soon(self._upstream, rx, tx, events_tx.clone())
-                await self._converse(fmt, tx, events_tx, events_rx, task_status)
+                await self._converse(fmt, tx, events_rx, task_status)
                 nursery.cancel_scope.cancel()
+
+    def _wake(self) -> None:
+        """An event is waiting: stop the session's wait on the socket (a cancelled read loses nothing)."""
+        if self._listening is not None:
+            self._listening.cancel()
 
     async def _upstream(self, rx: Any, tx: Any, inbox: trio.MemorySendChannel[_Item]) -> None:
         """Text frames (or the transcripts) and clears to the shell; other events on downstream."""
+
+        async def post(item: _Item) -> None:
+            await inbox.send(item)
+            self._wake()
+
         async with inbox:
             if rx is None:
                 for n, text in enumerate(self.utterances, 1):
-                    await inbox.send(("input", 0, TextToken(strip_tags(text), f"utt-{n}", final=True)))
+                    await post(("input", TextToken(strip_tags(text), f"utt-{n}", final=True)))
             else:
                 async with rx:
                     async for frame in rx:
                         if isinstance(frame, TextToken | Clear):
-                            await inbox.send(("input", 0, frame))
+                            await post(("input", frame))
                         elif isinstance(frame, AudioChunk | UtteranceStart | UtteranceEnd | WordTimings):
                             self._counts.drops.add("upstream_" + type(frame).__name__)
                         else:
                             await tx.send(frame)
-            await inbox.send(("end", 0, None))
+            await post(("end", None))
 
     async def _converse(
         self,
         fmt: AudioFormat,
         tx: Any,
-        events_tx: trio.MemorySendChannel[_Item],
         events: trio.MemoryReceiveChannel[_Item],
         task_status: Any,
     ) -> None:
@@ -625,28 +637,17 @@ class TtsElement:
         )
         state = _State(fmt)
         started = False
-        connection = 0
         while True:
             try:
                 async with open_connection(
                     self._url, headers=self.config.headers(), timeout=self.config.connect_timeout
                 ) as ws:
                     counts.connects += 1
-                    connection += 1
                     backoff.connected()
                     if not started:
                         task_status.started()
                         started = True
-                    lost: ConnectionClosed | trio.TooSlowError | None = None
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(_read, ws, connection, events_tx.clone())
-                        try:
-                            done = await self._session(ws, connection, state, tx, events, backoff)
-                        except (ConnectionClosed, trio.TooSlowError) as exc:
-                            lost = exc  # raised below, outside the nursery (which would group it)
-                        nursery.cancel_scope.cancel()
-                    if lost is not None:
-                        raise lost
+                    done = await self._session(ws, state, tx, events, backoff)
                     if done:
                         return
                     continue  # stream-input: a new connection for the next utterance
@@ -679,7 +680,6 @@ class TtsElement:
     async def _session(
         self,
         ws: WebSocket,
-        connection: int,
         state: _State,
         tx: Any,
         events: trio.MemoryReceiveChannel[_Item],
@@ -719,23 +719,30 @@ class TtsElement:
                 deadline = min(deadline, last_sent + self.config.keep_alive)
                 if speech.finishing:
                     deadline = min(deadline, last_heard + self.config.response_timeout)
-            with trio.move_on_at(deadline):
-                kind, number, payload = await events.receive()
+            try:
+                kind, payload = events.receive_nowait()
+            except trio.WouldBlock:
+                with trio.move_on_at(deadline) as listening:  # until a message, an event or the deadline
+                    self._listening = listening
+                    message = await ws.receive()
+                self._listening = None
                 now = trio.current_time()
-                if kind == "message" and number == connection:
+                if not listening.cancelled_caught:
                     last_heard = now
-                    await self._heard(dialect, state, payload, now, tx, backoff, send)
+                    await self._heard(dialect, state, message, now, tx, backoff, send)
                     if self.config.one_stream() and state.speech is None:  # the service closes after each one
                         return state.ended and not state.waiting
-                elif kind == "closed" and number == connection:
-                    raise payload
-                elif kind == "input":
+                    continue
+                if now < deadline:
+                    continue  # an event came: the loop takes it
+            else:
+                now = trio.current_time()
+                if kind == "input":
                     await self._input(dialect, state, payload, now, tx, send)
                 elif kind == "end":
                     state.ended = True
                 continue
             # a deadline passed
-            now = trio.current_time()
             await send(dialect.due(now))
             if speech is not None and speech.finishing and now >= last_heard + self.config.response_timeout:
                 raise trio.TooSlowError
@@ -890,12 +897,3 @@ class _State:
         assert self.speech is not None
         self.pts, self.seq = self.speech.pts, self.speech.seq_next
         self.speech = None
-
-
-async def _read(ws: WebSocket, connection: int, events: trio.MemorySendChannel[_Item]) -> None:
-    async with events:
-        try:
-            while True:
-                await events.send(("message", connection, await ws.receive()))
-        except ConnectionClosed as exc:
-            await events.send(("closed", connection, exc))

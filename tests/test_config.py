@@ -55,7 +55,7 @@ def stages(*tables: str) -> str:
         ),
         (
             "[pipelines.a]\nstage = 1\n",
-            r"^p.toml: pipeline 'a', key 'stage': unknown pipeline key 'stage' \(did you mean 'stages'\?\); allowed: stages, capacity, description$",
+            r"^p.toml: pipeline 'a', key 'stage': unknown pipeline key 'stage' \(did you mean 'stages'\?\); allowed: stages, capacity, description, fuse$",
         ),
         (
             "[pipelines.a]\ncapacity = inf\nstages = [{type='tone'}, {type='null_sink'}]\n",
