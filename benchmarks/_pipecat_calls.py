@@ -11,7 +11,8 @@ import sys
 from typing import Any
 
 from loguru import logger
-from pipecat.frames.frames import EndFrame, TTSSpeakFrame, TTSStoppedFrame
+from pipecat.audio.mixers.base_audio_mixer import BaseAudioMixer
+from pipecat.frames.frames import EndFrame, TTSSpeakFrame, TTSStartedFrame, TTSStoppedFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.serializers.vonage import VonageFrameSerializer
@@ -20,28 +21,70 @@ from pipecat.transports.websocket.client import WebsocketClientParams, Websocket
 from pipecat.workers.runner import WorkerRunner
 
 TURN_TIMEOUT = 30.0
-"""Seconds a call waits for one reply's audio before it counts as failed."""
+"""Seconds a call waits for one reply to be sent before it counts as failed."""
 
 
-def run(tts_url: str, phone_url: str, turns: list[str], gap: float, calls: int, arrivals: float) -> int:
-    """Run the calls, ``arrivals`` starting per second; how many failed."""
+class Cadence(BaseAudioMixer):
+    """A mixer that mixes nothing in: with a mixer, Pipecat's output sends its silence buffer
+    whenever its queue is empty, so the stream keeps its 60 ms cadence between replies as
+    rtstream's pacer does. Counts those silences inside a reply after its first audio (``fills``)."""
+
+    def __init__(self) -> None:
+        self.fills = 0
+        self.replying = self.heard = False
+        self._silence: bytes | None = None
+
+    async def start(self, sample_rate: int) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def process_frame(self, frame: Any) -> None:
+        pass
+
+    async def mix(self, audio: bytes) -> bytes:
+        if self._silence is None and not any(audio):  # its first call: the queue is empty at the start
+            self._silence = audio
+        if audio is self._silence:
+            self.fills += self.replying and self.heard
+        elif self.replying:
+            self.heard = True
+        return audio
+
+
+def run(
+    tts_url: str, phone_url: str, turns: list[str], gap: float, calls: int, arrivals: float, *, lean: bool = False
+) -> tuple[int, int]:
+    """Run the calls, ``arrivals`` starting per second: (how many failed, silence fills inside replies).
+
+    ``lean`` turns off what every PipelineWorker has by default and this job does not use: the
+    RTVI processor and observer, and turn tracking (each sees every frame).
+    """
     logger.remove()  # Pipecat logs at DEBUG by default; rtstream's default is WARNING
     logger.add(sys.stderr, level="WARNING")
-    return asyncio.run(_calls(tts_url, phone_url, turns, gap, calls, arrivals))
+    extras = {"enable_rtvi": False, "enable_turn_tracking": False} if lean else {}
+    return asyncio.run(_calls(tts_url, phone_url, turns, gap, calls, arrivals, extras))
 
 
-async def _calls(tts_url: str, phone_url: str, turns: list[str], gap: float, calls: int, arrivals: float) -> int:
+async def _calls(
+    tts_url: str, phone_url: str, turns: list[str], gap: float, calls: int, arrivals: float, extras: dict[str, Any]
+) -> tuple[int, int]:
+    mixers = [Cadence() for _ in range(calls)]
     results = await asyncio.gather(
-        *(_call(i / arrivals, tts_url, phone_url, turns, gap) for i in range(calls)), return_exceptions=True
+        *(_call(i / arrivals, tts_url, phone_url, turns, gap, mixers[i], extras) for i in range(calls)),
+        return_exceptions=True,
     )
     for result in results:
         if isinstance(result, BaseException):
             print(f"a Pipecat call failed: {result!r}", file=sys.stderr)
-    return sum(result is not True for result in results)
+    return sum(result is not True for result in results), sum(m.fills for m in mixers)
 
 
-async def _call(delay: float, tts_url: str, phone_url: str, turns: list[str], gap: float) -> bool:
-    """One call: each turn a TTSSpeakFrame, the next ``gap`` s after the last one's audio is in; True if all were."""
+async def _call(
+    delay: float, tts_url: str, phone_url: str, turns: list[str], gap: float, mixer: Cadence, extras: dict[str, Any]
+) -> bool:
+    """One call: each turn a TTSSpeakFrame, the next ``gap`` s after the last one is sent; True if all were."""
     await asyncio.sleep(delay)
     tts = CartesiaTTSService(
         api_key="bench", url=tts_url, sample_rate=24000, settings=CartesiaTTSService.Settings(voice="bench-voice")
@@ -53,29 +96,35 @@ async def _call(delay: float, tts_url: str, phone_url: str, turns: list[str], ga
             audio_out_sample_rate=8000,
             audio_out_10ms_chunks=6,  # 60 ms frames
             audio_out_end_silence_secs=0,  # rtstream ends with the last reply too
+            audio_out_mixer=mixer,
             add_wav_header=False,
             serializer=VonageFrameSerializer(VonageFrameSerializer.InputParams(vonage_sample_rate=8000)),
         ),
     )
-    worker = PipelineWorker(Pipeline([tts, transport.output()]), params=PipelineParams(audio_out_sample_rate=8000))
-    audio_in = asyncio.Event()
+    output = transport.output()
+    worker = PipelineWorker(Pipeline([tts, output]), params=PipelineParams(audio_out_sample_rate=8000), **extras)
+    sent = asyncio.Event()
 
-    @tts.event_handler("on_after_push_frame")
-    async def pushed(_service: Any, frame: Any) -> None:
-        if isinstance(frame, TTSStoppedFrame):  # pushed after the reply's last audio
-            audio_in.set()
+    @output.event_handler("on_after_push_frame")
+    async def pushed(_output: Any, frame: Any) -> None:
+        # Both leave the output's queue in order with the audio: the stop once the reply's last frame is sent.
+        if isinstance(frame, TTSStartedFrame):
+            mixer.replying = True
+        elif isinstance(frame, TTSStoppedFrame):
+            mixer.replying = mixer.heard = False
+            sent.set()
 
     async def speak() -> bool:
         try:
             for k, text in enumerate(turns):
                 if k:
                     await asyncio.sleep(gap)
-                audio_in.clear()
+                sent.clear()
                 await worker.queue_frame(TTSSpeakFrame(text))
-                await asyncio.wait_for(audio_in.wait(), TURN_TIMEOUT)
+                await asyncio.wait_for(sent.wait(), TURN_TIMEOUT)
             return True
         except TimeoutError:
-            print(f"a Pipecat call failed: reply {k + 1} not all in after {TURN_TIMEOUT:g} s", file=sys.stderr)
+            print(f"a Pipecat call failed: reply {k + 1} not all sent after {TURN_TIMEOUT:g} s", file=sys.stderr)
             return False
         finally:
             await worker.queue_frame(EndFrame())

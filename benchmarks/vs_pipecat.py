@@ -3,6 +3,7 @@
     pip install -e '.[pipecat]'                       # Pipecat 1.14, a bench-only extra
     python benchmarks/vs_pipecat.py                    # N = 10, 50, 100
     python benchmarks/vs_pipecat.py --calls 1 --systems rtstream
+    python benchmarks/vs_pipecat.py --systems rtstream,pipecat,pipecat-lean
 
 The job (``benchmarks/vs_pipecat.toml``): per call, three replies from the TTS simulator
 (``rtstream simulate tts``, the Cartesia protocol, 24 kHz PCM16 at 3x real time in
@@ -21,13 +22,25 @@ under test does not have (``--no-pin`` shares them all).
   output (8 kHz, 60 ms chunks; its MediaSender resamples with soxr VHQ and paces; no WAV header;
   no end silence), run by a ``WorkerRunner`` of its own as a per-call bot server runs one.
   Pipecat has no raw serializer; its ``VonageFrameSerializer`` at 8 kHz sends the audio as
-  binary PCM16, which is the raw protocol. Each reply is a ``TTSSpeakFrame``; the next is queued
-  ``gap`` seconds after the service pushes the last one's ``TTSStoppedFrame`` (its audio is in,
-  where rtstream's cartesia_tts waits the gap too), then an ``EndFrame``. Pipecat logs at
-  WARNING, as rtstream does by default. Its output keeps one frame of lead: the first two frames
-  of a call arrive together, so its receiver max is about 60 ms at any N.
+  binary PCM16, which is the raw protocol. Each reply is a ``TTSSpeakFrame``, then an
+  ``EndFrame``. Pipecat logs at WARNING, as rtstream does by default.
 
-Both import their modules before the measured window and build their calls inside it.
+What had to be made equal:
+
+- The cadence. rtstream's pacer sends silence between replies; Pipecat's output sends nothing
+  when its queue is empty (the receiver, which has no marks on a raw stream, would count each
+  pause as jitter and a gap), unless it has a mixer. It gets one that mixes nothing in
+  (``Cadence``), so both send a frame every 60 ms for the whole call, and both fill a frame
+  missing inside a reply with silence on time.
+- The turns. rtstream's cartesia_tts asks for the next reply ``gap`` seconds after it has handed
+  the last one's audio downstream, through bounded buffers: about when that audio is sent.
+  Pipecat's output queue is unbounded, so the matching moment there is its output passing the
+  reply's ``TTSStoppedFrame`` on (after the reply's last frame is sent); waiting on the service's
+  own ``TTSStoppedFrame`` instead would ask while the reply is still playing. The speech, ctx and
+  got s columns show whether the two did the same job.
+- Pipecat's output keeps one frame of lead: the first two frames of a call arrive together, so
+  its receiver max is about 60 ms at any N (rtstream's pacer has ``lead = 0``).
+- Both import their modules before the measured window and build their calls inside it.
 
 Columns (times in ms):
 
@@ -40,18 +53,22 @@ Columns (times in ms):
 - speech s, ctx: the seconds of audio the TTS simulator sent and the contexts (replies) it was
   asked for: 3 a call when the job ran as written; more when a system asked again (a retry,
   whose speech is in the seconds too);
-- fill: rtstream's pacer slots inside a reply with no audio ready, sent as silence on time (cut
-  words, no receiver gap); Pipecat sends late instead, which the receiver's figures show;
+- fill: 60 ms slots inside a reply, after its first audio, with no audio ready, sent as silence on
+  time (cut words that the receiver's timing does not show): rtstream's pacer's underruns less
+  its starting ones; for Pipecat, the mixer's count of the output's silence buffer;
 - wait %: the system's time runnable but waiting for a CPU over the wall time (the machine's
   other load: a high one means the row measured the machine); tts %, phone %: each
   simulator's CPU over the wall time (near 100 it was the bottleneck).
 
-The ratio rows are rtstream / Pipecat.
+The ratio rows are rtstream / Pipecat. ``--systems rtstream,pipecat,pipecat-lean`` adds Pipecat
+with what every PipelineWorker has by default and this job does not use turned off (the RTVI
+processor and observer, turn tracking), and a ratio row against it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -79,7 +96,7 @@ from rtstream.runner import RunControl, run_pipeline
 
 JOB = Path(__file__).with_name("vs_pipecat.toml")
 PIPELINE = "bridge"
-SYSTEMS = ("rtstream", "pipecat")
+SYSTEMS = ("rtstream", "pipecat", "pipecat-lean")
 PIPECAT_VERSION = "1.14.0"
 INSTALL = "pip install -e '.[pipecat]'"
 
@@ -132,27 +149,32 @@ def run_rtstream(config: Config, endpoints: Mapping[str, Mapping[str, str]], cal
 
     with quiet_gc():
         trio.run(run_all)
-    fill = sum(
-        element.statistics().underruns
+    pacers = [
+        element.statistics()
         for pipeline in pipelines
         for ref, element in zip(pipeline.refs, pipeline.elements, strict=True)
         if ref.type == "pacer"
-    )
+    ]
+    fill = sum(p.underruns - p.starting_underruns for p in pacers)  # after the reply's first audio
     return {"failed": sum(r.status != "completed" for r in reports), "fill": fill}
 
 
-def run_pipecat(config: Config, endpoints: Mapping[str, Mapping[str, str]], calls: int, arrivals: float) -> dict:
+def run_pipecat(
+    config: Config, endpoints: Mapping[str, Mapping[str, str]], calls: int, arrivals: float, *, lean: bool = False
+) -> dict:
     """The same calls in Pipecat (``_pipecat_calls``, imported before the measured window)."""
     import _pipecat_calls
 
     turns, gap = script(config)
-    failed = _pipecat_calls.run(endpoints["tts"]["url"], endpoints["phone"]["url"], turns, gap, calls, arrivals)
-    return {"failed": failed, "fill": None}
+    tts, phone = endpoints["tts"]["url"], endpoints["phone"]["url"]
+    failed, fill = _pipecat_calls.run(tts, phone, turns, gap, calls, arrivals, lean=lean)
+    return {"failed": failed, "fill": fill}
 
 
 RUNNERS: dict[str, Callable[[Config, Mapping[str, Mapping[str, str]], int, float], dict]] = {
     "rtstream": run_rtstream,
     "pipecat": run_pipecat,
+    "pipecat-lean": functools.partial(run_pipecat, lean=True),
 }
 
 
@@ -162,7 +184,7 @@ RUNNERS: dict[str, Callable[[Config, Mapping[str, Mapping[str, str]], int, float
 def one_run(system: str, calls: int, arrivals: float) -> dict:
     """One system at one N, in this process, against fresh simulators: the row's figures."""
     config = load_config(JOB)
-    if system == "pipecat":
+    if system.startswith("pipecat"):
         import _pipecat_calls  # noqa: F401  (its imports are not the calls' cost)
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         endpoints: dict[str, dict[str, str]] = {}
@@ -213,7 +235,7 @@ def one_run(system: str, calls: int, arrivals: float) -> dict:
 
 COLUMNS = (
     ("calls", 5),
-    ("system", 8),
+    ("system", 13),
     ("fail", 4),
     ("cpu/call", 8),
     ("rss KB/call", 11),
@@ -271,12 +293,12 @@ def system_row(r: dict) -> str:
     return row([r[key] for key in KEYS])
 
 
-def ratio_row(ours: dict, theirs: dict) -> str:
+def ratio_row(ours: dict, theirs: dict, label: str) -> str:
     def ratio(key: str) -> str | None:
         a, b = ours[key], theirs[key]
         return f"{a / b:.2f}x" if a is not None and b else None
 
-    return row([ours["calls"], "ratio", *(ratio(key) if key in RATIOS else None for key in KEYS[2:])])
+    return row([ours["calls"], label, *(ratio(key) if key in RATIOS else None for key in KEYS[2:])])
 
 
 def run_child(system: str, calls: int, args: argparse.Namespace) -> dict | str:
@@ -304,7 +326,11 @@ def require_pipecat() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", default="10,50,100", help="comma-separated numbers of concurrent calls")
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: rtstream, pipecat")
+    parser.add_argument(
+        "--systems",
+        default="rtstream,pipecat",
+        help="comma-separated: rtstream, pipecat, pipecat-lean (RTVI and turn tracking off)",
+    )
     parser.add_argument("--arrivals", type=float, default=40.0, help="calls arriving per second")
     parser.add_argument(
         "--no-pin",
@@ -326,8 +352,8 @@ def main() -> None:
         parser.error(f"--systems: unknown system {unknown[0]!r}; use {', '.join(SYSTEMS)}")
     counts = [int(n) for n in args.calls.split(",")]
     versions = {"rtstream": __version__}
-    if "pipecat" in systems:
-        versions["pipecat"] = require_pipecat()
+    if any(s.startswith("pipecat") for s in systems):
+        versions["pipecat"] = versions["pipecat-lean"] = require_pipecat()
         if versions["pipecat"] != PIPECAT_VERSION:
             print(f"note: Pipecat {versions['pipecat']} installed; the extra pins {PIPECAT_VERSION}")
     turns, gap = script(load_config(JOB))
@@ -342,14 +368,15 @@ def main() -> None:
         for system in systems:
             result = run_child(system, calls, args)
             if isinstance(result, str):
-                print(f"{calls:>5} {system:>8} failed: {result}", flush=True)
+                print(f"{calls:>5} {system:>13} failed: {result}", flush=True)
                 continue
             results[system] = result
             print(system_row(result), flush=True)
             if result["failed"] and result["stderr"]:  # why, in the system's words
                 print(f"{'':>14} {len(result['stderr'])} lines on stderr, the last: {result['stderr'][-1][:160]}")
-        if len(results) == len(SYSTEMS):
-            print(ratio_row(results["rtstream"], results["pipecat"]), flush=True)
+        for pipecat in (s for s in systems if s.startswith("pipecat") and s in results):
+            if "rtstream" in results:
+                print(ratio_row(results["rtstream"], results[pipecat], f"/{pipecat}"), flush=True)
     print(f"load after: {load_average()}")
 
 
