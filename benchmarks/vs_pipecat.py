@@ -44,9 +44,10 @@ What had to be made equal:
 
 Columns (times in ms):
 
-- cpu/call: the system's process CPU time (getrusage: user + sys, every thread) per second of
-  speech the TTS sent it (the same job for both: about 7.8 s a call); rss KB/call: growth of its
-  peak resident memory per call;
+- cpu/call: the system's process CPU time (getrusage: user + sys, every thread) per call-second
+  of the job (the speech of its three replies, 7.8 s a call, as the simulator speaks them: the
+  same for both whatever a system retried); rss KB/call: growth of its peak resident memory
+  per call;
 - receiver p50/p99/max: |inter-arrival - 60 ms| at the telephony simulator over every frame of
   every call; gaps: its 40 ms playout buffer ran dry; bad: frames of the wrong size; got s: the
   seconds it received (speech plus what was sent as silence);
@@ -93,6 +94,7 @@ from rtstream.config import Config, ServiceSpec, load_config
 from rtstream.pipeline import build_pipeline
 from rtstream.realtime import quiet_gc
 from rtstream.runner import RunControl, run_pipeline
+from rtstream.simulators.speech import synthesize
 
 JOB = Path(__file__).with_name("vs_pipecat.toml")
 PIPELINE = "bridge"
@@ -117,6 +119,13 @@ def start_service(spec: ServiceSpec, report: Path) -> tuple[subprocess.Popen[str
     """The TOML file's service as ``rtstream simulate TYPE KEY=VALUE...`` in a process of its own."""
     settings = [f"{key}={toml_value(value)}" for key, value in spec.params.items()]
     return start_simulator(spec.type, *settings, report=report, cpus=SIMULATOR_CPUS)
+
+
+def speech_seconds(config: Config) -> float:
+    """Seconds of speech in one call as the TTS simulator speaks its transcripts: the job's call-seconds."""
+    params = config.pipelines[PIPELINE].stages[0].params
+    rate, speed = params["sample_rate"], config.services["tts"].params.get("speed", 1.0)
+    return sum(len(synthesize(text, rate, speed)[0]) for text in script(config)[0]) / rate
 
 
 def script(config: Config) -> tuple[list[str], float]:
@@ -208,12 +217,13 @@ def one_run(system: str, calls: int, arrivals: float) -> dict:
         sent = json.loads((Path(tmp) / "tts.json").read_text())
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     speech = sent["audio_bytes"] / (2 * config.pipelines[PIPELINE].stages[0].params["sample_rate"])
+    job = calls * speech_seconds(config)
     deviation = received["deviation_ms"]
     return {
         "system": system,
         "calls": calls,
         "failed": outcome["failed"] + calls - received["calls"],
-        "cpu_ms_per_call_s": cpu / speech * 1000 if speech else None,
+        "cpu_ms_per_call_s": cpu / job * 1000,
         "rss_kb_per_call": (after.ru_maxrss - before.ru_maxrss) / calls,
         "p50": deviation["p50"],
         "p99": deviation["p99"],
