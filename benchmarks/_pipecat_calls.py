@@ -20,9 +20,11 @@ from pipecat.services.cartesia.tts import CartesiaTTSService
 from pipecat.transports.websocket.client import WebsocketClientParams, WebsocketClientTransport
 from pipecat.workers.runner import WorkerRunner
 
-TURN_TIMEOUT = 10.0
-"""Seconds a call waits for one reply to be sent before it counts as failed and ends (a reply is
-about 3 s; until then the call sends silence, which the receiver's figures include)."""
+TURN_TIMEOUT = 30.0
+"""Seconds a call waits for one reply to be sent before it counts as failed and ends. A reply is
+about 3 s, but a starved loop sends it slower than real time (Pipecat's output never catches up
+when late), so a tighter bound fails calls that would finish. Until then the call sends silence,
+which the receiver's figures include."""
 
 
 class Cadence(BaseAudioMixer):
