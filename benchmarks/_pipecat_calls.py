@@ -12,7 +12,7 @@ from typing import Any
 
 from loguru import logger
 from pipecat.audio.mixers.base_audio_mixer import BaseAudioMixer
-from pipecat.frames.frames import EndFrame, TTSSpeakFrame, TTSStartedFrame, TTSStoppedFrame
+from pipecat.frames.frames import EndFrame, TTSSpeakFrame, TTSStoppedFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.serializers.vonage import VonageFrameSerializer
@@ -29,13 +29,8 @@ which the receiver's figures include."""
 
 class Cadence(BaseAudioMixer):
     """A mixer that mixes nothing in: with a mixer, Pipecat's output sends its silence buffer
-    whenever its queue is empty, so the stream keeps its 60 ms cadence between replies as
-    rtstream's pacer does. Counts those silences inside a reply after its first audio (``fills``)."""
-
-    def __init__(self) -> None:
-        self.fills = 0
-        self.replying = self.heard = False
-        self._silence: bytes | None = None
+    whenever its queue is empty, so the stream keeps its 60 ms cadence between replies, as
+    rtstream's pacer does."""
 
     async def start(self, sample_rate: int) -> None:
         pass
@@ -47,19 +42,13 @@ class Cadence(BaseAudioMixer):
         pass
 
     async def mix(self, audio: bytes) -> bytes:
-        if self._silence is None and not any(audio):  # its first call: the queue is empty at the start
-            self._silence = audio
-        if audio is self._silence:
-            self.fills += self.replying and self.heard
-        elif self.replying:
-            self.heard = True
         return audio
 
 
 def run(
     tts_url: str, phone_url: str, turns: list[str], gap: float, calls: int, arrivals: float, *, lean: bool = False
-) -> tuple[int, int]:
-    """Run the calls, ``arrivals`` starting per second: (how many failed, silence fills inside replies).
+) -> int:
+    """Run the calls, ``arrivals`` starting per second; how many failed.
 
     ``lean`` turns off what every PipelineWorker has by default and this job does not use: the
     RTVI processor and observer, and turn tracking (each sees every frame).
@@ -72,20 +61,18 @@ def run(
 
 async def _calls(
     tts_url: str, phone_url: str, turns: list[str], gap: float, calls: int, arrivals: float, extras: dict[str, Any]
-) -> tuple[int, int]:
-    mixers = [Cadence() for _ in range(calls)]
+) -> int:
     results = await asyncio.gather(
-        *(_call(i / arrivals, tts_url, phone_url, turns, gap, mixers[i], extras) for i in range(calls)),
-        return_exceptions=True,
+        *(_call(i / arrivals, tts_url, phone_url, turns, gap, extras) for i in range(calls)), return_exceptions=True
     )
     for result in results:
         if isinstance(result, BaseException):
             print(f"a Pipecat call failed: {result!r}", file=sys.stderr)
-    return sum(result is not True for result in results), sum(m.fills for m in mixers)
+    return sum(result is not True for result in results)
 
 
 async def _call(
-    delay: float, tts_url: str, phone_url: str, turns: list[str], gap: float, mixer: Cadence, extras: dict[str, Any]
+    delay: float, tts_url: str, phone_url: str, turns: list[str], gap: float, extras: dict[str, Any]
 ) -> bool:
     """One call: each turn a TTSSpeakFrame, the next ``gap`` s after the last one is sent; True if all were."""
     await asyncio.sleep(delay)
@@ -99,7 +86,7 @@ async def _call(
             audio_out_sample_rate=8000,
             audio_out_10ms_chunks=6,  # 60 ms frames
             audio_out_end_silence_secs=0,  # rtstream ends with the last reply too
-            audio_out_mixer=mixer,
+            audio_out_mixer=Cadence(),
             add_wav_header=False,
             serializer=VonageFrameSerializer(VonageFrameSerializer.InputParams(vonage_sample_rate=8000)),
         ),
@@ -110,11 +97,7 @@ async def _call(
 
     @output.event_handler("on_after_push_frame")
     async def pushed(_output: Any, frame: Any) -> None:
-        # Both leave the output's queue in order with the audio: the stop once the reply's last frame is sent.
-        if isinstance(frame, TTSStartedFrame):
-            mixer.replying = True
-        elif isinstance(frame, TTSStoppedFrame):
-            mixer.replying = mixer.heard = False
+        if isinstance(frame, TTSStoppedFrame):  # it leaves the output's queue after the reply's last frame is sent
             sent.set()
 
     async def speak() -> bool:

@@ -31,7 +31,7 @@ What had to be made equal:
   when its queue is empty (the receiver, which has no marks on a raw stream, would count each
   pause as jitter and a gap), unless it has a mixer. It gets one that mixes nothing in
   (``Cadence``), so both send a frame every 60 ms for the whole call, and both fill a frame
-  missing inside a reply with silence on time.
+  missing inside a reply with silence on time (the receiver counts those for both).
 - The turns. rtstream's cartesia_tts asks for the next reply ``gap`` seconds after it has handed
   the last one's audio downstream, through bounded buffers: about when that audio is sent.
   Pipecat's output queue is unbounded, so the matching moment there is its output passing the
@@ -54,9 +54,9 @@ Columns (times in ms):
 - speech s, ctx: the seconds of audio the TTS simulator sent and the contexts (replies) it was
   asked for: 3 a call when the job ran as written; more when a system asked again (a retry,
   whose speech is in the seconds too);
-- fill: 60 ms slots inside a reply, after its first audio, with no audio ready, sent as silence on
-  time (cut words that the receiver's timing does not show): rtstream's pacer's underruns less
-  its starting ones; for Pipecat, the mixer's count of the output's silence buffer;
+- cut ms: the receiver's in-utterance underruns — fill (all-zero frames) and dry playout between
+  the speech frames of a reply, words split — for both systems alike (both fill a missing frame
+  inside a reply with silence on time, which its timing figures do not show);
 - wait %: the system's time runnable but waiting for a CPU over the wall time (the machine's
   other load: a high one means the row measured the machine); tts %, phone %: each
   simulator's CPU over the wall time (near 100 it was the bottleneck).
@@ -137,10 +137,9 @@ def script(config: Config) -> tuple[list[str], float]:
 # -- rtstream ------------------------------------------------------------------------------------
 
 
-def run_rtstream(config: Config, endpoints: Mapping[str, Mapping[str, str]], calls: int, arrivals: float) -> dict:
-    """``calls`` instances of the TOML pipeline, as ``rtstream run`` builds and runs them."""
+def run_rtstream(config: Config, endpoints: Mapping[str, Mapping[str, str]], calls: int, arrivals: float) -> int:
+    """``calls`` instances of the TOML pipeline, as ``rtstream run`` builds and runs them; how many failed."""
     spec = config.pipelines[PIPELINE]
-    pipelines: list = []
     reports: list = []
 
     async def run_all() -> None:
@@ -149,7 +148,6 @@ def run_rtstream(config: Config, endpoints: Mapping[str, Mapping[str, str]], cal
         async def one(i: int) -> None:  # built as it arrives, as a served call is (Pipecat's are too)
             await trio.sleep(i / arrivals)
             pipeline = build_pipeline(spec, file=config.file, instance=i + 1, endpoints=endpoints)
-            pipelines.append(pipeline)
             reports.append(await run_pipeline(pipeline, control))
 
         async with trio.open_nursery() as nursery:
@@ -158,29 +156,21 @@ def run_rtstream(config: Config, endpoints: Mapping[str, Mapping[str, str]], cal
 
     with quiet_gc():
         trio.run(run_all)
-    pacers = [
-        element.statistics()
-        for pipeline in pipelines
-        for ref, element in zip(pipeline.refs, pipeline.elements, strict=True)
-        if ref.type == "pacer"
-    ]
-    fill = sum(p.underruns - p.starting_underruns for p in pacers)  # after the reply's first audio
-    return {"failed": sum(r.status != "completed" for r in reports), "fill": fill}
+    return sum(r.status != "completed" for r in reports)
 
 
 def run_pipecat(
     config: Config, endpoints: Mapping[str, Mapping[str, str]], calls: int, arrivals: float, *, lean: bool = False
-) -> dict:
+) -> int:
     """The same calls in Pipecat (``_pipecat_calls``, imported before the measured window)."""
     import _pipecat_calls
 
     turns, gap = script(config)
     tts, phone = endpoints["tts"]["url"], endpoints["phone"]["url"]
-    failed, fill = _pipecat_calls.run(tts, phone, turns, gap, calls, arrivals, lean=lean)
-    return {"failed": failed, "fill": fill}
+    return _pipecat_calls.run(tts, phone, turns, gap, calls, arrivals, lean=lean)
 
 
-RUNNERS: dict[str, Callable[[Config, Mapping[str, Mapping[str, str]], int, float], dict]] = {
+RUNNERS: dict[str, Callable[[Config, Mapping[str, Mapping[str, str]], int, float], int]] = {
     "rtstream": run_rtstream,
     "pipecat": run_pipecat,
     "pipecat-lean": functools.partial(run_pipecat, lean=True),
@@ -207,7 +197,7 @@ def one_run(system: str, calls: int, arrivals: float) -> dict:
         wait_before = runqueue_wait_seconds(os.getpid())
         before = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
-        outcome = RUNNERS[system](config, endpoints, calls, arrivals)
+        failed = RUNNERS[system](config, endpoints, calls, arrivals)
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_SELF)
         waited = runqueue_wait_seconds(os.getpid()) - wait_before
@@ -222,7 +212,7 @@ def one_run(system: str, calls: int, arrivals: float) -> dict:
     return {
         "system": system,
         "calls": calls,
-        "failed": outcome["failed"] + calls - received["calls"],
+        "failed": failed + calls - received["calls"],
         "cpu_ms_per_call_s": cpu / job * 1000,
         "rss_kb_per_call": (after.ru_maxrss - before.ru_maxrss) / calls,
         "p50": deviation["p50"],
@@ -233,7 +223,7 @@ def one_run(system: str, calls: int, arrivals: float) -> dict:
         "speech": speech,
         "contexts": sent["contexts_opened"],
         "received": received["seconds"],
-        "fill": outcome["fill"],
+        "cut_ms": received["in_utterance_underruns"]["ms"],
         "wall": wall,
         "wait_pct": waited / wall * 100,
         "tts_pct": sims["tts"],
@@ -257,7 +247,7 @@ COLUMNS = (
     ("speech s", 8),
     ("ctx", 5),
     ("got s", 7),
-    ("fill", 5),
+    ("cut ms", 8),
     ("wall s", 6),
     ("wait %", 6),
     ("tts %", 5),
@@ -277,7 +267,7 @@ KEYS = (
     "speech",
     "contexts",
     "received",
-    "fill",
+    "cut_ms",
     "wall",
     "wait_pct",
     "tts_pct",

@@ -228,3 +228,14 @@ async def test_a_failing_accept_is_named_as_the_sink(autojump_clock):
     with pytest.raises(StageFailed) as caught:
         await run_pipeline(pipeline, raise_on_failure=True)
     assert caught.value.stage.index == 3
+
+
+async def test_an_untimed_sink_core_runs_in_the_task_before_it(autojump_clock):
+    from rtstream.stages.null import NullSink
+
+    speaker = Speaker(count=4)
+    pipeline = assemble("p", [speaker, Chunker(frame_ms=10), NullSink()], fuse=True)
+    report = await run_pipeline(pipeline, raise_on_failure=True)
+    assert report.status == "completed"
+    assert pipeline.elements[2].core.audio.chunks == 4  # counted in the speaker's task: no channel, no task
+    assert fusible(pipeline.elements[2]) is not None
