@@ -46,24 +46,43 @@ class Cadence(BaseAudioMixer):
 
 
 def run(
-    tts_url: str, phone_url: str, turns: list[str], gap: float, calls: int, arrivals: float, *, lean: bool = False
+    tts_url: str,
+    phone_url: str,
+    turns: list[str],
+    gap: float,
+    calls: int,
+    arrivals: float,
+    *,
+    lean: bool = False,
+    cadence: bool = True,
 ) -> int:
     """Run the calls, ``arrivals`` starting per second; how many failed.
 
     ``lean`` turns off what every PipelineWorker has by default and this job does not use: the
-    RTVI processor and observer, and turn tracking (each sees every frame).
+    RTVI processor and observer, and turn tracking (each sees every frame). ``cadence`` False
+    leaves out the :class:`Cadence` mixer: the output sends nothing between replies, and waits
+    for a frame missing inside one rather than sending silence in its place.
     """
     logger.remove()  # Pipecat logs at DEBUG by default; rtstream's default is WARNING
     logger.add(sys.stderr, level="WARNING")
-    extras = {"enable_rtvi": False, "enable_turn_tracking": False} if lean else {}
-    return asyncio.run(_calls(tts_url, phone_url, turns, gap, calls, arrivals, extras))
+    worker = {"enable_rtvi": False, "enable_turn_tracking": False} if lean else {}
+    output = {"audio_out_mixer": Cadence} if cadence else {}
+    return asyncio.run(_calls(tts_url, phone_url, turns, gap, calls, arrivals, worker, output))
 
 
 async def _calls(
-    tts_url: str, phone_url: str, turns: list[str], gap: float, calls: int, arrivals: float, extras: dict[str, Any]
+    tts_url: str,
+    phone_url: str,
+    turns: list[str],
+    gap: float,
+    calls: int,
+    arrivals: float,
+    worker: dict[str, Any],
+    output: dict[str, Any],
 ) -> int:
     results = await asyncio.gather(
-        *(_call(i / arrivals, tts_url, phone_url, turns, gap, extras) for i in range(calls)), return_exceptions=True
+        *(_call(i / arrivals, tts_url, phone_url, turns, gap, worker, output) for i in range(calls)),
+        return_exceptions=True,
     )
     for result in results:
         if isinstance(result, BaseException):
@@ -72,7 +91,13 @@ async def _calls(
 
 
 async def _call(
-    delay: float, tts_url: str, phone_url: str, turns: list[str], gap: float, extras: dict[str, Any]
+    delay: float,
+    tts_url: str,
+    phone_url: str,
+    turns: list[str],
+    gap: float,
+    worker_options: dict[str, Any],
+    output_options: dict[str, Any],
 ) -> bool:
     """One call: each turn a TTSSpeakFrame, the next ``gap`` s after the last one is sent; True if all were."""
     await asyncio.sleep(delay)
@@ -86,13 +111,14 @@ async def _call(
             audio_out_sample_rate=8000,
             audio_out_10ms_chunks=6,  # 60 ms frames
             audio_out_end_silence_secs=0,  # rtstream ends with the last reply too
-            audio_out_mixer=Cadence(),
+            **{key: make() for key, make in output_options.items()},
             add_wav_header=False,
             serializer=VonageFrameSerializer(VonageFrameSerializer.InputParams(vonage_sample_rate=8000)),
         ),
     )
     output = transport.output()
-    worker = PipelineWorker(Pipeline([tts, output]), params=PipelineParams(audio_out_sample_rate=8000), **extras)
+    params = PipelineParams(audio_out_sample_rate=8000)
+    worker = PipelineWorker(Pipeline([tts, output]), params=params, **worker_options)
     sent = asyncio.Event()
 
     @output.event_handler("on_after_push_frame")

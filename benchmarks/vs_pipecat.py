@@ -3,7 +3,7 @@
     pip install -e '.[pipecat]'                       # Pipecat 1.14, a bench-only extra
     python benchmarks/vs_pipecat.py                    # N = 10, 50, 100
     python benchmarks/vs_pipecat.py --calls 1 --systems rtstream
-    python benchmarks/vs_pipecat.py --systems rtstream,pipecat,pipecat-lean
+    python benchmarks/vs_pipecat.py --systems rtstream,pipecat,pipecat-lean,pipecat-nomix
 
 The job (``benchmarks/vs_pipecat.toml``): per call, three replies from the TTS simulator
 (``rtstream simulate tts``, the Cartesia protocol, 24 kHz PCM16 at 3x real time in
@@ -61,9 +61,12 @@ Columns (times in ms):
   other load: a high one means the row measured the machine); tts %, phone %: each
   simulator's CPU over the wall time (near 100 it was the bottleneck).
 
-The ratio rows are rtstream / Pipecat. ``--systems rtstream,pipecat,pipecat-lean`` adds Pipecat
-with what every PipelineWorker has by default and this job does not use turned off (the RTVI
-processor and observer, turn tracking), and a ratio row against it.
+The ratio rows are rtstream / Pipecat. ``--systems`` adds variants of Pipecat, each with a ratio
+row: ``pipecat-lean`` turns off what every PipelineWorker has by default and this job does not
+use (the RTVI processor and observer, turn tracking); ``pipecat-nomix`` is Pipecat without the
+cadence mixer, as it ships: it sends nothing between replies (the receiver counts each pause as
+deviation and a gap, so its timing columns are not comparable) and, when its queue runs dry
+inside a reply, waits for the frame instead of sending silence (compare cut ms and cpu/call).
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ from rtstream.simulators.speech import synthesize
 
 JOB = Path(__file__).with_name("vs_pipecat.toml")
 PIPELINE = "bridge"
-SYSTEMS = ("rtstream", "pipecat", "pipecat-lean")
+SYSTEMS = ("rtstream", "pipecat", "pipecat-lean", "pipecat-nomix")
 PIPECAT_VERSION = "1.14.0"
 INSTALL = "pip install -e '.[pipecat]'"
 
@@ -160,20 +163,25 @@ def run_rtstream(config: Config, endpoints: Mapping[str, Mapping[str, str]], cal
 
 
 def run_pipecat(
-    config: Config, endpoints: Mapping[str, Mapping[str, str]], calls: int, arrivals: float, *, lean: bool = False
+    config: Config,
+    endpoints: Mapping[str, Mapping[str, str]],
+    calls: int,
+    arrivals: float,
+    **options: bool,
 ) -> int:
     """The same calls in Pipecat (``_pipecat_calls``, imported before the measured window)."""
     import _pipecat_calls
 
     turns, gap = script(config)
     tts, phone = endpoints["tts"]["url"], endpoints["phone"]["url"]
-    return _pipecat_calls.run(tts, phone, turns, gap, calls, arrivals, lean=lean)
+    return _pipecat_calls.run(tts, phone, turns, gap, calls, arrivals, **options)
 
 
 RUNNERS: dict[str, Callable[[Config, Mapping[str, Mapping[str, str]], int, float], int]] = {
     "rtstream": run_rtstream,
     "pipecat": run_pipecat,
     "pipecat-lean": functools.partial(run_pipecat, lean=True),
+    "pipecat-nomix": functools.partial(run_pipecat, cadence=False),
 }
 
 
@@ -235,7 +243,7 @@ def one_run(system: str, calls: int, arrivals: float) -> dict:
 
 COLUMNS = (
     ("calls", 5),
-    ("system", 13),
+    ("system", 14),
     ("fail", 4),
     ("cpu/call", 8),
     ("rss KB/call", 11),
@@ -329,7 +337,10 @@ def main() -> None:
     parser.add_argument(
         "--systems",
         default="rtstream,pipecat",
-        help="comma-separated: rtstream, pipecat, pipecat-lean (RTVI and turn tracking off)",
+        help=(
+            "comma-separated: rtstream, pipecat, pipecat-lean (RTVI and turn tracking off), "
+            "pipecat-nomix (no cadence mixer)"
+        ),
     )
     parser.add_argument("--arrivals", type=float, default=40.0, help="calls arriving per second")
     parser.add_argument(
@@ -353,7 +364,7 @@ def main() -> None:
     counts = [int(n) for n in args.calls.split(",")]
     versions = {"rtstream": __version__}
     if any(s.startswith("pipecat") for s in systems):
-        versions["pipecat"] = versions["pipecat-lean"] = require_pipecat()
+        versions.update(dict.fromkeys(SYSTEMS[1:], require_pipecat()))
         if versions["pipecat"] != PIPECAT_VERSION:
             print(f"note: Pipecat {versions['pipecat']} installed; the extra pins {PIPECAT_VERSION}")
     turns, gap = script(load_config(JOB))
@@ -368,12 +379,12 @@ def main() -> None:
         for system in systems:
             result = run_child(system, calls, args)
             if isinstance(result, str):
-                print(f"{calls:>5} {system:>13} failed: {result}", flush=True)
+                print(f"{calls:>5} {system:>14} failed: {result}", flush=True)
                 continue
             results[system] = result
             print(system_row(result), flush=True)
             if result["failed"] and result["stderr"]:  # why, in the system's words
-                print(f"{'':>14} {len(result['stderr'])} lines on stderr, the last: {result['stderr'][-1][:160]}")
+                print(f"{'':>20} {len(result['stderr'])} lines on stderr, the last: {result['stderr'][-1][:160]}")
         for pipecat in (s for s in systems if s.startswith("pipecat") and s in results):
             if "rtstream" in results:
                 print(ratio_row(results["rtstream"], results[pipecat], f"/{pipecat}"), flush=True)
