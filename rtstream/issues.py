@@ -118,6 +118,12 @@ def _loss(where: str, stats: Mapping[str, Any], _: Any) -> list[Issue]:
     lost, released = _number(stats, "receiver.lost"), _number(stats, "receiver.released")
     if lost is None or released is None or not lost:
         return []
+    # a number reported missing that came later is not lost if the receiver passed it on (a
+    # jitter buffer after it may still play it); a reordering receiver drops it, counted as late
+    late = _number(stats, "receiver.late") or 0.0
+    lost -= late - (_number(stats, "drops.late.frames") or 0.0)
+    if lost <= 0:
+        return []
     share = lost / (lost + released)
     severity = _severity(share, LOSS, LOSS_CRITICAL)
     if severity is None:

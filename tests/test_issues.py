@@ -132,6 +132,16 @@ def test_loss_above_five_percent():
     assert only(stats, "stage 2 (sequencer)") == []
 
 
+def test_packets_reported_missing_that_came_later_are_not_lost():
+    # a pass-through receiver reported 20 missing, then passed 18 of them on when they came late
+    stats = {"receiver": {"lost": 20, "late": 18, "released": 98, "received": 98}, "drops": {}}
+    assert only(stats, "stage 2 (sequencer)") == []
+    # a reordering receiver drops what comes after its gap: those stay lost
+    stats["drops"] = {"late": {"frames": 18, "samples": 18 * 160}}
+    stats["receiver"] = {"lost": 20, "late": 18, "released": 80, "received": 98}
+    assert only(stats, "stage 2 (sequencer)")[0].message == "20.0% of the packets lost (20 of 100)"
+
+
 def test_drops_count_as_loss_but_duplicates_and_barge_ins_do_not():
     stats = {"frames_in": 100, "drops": {"duplicate": plain(DropCount(30, 3000)), "clear": {"frames": 9, "samples": 1}}}
     assert only(stats, "stage 5 (x)") == []
