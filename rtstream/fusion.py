@@ -26,7 +26,7 @@ import trio
 
 from .control import CallControl, listening
 from .frames import Clear, Frame
-from .stage import Core, CoreElement, Element, SendChannel
+from .stage import NOTHING, Core, CoreElement, Element, SendChannel
 
 
 class FusedCoreFailed(Exception):
@@ -56,7 +56,7 @@ class ChainSend:
     the runner closes ``tx`` without flushing, as a task of its own would.
     """
 
-    __slots__ = ("_closed", "_control", "_cores", "_pending", "_single", "tx")
+    __slots__ = ("_closed", "_control", "_cores", "_lock", "_pending", "_single", "tx")
 
     def __init__(self, cores: Sequence[Core], tx: SendChannel | None, control: CallControl | None) -> None:
         self._cores = tuple(cores)
@@ -66,6 +66,7 @@ class ChainSend:
         self._pending: list[Frame] = []
         """What cores let go at a clear while the channel was full: sent ahead of the next frame."""
         self._closed = False
+        self._lock = trio.StrictFIFOLock()
 
     def _through(self, frames: Sequence[Frame], start: int, now: float) -> list[Frame]:
         """``frames`` pushed through the cores from ``start`` on."""
@@ -83,25 +84,34 @@ class ChainSend:
         return list(frames)
 
     async def send(self, frame: Frame) -> None:
+        """Push ``frame`` through the cores and send what comes out, in order even when two tasks send."""
         if self._closed:
             raise trio.ClosedResourceError("the stage closed its send channel")
-        if self._pending:
-            await self._send_pending()
-        now = trio.current_time()
-        single = self._single
-        if single is None:
-            out: Sequence[Frame] = self._through((frame,), 0, now)
-        elif self._control is not None and self._control.stale(frame):
-            return
-        else:
-            try:
-                out = single.push(frame, now)
-            except Exception as exc:
-                raise FusedCoreFailed(0, exc) from exc
-        if not out:
-            await trio.lowlevel.checkpoint()  # a send is a checkpoint, whatever the cores made of it
-        if out:
-            await self._send_all(out)
+        lock = self._lock
+        try:
+            lock.acquire_nowait()  # one sender, the common case: no scheduling round trip
+        except trio.WouldBlock:
+            await lock.acquire()  # another task is sending what its frame made: after it, in order
+        try:
+            if self._pending:
+                await self._send_pending()
+            now = trio.current_time()
+            single = self._single
+            if single is None:
+                out: Sequence[Frame] = self._through((frame,), 0, now)
+            elif self._control is not None and self._control.stale(frame):
+                out = NOTHING
+            else:
+                try:
+                    out = single.push(frame, now)
+                except Exception as exc:
+                    raise FusedCoreFailed(0, exc) from exc
+            if out:
+                await self._send_all(out)
+            else:
+                await trio.lowlevel.checkpoint()  # a send is a checkpoint, whatever the cores made of it
+        finally:
+            lock.release()
 
     async def _send_all(self, frames: Sequence[Frame]) -> None:
         for frame in frames:
@@ -114,7 +124,7 @@ class ChainSend:
         for index, core in enumerate(self._cores):
             let_go = [f for f in core.push(Clear(reason), now) if type(f) is not Clear]  # as run_core's clear
             self._pending.extend(self._through(let_go, index + 1, now))
-        while self._pending:
+        while self._pending and not self._lock.locked():  # a send under way sends them after its own
             assert self.tx is not None, "a sink's core returns no frames"
             try:
                 self.tx.send_nowait(self._pending[0])
