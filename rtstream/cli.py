@@ -251,7 +251,7 @@ def run(
                     return exc
                 assert plan.config.server is not None
                 settings = attrs.evolve(plan.config.server, host=LOOPBACK, public_url=None)
-                server = build_server(plan.config, endpoints, variables, settings)
+                server = build_server(plan.config, endpoints, variables, settings, admit_by_load=False)
                 monitor.attach(server)
                 ready = _Running(len(pipelines), dialers=len(dialers), url=variables["url"])
                 report = await run_beside_server(

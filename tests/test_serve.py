@@ -287,6 +287,19 @@ def test_run_exits_1_when_a_call_fails(tmp_path: Path) -> None:
     assert re.search(r"^call 1 on 'twilio' from .* failed after", result.output, re.M)
 
 
+def test_run_admits_by_max_calls_only_and_exits_1_when_a_call_is_refused(tmp_path: Path) -> None:
+    # max_load so low that `serve` would refuse every call: `run` measures its load but admits by max_calls
+    loaded = SERVED.replace("drain = 20.0", "drain = 20.0\nmax_load = 0.001")
+    result = invoke("run", str(write(tmp_path, loaded + CALLER)))
+    assert result.exit_code == 0, result.output
+    full = SERVED.replace("drain = 20.0", "drain = 20.0\nmax_calls = 1")  # the caller's second call is refused
+    result = invoke("run", str(write(tmp_path, full + CALLER)))
+    assert result.exit_code == 1, result.output
+    assert "critical calls_failed at service 'caller': 1 of the calls it placed never began (http_503 1)" in (
+        " ".join(result.output.split())
+    )
+
+
 def test_serve_refuses_a_file_without_calls_a_port_in_use_and_bad_options(tmp_path: Path) -> None:
     result = invoke("serve", str(write(tmp_path, ALONE)))
     assert (result.exit_code, result.output) == (
