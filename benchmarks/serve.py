@@ -54,6 +54,9 @@ all dialled within the first half of a call: with admission by load off, then on
 and for the admitted calls receiver p99 and max, in-utterance underruns at the pacers (slots) and
 the caller (frames, ms), CPU per call-second, the server's CPU and wait (as above) and its peak load.
 
+The rows run with admission by load off (``--max-load 0``) unless ``--max-load`` says otherwise:
+they measure what one server carries, and ``max_calls`` is each row's N.
+
 With ``--workers 2``, "carried" is the largest N whose row had no failed call, receiver p99 at
 most ``--p99-ms`` and no in-utterance underrun at the pacers or the caller, for each worker
 count, and their ratio (as coarse as the list of N).
@@ -381,7 +384,12 @@ def main() -> None:
         "--offer", type=float, help="offer this many times the capacity, with admission by load off and on"
     )
     parser.add_argument("--capacity", type=int, help="with --offer: the capacity, instead of searching for it")
-    parser.add_argument("--max-load", type=float, help="with --offer: the server's max_load (default: the file's)")
+    parser.add_argument(
+        "--max-load",
+        type=float,
+        help="the server's max_load: with --offer, for its admission-on run (default: the file's); "
+        "otherwise for every row (default 0: the rows measure what the server carries, not what it admits)",
+    )
     args = parser.parse_args()
     if args.offer is not None:
         if args.calls == DEFAULT_CALLS:
@@ -404,7 +412,7 @@ def main() -> None:
         for workers in (1, 2)[: args.workers]:
             before = load_average()
             try:
-                r = one_run(calls, workers, args)
+                r = one_run(calls, workers, args, max_load=0.0 if args.max_load is None else args.max_load)
             except (OSError, ValueError, KeyError, subprocess.SubprocessError, SystemExit) as exc:
                 print(f"{workers:>7} {calls:>5} failed: {exc!r}", flush=True)
                 continue
