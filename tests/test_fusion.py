@@ -253,3 +253,26 @@ async def test_two_tasks_sending_on_one_chain_keep_each_frames_output_together(a
         nursery.start_soon(chain.send, second)  # while the first is still sending its frames
         got = [await rx.receive() for _ in range(4)]
     assert [int(f.pts) for f in got] == [0, 80, 160, 240]
+
+
+async def test_a_source_that_never_waits_still_lets_the_loop_run(autojump_clock):
+    from rtstream.fusion import YIELD_EVERY
+    from rtstream.stages.null import NullSink
+
+    chain = ChainSend([NullSink().open(PCM8K, None).core], None, None)
+    turns = 0
+
+    async def other_task():
+        nonlocal turns
+        while True:
+            turns += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other_task)
+        await trio.lowlevel.checkpoint()  # it runs once, and is ready to run again
+        before = turns
+        for _ in range(10 * YIELD_EVERY):  # a sink's core: nothing to wait for downstream, ever
+            await chain.send(pcm_chunk(80))
+        nursery.cancel_scope.cancel()
+    assert turns - before >= 9  # the other task ran about once in every sixteen sends (trio shuffles who goes first)
