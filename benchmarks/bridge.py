@@ -21,6 +21,14 @@ Columns (times in ms):
 
 - receiver p50/p99/max: |inter-arrival - 60 ms| at the telephony simulator, over all frames of
   all calls (the steadiness the caller's phone sees); gaps: its playout buffer ran dry;
+- utt pacer, rx: in-utterance underruns (damaged speech), summed over calls: at the pacers, slots
+  between two frames of a reply with no frame ready (``in_utterance_underruns``); at the
+  receiver, frames of fill (digital silence) between the speech frames of a reply plus its
+  playout gaps inside a reply in frames. Raw streams carry no marks, so there a reply ends at
+  300 ms of fill or dry playout (the simulator's ``reply_idle_ms``; the line is idle about
+  0.6 s between replies, and speech pauses are not silence): longer stalls inside a reply are
+  in the pacer's figure only, and a late first audio right after a reply is in rx. 0 and 0 is
+  a clean run;
 - first audio p50/p99/max: per turn, from the arrival at the bridge of the turn's first TTS audio
   to the send of its first frame (``telephony_ws`` ``first_audio_ms``); target one frame (60 ms)
   plus the prebuffer (the pacer's lead, 0 here);
@@ -36,7 +44,10 @@ Columns (times in ms):
   (ms/s), the service messages received per call-second, and per turn the time from its first
   request to its first audio (the protocol's first-audio latency, the simulator's 100 ms
   first-byte latency included). rx cpu and msg/s only with ``--rx-cpu``: timing each message
-  costs the bridge CPU of its own, so cpu/call is measured without it.
+  costs the bridge CPU of its own, so cpu/call is measured without it;
+- steps/s, waits/s (``--steps``): per call-second, the trio task steps the bridge ran (each a task
+  woken and run to its next wait: the scheduling cost that fusion removes) and the loop's waits
+  for I/O or timers (over all calls: shared by the calls that wake together).
 """
 
 from __future__ import annotations
@@ -103,6 +114,19 @@ BRIDGE_CPUS: set[int] | None = None
 SIMULATOR_CPUS: set[int] | None = None
 
 
+class StepCounter(trio.abc.Instrument):
+    """Counts task steps (a task resumed and run to its next wait) and the loop's waits for I/O or timers."""
+
+    def __init__(self) -> None:
+        self.steps = self.waits = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.waits += 1
+
+
 class TimedDialect:
     """A TTS dialect whose receive path is timed (CPU) and counted, for the rx columns."""
 
@@ -162,8 +186,11 @@ def one_run(args: argparse.Namespace) -> dict:
             sims_before = cpu_seconds(tts.pid), cpu_seconds(phone.pid)
             before = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
+            steps = StepCounter() if args.steps else None
             with quiet_gc():
-                pipelines, reports, rx = trio.run(run_calls, tts_url, phone_url, args)
+                pipelines, reports, rx = trio.run(
+                    run_calls, tts_url, phone_url, args, instruments=[steps] if steps else []
+                )
             wall = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_SELF)
             sims = cpu_seconds(tts.pid) - sims_before[0], cpu_seconds(phone.pid) - sims_before[1]
@@ -174,14 +201,16 @@ def one_run(args: argparse.Namespace) -> dict:
     first_audio = Quantiles()
     tts_first = Quantiles()
     lateness = Quantiles()
-    late = 0
+    late = in_utterance = 0
     seconds = 0.0
     for pipeline in pipelines:
         sink, pacer = pipeline.elements[-1], pipeline.elements[-2]
         first_audio.merge(sink.first_audio)
         tts_first.merge(pipeline.elements[0]._counts.first_chunk)
         lateness.merge(pacer.lateness)
-        late += pacer.statistics().late_frames
+        pacer_stats = pacer.statistics()
+        late += pacer_stats.late_frames
+        in_utterance += pacer_stats.in_utterance_underruns
         seconds += sink.statistics().seconds_sent
     deviation = received["deviation_ms"]
     audio = first_audio.summary(scale=1000)
@@ -200,6 +229,8 @@ def one_run(args: argparse.Namespace) -> dict:
         "fa_max": audio.max,
         "turns": audio.count,
         "late": late,
+        "utt_pacer": in_utterance,
+        "utt_rx": received["in_utterance_underruns"]["frames"],
         "sent_p50": sent.p50,
         "sent_p99": sent.p99,
         "cpu_ms_per_call_s": cpu / seconds * 1000 if seconds else None,
@@ -210,6 +241,8 @@ def one_run(args: argparse.Namespace) -> dict:
         "rx_cpu_ms_per_call_s": rx["cpu"] / seconds * 1000 if seconds and args.rx_cpu else None,
         "rx_messages_per_call_s": rx["messages"] / seconds if seconds and args.rx_cpu else None,
         "tts_first_p50": tts_first.summary(scale=1000).p50,
+        "steps_per_call_s": steps.steps / seconds if steps and seconds else None,
+        "waits_per_call_s": steps.waits / seconds if steps and seconds else None,
     }
 
 
@@ -258,6 +291,11 @@ def main() -> None:
         help="time the TTS receive path (the rx cpu and msg/s columns; the timing itself costs the bridge CPU)",
     )
     parser.add_argument(
+        "--steps",
+        action="store_true",
+        help="count the bridge's task steps and loop waits per call-second (a trio instrument; it costs CPU)",
+    )
+    parser.add_argument(
         "--no-fuse", dest="fuse", action="store_false", help="a task per stage (the pipeline's fuse = false)"
     )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
@@ -276,6 +314,7 @@ def main() -> None:
         ["--no-pin"] * (not args.pin)
         + ["--no-fuse"] * (not args.fuse)
         + ["--rx-cpu"] * args.rx_cpu
+        + ["--steps"] * args.steps
         + [
             f"--turns={args.turns}",
             f"--gap={args.gap}",
@@ -292,9 +331,11 @@ def main() -> None:
     )
     print(
         f"{'tts':>10} {'calls':>5} {'fail':>4} | {'receiver p50':>12} {'p99':>6} {'max':>6} {'gaps':>5} {'bad':>4} | "
+        f"{'utt pacer':>9} {'rx':>5} | "
         f"{'first audio p50':>15} {'p99':>6} {'max':>6} | {'sent p50':>8} {'p99':>6} {'late':>5} {'cpu/call':>8} "
         f"{'rss KB/call':>11} "
-        f"{'wall s':>6} {'tts %':>5} {'phone %':>7} | {'rx cpu':>6} {'msg/s':>5} {'tts first p50':>13}"
+        f"{'wall s':>6} {'tts %':>5} {'phone %':>7} | {'rx cpu':>6} {'msg/s':>5} {'tts first p50':>13} | "
+        f"{'steps/s':>7} {'waits/s':>7}"
     )
     for protocol, calls in ((p, int(n)) for p in protocols for n in args.calls.split(",")):
         command = [sys.executable, __file__, *own, f"--tts={protocol}", "--one", str(calls)]
@@ -319,12 +360,14 @@ def main() -> None:
         print(
             f"{protocol:>10} {r['calls']:>5} {r['failed']:>4} | {cell(r['p50'], 12, 2)} {cell(r['p99'], 6, 2)} "
             f"{cell(r['max'], 6)} "
-            f"{r['gaps']:>5} {r['wrong_size']:>4} | {cell(r['fa_p50'], 15)} {cell(r['fa_p99'], 6)} "
+            f"{r['gaps']:>5} {r['wrong_size']:>4} | {r['utt_pacer']:>9} {r['utt_rx']:>5} | "
+            f"{cell(r['fa_p50'], 15)} {cell(r['fa_p99'], 6)} "
             f"{cell(r['fa_max'], 6)} | {cell(r['sent_p50'], 8, 2)} {cell(r['sent_p99'], 6, 2)} {r['late']:>5} "
             f"{cell(r['cpu_ms_per_call_s'], 8, 2)} "
             f"{cell(r['rss_kb_per_call'], 11)} {cell(r['wall'], 6)} {cell(r['tts_pct'], 5, 0)} "
             f"{cell(r['phone_pct'], 7, 0)} | {cell(r['rx_cpu_ms_per_call_s'], 6, 2)} "
-            f"{cell(r['rx_messages_per_call_s'], 5, 0)} {cell(r['tts_first_p50'], 13)}",
+            f"{cell(r['rx_messages_per_call_s'], 5, 0)} {cell(r['tts_first_p50'], 13)} | "
+            f"{cell(r['steps_per_call_s'], 7, 0)} {cell(r['waits_per_call_s'], 7, 0)}",
             flush=True,
         )
 

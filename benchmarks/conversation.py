@@ -24,6 +24,10 @@ Columns (ms, on the callers' clocks; definitions in ``simulators/caller/conversa
 - jitter p99: the bot's frames' |inter-arrival - 20 ms| at the callers; gaps: their playout
   buffers ran dry (a reply that falls silent for ``reply_gap_ms`` looks finished, so an
   overloaded server shows as fewer barge-ins);
+- utt pacer, rx: in-utterance underruns (damaged speech), summed over calls: at the server's
+  pacers, slots between two frames of a reply with no frame ready (from the server's report);
+  at the callers, frames of fill (digital silence) between the speech frames of a reply (a reply
+  ends at its mark or clear) plus its playout gaps inside the reply in frames;
 - server %, caller %: each process's CPU time over the run's wall time (near 100, that process
   is the bottleneck and the figures are its lateness).
 """
@@ -37,6 +41,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -53,9 +58,10 @@ HERE = Path(__file__).resolve().parent
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def start_server(args: argparse.Namespace, calls: int) -> tuple[subprocess.Popen[str], int]:
-    """``rtstream serve`` on a free port: the process and its port, once it accepts calls."""
+def start_server(args: argparse.Namespace, calls: int, report: Path) -> tuple[subprocess.Popen[str], int]:
+    """``rtstream serve`` on a free port, writing its report at the end: the process and its port."""
     command = [sys.executable, "-P", "-m", "rtstream", "serve", args.pipeline, "--port", "0", "--drain", "2"]
+    command += ["--report", str(report)]
     process = subprocess.Popen(
         [*command, "--max-calls", str(calls), "--log-level", "error"], stdout=subprocess.PIPE, text=True
     )
@@ -77,9 +83,29 @@ def stop_server(process: subprocess.Popen[str]) -> None:
     process.communicate(timeout=60)
 
 
+def pacer_underruns(server: dict[str, Any]) -> int:
+    """The in-utterance underruns of every pacer of every call, from the server's report."""
+    return sum(
+        stage["statistics"]["in_utterance_underruns"]
+        for call in server.get("calls", [])
+        for pipeline in call.get("report", {}).get("pipelines", [])
+        for stage in pipeline["stages"]
+        if stage["type"] == "pacer"
+    )
+
+
 def one_run(args: argparse.Namespace, calls: int) -> dict[str, Any]:
     """N calls against a fresh server process: the row's figures."""
-    server, port = start_server(args, calls)
+    with tempfile.TemporaryDirectory(prefix="conversation-bench-") as tmp:
+        served = Path(tmp) / "serve.json"
+        row = calls_against(args, calls, served)
+        row["utt_pacer"] = pacer_underruns(json.loads(served.read_text())["server"])
+    return row
+
+
+def calls_against(args: argparse.Namespace, calls: int, served: Path) -> dict[str, Any]:
+    """N calls against a fresh server process that writes its report to ``served``."""
+    server, port = start_server(args, calls, served)
     try:
         settings = CallerSettings(
             url=f"ws://127.0.0.1:{port}/twilio",
@@ -114,6 +140,7 @@ def one_run(args: argparse.Namespace, calls: int) -> dict[str, Any]:
     row["server_pct"], row["caller_pct"] = 100 * server_cpu / wall, 100 * caller_cpu / wall
     row["gaps"], row["deviation_p99"] = report["gaps"]["count"], report["deviation_ms"]["p99"]
     row["barge_ins"] = report["conversation"]["barge_ins"]
+    row["utt_rx"] = report["in_utterance_underruns"]["frames"]
     for key, q in measures.items():
         summary = q.summary(scale=1000)
         row[key] = None if not summary.count else {"p50": summary.p50, "p99": summary.p99, "max": summary.max}
@@ -142,7 +169,7 @@ def main() -> None:
     print(
         f"{'calls':>5} {'fail':>4} | {'latency p50':>11} {'p99':>6} | {'barge-in p50':>12} {'p99':>6} | "
         f"{'clear p50':>9} {'p99':>6} | {'stale p50':>9} {'max':>6} | {'barge-ins':>9} | "
-        f"{'jitter p99':>10} {'gaps':>5} | {'server %':>8} {'caller %':>8}"
+        f"{'jitter p99':>10} {'gaps':>5} | {'utt pacer':>9} {'rx':>5} | {'server %':>8} {'caller %':>8}"
     )
     for calls in (int(n) for n in args.calls.split(",")):
         row = one_run(args, calls)
@@ -152,6 +179,7 @@ def main() -> None:
             f"{cell(bar.get('p50'), 12)} {cell(bar.get('p99'), 6)} | {cell(clr.get('p50'), 9)} "
             f"{cell(clr.get('p99'), 6)} | {cell(stl.get('p50'), 9)} {cell(stl.get('max'), 6)} | "
             f"{row['barge_ins']:>4}/{calls:<4} | {cell(row['deviation_p99'], 10)} {row['gaps']:>5} | "
+            f"{row['utt_pacer']:>9} {row['utt_rx']:>5} | "
             f"{row['server_pct']:>8.0f} {row['caller_pct']:>8.0f}",
             flush=True,
         )

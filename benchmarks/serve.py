@@ -20,11 +20,11 @@ Columns (times in ms):
 - ok, fail: calls the caller completed, and those it did not (refused, timed out, cut short);
 - dev p50/p99/max: |inter-arrival - 20 ms| of the bot's frames at the caller, over every frame
   of every call; gaps: the caller's 40 ms playout buffer ran dry;
-- underrun ms: at the caller, the length of those gaps inside replies (before a reply's mark):
-  damaged speech; "-" when no mark came back, as a pause cannot be told from a gap then;
-- pacer underruns: slots where the server's pacer was inside a reply with no frame ready and
-  sent silence (20 ms each), summed over calls; a reply counts from its request to the TTS, so
-  the wait for its first audio is in it (about 4 slots a reply here, at 1 call);
+- utt pacer, rx, rx ms: in-utterance underruns (damaged speech), summed over calls: at the
+  server's pacers, slots between two frames of a reply with no frame ready (20 ms of silence
+  each; the wait for a reply's first audio is not in it); at the caller, the frames of fill
+  (digital silence) between the speech frames of a reply (a reply ends at its mark) plus its
+  playout gaps inside the reply in frames, and the same in ms;
 - cut: the bot's frames telephony_out dropped (a reply still playing at the caller's stop, a
   backlog), summed;
 - first audio p50/p99: per call, from the caller's connection to the bot's first audio (the
@@ -45,8 +45,8 @@ Columns (times in ms):
 - load: the machine's 1, 5 and 15-minute load averages before and after the row.
 
 With ``--workers 2``, "carried" is the largest N whose row had no failed call, receiver p99 at
-most ``--p99-ms`` and no in-utterance underrun at the caller, for each worker count, and their
-ratio (as coarse as the list of N).
+most ``--p99-ms`` and no in-utterance underrun at the pacers or the caller, for each worker
+count, and their ratio (as coarse as the list of N).
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def summarize(
     for call in server.get("calls", []):
         pacer, sink = pacer_and_sink(call)
         if pacer is not None:
-            underruns += pacer["underruns"]
+            underruns += pacer["in_utterance_underruns"]
             if pacer["lateness_ms"]["p99"] is not None:
                 late_p99.append(pacer["lateness_ms"]["p99"])
         if sink is not None:
@@ -215,8 +215,9 @@ def summarize(
         "p99": deviation["p99"],
         "max": deviation["max"],
         "gaps": caller["gaps"]["count"],
-        "underrun_ms": caller["in_utterance_underrun_ms"],
-        "pacer_underruns": underruns,
+        "utt_pacer": underruns,
+        "utt_rx": caller["in_utterance_underruns"]["frames"],
+        "utt_rx_ms": caller["in_utterance_underruns"]["ms"],
         "fa_p50": first["p50"],
         "fa_p99": first["p99"],
         "late_p99_median": statistics.median(late_p99) if late_p99 else None,
@@ -240,7 +241,7 @@ def cell(value: float | int | None, width: int, digits: int = 1) -> str:
 
 HEADER = (
     f"{'workers':>7} {'calls':>5} {'ok':>4} {'fail':>4} | {'dev p50':>7} {'p99':>6} {'max':>6} {'gaps':>5} | "
-    f"{'underrun ms':>11} {'pacer underruns':>15} {'cut':>5} | {'first audio p50':>15} {'p99':>6} | "
+    f"{'utt pacer':>9} {'rx':>5} {'rx ms':>7} {'cut':>5} | {'first audio p50':>15} {'p99':>6} | "
     f"{'pacer late p99':>14} {'worst':>6} | {'cpu ms/call-s':>13} {'KB/call':>7} {'server %':>8} {'wait %':>6} | "
     f"{'caller %':>8} {'tts %':>5} | "
     f"load before -> after"
@@ -250,8 +251,9 @@ HEADER = (
 def row(r: dict[str, Any], before: str, after: str) -> str:
     return (
         f"{r['workers']:>7} {r['calls']:>5} {r['ok']:>4} {r['failed']:>4} | {cell(r['p50'], 7, 2)} "
-        f"{cell(r['p99'], 6, 2)} {cell(r['max'], 6)} {r['gaps']:>5} | {cell(r['underrun_ms'], 11)} "
-        f"{r['pacer_underruns']:>15} {r['cut_frames']:>5} | {cell(r['fa_p50'], 15)} {cell(r['fa_p99'], 6)} | "
+        f"{cell(r['p99'], 6, 2)} {cell(r['max'], 6)} {r['gaps']:>5} | {r['utt_pacer']:>9} "
+        f"{r['utt_rx']:>5} {cell(r['utt_rx_ms'], 7, 0)} {r['cut_frames']:>5} | {cell(r['fa_p50'], 15)} "
+        f"{cell(r['fa_p99'], 6)} | "
         f"{cell(r['late_p99_median'], 14, 2)} {cell(r['late_p99_worst'], 6)} | {cell(r['cpu_ms_per_call_s'], 13, 2)} "
         f"{cell(r['rss_kb_per_call'], 7, 0)} {cell(r['server_pct'], 8, 0)} {cell(r['wait_pct'], 6, 0)} | "
         f"{cell(r['caller_pct'], 8, 0)} {cell(r['tts_pct'], 5, 0)} | "
@@ -268,7 +270,8 @@ def carried(rows: list[dict[str, Any]], workers: int, p99_ms: float) -> int:
         and r["failed"] == 0
         and r["p99"] is not None
         and r["p99"] <= p99_ms
-        and not r["underrun_ms"]
+        and not r["utt_rx"]
+        and not r["utt_pacer"]
     ]
     return max(good, default=0)
 

@@ -26,7 +26,7 @@ import trio
 
 from .control import CallControl, listening
 from .frames import Clear, Frame
-from .stage import Core, CoreElement, Element, SendChannel
+from .stage import NOTHING, Core, CoreElement, Element, SendChannel
 
 
 class FusedCoreFailed(Exception):
@@ -47,7 +47,8 @@ def fusible(element: Element) -> Core | None:
 
 
 class ChainSend:
-    """A send channel that runs ``cores`` in order on every frame and sends what comes out to ``tx``.
+    """A send channel that runs ``cores`` in order on every frame and sends what comes out to ``tx``
+    (None when the last core is the pipeline's sink).
 
     Ending the stream is :meth:`finish` (the runner calls it when the upstream element has
     returned): the cores' ``end()`` flush goes out, then ``tx`` closes. Closing this channel
@@ -55,9 +56,9 @@ class ChainSend:
     the runner closes ``tx`` without flushing, as a task of its own would.
     """
 
-    __slots__ = ("_closed", "_control", "_cores", "_pending", "_single", "tx")
+    __slots__ = ("_closed", "_control", "_cores", "_lock", "_pending", "_single", "tx")
 
-    def __init__(self, cores: Sequence[Core], tx: SendChannel, control: CallControl | None) -> None:
+    def __init__(self, cores: Sequence[Core], tx: SendChannel | None, control: CallControl | None) -> None:
         self._cores = tuple(cores)
         self._single = self._cores[0] if len(self._cores) == 1 else None
         self.tx = tx
@@ -65,6 +66,7 @@ class ChainSend:
         self._pending: list[Frame] = []
         """What cores let go at a clear while the channel was full: sent ahead of the next frame."""
         self._closed = False
+        self._lock = trio.StrictFIFOLock()
 
     def _through(self, frames: Sequence[Frame], start: int, now: float) -> list[Frame]:
         """``frames`` pushed through the cores from ``start`` on."""
@@ -82,25 +84,39 @@ class ChainSend:
         return list(frames)
 
     async def send(self, frame: Frame) -> None:
+        """Push ``frame`` through the cores and send what comes out, in order even when two tasks send."""
         if self._closed:
             raise trio.ClosedResourceError("the stage closed its send channel")
-        if self._pending:
-            await self._send_pending()
-        now = trio.current_time()
-        single = self._single
-        if single is None:
-            out: Sequence[Frame] = self._through((frame,), 0, now)
-        elif self._control is not None and self._control.stale(frame):
-            return
-        else:
-            try:
-                out = single.push(frame, now)
-            except Exception as exc:
-                raise FusedCoreFailed(0, exc) from exc
-        if not out:
-            await trio.lowlevel.checkpoint()  # a send is a checkpoint, whatever the cores made of it
-        for item in out:
-            await self.tx.send(item)
+        lock = self._lock
+        try:
+            lock.acquire_nowait()  # one sender, the common case: no scheduling round trip
+        except trio.WouldBlock:
+            await lock.acquire()  # another task is sending what its frame made: after it, in order
+        try:
+            if self._pending:
+                await self._send_pending()
+            now = trio.current_time()
+            single = self._single
+            if single is None:
+                out: Sequence[Frame] = self._through((frame,), 0, now)
+            elif self._control is not None and self._control.stale(frame):
+                out = NOTHING
+            else:
+                try:
+                    out = single.push(frame, now)
+                except Exception as exc:
+                    raise FusedCoreFailed(0, exc) from exc
+            if out:
+                await self._send_all(out)
+            else:
+                await trio.lowlevel.checkpoint()  # a send is a checkpoint, whatever the cores made of it
+        finally:
+            lock.release()
+
+    async def _send_all(self, frames: Sequence[Frame]) -> None:
+        for frame in frames:
+            assert self.tx is not None, "a sink's core returns no frames"
+            await self.tx.send(frame)
 
     def clear(self, reason: str) -> None:
         """A clear on the call's control path: every core drops what it holds of cleared replies."""
@@ -108,7 +124,8 @@ class ChainSend:
         for index, core in enumerate(self._cores):
             let_go = [f for f in core.push(Clear(reason), now) if type(f) is not Clear]  # as run_core's clear
             self._pending.extend(self._through(let_go, index + 1, now))
-        while self._pending:
+        while self._pending and not self._lock.locked():  # a send under way sends them after its own
+            assert self.tx is not None, "a sink's core returns no frames"
             try:
                 self.tx.send_nowait(self._pending[0])
             except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -117,8 +134,7 @@ class ChainSend:
 
     async def _send_pending(self) -> None:
         pending, self._pending = self._pending, []
-        for frame in pending:
-            await self.tx.send(frame)
+        await self._send_all(pending)
 
     async def finish(self) -> None:
         """The upstream stage ended its stream: flush every core in order, then close ``tx``."""
@@ -129,9 +145,9 @@ class ChainSend:
                 flushed = core.end()
             except Exception as exc:
                 raise FusedCoreFailed(index, exc) from exc
-            for frame in self._through(flushed, index + 1, now):
-                await self.tx.send(frame)
-        await self.tx.aclose()
+            await self._send_all(self._through(flushed, index + 1, now))
+        if self.tx is not None:
+            await self.tx.aclose()
 
     def listening(self) -> Any:
         """Enter while the chain runs, to hear the call's clears."""
@@ -151,8 +167,9 @@ class ChainSend:
         self.close()
 
     def statistics(self) -> Any:
-        """The statistics of the channel the chain ends in (the runner asks whether its reader left)."""
-        return self.tx.statistics()
+        """The statistics of the channel the chain ends in (the runner asks whether its reader left);
+        None for a chain that ends in a sink's core."""
+        return None if self.tx is None else self.tx.statistics()
 
 
 class Accepting:

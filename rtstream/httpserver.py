@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
@@ -117,16 +118,23 @@ async def serve(
     *,
     handler_nursery: trio.Nursery,
     request_timeout: float = REQUEST_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept connections until cancelled; each runs in ``handler_nursery``.
 
     Cancelling this task stops accepting (the listeners close) while the connections in
-    ``handler_nursery`` go on: that is how a server drains.
+    ``handler_nursery`` go on: that is how a server drains. With ``ssl_context`` every
+    connection speaks TLS (``https://``, ``wss://``); its handshake counts in ``request_timeout``.
     """
 
     async def handle(stream: trio.SocketStream) -> None:
-        await handle_connection(stream, route, request_timeout=request_timeout)
+        if ssl_context is not None:
+            await handle_connection(
+                trio.SSLStream(stream, ssl_context, server_side=True), route, request_timeout=request_timeout
+            )
+        else:
+            await handle_connection(stream, route, request_timeout=request_timeout)
 
     async with trio.open_nursery() as nursery:
         for listener in listeners:
@@ -150,7 +158,9 @@ async def _accept_loop(
             nursery.start_soon(handle, stream)
 
 
-async def handle_connection(stream: trio.SocketStream, route: Route, *, request_timeout: float) -> None:
+async def handle_connection(
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream], route: Route, *, request_timeout: float
+) -> None:
     """Serve one connection: one request, then a response or a WebSocket session."""
     peer = _peer_of(stream)
     try:
@@ -178,7 +188,7 @@ async def handle_connection(stream: trio.SocketStream, route: Route, *, request_
 
 
 async def _upgrade(
-    stream: trio.SocketStream, request: Request, raw: h11.Request, trailing: bytes, answer: Upgrade
+    stream: trio.abc.Stream, request: Request, raw: h11.Request, trailing: bytes, answer: Upgrade
 ) -> None:
     started = False
     try:
@@ -202,7 +212,7 @@ async def _upgrade(
             answer.abandoned()
 
 
-async def _read_request(stream: trio.SocketStream, peer: str) -> tuple[Request, h11.Request, bytes] | Response:
+async def _read_request(stream: trio.abc.Stream, peer: str) -> tuple[Request, h11.Request, bytes] | Response:
     http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
     head: h11.Request | None = None
     body = bytearray()
@@ -215,7 +225,7 @@ async def _read_request(stream: trio.SocketStream, peer: str) -> tuple[Request, 
             data = await stream.receive_some(MAX_HEADER_BYTES)
             if not data:
                 raise trio.BrokenResourceError("the client closed before finishing its request")
-            http.receive_data(data)
+            http.receive_data(bytes(data))
         elif isinstance(event, h11.Request):
             head = event
             if upgrade_requested(event):
@@ -249,7 +259,7 @@ async def _read_request(stream: trio.SocketStream, peer: str) -> tuple[Request, 
     return request, head, trailing
 
 
-async def _send_response(stream: trio.SocketStream, response: Response) -> None:
+async def _send_response(stream: trio.abc.Stream, response: Response) -> None:
     headers = [
         ("Content-Type", response.content_type),
         ("Content-Length", str(len(response.body))),
@@ -260,9 +270,10 @@ async def _send_response(stream: trio.SocketStream, response: Response) -> None:
     await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body)
 
 
-def _peer_of(stream: trio.SocketStream) -> str:
+def _peer_of(stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> str:
+    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
     try:
-        host, port = stream.socket.getpeername()[:2]
+        host, port = transport.socket.getpeername()[:2]
     except OSError:
         return "unknown peer"
     return f"{host}:{port}"

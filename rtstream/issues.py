@@ -118,6 +118,12 @@ def _loss(where: str, stats: Mapping[str, Any], _: Any) -> list[Issue]:
     lost, released = _number(stats, "receiver.lost"), _number(stats, "receiver.released")
     if lost is None or released is None or not lost:
         return []
+    # a number reported missing that came later is not lost if the receiver passed it on (a
+    # jitter buffer after it may still play it); a reordering receiver drops it, counted as late
+    late = _number(stats, "receiver.late") or 0.0
+    lost -= late - (_number(stats, "drops.late.frames") or 0.0)
+    if lost <= 0:
+        return []
     share = lost / (lost + released)
     severity = _severity(share, LOSS, LOSS_CRITICAL)
     if severity is None:
@@ -222,12 +228,14 @@ def _first_audio(where: str, stats: Mapping[str, Any], buffers: Sequence[Mapping
 
 
 def _underruns(where: str, stats: Mapping[str, Any], buffers: Sequence[Mapping[str, Any]]) -> list[Issue]:
+    """Damaged speech: the in-utterance underruns (a pacer without them: every underrun after a reply's start)."""
     underruns, sent = _number(stats, "underruns"), _number(stats, "frames_sent")
     if not underruns or sent is None or "lateness_ms" not in stats:
         return []
     starting = _number(stats, "starting_underruns") or 0.0
     out = []
-    inside = underruns - starting
+    inside = _number(stats, "in_utterance_underruns")
+    inside = underruns - starting if inside is None else inside
     if inside:
         share = inside / max(inside + sent, 1)
         severity = CRITICAL if share > UNDERRUNS_CRITICAL else WARNING
@@ -236,9 +244,9 @@ def _underruns(where: str, stats: Mapping[str, Any], buffers: Sequence[Mapping[s
             if buffers
             else "audio came late inside replies: put a jitter_buffer before the pacer, or check the source's speed"
         )
-        out.append(
-            Issue(severity, "underruns", where, f"{inside:.0f} slots inside replies had no audio ({share:.1%})", fix)
-        )
+        ms = _number(stats, "in_utterance_underrun_ms")
+        heard = f"{inside:.0f} slots inside replies had no audio" + ("" if ms is None else f", {ms:.0f} ms")
+        out.append(Issue(severity, "underruns", where, f"{heard} ({share:.1%})", fix))
     if starting:
         out.append(
             Issue(
@@ -343,6 +351,7 @@ def receiver_issues(where: str, report: Mapping[str, Any]) -> list[Issue]:
                 "pace the stream: a pacer just before the telephony stage",
             )
         )
+    out.extend(_heard_underruns(where, report))
     gaps = _number(report, "gaps.count")
     if gaps:
         total = _number(report, "gaps.total_ms") or 0.0
@@ -368,6 +377,25 @@ def receiver_issues(where: str, report: Mapping[str, Any]) -> list[Issue]:
         )
     out.extend(_malformed(where, {"malformed": report.get("errors")}, ()))
     return out
+
+
+def _heard_underruns(where: str, report: Mapping[str, Any]) -> list[Issue]:
+    """Fill and dry playout the receiver heard between the speech of a reply."""
+    frames, ms = _number(report, "in_utterance_underruns.frames"), _number(report, "in_utterance_underruns.ms")
+    if not frames or ms is None:
+        return []
+    speech = _number(report, "in_utterance_underruns.speech_ms") or 0.0
+    share = ms / max(ms + speech, 1.0)
+    fill = _number(report, "in_utterance_underruns.fill_frames") or 0.0
+    return [
+        Issue(
+            CRITICAL if share > UNDERRUNS_CRITICAL else WARNING,
+            "underruns",
+            where,
+            f"{ms:.0f} ms inside replies was fill or dry playout ({share:.1%}; {fill:.0f} fill frames)",
+            "the bridge's pacer ran short inside replies: check its in-utterance underruns and the process's CPU",
+        )
+    ]
 
 
 def process_issues(loop_lag_ms: float) -> list[Issue]:

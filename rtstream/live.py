@@ -1,4 +1,4 @@
-"""The live view: per pipeline, calls active, audio sent, p99 lateness, underruns, drops and issues.
+"""The live view: per pipeline, calls active, audio sent, p99 lateness, in-utterance underruns, drops, issues.
 
 On a terminal it is a rich table redrawn about twice a second; elsewhere (CI, a log file) a
 plain status line every few seconds. Either way it is a trio task that takes a cheap
@@ -50,6 +50,7 @@ class Row:
     seconds: float
     p99_ms: float | None
     underruns: int
+    """In-utterance underruns: pacer slots between two frames of a reply with no audio (its speech split)."""
     drops: int
     issues: Mapping[str, int]
     """Issues by severity."""
@@ -95,7 +96,7 @@ def status_of(monitor: Monitor) -> Status:
                 fig.active.get(name, 0),
                 fig.counters.get(("rtstream_audio_sent_seconds", (name,)), 0.0),
                 None if p99 is None else p99 * 1000,
-                int(fig.counters.get(("rtstream_underruns", (name,)), 0)),
+                int(fig.counters.get(("rtstream_in_utterance_underruns", (name,)), 0)),
                 int(drops),
                 dict(issues[name]),
             )
@@ -149,7 +150,7 @@ def rows_from_exposition(text: str) -> Status:
 _SUMMED = {
     "rtstream_pipelines_active": "active",
     "rtstream_audio_sent_seconds_total": "seconds",
-    "rtstream_underruns_total": "underruns",
+    "rtstream_in_utterance_underruns_total": "underruns",
 }
 
 
@@ -183,7 +184,7 @@ def table(status: Status, *, title: str = "rtstream") -> Group:
         ("active", "right"),
         ("sent", "right"),
         ("p99 late", "right"),
-        ("underruns", "right"),
+        ("in-utt underruns", "right"),
         ("drops", "right"),
         ("issues", "left"),
     ):
@@ -209,7 +210,7 @@ def line(status: Status) -> str:
     """``status`` as one plain line (for logs)."""
     parts = [
         f"{r.pipeline}: {r.active} active, {r.seconds:.1f} s sent, p99 late {_ms(r.p99_ms)}, "
-        f"{r.underruns} underruns, {r.drops} drops, issues {_issues(r.issues)}"
+        f"{r.underruns} in-utterance underruns, {r.drops} drops, issues {_issues(r.issues)}"
         for r in status.rows
     ]
     if status.calls:

@@ -154,6 +154,10 @@ _PACER = {
     "frames": ("rtstream_frames_sent", "Frames the pacers sent on their clock, fills included."),
     "late_frames": ("rtstream_late_frames", "Frames sent more than late_ms after their deadline."),
     "underruns": ("rtstream_underruns", "Pacer slots inside an utterance with no audio ready."),
+    "in_utterance_underruns": (
+        "rtstream_in_utterance_underruns",
+        "Of those, the slots between two frames of one utterance: its speech split by silence.",
+    ),
     "stalls": ("rtstream_pacer_stalls", "Times a pacer woke whole periods behind its grid."),
 }
 _JITTER = {

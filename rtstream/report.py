@@ -26,8 +26,9 @@ from .issues import Issue
 from .redact import clean, redact
 from .text import clip
 
-SCHEMA_VERSION = 2
-"""Version of the JSON report's layout: 2 added ``schema_version``, ``issues`` and the stages' ``series``."""
+SCHEMA_VERSION = 3
+"""Version of the JSON report's layout: 2 added ``schema_version``, ``issues`` and the stages' ``series``;
+3 the receivers' ``in_utterance_underruns`` in place of the caller's ``in_utterance_underrun_ms``."""
 
 MAX_KEY = 100
 """Characters of a report key: a name a peer chose is cut there (stages bound how many with BoundedCounter)."""
@@ -278,6 +279,7 @@ def _figures(stats: Mapping[str, Any]) -> list[str]:
         out += [
             f"late p99 {_ms(_get(stats, 'lateness_ms.p99'))}",
             _many(stats["underruns"], "underrun"),
+            *([f"{stats['in_utterance_underruns']} in-utterance"] if "in_utterance_underruns" in stats else []),
             f"{stats.get('late_frames', 0)} late",
         ]
     if "jitterBufferTargetDelay" in stats:  # a jitter buffer

@@ -1,5 +1,9 @@
 """Running pipelines: one nursery per pipeline, stages joined by bounded memory channels.
 
+Stages whose cores only transform what they are pushed run in the task of the stage before
+them, and a sink with ``accept`` takes its frames in its upstream's task (:mod:`rtstream.fusion`;
+a pipeline's ``fuse = false`` keeps a task per stage).
+
 Stages start sink-first with ``nursery.start``, so each finds its downstream ready. The end
 of the stream travels as the closing of channels; backpressure and cancellation come from the
 channels and the nursery. A stage that raises cancels its own pipeline only, and the report
@@ -155,8 +159,8 @@ async def _run_stage(
             if chain is not None:
                 await chain.finish()
     except trio.BrokenResourceError as exc:
-        downstream = channels[-1]
-        if stage.role != "sink" and downstream.statistics().open_receive_channels == 0:
+        downstream = channels[-1].statistics() if stage.role != "sink" else None
+        if downstream is not None and downstream.open_receive_channels == 0:
             return  # the stage downstream ended; this one ends with it
         raise StageFailed(pipeline.name, ref, exc) from exc
     except FusedCoreFailed as exc:
@@ -166,7 +170,7 @@ async def _run_stage(
     finally:
         for channel in channels:
             channel.close()
-        if chain is not None:
+        if chain is not None and chain.tx is not None:
             chain.tx.close()
 
 
@@ -242,9 +246,7 @@ async def _run_pipeline(
 async def _start_stages(pipeline: Pipeline, nursery: trio.Nursery, control: RunControl, source: _Source) -> None:
     """One task per stage, sink first, joined by channels; a fused stage's core runs in the task before it."""
     last = len(pipeline.stages) - 1
-    cores = [
-        fusible(element) if 0 < i < last and pipeline.fuse else None for i, element in enumerate(pipeline.elements)
-    ]
+    cores = [fusible(element) if i > 0 and pipeline.fuse else None for i, element in enumerate(pipeline.elements)]
     ends = [
         trio.open_memory_channel[Any](capacity) if cores[i + 1] is None else None
         for i, capacity in enumerate(pipeline.capacities)
@@ -256,11 +258,12 @@ async def _start_stages(pipeline: Pipeline, nursery: trio.Nursery, control: RunC
             continue
         inbound = (_end(ends, i - 1)[1],) if i > 0 else ()
         fused: list[Core] = []
-        while (core := cores[i + len(fused) + 1] if i < last else None) is not None:
+        while i + len(fused) < last and (core := cores[i + len(fused) + 1]) is not None:
             fused.append(core)
-        if i == last:
-            outbound: tuple[Any, ...] = ()
-        else:
+        outbound: tuple[Any, ...] = ()
+        if i + len(fused) == last and fused:  # the chain ends in the sink's core
+            outbound = (ChainSend(fused, None, call),)
+        elif i < last:
             tx = _end(ends, i + len(fused))[0]
             if accept is not None and i + len(fused) + 1 == last:
                 tx = Accepting(accept, tx, len(fused))

@@ -1,4 +1,4 @@
-"""A lean WebSocket over a trio stream: h11 for the opening handshake, wsproto for the frames.
+"""A lean WebSocket over a trio stream: h11 for the opening handshake, :mod:`rtstream.wsframes` for the frames.
 
 There is no reader task and no message queue per connection: :meth:`WebSocket.receive` reads
 the socket itself, answers pings and the peer's close as it goes, and returns one message. A
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import os
 import ssl
 from collections.abc import Iterable, Sequence
@@ -30,10 +31,8 @@ from urllib.parse import urlsplit
 import attrs
 import h11
 import trio
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
-from wsproto.handshake import generate_accept_token
-from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
+
+from .wsframes import Close, FrameError, Frames, Ping
 
 RECEIVE_BYTES = 64 << 10
 """Bytes read per receive: a burst of TTS chunks is read and parsed in one go."""
@@ -86,17 +85,13 @@ class WebSocket:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        connection: Connection,
+        frames: Frames,
         *,
         subprotocol: str | None = None,
-        max_message_size: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self._stream = stream
-        self._ws = connection
+        self._frames = frames
         self._send_lock = trio.StrictFIFOLock()
-        self._parts: list[str | bytes] = []
-        self._size = 0
-        self.max_message_size = max_message_size
         self.subprotocol = subprotocol
         self.closed: CloseReason | None = None
         self._garbled = False
@@ -104,59 +99,48 @@ class WebSocket:
         self.messages_in = 0
         self.messages_out = 0
 
+    @property
+    def max_message_size(self) -> int:
+        """The bound on one incoming message; a larger one closes the connection with 1009."""
+        return self._frames.max_message_size
+
     # ------------------------------------------------------------------ receiving
 
     async def receive(self) -> str | bytes:
-        """The next whole message; ConnectionClosed once the connection has ended."""
+        """The next whole message; ConnectionClosed once the connection has ended.
+
+        Cancel-safe: a cancelled receive loses no message (a TTS stage cuts its wait short when
+        an event comes), and a pong it is sending goes out whole first.
+        """
+        frames = self._frames
         while True:
-            for event in self._ws.events():
-                message = await self._handle(event)
-                if message is not None:
-                    self.messages_in += 1
-                    return message
-            if self.closed is not None:
-                raise ConnectionClosed(self.closed)
             try:
-                data = bytes(await self._stream.receive_some(RECEIVE_BYTES))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            if not data:
-                self._lost()
+                item = frames.next()
+            except FrameError as exc:
+                await self._fail(exc.code, exc.reason)
                 continue
-            try:
-                self._ws.receive_data(data)
-            except WsRemoteProtocolError:
-                await self._fail(PROTOCOL_ERROR, "malformed frame")
-
-    async def _handle(self, event: object) -> str | bytes | None:
-        if isinstance(event, Message):
-            return await self._message_part(event)
-        if isinstance(event, Ping):
-            await self._send_bytes(self._ws.send(event.response()))
-        elif isinstance(event, CloseConnection):
-            self.closed = CloseReason(event.code, event.reason or "")
-            await self._close_frame(event.response())  # the answering Close, if this side sent none
-            await self._drop()
-        elif isinstance(event, Pong):
-            pass
-        return None
-
-    async def _message_part(self, event: Message[Any]) -> str | bytes | None:
-        self._size += len(event.data)
-        if self._size > self.max_message_size:
-            await self._fail(TOO_BIG, f"message over {self.max_message_size} bytes")
-            return None
-        data: str | bytes = event.data
-        if event.message_finished and not self._parts:
-            self._size = 0
-            return data
-        self._parts.append(data)
-        if not event.message_finished:
-            return None
-        parts, self._parts, self._size = self._parts, [], 0
-        if isinstance(event, TextMessage):
-            return "".join(p for p in parts if isinstance(p, str))
-        return b"".join(p for p in parts if isinstance(p, bytes))
+            if item is None:
+                if self.closed is not None:
+                    raise ConnectionClosed(self.closed)
+                try:
+                    data = await self._stream.receive_some(RECEIVE_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if data:
+                    frames.feed(data)
+                else:
+                    self._lost()
+            elif isinstance(item, str | bytes):
+                self.messages_in += 1
+                return item
+            elif isinstance(item, Ping):
+                if not frames.close_sent:
+                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                        await self._send_bytes(frames.pong(item.payload))  # whole: a cancelled receive garbles nothing
+            elif isinstance(item, Close):
+                self.closed = CloseReason(item.code, item.reason)
+                await self._close_frame(item.code, item.reason)  # the answering Close, if this side sent none
+                await self._drop()
 
     def _lost(self) -> None:
         if self.closed is None:
@@ -169,7 +153,7 @@ class WebSocket:
         nothing) until it closes or CLOSE_TIMEOUT passes: closing a socket with unread bytes
         resets it, and the peer would never see our Close.
         """
-        await self._close_frame(CloseConnection(code, reason))
+        await self._close_frame(code, reason)
         self.closed = CloseReason(code, reason, local=True)
         with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             while await self._stream.receive_some(RECEIVE_BYTES):
@@ -184,40 +168,45 @@ class WebSocket:
 
     async def send_many(self, messages: Iterable[str | bytes]) -> None:
         """Send several messages in one write (one system call for a burst)."""
-        if self.closed is not None or self._ws.state is not ConnectionState.OPEN:
+        if self.closed is not None or self._frames.close_sent:
             raise ConnectionClosed(self.closed or CloseReason(ABNORMAL, "closing"))
-        data = bytearray()
-        count = 0
-        for message in messages:
-            data += self._ws.send(TextMessage(message) if isinstance(message, str) else BytesMessage(message))
-            count += 1
-        await self._send_bytes(bytes(data))
-        self.messages_out += count
+        messages = tuple(messages)
+        await self._send_bytes(self._frames.encode_many(messages))
+        self.messages_out += len(messages)
 
     async def _send_bytes(self, data: bytes) -> None:
-        async with self._send_lock:
+        lock = self._send_lock
+        try:
+            lock.acquire_nowait()  # the common case, one sender: no scheduling round trip for the lock
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             if self._garbled:
                 raise ConnectionClosed(self.closed or CloseReason(ABNORMAL, "a send was cut off"))
             await trio.lowlevel.checkpoint_if_cancelled()  # cancelled here, nothing was written
             done = False
             try:
-                await self._stream.send_all(data)
+                await self._stream.send_all(data)  # a checkpoint: it yields after writing
                 done = True
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._lost()
                 raise ConnectionClosed(self.closed or CloseReason(ABNORMAL)) from None
             finally:
                 self._garbled = not done
+        finally:
+            lock.release()
 
     async def ping(self, payload: bytes = b"") -> None:
         """Send a ping (its pong is consumed by :meth:`receive`)."""
-        await self._send_bytes(self._ws.send(Ping(payload)))
+        if self.closed is not None or self._frames.close_sent:
+            raise ConnectionClosed(self.closed or CloseReason(ABNORMAL, "closing"))
+        await self._send_bytes(self._frames.ping(payload))
 
-    async def _close_frame(self, frame: CloseConnection) -> None:
-        """Send Close within CLOSE_TIMEOUT (a peer that never reads cannot hold us)."""
-        if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+    async def _close_frame(self, code: int, reason: str) -> None:
+        """Send Close, unless this side already did, within CLOSE_TIMEOUT (a peer that never reads cannot hold us)."""
+        if not self._frames.close_sent:
             with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(ConnectionClosed):
-                await self._send_bytes(self._ws.send(frame))
+                await self._send_bytes(self._frames.close(code, reason))
 
     async def close(self, code: int = NORMAL, reason: str = "") -> None:
         """The closing handshake: send Close, wait for the peer's, drop the socket; CLOSE_TIMEOUT each at most.
@@ -231,21 +220,22 @@ class WebSocket:
     async def _close(self, code: int, reason: str) -> None:
         if self.closed is None:
             self.closed = CloseReason(code, reason, local=True)
-            await self._close_frame(CloseConnection(code, reason))
+            await self._close_frame(code, reason)
+            frames = self._frames
             with trio.move_on_after(CLOSE_TIMEOUT):
-                while self._ws.state is not ConnectionState.CLOSED:
+                while not frames.close_received:
                     try:
-                        data = bytes(await self._stream.receive_some(RECEIVE_BYTES))
+                        data = await self._stream.receive_some(RECEIVE_BYTES)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         break
                     if not data:
                         break
+                    frames.feed(data)
                     try:
-                        self._ws.receive_data(data)
-                    except WsRemoteProtocolError:
+                        while frames.next() is not None:
+                            pass  # late messages are discarded; the peer's Close completes the handshake
+                    except FrameError:
                         break
-                    for _ in self._ws.events():
-                        pass  # late messages are discarded; the peer's Close completes the handshake
         await self._drop()
 
     async def _drop(self) -> None:
@@ -286,13 +276,19 @@ async def accept(
     response = [
         (b"Upgrade", b"websocket"),
         (b"Connection", b"Upgrade"),
-        (b"Sec-WebSocket-Accept", generate_accept_token(key.encode("ascii"))),
+        (b"Sec-WebSocket-Accept", accept_token(key.encode("ascii"))),
     ]
     if chosen is not None:
         response.append((b"Sec-WebSocket-Protocol", chosen.encode("ascii")))
     await stream.send_all(_response_bytes(101, response))
-    connection = Connection(ConnectionType.SERVER, trailing_data=trailing)
-    return WebSocket(stream, connection, subprotocol=chosen, max_message_size=max_message_size)
+    frames = Frames(client=False, max_message_size=max_message_size)
+    frames.feed(trailing)
+    return WebSocket(stream, frames, subprotocol=chosen)
+
+
+def accept_token(key: bytes) -> bytes:
+    """The Sec-WebSocket-Accept answering a Sec-WebSocket-Key (RFC 6455 §4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
 
 
 async def _refuse(stream: trio.abc.Stream, status: int, body: bytes) -> None:
@@ -409,12 +405,12 @@ async def _client_handshake(
             continue
         if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
             answer = _headers(event.headers)
-            if answer.get("sec-websocket-accept", "").encode("latin-1") != generate_accept_token(key):
+            if answer.get("sec-websocket-accept", "").encode("latin-1") != accept_token(key):
                 raise HandshakeFailed(f"{name}: the server's Sec-WebSocket-Accept is wrong")
             trailing, _ = http.trailing_data
-            connection = Connection(ConnectionType.CLIENT, trailing_data=trailing)
-            subprotocol = answer.get("sec-websocket-protocol")
-            return WebSocket(stream, connection, subprotocol=subprotocol, max_message_size=max_message_size)
+            frames = Frames(client=True, max_message_size=max_message_size)
+            frames.feed(trailing)
+            return WebSocket(stream, frames, subprotocol=answer.get("sec-websocket-protocol"))
         if isinstance(event, h11.Response):
             raise HandshakeFailed(f"{name}: refused with HTTP {event.status_code}", event.status_code)
         raise HandshakeFailed(f"{name}: unexpected answer to the opening handshake")

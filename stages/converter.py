@@ -77,6 +77,8 @@ class ConverterCore(Core):
         self._input: AudioFormat | None = None
         self._resampler: StreamResampler | None = None
         self._exact = False
+        self._units = False
+        """Integer encodings in and out: compute in PCM16 steps (:func:`~rtstream.audio.codec.to_pcm_units`)."""
         self._offset = 0  # output pts minus the rescaled input pts (moves on a format change)
         self._out_next = 0  # output pts just past the last sample given out
         self._utterance: str | None = None
@@ -100,6 +102,7 @@ class ConverterCore(Core):
         else:
             channels = min(fmt.channels, out.channels)
             self._resampler = StreamResampler(fmt.sample_rate, out.sample_rate, channels, quality=self.quality)
+        self._units = codec.is_integer(fmt.encoding) and codec.is_integer(out.encoding)
         self._exact = (
             self._resampler is None
             and self._gain is None
@@ -223,9 +226,13 @@ class ConverterCore(Core):
         return AudioChunk(data, self.output, pts=pts, seq=seq, arrival=arrival, utterance=source.utterance, flags=flags)
 
     def _to_float(self, chunk: AudioChunk) -> np.ndarray:
-        """Decoded, finite, mixed down if the output has fewer channels, with the gain applied."""
+        """Decoded, finite, mixed down if the output has fewer channels, with the gain applied.
+
+        In PCM16 steps between integer encodings (no scaling either way), in [-1, 1) otherwise.
+        """
         encoding = chunk.format.encoding
-        samples = codec.to_float32(chunk.data, encoding)
+        decode = codec.to_pcm_units if self._units else codec.to_float32
+        samples = decode(chunk.data, encoding)
         if encoding is Encoding.PCM_F32LE:
             samples, bad = codec.clamp_nonfinite(samples)
             self.nonfinite += bad
@@ -239,7 +246,11 @@ class ConverterCore(Core):
         """Copied to stereo if the output has more channels, then encoded, clips counted."""
         if self.output.channels == 2 and samples.ndim == 1:
             samples = np.repeat(samples[:, None], self.output.channels, axis=1)
-        data, clipped = codec.from_float32_counted(samples, self.output.encoding)
+        if self._units:
+            pcm, clipped = codec.quantize_pcm_units(samples)
+            data = codec.from_int16(pcm, self.output.encoding)
+        else:
+            data, clipped = codec.from_float32_counted(samples, self.output.encoding)
         self.clipped += clipped
         return data
 

@@ -16,6 +16,8 @@ from rtstream.stats import AudioCounter, Throughput, stat
 class Tally(Core):
     """A sink's core: counts the audio and, by type, the events it takes."""
 
+    untimed = True
+
     def __init__(self) -> None:
         self.audio = AudioCounter()
         self.events: Counter[str] = Counter()

@@ -16,7 +16,10 @@ Slots and policies (every case counted in :class:`PacerStatistics`):
   has them and before the next slot: a prebuffer for peers that want one.
 - **underrun** (inside an utterance, no frame ready at a slot): send ``silence`` or
   ``comfort_noise`` to keep the cadence, or ``skip`` the slot. The frame that comes later
-  takes the next slot; the grid never moves.
+  takes the next slot; the grid never moves. Only the slots between two frames of one
+  utterance split its speech (``in_utterance_underruns``): those before its first frame are
+  its latency, and those after its last frame (before its end, a Clear or a cut) are heard
+  as the reply's end, so each gap is counted once audio of its utterance follows it.
 - **idle** (between utterances: after an UtteranceEnd or a Clear): keep the cadence with
   ``silence`` or ``comfort_noise``, or ``stop`` sending until the next audio, which resumes
   on the same grid at the first slot not yet passed.
@@ -47,18 +50,16 @@ are dropped as they are read, so the caller hears the bot stop within one frame.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Callable
 from typing import Any
 
 import attrs
-import numpy as np
 import trio
 
-from rtstream.audio.codec import from_float32
 from rtstream.audio.fade import fade_out
+from rtstream.audio.noise import comfort_noise
 from rtstream.caps import Caps
 from rtstream.control import CURRENT_CONTROL, listening
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Frame, UtteranceEnd, UtteranceStart
@@ -80,18 +81,6 @@ END = object()
 
 Take = Callable[[], "Frame | object | None"]
 """A non-blocking read of the pacer's input: a frame, None when nothing is ready, or END."""
-
-_NOISE_FRAMES = 50
-
-
-@functools.lru_cache(maxsize=32)
-def comfort_noise(fmt: AudioFormat, samples: int, level: float, seed: int) -> tuple[np.ndarray, ...]:
-    """Read-only frames of seeded white noise at ``level`` dBFS RMS, shared by every stream."""
-    shape = (_NOISE_FRAMES * samples,) if fmt.channels == 1 else (_NOISE_FRAMES * samples, fmt.channels)
-    noise = np.random.default_rng(seed).standard_normal(shape).astype(np.float32) * np.float32(10 ** (level / 20))
-    encoded = from_float32(noise, fmt.encoding)
-    encoded.flags.writeable = False
-    return tuple(encoded[i * samples : (i + 1) * samples] for i in range(_NOISE_FRAMES))
 
 
 class FramePacer:
@@ -157,6 +146,9 @@ class FramePacer:
         self._speaking = False
         self._heard = False
         """Audio of the current utterance has been sent (underruns before it are its start's latency)."""
+        self._gap = 0
+        """Underrun slots since the last frame sent of utterance ``_gap_utterance``, not yet followed by audio."""
+        self._gap_utterance: str | None = None
         self._utterance: str | None = None
         self._pts = 0
         self._out: list[Frame] = []
@@ -173,6 +165,7 @@ class FramePacer:
         self.fill_frames = 0
         self.underruns = 0
         self.starting_underruns = 0
+        self.in_utterance_underruns = 0
         self.idle_slots = 0
         self.late_frames = 0
         self.stalls = 0
@@ -245,6 +238,7 @@ class FramePacer:
         """The talk spurt is over (a cut, or the fade that ends one went out): idle from the next slot."""
         self._speaking = False
         self._utterance = None
+        self._gap = 0
         self._spurt = True
         self._lead_left = 0
         if self.anchor is not None:
@@ -295,8 +289,7 @@ class FramePacer:
         elif not self.ended:
             policy = self.underrun if self._speaking else self.idle
             if self._speaking:
-                self.underruns += 1
-                self.starting_underruns += not self._heard
+                self._underrun(1)
                 self.underrun_marks.add(now)
             else:
                 self.idle_slots += 1
@@ -315,6 +308,17 @@ class FramePacer:
             self._starved = True
         else:
             self._unread = item
+
+    def _underrun(self, slots: int) -> None:
+        """``slots`` of the current utterance had no frame: its start's latency, or a gap once audio follows."""
+        self.underruns += slots
+        if not self._heard:
+            self.starting_underruns += slots
+            return
+        if self._gap_utterance != self._utterance:
+            self._gap = 0
+            self._gap_utterance = self._utterance
+        self._gap += slots
 
     def _behind(self, now: float) -> int:
         """Whole slots past since the next slot's deadline."""
@@ -342,9 +346,9 @@ class FramePacer:
                 if not self.ended:  # upstream has nothing, or the utterance ended
                     if self._speaking:
                         self.underrun_marks.add(now)
-                    self.underruns += slots if self._speaking else 0
-                    self.starting_underruns += slots if self._speaking and not self._heard else 0
-                    self.idle_slots += 0 if self._speaking else slots
+                        self._underrun(slots)
+                    else:
+                        self.idle_slots += slots
                 self.slot += slots
                 return True
             self.drops.add("late", samples=self.frame_samples)
@@ -399,16 +403,19 @@ class FramePacer:
         if kind is UtteranceStart:
             self._speaking = True
             self._heard = False
+            self._gap = 0
             self._utterance = event.utterance  # type: ignore[union-attr]  # an UtteranceStart (type() is checked, on the hot path)
         elif kind is UtteranceEnd:
             self._speaking = False
             self._utterance = None
+            self._gap = 0  # the slots after its last frame were its end, not a gap in it
         elif kind is Clear:
             self.clears += 1
             if self.anchor is not None:
                 self.clear_marks.add(self.slot_time)
             self._speaking = False
             self._utterance = None
+            self._gap = 0
             self._spurt = True
             self._lead_left = 0
         out.append(event)
@@ -432,6 +439,10 @@ class FramePacer:
         out.append(frame)
         self.frames_sent += 1
         self._heard = True
+        if self._gap:
+            if frame.utterance == self._gap_utterance:
+                self.in_utterance_underruns += self._gap
+            self._gap = 0
         if lateness is not None:
             self._timed(lateness)
         if self._spurt:
@@ -473,6 +484,8 @@ class FramePacer:
             fill_frames=self.fill_frames,
             underruns=self.underruns,
             starting_underruns=self.starting_underruns,
+            in_utterance_underruns=self.in_utterance_underruns,
+            in_utterance_underrun_ms=self.in_utterance_underruns * self.period * 1000,
             idle_slots=self.idle_slots,
             late_frames=self.late_frames,
             stalls=self.stalls,
@@ -493,6 +506,11 @@ class PacerStatistics:
     starting_underruns: int = stat(
         help="Of those, the slots before the utterance's first frame: its source's latency, not a gap in speech."
     )
+    in_utterance_underruns: int = stat(
+        help="Of the underruns, the slots between two frames of one utterance: silence heard inside its speech "
+        "(not the wait for its first frame, nor the slots after its last one before its end, a Clear or a cut)."
+    )
+    in_utterance_underrun_ms: float = stat(help="The in-utterance underruns as audio, in ms.")
     idle_slots: int = stat(help="Slots between utterances (filled, or skipped with idle = stop).")
     late_frames: int = stat(help="Frames sent more than late_ms after their deadline.")
     stalls: int = stat(help="Times the pacer found itself one or more whole periods behind its grid.")

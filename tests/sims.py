@@ -7,12 +7,23 @@ import functools
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import trio
 
+from rtstream.httpserver import Request, Route, Upgrade
 from rtstream.simulators.telephony import TelephonyServer, TelephonySettings, serve_telephony
 from rtstream.simulators.tts import TtsServer, TtsSettings, serve_tts
+from rtstream.websocket import WebSocket
+
+
+def upgrading(session: Callable[[WebSocket], Awaitable[None]], max_message_size: int = 1 << 20) -> Route:
+    """A route that accepts every WebSocket and runs ``session`` on it (a peer scripted in a test)."""
+
+    async def route(request: Request) -> Upgrade:
+        return Upgrade(session, max_message_size=max_message_size)
+
+    return route
 
 
 @contextlib.asynccontextmanager

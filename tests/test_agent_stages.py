@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import trio
 from click.testing import CliRunner
-from trio_websocket import WebSocketRequest, serve_websocket
+from sims import upgrading
 
 from rtstream.audio.codec import from_float32
 from rtstream.calls import CURRENT_CALL, Call, CallSettings
@@ -40,15 +40,18 @@ from rtstream.frames import (
     UtteranceEnd,
     UtteranceStart,
 )
+from rtstream.httpserver import Request, Response, Upgrade
 from rtstream.params import ParamError
 from rtstream.pipeline import assemble
 from rtstream.report import PipelineReport
 from rtstream.runner import RunControl, run_pipeline
 from rtstream.simulators.agent import AgentServer, AgentSettings
 from rtstream.simulators.speech import synthesize
+from rtstream.simulators.websocket import serve
 from rtstream.stages.agent import LINKS, AgentIn, AgentOut, Downlink, Uplink
 from rtstream.stages.converter import Converter
 from rtstream.testing import CollectingSink, ScriptedSource, collected
+from rtstream.websocket import WebSocket
 from rtstream.wire.agent import FORMAT, ReplyAudio, Transcript, TurnEnd, TurnStart
 from rtstream.wire.agent import AgentServer as AgentSide
 from rtstream.wire.agent import Dtmf as DtmfUp
@@ -179,8 +182,8 @@ async def agent(
     path.write_text(SCRIPT)
     server = AgentServer(AgentSettings(script=str(path), **settings), api_key=api_key)
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(serve_websocket, handler or server.handle, "127.0.0.1", 0, None)
-        yield f"ws://127.0.0.1:{listeners.port}/agent", server
+        port = await nursery.start(serve, handler or server.route, "127.0.0.1", 0)
+        yield f"ws://127.0.0.1:{port}/agent", server
         nursery.cancel_scope.cancel()
 
 
@@ -352,18 +355,17 @@ async def test_the_agent_closing_mid_reply_ends_the_reply_and_the_link_reconnect
 async def test_malformed_agent_messages_are_counted_by_reason_and_logged_once(
     autojump_clock: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def bad_agent(request: WebSocketRequest) -> None:
-        ws = await request.accept()
-        await ws.get_message()  # start
+    async def bad_agent(ws: WebSocket) -> None:
+        await ws.receive()  # start
         messages: list[str | bytes] = ["nope", "nope", '{"type":"hello"}', b"\0\0", '{"type":"turn_start","turn":0}']
         for message in [*messages, b"abc", b"\1\0"]:
-            await ws.send_message(message)
-        await ws.send_message('{"type":"turn_end","turn":0}')
+            await ws.send(message)
+        await ws.send('{"type":"turn_end","turn":0}')
         with contextlib.suppress(Exception):
             while True:
-                await ws.get_message()
+                await ws.receive()
 
-    async with agent(tmp_path, handler=bad_agent) as (url, _):
+    async with agent(tmp_path, handler=upgrading(bad_agent)) as (url, _):
         with caplog.at_level(logging.WARNING, "rtstream.stages.agent"):
             ran = await converse(url, caller_script(silence(1.0)))
     into = ran.stats("bot", 0)
@@ -374,13 +376,12 @@ async def test_malformed_agent_messages_are_counted_by_reason_and_logged_once(
 
 
 async def test_an_agent_that_never_answers_is_counted_and_the_call_goes_on(autojump_clock: Any, tmp_path: Path) -> None:
-    async def mute_agent(request: WebSocketRequest) -> None:
-        ws = await request.accept()
+    async def mute_agent(ws: WebSocket) -> None:
         with contextlib.suppress(Exception):
             while True:
-                await ws.get_message()
+                await ws.receive()
 
-    async with agent(tmp_path, handler=mute_agent) as (url, _):
+    async with agent(tmp_path, handler=upgrading(mute_agent)) as (url, _):
         ran = await converse(url, caller_script(speech("Hello?"), silence(3.0)), answer_timeout=1.0)
     assert ran.stats("caller", -1).failures == {"no_answer": 1}
     assert ran.frames == []
@@ -395,13 +396,12 @@ async def test_caller_audio_while_the_agent_is_busy_is_held_within_its_bound(
     server = AgentServer(AgentSettings(script=str(path)))
     attempts = 0
 
-    async def flaky(request: WebSocketRequest) -> None:
+    async def flaky(request: Request) -> Response | Upgrade:
         nonlocal attempts
         attempts += 1
         if attempts == 1:
-            await request.reject(503)
-            return
-        await server.handle(request)
+            return Response.text(503)
+        return await server.route(request)
 
     async with agent(tmp_path, handler=flaky) as (url, _):
         ran = await converse(url, caller_script(*TWO_TURNS), backoff_initial=1.0, backoff_max=1.0, hold_ms=200)
@@ -429,15 +429,16 @@ async def test_audio_held_across_a_reconnect_is_bounded_and_counted(autojump_clo
     server = AgentServer(AgentSettings(script=str(path)))
     attempts = 0
 
-    async def drops_the_first(request: WebSocketRequest) -> None:
+    async def read_one_and_close(ws: WebSocket) -> None:
+        await ws.receive()
+        await ws.close()
+
+    async def drops_the_first(request: Request) -> Response | Upgrade:
         nonlocal attempts
         attempts += 1
         if attempts == 1:
-            ws = await request.accept()
-            await ws.get_message()
-            await ws.aclose()
-            return
-        await server.handle(request)
+            return Upgrade(read_one_and_close)
+        return await server.route(request)
 
     async with agent(tmp_path, handler=drops_the_first) as (url, _):
         ran = await converse(url, caller_script(*TWO_TURNS), backoff_initial=1.0, backoff_max=1.0, hold_ms=200)
@@ -462,11 +463,10 @@ async def test_an_unreachable_agent_fails_the_bot_pipeline(autojump_clock: Any) 
 
 
 async def test_an_agent_that_hangs_up_unheard_every_time_is_given_up(autojump_clock: Any, tmp_path: Path) -> None:
-    async def hangs_up(request: WebSocketRequest) -> None:
-        ws = await request.accept()
-        await ws.aclose()
+    async def hangs_up(ws: WebSocket) -> None:
+        await ws.close()
 
-    async with agent(tmp_path, handler=hangs_up) as (url, _):
+    async with agent(tmp_path, handler=upgrading(hangs_up)) as (url, _):
         ran = await converse(url, caller_script(silence(2.0)), reconnect_attempts=2, backoff_initial=0.01)
     out = ran.stats("caller", -1)
     assert (out.connects, out.disconnects, out.failures) == (3, 3, {"unreachable": 1})

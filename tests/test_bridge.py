@@ -12,8 +12,7 @@ import logging
 import numpy as np
 import pytest
 import trio
-from sims import P99_BOUND_MS, telephony_server, tts_server
-from trio_websocket import WebSocketRequest
+from sims import P99_BOUND_MS, telephony_server, tts_server, upgrading
 
 from rtstream.audio.codec import to_int16
 from rtstream.frames import AudioChunk, AudioFormat, Encoding
@@ -28,6 +27,7 @@ from rtstream.stages.pacer import Pacer
 from rtstream.stages.telephony import TelephonySink
 from rtstream.testing import run_stages
 from rtstream.wavfile import read_wav
+from rtstream.websocket import WebSocket
 
 TEXT = "Hello there."
 FAST = {"rtf": 20.0, "first_byte_latency": 0.01}
@@ -35,7 +35,7 @@ FAST = {"rtf": 20.0, "first_byte_latency": 0.01}
 TIMEOUT = 10
 
 
-def bridge(tts_url, phone_url, *, tts_format, protocol, frame_ms, transcript=TEXT, **tts):
+def bridge(tts_url, phone_url, *, tts_format, protocol, frame_ms, transcript=TEXT, underrun="skip", **tts):
     """The stages of one bridged call."""
     source = CartesiaTTS(
         url=tts_url,
@@ -49,7 +49,7 @@ def bridge(tts_url, phone_url, *, tts_format, protocol, frame_ms, transcript=TEX
         source,
         Converter(),
         Chunker(frame_ms=frame_ms),
-        Pacer(frame_ms=frame_ms, underrun="skip"),
+        Pacer(frame_ms=frame_ms, underrun=underrun),
         TelephonySink(url=phone_url, protocol=protocol, backoff_initial=0.01),
     ]
 
@@ -181,8 +181,7 @@ async def test_malformed_tts_messages_are_counted_and_logged_while_the_call_goes
     ]
     settings = TtsSettings(**FAST)
 
-    async def handler(request: WebSocketRequest) -> None:
-        ws = await request.accept()
+    async def handler(ws: WebSocket) -> None:
         await converse(ws, _Malformed(TtsSession(settings), list(bad)), peer="malformed tts")
 
     fmt = AudioFormat(Encoding.PCM_S16LE, 8000)
@@ -192,9 +191,7 @@ async def test_malformed_tts_messages_are_counted_and_logged_while_the_call_goes
             trio.open_nursery() as nursery,
             telephony_server(record=record, protocol="raw") as (phone_url, server),
         ):
-            port = await nursery.start(
-                functools.partial(serve, handler, "127.0.0.1", 0, max_message_size=MAX_REQUEST_BYTES)
-            )
+            port = await nursery.start(functools.partial(serve, upgrading(handler, MAX_REQUEST_BYTES), "127.0.0.1", 0))
             stages = bridge(
                 f"ws://127.0.0.1:{port}/tts/websocket",
                 phone_url,
@@ -212,3 +209,42 @@ async def test_malformed_tts_messages_are_counted_and_logged_while_the_call_goes
     warned = [r.getMessage() for r in caplog.records if "malformed message" in r.getMessage()]
     assert len(warned) == 4 and all("ws://127.0.0.1:" in w for w in warned)
     assert_heard(read_wav(record.format(call=1))[0], audio_of(TEXT, fmt), 480)
+
+
+@pytest.mark.parametrize(
+    "protocol,frame_ms,underrun,rtf",
+    [
+        ("raw", 60, "silence", 0.6),
+        ("twilio", 20, "comfort_noise", 0.6),
+        ("twilio", 20, "skip", 0.6),
+        ("twilio", 20, "silence", 20.0),
+    ],
+    ids=["starved-raw-silence", "starved-twilio-comfort-noise", "starved-twilio-skip", "healthy-twilio"],
+)
+async def test_the_receiver_counts_the_underruns_the_pacer_counted_inside_the_reply(
+    tmp_path, protocol, frame_ms, underrun, rtf
+):
+    """A TTS slower than real time starves the reply: the pacer's fill (or skipped slots) splits its words."""
+    text = "One two, three."
+    stats, report, _ = await run_call(
+        tmp_path,
+        tts={"rtf": rtf},
+        tts_format=AudioFormat(Encoding.PCM_S16LE, 8000),
+        protocol=protocol,
+        frame_ms=frame_ms,
+        transcript=text,
+        underrun=underrun,
+    )
+    pacer, [call] = stats["pacer"], report["per_call"]
+    heard = call["in_utterance_underruns"]
+    assert heard["replies"] == 1
+    if rtf > 1:
+        assert pacer["in_utterance_underruns"] == heard["fill_frames"] == 0
+        return
+    assert pacer["in_utterance_underruns"] > 5
+    if underrun == "skip":  # nothing sent in the empty slots: the far end's playout ran dry instead
+        assert heard["fill_frames"] == 0 and heard["gaps"] > 0
+    elif pacer["stalls"] == 0:  # every empty slot got a fill frame (a slot already past gets none)
+        assert heard["fill_frames"] == pacer["in_utterance_underruns"]
+    else:
+        assert 0 < heard["fill_frames"] <= pacer["in_utterance_underruns"]

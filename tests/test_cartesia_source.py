@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import trio
 from click.testing import CliRunner
-from sims import tts_server
-from trio_websocket import WebSocketRequest
+from sims import tts_server, upgrading
 
 from rtstream.cli import main
 from rtstream.errors import StageFailed
@@ -26,6 +25,7 @@ from rtstream.stages.cartesia import CartesiaDialect, CartesiaTTS
 from rtstream.stages.pause_breath.script import is_spoken, read_script
 from rtstream.stages.tts import Counts, Speech
 from rtstream.testing import run_stage
+from rtstream.websocket import WebSocket
 from rtstream.wire import RemoteProtocolError
 from rtstream.wire.cartesia import Generation
 
@@ -310,14 +310,13 @@ class _Vandal:
 async def test_malformed_server_messages_are_counted_and_logged_while_the_call_goes_on(caplog):
     settings = TtsSettings(rtf=50, first_byte_latency=0)
 
-    async def handler(request: WebSocketRequest):
-        ws = await request.accept()
+    async def handler(ws: WebSocket):
         await converse(ws, _Vandal(TtsSession(settings)), peer="vandal")
 
     caplog.set_level(logging.WARNING, logger="rtstream.stages.cartesia")
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(functools.partial(serve, handler, "127.0.0.1", 0, max_message_size=1 << 20))
+            port = await nursery.start(functools.partial(serve, upgrading(handler), "127.0.0.1", 0))
             source = CartesiaTTS(
                 url=f"ws://127.0.0.1:{port}/tts/websocket",
                 transcript="Still going strong.",
@@ -363,14 +362,13 @@ async def test_the_service_gets_the_clean_text_and_the_stream_the_tags_and_utter
     settings = TtsSettings(rtf=50, first_byte_latency=0)
     recorders = []
 
-    async def handler(request: WebSocketRequest):
-        ws = await request.accept()
+    async def handler(ws: WebSocket):
         recorders.append(_Recorder(TtsSession(settings)))
         await converse(ws, recorders[-1], peer="recorder")
 
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(functools.partial(serve, handler, "127.0.0.1", 0, max_message_size=1 << 20))
+            port = await nursery.start(functools.partial(serve, upgrading(handler), "127.0.0.1", 0))
             source = CartesiaTTS(
                 url=f"ws://127.0.0.1:{port}/tts/websocket",
                 transcript_file=str(path),
@@ -460,13 +458,12 @@ async def test_a_service_that_stops_answering_times_out_and_fails_the_stage():
 
     from rtstream.simulators.websocket import serve
 
-    async def silent(request):
-        await request.accept()
+    async def silent(ws):
         await trio.sleep_forever()
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(functools.partial(serve, silent, "127.0.0.1", 0, max_message_size=1 << 20))
+            port = await nursery.start(functools.partial(serve, upgrading(silent), "127.0.0.1", 0))
             source = CartesiaTTS(
                 url=f"ws://127.0.0.1:{port}/tts/websocket",
                 transcript="Hi.",

@@ -228,3 +228,28 @@ async def test_a_failing_accept_is_named_as_the_sink(autojump_clock):
     with pytest.raises(StageFailed) as caught:
         await run_pipeline(pipeline, raise_on_failure=True)
     assert caught.value.stage.index == 3
+
+
+async def test_an_untimed_sink_core_runs_in_the_task_before_it(autojump_clock):
+    from rtstream.stages.null import NullSink
+
+    speaker = Speaker(count=4)
+    pipeline = assemble("p", [speaker, Chunker(frame_ms=10), NullSink()], fuse=True)
+    report = await run_pipeline(pipeline, raise_on_failure=True)
+    assert report.status == "completed"
+    assert pipeline.elements[2].core.audio.chunks == 4  # counted in the speaker's task: no channel, no task
+    assert fusible(pipeline.elements[2]) is not None
+
+
+async def test_two_tasks_sending_on_one_chain_keep_each_frames_output_together(autojump_clock):
+    tx, rx = trio.open_memory_channel(0)  # every send waits for the reader
+    cutter = Chunker(frame_ms=10).open(PCM8K, PCM8K).core
+    chain = ChainSend([cutter], tx, None)
+    first = pcm_chunk(240, seed=1)  # three 10 ms frames
+    second = pcm_chunk(80, pts=240, seed=2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(chain.send, first)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(chain.send, second)  # while the first is still sending its frames
+        got = [await rx.receive() for _ in range(4)]
+    assert [int(f.pts) for f in got] == [0, 80, 160, 240]

@@ -21,6 +21,8 @@ def pacer(**changes) -> dict:
         fill_frames=0,
         underruns=0,
         starting_underruns=0,
+        in_utterance_underruns=0,
+        in_utterance_underrun_ms=0.0,
         idle_slots=0,
         late_frames=0,
         stalls=0,
@@ -56,16 +58,18 @@ def test_a_healthy_pacer_has_no_issue():
 
 
 def test_underruns_inside_replies_are_a_warning_and_above_five_percent_critical():
-    assert only(pacer(underruns=20)) == [
+    assert only(pacer(underruns=20, in_utterance_underruns=20, in_utterance_underrun_ms=1200.0)) == [
         Issue(
             "warning",
             "underruns",
             PACER,
-            "20 slots inside replies had no audio (2.0%)",
+            "20 slots inside replies had no audio, 1200 ms (2.0%)",
             "audio came late inside replies: put a jitter_buffer before the pacer, or check the source's speed",
         )
     ]
-    (issue,) = only(pacer(underruns=60), others=(("stage 3 (jitter_buffer)", jitter_buffer()),))
+    (issue,) = only(
+        pacer(underruns=60, in_utterance_underruns=60), others=(("stage 3 (jitter_buffer)", jitter_buffer()),)
+    )
     assert (issue.severity, issue.recommendation) == (
         "critical",
         "the jitter buffer ran dry inside replies: raise jitter_buffer start_delay_ms or min_delay_ms",
@@ -73,14 +77,8 @@ def test_underruns_inside_replies_are_a_warning_and_above_five_percent_critical(
 
 
 def test_underruns_waiting_for_a_replys_first_audio_are_its_latency_not_a_gap():
+    # the 2 others came after the replies' last audio, before their ends: no speech was split
     assert only(pacer(underruns=12, starting_underruns=10)) == [
-        Issue(
-            "warning",
-            "underruns",
-            PACER,
-            "2 slots inside replies had no audio (0.2%)",
-            "audio came late inside replies: put a jitter_buffer before the pacer, or check the source's speed",
-        ),
         Issue(
             "info",
             "reply_start",
@@ -89,6 +87,11 @@ def test_underruns_waiting_for_a_replys_first_audio_are_its_latency_not_a_gap():
             "that wait is the reply's latency: see the TTS's first chunk and the first audio",
         ),
     ]
+
+
+def test_a_pacer_that_does_not_tell_in_utterance_underruns_is_judged_by_those_after_a_replys_start():
+    stats = {k: v for k, v in pacer(underruns=12, starting_underruns=10).items() if not k.startswith("in_utterance")}
+    assert next(i.message for i in only(stats)) == "2 slots inside replies had no audio (0.2%)"
 
 
 def test_late_frames_point_at_the_cpu():
@@ -127,6 +130,16 @@ def test_loss_above_five_percent():
     assert only(stats, "stage 2 (sequencer)")[0].severity == "critical"
     stats["receiver"] = {"lost": 4, "released": 96, "received": 96}
     assert only(stats, "stage 2 (sequencer)") == []
+
+
+def test_packets_reported_missing_that_came_later_are_not_lost():
+    # a pass-through receiver reported 20 missing, then passed 18 of them on when they came late
+    stats = {"receiver": {"lost": 20, "late": 18, "released": 98, "received": 98}, "drops": {}}
+    assert only(stats, "stage 2 (sequencer)") == []
+    # a reordering receiver drops what comes after its gap: those stay lost
+    stats["drops"] = {"late": {"frames": 18, "samples": 18 * 160}}
+    stats["receiver"] = {"lost": 20, "late": 18, "released": 80, "received": 98}
+    assert only(stats, "stage 2 (sequencer)")[0].message == "20.0% of the packets lost (20 of 100)"
 
 
 def test_drops_count_as_loss_but_duplicates_and_barge_ins_do_not():
@@ -220,6 +233,19 @@ def test_a_receivers_jitter_gaps_and_bad_frames():
         "warning frame_size at service 'twilio': 3 frames of the wrong size; "
         "put a chunker with the protocol's frame_ms before the pacer",
     ]
+
+
+def test_a_receiver_that_heard_fill_inside_replies():
+    heard = {"frames": 30, "ms": 700.0, "fill_frames": 30, "speech_ms": 9300.0}
+    assert [i.line() for i in receiver_issues("service 'phone'", {"in_utterance_underruns": heard})] == [
+        "critical underruns at service 'phone': 700 ms inside replies was fill or dry playout (7.0%; 30 fill frames); "
+        "the bridge's pacer ran short inside replies: check its in-utterance underruns and the process's CPU"
+    ]
+    quiet = {"frames": 0, "ms": 0.0, "fill_frames": 0, "speech_ms": 9300.0}
+    assert receiver_issues("service 'phone'", {"in_utterance_underruns": quiet}) == []
+    assert (
+        receiver_issues("service 'phone'", {"in_utterance_underruns": {**heard, "ms": 90.0}})[0].severity == "warning"
+    )
 
 
 def test_a_late_loop_means_a_cpu_bound_process():

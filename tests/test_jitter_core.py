@@ -406,6 +406,16 @@ def test_webrtc_counters_on_a_scripted_stream():
     assert s.samples_out == received + P and s.lost_samples == P
 
 
+def test_a_chunks_delay_runs_from_its_arrival_to_the_handing_out_of_its_first_sample():
+    # As a static buffer's delay is measured. Packet 0 (in at 30 ms) starts playing at the
+    # first pull, at 60 ms; every later one (in at 30 + 20k ms) has its first sample 10 ms into
+    # the block pulled at 60 + 20k ms (the first pull handed out half a block): 40 ms.
+    jb = inbound()
+    run(jb, packetize(speech(1.0), drop={20}), until=2.0)
+    d = jb.statistics().delay_ms
+    assert d.count == 49 and d.mean == pytest.approx((30 + 48 * 40) / 49) and d.max == pytest.approx(40)
+
+
 def test_silent_concealment_is_counted_apart():
     # 200 ms lost: 60 ms of fading replay, then silence, until the packet after the hole is in;
     # the last 210 samples of the hole, concealed once it is, fade into it from both sides.

@@ -65,7 +65,7 @@ def test_the_view_of_a_run_shows_each_pipeline_with_its_figures_and_issues():
     text = console.export_text(clear=False)
     lines = text.splitlines()
     assert lines[0].startswith("rtstream · loop lag ")
-    assert lines[1].split() == ["pipeline", "active", "sent", "p99", "late", "underruns", "drops", "issues"]
+    assert lines[1].split() == ["pipeline", "active", "sent", "p99", "late", "in-utt", "underruns", "drops", "issues"]
     assert lines[2].split()[:4] == ["gappy", "0", "2.0", "s"] and lines[2].endswith("1 critical")
     assert "\x1b[31m" in console.export_text(styles=True)  # a critical issue in red
 
@@ -81,7 +81,7 @@ async def test_off_a_terminal_the_view_is_a_line_every_few_seconds(autojump_cloc
         nursery.cancel_scope.cancel()
     first = stream.getvalue().splitlines()[0]
     assert first[8:] == (  # after the time of day
-        " status: gappy: 0 active, 2.0 s sent, p99 late -0.5 ms, 50 underruns, 0 drops, issues 1 critical; "
+        " status: gappy: 0 active, 2.0 s sent, p99 late -0.5 ms, 50 in-utterance underruns, 0 drops, issues 1 critical; "
         "loop lag 0.0 ms, cpu 0%"
     )
 
@@ -111,8 +111,10 @@ def test_top_reads_the_same_figures_from_metrics():
 def test_an_exposition_is_summed_over_workers():
     text = (
         "# TYPE rtstream_underruns counter\n"
-        'rtstream_underruns_total{pipeline="p",worker="0"} 2\n'
-        'rtstream_underruns_total{pipeline="p",worker="1"} 3\n'
+        'rtstream_underruns_total{pipeline="p",worker="0"} 9\n'
+        "# TYPE rtstream_in_utterance_underruns counter\n"
+        'rtstream_in_utterance_underruns_total{pipeline="p",worker="0"} 2\n'
+        'rtstream_in_utterance_underruns_total{pipeline="p",worker="1"} 3\n'
         "# TYPE rtstream_pipelines_active gauge\n"
         'rtstream_pipelines_active{pipeline="p",worker="0"} 1\n'
         "# TYPE rtstream_pacer_lateness_seconds histogram\n"

@@ -33,6 +33,7 @@ FAMILIES = {
     "rtstream_frames_sent",
     "rtstream_late_frames",
     "rtstream_underruns",
+    "rtstream_in_utterance_underruns",
     "rtstream_dropped_frames",
     "rtstream_dropped_samples",
     "rtstream_pacer_lateness_seconds",

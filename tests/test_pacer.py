@@ -307,6 +307,13 @@ def test_any_arrival_schedule_keeps_order_grid_and_counts(spurts, underrun, idle
     assert [f.pts for f in out.chunks] == [n * 480 for n in range(len(out.chunks))]
     assert (stats.frames_in, stats.frames_sent, stats.drops, stats.late_frames) == (seq, seq, {}, 0)
     assert stats.fill_frames == len(out.chunks) - seq
+    # in-utterance underruns: the slots between an utterance's first and last frames that no frame of it took
+    spans: dict[str, list[int]] = {}
+    for t, f in out.received:
+        if isinstance(f, AudioChunk) and f.seq is not None:
+            spans.setdefault(f.utterance, []).append(round((t - times[0]) / P))
+    assert stats.in_utterance_underruns == sum(s[-1] - s[0] + 1 - len(s) for s in spans.values())
+    assert stats.in_utterance_underruns + stats.starting_underruns <= stats.underruns
     if underrun == "skip" and idle == "stop":
         assert stats.fill_frames == 0
     # an event leaves after the audio that came before it, and before the audio that came after it
@@ -324,6 +331,7 @@ async def test_underruns_before_a_replys_first_audio_are_told_apart_and_every_on
     out = await run_stage(Pacer(margin_ms=0), script)
     stats = stats_of(out.report)
     assert (stats.underruns, stats.starting_underruns) == (5, 3)  # 0.36, 0.42, 0.48 wait for b; 0.60, 0.66 inside it
+    assert (stats.in_utterance_underruns, stats.in_utterance_underrun_ms) == (2, pytest.approx(120.0))
     series = next(s.series for s in out.report.stages if s.type == "pacer")
     assert series["underruns"] == {"count": 5, "t": grid(6, 7, 8, 10, 11)}
     assert series["lateness"]["t"] == grid(*range(13)) and set(series["lateness"]["v"]) == {0.0}

@@ -17,7 +17,7 @@ def series(t0: float, n: int, value: float) -> dict:
 
 
 REPORT = {
-    "schema_version": 2,
+    "schema_version": 3,
     "pipelines": [
         {
             "pipeline": "jitter",

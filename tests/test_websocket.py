@@ -290,3 +290,40 @@ async def test_the_client_stages_connect_over_wss_with_the_system_trust_store(ca
             assert await ws.receive() == "over TLS"
         await trio.to_thread.run_sync(tls_server.closed.wait)
     assert tls_server.close_codes == [1000]
+
+
+def _raw_client(port: int, frame: bytes) -> bytes:
+    """Upgrade on a plain socket, send ``frame`` as it is, and return the server's first frame (a Close, short)."""
+    key = b"dGhlIHNhbXBsZSBub25jZQ=="
+    request = (
+        b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n\r\n"
+    )
+    with stdlib_socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(request + frame)
+        data = b""
+        while len(frames := data.partition(b"\r\n\r\n")[2]) < 2 or len(frames) < 2 + frames[1]:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    head = data.partition(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 101 ") and generate_accept_token(key) in head
+    return frames
+
+
+@pytest.mark.parametrize(
+    ("frame", "close"),
+    [
+        (b"\x81\x02hi", b"\x88\x17\x03\xeaunmasked client frame"),
+        (b"\x81\x81\x00\x00\x00\x00\xff", b"\x88\x1e\x03\xeftext message not valid UTF-8"),
+        (b"\x82\xfe\x13\x88" + b"\x00" * 4, b"\x88\x19\x03\xf1message over 4096 bytes"),  # 5000 B declared, none sent
+    ],
+    ids=["unmasked", "not_utf8", "oversize_header"],
+)
+async def test_a_peers_protocol_violation_is_answered_with_the_rfc_close_code(frame, close) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery)
+            answer = await trio.to_thread.run_sync(_raw_client, port, frame)
+            nursery.cancel_scope.cancel()
+    assert answer == close

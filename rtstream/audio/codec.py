@@ -3,6 +3,10 @@
 Float samples are nominally in [-1, 1): PCM16 value ``v`` is ``v / 32768``. Converting float
 to an integer encoding rounds to the nearest PCM16 step and clips at the rails; the
 ``*_counted`` variants say how many samples clipped, for the drop and clip counters.
+
+Between two integer encodings a linear computation (resampling, gain) can skip both scalings:
+:func:`to_pcm_units` gives float32 samples in PCM16 steps (``v`` itself), and
+:func:`quantize_pcm_units` rounds them back. That saves two passes over every chunk.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ _FULL_SCALE = np.float32(32767 / 32768)
 
 _ULAW_FLOAT = g711.ULAW_DECODE * _INT16_STEP
 _ALAW_FLOAT = g711.ALAW_DECODE * _INT16_STEP
+_ULAW_UNITS = g711.ULAW_DECODE.astype(np.float32)
+_ALAW_UNITS = g711.ALAW_DECODE.astype(np.float32)
 
 _G711 = (Encoding.PCM_MULAW, Encoding.PCM_ALAW)
 _INTEGER = (Encoding.PCM_S16LE, *_G711)
@@ -110,6 +116,26 @@ def float_to_int16(samples: np.ndarray) -> np.ndarray:
 def quantize(samples: np.ndarray) -> tuple[np.ndarray, int]:
     """Float samples as int16 (scaled by 32768, rounded half to even), and how many clipped."""
     scaled = np.rint(samples * _INT16_SCALE)
+    clipped = 0
+    if scaled.size and (scaled.max() > 32767 or scaled.min() < -32768):
+        clipped = int(np.count_nonzero((scaled > 32767) | (scaled < -32768)))
+        np.clip(scaled, -32768, 32767, out=scaled)
+    return scaled.astype(np.int16), clipped
+
+
+def to_pcm_units(data: np.ndarray, encoding: Encoding) -> np.ndarray:
+    """Samples of an integer encoding as float32 in PCM16 steps (``v``, not ``v / 32768``)."""
+    if encoding is Encoding.PCM_S16LE:
+        return data.astype(np.float32)
+    return (_ULAW_UNITS if encoding is Encoding.PCM_MULAW else _ALAW_UNITS).take(data)
+
+
+def quantize_pcm_units(samples: np.ndarray) -> tuple[np.ndarray, int]:
+    """float32 samples in PCM16 steps as int16 (rounded half to even), and how many clipped.
+
+    Rounds ``samples`` in place: pass an array the caller owns (a resampler's output, say).
+    """
+    scaled = np.rint(samples, out=samples) if samples.dtype == np.float32 else np.rint(samples)
     clipped = 0
     if scaled.size and (scaled.max() > 32767 or scaled.min() < -32768):
         clipped = int(np.count_nonzero((scaled > 32767) | (scaled < -32768)))

@@ -8,9 +8,10 @@ from typing import Any
 
 import attrs
 import trio
-from trio_websocket import WebSocketRequest
 
+from rtstream.httpserver import Request, Response, Upgrade
 from rtstream.stats import Quantiles
+from rtstream.websocket import WebSocket
 from rtstream.wire.agent import MAX_MESSAGE_BYTES
 
 from ..websocket import converse, serve
@@ -36,16 +37,15 @@ class AgentServer:
         self.sessions: list[AgentSessionStatistics] = []
         """The first ``report_calls`` sessions that ended."""
 
-    async def handle(self, request: WebSocketRequest) -> None:
-        path = request.path.split("?", 1)[0]
-        if path != PATH:
-            await request.reject(404, body=f"no such endpoint {path}; use {PATH}".encode())
-            return
+    async def route(self, request: Request) -> Response | Upgrade:
+        if request.path != PATH:
+            return Response(404, f"no such endpoint {request.path}; use {PATH}".encode())
         if self._api_key is not None and _bearer(request) != self._api_key:
             self._totals["rejected_unauthorized"] += 1
-            await request.reject(401, body=b"invalid or missing API key")
-            return
-        ws = await request.accept()
+            return Response(401, b"invalid or missing API key")
+        return Upgrade(self.handle, max_message_size=MAX_MESSAGE_BYTES)
+
+    async def handle(self, ws: WebSocket) -> None:
         number = next(self._numbers)
         session = AgentSession(self.settings, seed=self.settings.seed + number)
         self.active += 1
@@ -95,12 +95,9 @@ class AgentServer:
         }
 
 
-def _bearer(request: WebSocketRequest) -> str | None:
-    for name, value in request.headers:
-        if name.lower() == b"authorization":
-            scheme, _, key = value.decode("latin-1").partition(" ")
-            return key if scheme.lower() == "bearer" else None
-    return None
+def _bearer(request: Request) -> str | None:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return key if scheme.lower() == "bearer" else None
 
 
 async def serve_agent(
@@ -113,4 +110,4 @@ async def serve_agent(
 ) -> None:
     """Serve the agent simulator until cancelled; ``task_status.started(port)`` once listening."""
     server = server or AgentServer(settings)
-    await serve(server.handle, host, port, max_message_size=MAX_MESSAGE_BYTES, task_status=task_status)
+    await serve(server.route, host, port, task_status=task_status)

@@ -28,6 +28,7 @@ from rtstream.websocket import GOING_AWAY, NORMAL, ConnectionClosed, HandshakeFa
 
 from ..script import Turn
 from ..speech import synthesize
+from ..telephony.underruns import UNDERRUN_KEYS
 from .protocol import CallerCall, CallerSettings, Hangup, speech_bytes
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class _Totals:
         self.errors: Counter[str] = Counter()
         self.sums: Counter[str] = Counter()
         self.max_drift_ms = self.max_gap_ms = 0.0
-        self.underrun_ms: float | None = None
+        self.underruns: Counter[str] = Counter()
         self.first_audio = Quantiles(resolution=1e-6)
         self.turns: Counter[str] = Counter()
         self.measures = {key: Quantiles(resolution=1e-6) for key in TURN_MEASURES}
@@ -106,8 +107,7 @@ class _Totals:
         self.max_drift_ms = max(self.max_drift_ms, report["drift_ms"]["max"])
         if report["first_audio_ms"] is not None:
             self.first_audio.add(report["first_audio_ms"] / 1000)
-        if report["in_utterance_underrun_ms"] is not None:
-            self.underrun_ms = (self.underrun_ms or 0.0) + report["in_utterance_underrun_ms"]
+        self.underruns.update(report["in_utterance_underruns"])
         if report["turns"] is not None:
             self.turns["unexpected_replies"] += report["unexpected_replies"]
             for turn in report["turns"]:
@@ -248,7 +248,8 @@ class Dialer:
         upgrade), ``unreachable``, ``timeout``, ``server_closed`` (before the caller's script
         ran out), ``cancelled``. ``close_codes`` counts the calls by their close code;
         ``deviation_ms`` and ``first_audio_ms`` are percentiles over every call's values;
-        ``in_utterance_underrun_ms`` sums the calls that can tell (see :meth:`CallerCall.report`).
+        ``in_utterance_underruns`` sums the calls' fill and gaps inside replies (frames, ms, and
+        each part: see :mod:`rtstream.simulators.telephony.underruns`).
         ``conversation`` (None without a script): the turns by outcome, the barge-ins, the replies
         no turn waited for, and percentiles over every turn of each measure of
         :mod:`.conversation` (turn latency, reply heard, barge-in time, clear time, stale audio).
@@ -273,7 +274,7 @@ class Dialer:
             "deviation_ms": attrs.asdict(self.deviations.summary(scale=1000)),
             "max_drift_ms": t.max_drift_ms,
             "gaps": {"count": t.sums["gaps"], "total_ms": t.sums["gap_ms"], "max_ms": t.max_gap_ms},
-            "in_utterance_underrun_ms": t.underrun_ms,
+            "in_utterance_underruns": {key: t.underruns[key] for key in UNDERRUN_KEYS},
             "first_audio_ms": attrs.asdict(t.first_audio.summary(scale=1000)),
             "sent": {key: t.sums["sent_" + key] for key in SENT_KEYS},
             "conversation": None if self._script is None else t.conversation(),

@@ -552,14 +552,14 @@ class CallerCall:
         """The checker's report of the bot's audio, with the caller's side and the call's end.
 
         Beside the checker's keys (frames, seconds, wrong_size, errors by reason, marks,
-        marks_echoed, clears, deviation_ms, drift_ms, gaps): ``outcome``; ``close`` (code, by,
-        reason; None if never connected); ``hangup`` (why the caller closed); ``first_audio_ms``
-        (connection to the bot's first audio); ``in_utterance_underrun_ms`` (gaps inside
-        segments a mark ends; None when no mark came, as a pause cannot be told from a gap);
-        ``sent``: media messages written, the seconds of caller audio said, DTMF, whether stop
-        went out, and what the network dropped, duplicated, reordered and stalled. With a
-        script, ``turns`` (see :meth:`.Conversation.report`) and ``unexpected_replies`` (bot
-        audio no turn was waiting for); else None for both.
+        marks_echoed, clears, deviation_ms, drift_ms, gaps, in_utterance_underruns: fill and
+        gaps inside replies, see :mod:`rtstream.simulators.telephony.underruns`): ``outcome``;
+        ``close`` (code, by, reason; None if never connected); ``hangup`` (why the caller
+        closed); ``first_audio_ms`` (connection to the bot's first audio); ``sent``: media
+        messages written, the seconds of caller audio said, DTMF, whether stop went out, and
+        what the network dropped, duplicated, reordered and stalled. With a script, ``turns``
+        (see :meth:`.Conversation.report`) and ``unexpected_replies`` (bot audio no turn was
+        waiting for); else None for both.
         """
         checked = self.checker.report()
         net = self.netem.statistics()
@@ -570,7 +570,6 @@ class CallerCall:
             "close": self.close,
             "hangup": self.hangup,
             "first_audio_ms": None if self.first_audio is None else self.first_audio * 1000,
-            "in_utterance_underrun_ms": checked["gaps"]["total_ms"] if self.checker.marks else None,
             "turns": None if conv is None else conv.report(),
             "unexpected_replies": None if conv is None else conv.unexpected_replies,
             "sent": {

@@ -6,7 +6,8 @@ the protocol's provider side (:mod:`rtstream.wire.telephony`): it gives the open
 counts every message the provider side refuses by its reason, checks frame sizes, hands back the decoded audio for
 recording, echoes marks once the audio sent before them has played, and measures the timing:
 inter-arrival deviation from each frame's duration, drift from the ideal grid, and gaps (the
-far end's playout buffer running dry).
+far end's playout buffer running dry). It counts the damage to speech too: fill frames and
+gaps inside a reply (:mod:`.underruns`).
 
 Timing is measured per segment: a mark or a clear ends one (the audio after an utterance's
 mark may rightly start later), so pauses between utterances are not counted as jitter.
@@ -32,6 +33,7 @@ from rtstream.wire.telephony import PROTOCOLS as WIRE
 from rtstream.wire.telephony import ChunkRule, ClearEcho, MarkEcho, Metadata, SendClear, SendMark, SendMedia, Start
 
 from ..netem import DISCONNECT
+from .underruns import ReplyUnderruns
 
 PROTOCOLS = tuple(WIRE)
 MAX_PENDING_MARKS = 1000
@@ -73,6 +75,23 @@ class TelephonySettings:
     playout_delay: float = param(
         0.04, min=0, max=5, unit="s", help="Far-end buffering before a segment plays; a gap is that buffer running dry."
     )
+    reply_idle_ms: float = param(
+        300.0,
+        gt=0,
+        max=60_000,
+        unit="ms",
+        help="Until a mark comes (raw streams have none): fill this long is the line between replies, not a stall.",
+    )
+    comfort_noise_dbfs: float | None = param(
+        -60.0,
+        type=float,
+        optional=True,
+        min=-96,
+        max=-20,
+        unit="dBFS",
+        help="The pacer's comfort noise level (its noise_level), whose frames count as fill; none: only silence.",
+    )
+    comfort_noise_seed: int = param(0, min=0, help="The seed of the pacer's comfort noise (its seed).")
     disconnect_after: int | None = param(
         type=int,
         optional=True,
@@ -165,6 +184,13 @@ class TelephonyCall:
         self.gaps = 0
         self.gap_seconds = 0.0
         self.max_gap = 0.0
+        self.underruns = ReplyUnderruns(
+            self.format,
+            reply_idle=settings.reply_idle_ms / 1000,
+            noise_level=settings.comfort_noise_dbfs,
+            noise_seed=settings.comfort_noise_seed,
+        )
+        """Fill and gaps inside replies: the in-utterance underruns the far end hears."""
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -202,11 +228,13 @@ class TelephonyCall:
                 else:
                     self._pending_marks.append((max(now, self._play_end), name))
                 self._end_segment()
+                self.underruns.end_reply(mark=True)
             case SendClear():
                 self.clears += 1
                 self._play_end = min(self._play_end, now)
                 self._clear_reply(now)
                 self._end_segment()
+                self.underruns.end_reply(mark=False)
             case Metadata():
                 self.text_frames += 1
         return None
@@ -219,7 +247,9 @@ class TelephonyCall:
         self.bytes += len(payload)
         samples = fmt.array(payload)
         duration = len(samples) / fmt.sample_rate
-        self._time(now, duration)
+        gap = self._time(now, duration)
+        if duration:
+            self.underruns.media(payload, duration, gap)
         if self._disconnect_after is not None and self.frames == self._disconnect_after:
             self._outbox.append((now, DISCONNECT))
         return to_int16(samples, fmt.encoding)
@@ -229,7 +259,9 @@ class TelephonyCall:
             return self._chunk_rule.allows(size)
         return size == self.settings.frame_bytes
 
-    def _time(self, now: float, duration: float) -> None:
+    def _time(self, now: float, duration: float) -> float:
+        """Time a frame's arrival; how long the far end's playout ran dry before it (0 if it did not)."""
+        gap = 0.0
         if self._last_arrival is None:
             self._grid_start, self._grid_offset = now, 0.0
             self._play_end = now + self.settings.playout_delay
@@ -251,6 +283,7 @@ class TelephonyCall:
                 self._play_end = now
         self._play_end = max(self._play_end, now) + duration
         self._last_arrival, self._last_duration = now, duration
+        return gap
 
     def _end_segment(self) -> None:
         self._last_arrival = None
@@ -300,5 +333,6 @@ class TelephonyCall:
             "deviation_ms": attrs.asdict(self.deviation.summary(scale=1000)),
             "drift_ms": {"final": self.drift * 1000, "max": self.max_drift * 1000},
             "gaps": {"count": self.gaps, "total_ms": self.gap_seconds * 1000, "max_ms": self.max_gap * 1000},
+            "in_utterance_underruns": self.underruns.report(),
             "series": {"deviation": self.deviation_series.snapshot(), "gaps": self.gap_marks.snapshot()},
         }

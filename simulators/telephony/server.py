@@ -13,14 +13,16 @@ from typing import Any
 
 import attrs
 import trio
-from trio_websocket import WebSocketRequest
 
 from rtstream.frames import AudioFormat, Encoding
+from rtstream.httpserver import Request, Upgrade
 from rtstream.stats import Quantiles
 from rtstream.wavfile import WavWriter
+from rtstream.websocket import WebSocket
 
 from ..websocket import converse, serve
 from .protocol import TelephonyCall, TelephonySettings
+from .underruns import UNDERRUN_KEYS
 
 MAX_MESSAGE_BYTES = 1 << 20
 
@@ -59,8 +61,10 @@ class TelephonyServer:
         self._idle = trio.Event()
         self._idle.set()
 
-    async def handle(self, request: WebSocketRequest) -> None:
-        ws = await request.accept()
+    async def route(self, request: Request) -> Upgrade:
+        return Upgrade(self.handle, max_message_size=MAX_MESSAGE_BYTES)
+
+    async def handle(self, ws: WebSocket) -> None:
         number = next(self._numbers)
         call = TelephonyCall(
             self.settings, number, disconnect_after=self._take_disconnect(), all_deviations=self.deviations
@@ -70,8 +74,7 @@ class TelephonyServer:
         self._idle = trio.Event()
         try:
             with self._writer(number) as writer:
-                for message in call.opening():
-                    await ws.send_message(message)
+                await ws.send_many(call.opening())
                 dropped = await converse(ws, _RecordingCall(call, writer), peer=f"telephony simulator call {number}")
             call.closed = "simulator" if dropped else "bridge"
         finally:
@@ -124,6 +127,9 @@ class TelephonyServer:
                 "total_ms": sum(r["gaps"]["total_ms"] for r in reports),
                 "max_ms": max((r["gaps"]["max_ms"] for r in reports), default=0.0),
             },
+            "in_utterance_underruns": {
+                key: sum(r["in_utterance_underruns"][key] for r in reports) for key in UNDERRUN_KEYS
+            },
             "per_call": reports[: self._report_calls],
         }
 
@@ -138,4 +144,4 @@ async def serve_telephony(
 ) -> None:
     """Serve the telephony simulator until cancelled; ``task_status.started(port)`` once listening."""
     server = server or TelephonyServer(settings)
-    await serve(server.handle, host, port, max_message_size=MAX_MESSAGE_BYTES, task_status=task_status)
+    await serve(server.route, host, port, task_status=task_status)

@@ -10,6 +10,7 @@ is answered (:meth:`SpeechServer.open`: a session, or a :class:`Refusal` before 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import ssl
@@ -20,8 +21,9 @@ from urllib.parse import urlsplit
 
 import attrs
 import trio
-from trio_websocket import WebSocketRequest
 
+from rtstream.httpserver import Request, Response, Upgrade
+from rtstream.websocket import WebSocket
 from rtstream.wire.cartesia import read_handshake
 
 from ..websocket import converse, serve
@@ -62,16 +64,16 @@ class SpeechServer:
         """The session for a connection request (path with query, headers), or a :class:`Refusal`."""
         raise NotImplementedError
 
-    async def handle(self, request: WebSocketRequest) -> None:
+    async def route(self, request: Request) -> Response | Upgrade:
         number = next(self._numbers)
-        session = self.open(request.path, request.headers, number)
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in request.headers.items()]
+        session = self.open(request.target, headers, number)
         if isinstance(session, Refusal):
             self._totals[f"rejected_{session.reason}"] += 1
-            await request.reject(
-                session.status, extra_headers=[(b"Content-Type", session.content_type)], body=session.body
-            )
-            return
-        ws = await request.accept()
+            return Response(session.status, session.body, session.content_type.decode("latin-1"))
+        return Upgrade(functools.partial(self.handle, session), max_message_size=MAX_REQUEST_BYTES)
+
+    async def handle(self, session: Any, ws: WebSocket) -> None:
         self.active += 1
         self._idle = trio.Event()
         try:
@@ -163,6 +165,4 @@ async def serve_tts(
 ) -> None:
     """Serve a TTS simulator (Cartesia unless ``server`` says otherwise) until cancelled; start with the port."""
     server = server or TtsServer(settings)
-    await serve(
-        server.handle, host, port, max_message_size=MAX_REQUEST_BYTES, ssl_context=ssl_context, task_status=task_status
-    )
+    await serve(server.route, host, port, ssl_context=ssl_context, task_status=task_status)

@@ -88,7 +88,9 @@ class JitterStatistics:
         help="The target now, in ms: the delay histogram's quantile, raised while delay peaks recur."
     )
     max_delay_ms: float = stat(help="The largest target allowed (max_delay_ms), in ms: a target there is capped.")
-    delay_ms: Summary = stat(help="Time from arrival to playout of each chunk played, in ms.")
+    delay_ms: Summary = stat(
+        help="Time from arrival of each chunk played to the handing out of its first sample, in ms."
+    )
     concealment_rate: float = stat(help="Share of the output that was concealment (NetEq expand rate).")
     accelerate_rate: float = stat(help="Share of the output removed by time-compression.")
     decelerate_rate: float = stat(help="Share of the output added by time-stretching.")
@@ -183,9 +185,9 @@ class JitterBuffer:
         self._splice = False
         self._run = 0
         self._utterance: str | None = None
-        self._arrivals: list[tuple[int, float]] = []
-        """A heap of (timeline end, arrival) of the chunks not yet played: by position, since
-        reordered chunks come out of order and each is timed when its own audio plays."""
+        self._arrivals: list[tuple[int, float, int]] = []
+        """A heap of (timeline end, arrival, length) of the chunks not yet played: by position,
+        since reordered chunks come out of order and each is timed when its own audio plays."""
         self._out_arrivals: deque[tuple[int, float | None]] = deque()
         """(output position, arrival of the audio played from there; None for concealment)."""
         self._delays = Quantiles()
@@ -256,7 +258,7 @@ class JitterBuffer:
         self._write_end = max(self._write_end, pos + len(data))
         if len(self._arrivals) == _MAX_ARRIVALS:
             heapq.heappop(self._arrivals)
-        heapq.heappush(self._arrivals, (pos + len(data), arrival))
+        heapq.heappush(self._arrivals, (pos + len(data), arrival, len(data)))
         if self.settings.direction == "inbound":
             excess = pos + len(data) - start - self.max_level
             if excess > 0:
@@ -650,8 +652,8 @@ class JitterBuffer:
         c.delay_sum += used * now - self.timeline.stamp_sum(a, used)
         c.target_sum += used * self.target()
         self._pin_due(a + used, start, a, n)
+        self._played_until(a, used, start, n, now)
         self.timeline.advance(used)
-        self._played_until(self.timeline.start, now)
 
     def _give_up(self, n: int) -> None:
         """Move past ``n`` samples that were concealed in place of audio that did not come."""
@@ -684,10 +686,18 @@ class JitterBuffer:
             self._c.interruption_samples += self._run
         self._run = 0
 
-    def _played_until(self, pos: int, now: float) -> None:
-        arrivals = self._arrivals
-        while arrivals and arrivals[0][0] <= pos:
-            self._delays.add(now - heapq.heappop(arrivals)[1])
+    def _played_until(self, a: int, used: int, out_start: int, n: int, now: float) -> None:
+        """Time the chunks whose end is among the ``used`` samples from ``a``, played into ``n`` from ``out_start``.
+
+        A chunk's delay runs from its arrival to the moment its first sample is handed out
+        (what a listener hears, and how a static buffer's delay is measured): the output ahead
+        of this tick's goes out first, one sample per sample period.
+        """
+        arrivals, rate, emitted = self._arrivals, self.rate, self.out.emitted
+        while arrivals and arrivals[0][0] <= a + used:
+            end, arrival, length = heapq.heappop(arrivals)
+            out_end = out_start + (end - a) * n / used
+            self._delays.add(now + (out_end - length * n / used - emitted) / rate - arrival)
 
     def _pin_due(self, before: int, out_pos: int, in_start: int | None = None, out_len: int = 0) -> None:
         """Pin the events placed before ``before`` to output positions from ``out_pos``.
