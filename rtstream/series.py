@@ -1,13 +1,14 @@
 """Bounded per-frame timing series for plots: a few floats per event, never a Python object per frame.
 
-A :class:`Series` keeps (time, value) pairs in two preallocated numpy arrays. Until ``limit``
+A :class:`Series` keeps (time, value) pairs in two numpy arrays. Until ``limit``
 points it keeps every one; when full it halves itself, each pair of neighbours keeping the
 point of larger magnitude, and from then on takes one point per 2, 4, 8… events (again the
 largest of each run). A spike of lateness or deviation therefore survives any decimation —
 the point a person looks at a plot for — and an hour-long call costs the same memory as a
-minute. The arrays start small and double up to the limit, so a short call (and an idle
-stage) holds a few hundred bytes, not the limit's 32 KB. :class:`Marks` keeps the times of rare events (underruns, clears) up to a bound and
-counts the rest. Times are on the trio clock, values in seconds.
+minute. The arrays start small and double up to the limit, so a short call (or an idle
+stage) holds a kilobyte, not the limit's 32 KB. :class:`Marks` keeps the times of rare
+events (underruns, clears) up to a bound, the same way, and counts the rest. Times are on
+the trio clock, values in seconds.
 """
 
 from __future__ import annotations
@@ -110,7 +111,6 @@ class Marks:
             self._t[self._n] = t
             self._n += 1
         self.count += 1
-
 
     def snapshot(self) -> dict[str, Any]:
         return {"count": self.count, "t": [round(x, 4) for x in self._t[: self._n].tolist()]}

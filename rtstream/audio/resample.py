@@ -42,7 +42,17 @@ class StreamResampler:
     fewer samples than the input maps to (soxr holds some back), even none.
     """
 
-    __slots__ = ("_active", "_channels", "_in_pts", "_out_pts", "_quality", "_silence", "_stream", "in_rate", "out_rate")
+    __slots__ = (
+        "_active",
+        "_channels",
+        "_in_pts",
+        "_out_pts",
+        "_quality",
+        "_silence",
+        "_stream",
+        "in_rate",
+        "out_rate",
+    )
 
     def __init__(self, in_rate: int, out_rate: int, channels: int = 1, *, quality: str = "HQ", pts: int = 0) -> None:
         if quality not in QUALITIES:
