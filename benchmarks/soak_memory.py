@@ -58,7 +58,7 @@ async def soak(args: argparse.Namespace, tts_url: str, phone_url: str) -> dict:
     monitor.install()
     control = RunControl()
     samples: list[tuple[int, int, int, int]] = []  # (calls, rss KB, gc objects, traced KB)
-    state = {"calls": 0, "failed": 0, "half_types": None}
+    state: dict = {"calls": 0, "failed": 0, "half_types": None, "half_snapshot": None}
     deadline = trio.current_time() + args.minutes * 60
 
     def sample() -> None:
@@ -76,12 +76,23 @@ async def soak(args: argparse.Namespace, tts_url: str, phone_url: str) -> dict:
                 sample()
                 if state["half_types"] is None and trio.current_time() > deadline - args.minutes * 30:
                     state["half_types"] = (state["calls"], type_counts())
+                    if args.tracemalloc:  # kept on disk: in memory its traces would count as growth
+                        tracemalloc.take_snapshot().dump(args.snapshot)
+                        state["half_snapshot"] = args.snapshot
 
     sample()
     async with trio.open_nursery() as nursery:
         for _ in range(args.concurrency):
             nursery.start_soon(lane)
-    return {"samples": samples, **state, "live": len(monitor.live), "gc": gc.get_stats(), "end_types": type_counts()}
+    end = tracemalloc.take_snapshot() if args.tracemalloc else None
+    return {
+        "samples": samples,
+        **state,
+        "live": len(monitor.live),
+        "gc": gc.get_stats(),
+        "end_types": type_counts(),
+        "end_snapshot": end,
+    }
 
 
 def main() -> None:
@@ -98,13 +109,14 @@ def main() -> None:
     # bridge.call_stages's settings
     args.tts, args.tts_rate, args.gap, args.quality, args.lead = "cartesia", 24000, 0.5, "HQ", 0
     if args.tracemalloc:
-        tracemalloc.start()
+        tracemalloc.start(10)
     print(
         f"soak: {args.minutes:g} min of bridged calls, {args.concurrency} at a time, {args.turns} turn(s) each; "
         f"load average {load_average()}",
         flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
+        args.snapshot = Path(tmp) / "half.snapshot"
         pattern = "[1500,900,2100,600]"  # bridge.py's 24 kHz chunks
         tts, tts_url = start_simulator(
             "tts", "rtf=3", "first_byte_latency=0.1", f"pattern={pattern}", report=Path(tmp) / "t"
@@ -113,6 +125,8 @@ def main() -> None:
         try:
             with quiet_gc():
                 result = trio.run(soak, args, tts_url, phone_url)
+            if result["half_snapshot"] is not None:
+                result["half_snapshot"] = tracemalloc.Snapshot.load(result["half_snapshot"])
         finally:
             stop(tts)
             stop(phone)
@@ -139,6 +153,14 @@ def main() -> None:
         at, before = result["half_types"]
         grown = (result["end_types"] - before).most_common(5)
         print(f"types grown most since call {at}: " + (", ".join(f"{t} +{n}" for t, n in grown) or "none"))
+    if result["half_snapshot"] is not None:
+        print("allocations grown most since then (tracemalloc):")
+        own = (tracemalloc.Filter(False, tracemalloc.__file__),)
+        half = result["half_snapshot"].filter_traces(own)
+        diffs = result["end_snapshot"].filter_traces(own).compare_to(half, "traceback")
+        for diff in sorted(diffs, key=lambda d: -d.size_diff)[:5]:
+            where = " < ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(diff.traceback))
+            print(f"  {diff.size_diff / 1024:+8.1f} KB {diff.count_diff:+6d} blocks  {where}")
     collections_ = ", ".join(f"gen{i} {g['collections']}" for i, g in enumerate(result["gc"]))
     print(
         f"{result['calls']} calls, {result['failed']} failed; pipelines still watched: {result['live']}; "

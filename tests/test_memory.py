@@ -110,6 +110,23 @@ def test_what_the_process_keeps_does_not_grow_with_the_calls_it_ran():
     assert WATCHER.get() is None and CURRENT_CONTROL.get() is None  # set inside the run only
 
 
+def test_the_bytes_python_holds_do_not_grow_with_the_calls_it_ran():
+    monitor, control = Monitor(), CallControl()
+    run_calls(5, monitor, control)  # warm: first-use caches, histogram buckets
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        run_calls(40, monitor, control)
+        gc.collect()
+        per_call = (tracemalloc.get_traced_memory()[0] - before) / 40
+    finally:
+        tracemalloc.stop()
+    # CPython's type attribute cache keeps the names a call looks up (4096 entries at most): a
+    # couple of hundred bytes a call, bounded; a leak of a call's frames or reports is kilobytes
+    assert per_call < 1024
+
+
 def test_a_short_series_holds_little_and_a_long_one_its_bound():
     tracemalloc.start()
     try:
