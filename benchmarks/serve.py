@@ -3,6 +3,7 @@
     python benchmarks/serve.py                          # N = 1, 50, 100, 200, one worker
     python benchmarks/serve.py --workers 2              # and a row per N with two workers
     python benchmarks/serve.py --calls 100 --duration 20 --rate 10
+    python benchmarks/serve.py --offer 2                # admission by headroom: 2x the capacity offered
 
 Per row, three processes of their own, all fresh: ``rtstream serve benchmarks/serve.toml``
 (a Twilio route: the caller's audio in through telephony_in, the bot's three replies out from
@@ -44,6 +45,18 @@ Columns (times in ms):
   it is the bottleneck, and its lateness shows in the columns);
 - load: the machine's 1, 5 and 15-minute load averages before and after the row.
 
+With ``--offer F``: first the capacity, the largest N of ``--calls`` (25, 50, 75, 100, 150, 200
+by default) whose row, with admission by load off (``--max-load 0``), kept every call whole (no
+failed call, no in-utterance underrun at the pacer or the caller), stopping at the first row
+that did not (``--capacity N`` skips the search); then F times that many calls offered twice,
+all dialled within the first half of a call: with admission by load off, then on
+(``--max-load``, the file's 0.7 by default). Each prints offered, admitted, refused by reason,
+and for the admitted calls receiver p99 and max, in-utterance underruns at the pacers (slots) and
+the caller (frames, ms), CPU per call-second, the server's CPU and wait (as above) and its peak load.
+
+The rows run with admission by load off (``--max-load 0``) unless ``--max-load`` says otherwise:
+they measure what one server carries, and ``max_calls`` is each row's N.
+
 With ``--workers 2``, "carried" is the largest N whose row had no failed call, receiver p99 at
 most ``--p99-ms`` and no in-utterance underrun at the pacers or the caller, for each worker
 count, and their ratio (as coarse as the list of N).
@@ -77,15 +90,27 @@ from _procs import (
 
 HERE = Path(__file__).resolve().parent
 SERVED = HERE / "serve.toml"
+DEFAULT_CALLS = "1,50,100,200"
+OFFER_CALLS = "25,50,75,100,150,200"
 RTSTREAM = [sys.executable, "-P", "-m", "rtstream.cli"]
 """The command line in a new interpreter; -P keeps a checkout's rtstream/ folder from shadowing the install."""
 
 
-def start_server(workers: int, calls: int, tts_url: str, args: argparse.Namespace, report: Path, cpus: set[int] | None):
-    """``rtstream serve`` on a free loopback port: (the process, its port)."""
+def start_server(
+    workers: int,
+    calls: int,
+    tts_url: str,
+    args: argparse.Namespace,
+    report: Path,
+    cpus: set[int] | None,
+    max_load: float | None,
+):
+    """``rtstream serve`` on a free loopback port (``max_load`` None: the file's): (the process, its port)."""
     env = {**os.environ, "TTS_URL": tts_url, "TTS_RATE": str(args.tts_rate), "REPLY_GAP": str(args.gap)}
-    command = [*RTSTREAM, "--log-level", "error", "serve", str(SERVED), "--port", "0"]
+    command = [*RTSTREAM, "--log-level", "error", "serve", str(SERVED), "--port", "0", "-q"]
     command += ["--workers", str(workers), "--max-calls", str(max(calls, 1)), "--drain", "10"]
+    if max_load is not None:
+        command += ["--max-load", str(max_load)]
     command += ["--report", str(report)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, preexec_fn=pin_to(cpus), env=env)
     line = process.stdout.readline() if process.stdout else ""
@@ -107,8 +132,10 @@ def pacer_and_sink(call: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[st
     return pacer, sink
 
 
-def one_run(calls: int, workers: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One row: N calls into a fresh server with ``workers`` workers."""
+def one_run(
+    calls: int, workers: int, args: argparse.Namespace, *, max_load: float | None = None, rate: float | None = None
+) -> dict[str, Any]:
+    """One row: N calls into a fresh server with ``workers`` workers, dialled at ``rate`` (default ``--rate``)."""
     pinned = args.pin and (os.cpu_count() or 1) > 1
     server_cpus = ({0} if workers == 1 else set(range(os.cpu_count() or 1))) if pinned else None
     simulator_cpus = set(range(1, os.cpu_count() or 2)) if pinned else None
@@ -120,7 +147,7 @@ def one_run(calls: int, workers: int, args: argparse.Namespace) -> dict[str, Any
             "tts", f"rtf={args.rtf}", "first_byte_latency=0.1", report=tts_report, cpus=simulator_cpus
         )
         try:
-            server, port = start_server(workers, calls, tts_url, args, server_report, server_cpus)
+            server, port = start_server(workers, calls, tts_url, args, server_report, server_cpus, max_load)
             try:
                 pids = [server.pid, *children(server.pid)] if workers > 1 else [server.pid]
                 time.sleep(0.5)  # let the server settle after its start
@@ -129,7 +156,7 @@ def one_run(calls: int, workers: int, args: argparse.Namespace) -> dict[str, Any
                 rss_before = {p: rss_kb(p) for p in pids}
                 tts_before = cpu_seconds(tts.pid)
                 caller_args = [f"url=ws://127.0.0.1:{port}/twilio", "protocol=twilio", f"calls={calls}"]
-                caller_args += [f"rate={args.rate}", f"duration={args.duration}", "report_calls=0"]
+                caller_args += [f"rate={rate or args.rate}", f"duration={args.duration}", "report_calls=0"]
                 caller_args += ["--report", str(caller_report)]
                 started = time.perf_counter()
                 caller = subprocess.Popen(
@@ -228,9 +255,18 @@ def summarize(
         "caller_pct": caller_cpu / wall * 100,
         "tts_pct": tts_cpu / wall * 100,
         "refused": sum(server.get("refused", {}).values()),
+        "refused_by": server.get("refused", {}),
+        "admitted": server.get("admitted", 0),
+        "peak_load": max((w["peak_load"] for w in _loads(server)), default=None),
         "failures": caller["failed"],
         "marks": (caller["marks"], caller["marks_echoed"]),
     }
+
+
+def _loads(server: dict[str, Any]) -> list[dict[str, Any]]:
+    """The server's load statistics: one process's, or each worker's."""
+    load = server.get("load")
+    return load if isinstance(load, list) else [load] if load else []
 
 
 def cell(value: float | int | None, width: int, digits: int = 1) -> str:
@@ -276,9 +312,59 @@ def carried(rows: list[dict[str, Any]], workers: int, p99_ms: float) -> int:
     return max(good, default=0)
 
 
+def whole(r: dict[str, Any]) -> bool:
+    """Every call completed, with no in-utterance underrun at the pacer or the caller."""
+    return r["failed"] == 0 and not r["utt_pacer"] and not r["utt_rx"]
+
+
+OFFER_HEADER = (
+    f"{'max_load':>8} {'offered':>7} {'admitted':>8} {'refused':>20} | {'dev p99':>7} {'max':>6} | "
+    f"{'utt pacer':>9} {'rx':>5} {'rx ms':>7} | {'cpu ms/call-s':>13} {'server %':>8} {'wait %':>6} "
+    f"{'peak load':>9} | load before -> after"
+)
+
+
+def offer_row(max_load: str, r: dict[str, Any], before: str, after: str) -> str:
+    refused = ", ".join(f"{n} {why}" for why, n in sorted(r["refused_by"].items())) or "0"
+    return (
+        f"{max_load:>8} {r['calls']:>7} {r['admitted']:>8} {refused:>20} | {cell(r['p99'], 7, 2)} "
+        f"{cell(r['max'], 6)} | {r['utt_pacer']:>9} {r['utt_rx']:>5} {cell(r['utt_rx_ms'], 7, 0)} | "
+        f"{cell(r['cpu_ms_per_call_s'], 13, 2)} {cell(r['server_pct'], 8, 0)} {cell(r['wait_pct'], 6, 0)} "
+        f"{cell(r['peak_load'], 9, 2)} | {before} -> {after}"
+    )
+
+
+def offer(args: argparse.Namespace) -> None:
+    """Find the capacity with admission by load off, then offer ``args.offer`` times it, off and on."""
+    capacity = args.capacity
+    if capacity is None:
+        print("capacity: admission by load off (--max-load 0)", flush=True)
+        print(HEADER, flush=True)
+        capacity = 0
+        for calls in [int(n) for n in args.calls.split(",")]:
+            before = load_average()
+            r = one_run(calls, 1, args, max_load=0.0)
+            print(row(r, before, load_average()), flush=True)
+            if not whole(r):
+                break
+            capacity = calls
+    offered = max(round(args.offer * capacity), 1)
+    rate = max(args.rate, offered / (args.duration / 2))
+    print(
+        f"capacity {capacity} calls; offering {offered} ({args.offer:g}x), dialled at {rate:g} per second",
+        flush=True,
+    )
+    print(OFFER_HEADER, flush=True)
+    for max_load in (0.0, args.max_load):
+        before = load_average()
+        r = one_run(offered, 1, args, max_load=max_load, rate=rate)
+        label = "off" if max_load == 0 else "file" if max_load is None else f"{max_load:g}"
+        print(offer_row(label, r, before, load_average()), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", default="1,50,100,200", help="comma-separated numbers of calls, a row each")
+    parser.add_argument("--calls", default=DEFAULT_CALLS, help="comma-separated numbers of calls, a row each")
     parser.add_argument(
         "--workers", type=int, default=1, choices=(1, 2), help="2: a row with two workers beside each one-worker row"
     )
@@ -294,7 +380,22 @@ def main() -> None:
     parser.add_argument(
         "--no-pin", dest="pin", action="store_false", help="let the server and the simulators share every CPU"
     )
+    parser.add_argument(
+        "--offer", type=float, help="offer this many times the capacity, with admission by load off and on"
+    )
+    parser.add_argument("--capacity", type=int, help="with --offer: the capacity, instead of searching for it")
+    parser.add_argument(
+        "--max-load",
+        type=float,
+        help="the server's max_load: with --offer, for its admission-on run (default: the file's); "
+        "otherwise for every row (default 0: the rows measure what the server carries, not what it admits)",
+    )
     args = parser.parse_args()
+    if args.offer is not None:
+        if args.calls == DEFAULT_CALLS:
+            args.calls = OFFER_CALLS
+        offer(args)
+        return
     counts = [int(n) for n in args.calls.split(",")]
     pinning = "not pinned" if not args.pin else "one worker on CPU 0, simulators on CPU 1"
     if args.workers == 2 and args.pin:
@@ -311,7 +412,7 @@ def main() -> None:
         for workers in (1, 2)[: args.workers]:
             before = load_average()
             try:
-                r = one_run(calls, workers, args)
+                r = one_run(calls, workers, args, max_load=0.0 if args.max_load is None else args.max_load)
             except (OSError, ValueError, KeyError, subprocess.SubprocessError, SystemExit) as exc:
                 print(f"{workers:>7} {calls:>5} failed: {exc!r}", flush=True)
                 continue

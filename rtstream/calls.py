@@ -59,6 +59,16 @@ class ServerSettings:
     host: str = param("127.0.0.1", help="Address to listen on; anything but loopback only when asked.")
     port: int = param(8080, min=0, max=65535, help="Port for HTTP and WebSocket alike (0: a free one).")
     max_calls: int = param(100, min=1, max=100_000, help="Calls at once in one process; more are refused with 503.")
+    max_load: float = param(
+        0.7,
+        min=0,
+        max=10,
+        help="Refuse calls (503, 'overloaded') when one more would take the load above this; "
+        "load is the larger of the CPU share of one core and loop lag over lag_budget_ms. 0: never by load.",
+    )
+    lag_budget_ms: float = param(
+        10.0, gt=0, max=1000, unit="ms", help="Loop lag (moving average) that counts as a load of 1."
+    )
     drain: float = param(10.0, min=0, max=3600, unit="s", help="On SIGTERM or Ctrl-C, how long calls may finish.")
     public_url: str | None = param(
         type=str,

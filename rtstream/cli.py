@@ -251,7 +251,7 @@ def run(
                     return exc
                 assert plan.config.server is not None
                 settings = attrs.evolve(plan.config.server, host=LOOPBACK, public_url=None)
-                server = build_server(plan.config, endpoints, variables, settings)
+                server = build_server(plan.config, endpoints, variables, settings, admit_by_load=False)
                 monitor.attach(server)
                 ready = _Running(len(pipelines), dialers=len(dialers), url=variables["url"])
                 report = await run_beside_server(
@@ -332,6 +332,11 @@ def _write_report(path: str, text: str) -> None:
 )
 @click.option("--drain", type=click.FloatRange(0, 3600), help="Seconds calls may finish after the first signal.")
 @click.option("--max-calls", type=click.IntRange(1, 100_000), help="Calls at once per process; more get HTTP 503.")
+@click.option(
+    "--max-load",
+    type=float,
+    help="Refuse calls when one more would take the load above this (default: [server] max_load, 0.7); 0: off.",
+)
 @click.option("--public-url", help="The https:// address providers reach this server by (a proxy or tunnel).")
 @click.option(
     "--report", "report_path", type=click.Path(dir_okay=False), help="Also write the report as JSON to this file."
@@ -348,6 +353,7 @@ def serve(
     workers: int,
     drain: float | None,
     max_calls: int | None,
+    max_load: float | None,
     public_url: str | None,
     report_path: str | None,
     log_level: str | None,
@@ -373,6 +379,7 @@ def serve(
         "port": port,
         "drain": drain,
         "max_calls": max_calls,
+        "max_load": max_load,
         "public_url": public_url,
     }
     try:
@@ -482,7 +489,8 @@ def _serve_workers(file: str, plan: _Plan, settings: ServerSettings, workers: in
 
     def command(index: int, report: Path) -> list[str]:
         argv = ["serve", file, "--host", settings.host, "--port", str(port), "--drain", str(settings.drain)]
-        argv += ["--max-calls", str(settings.max_calls), "--reuse-port", "--worker-index", str(index)]
+        argv += ["--max-calls", str(settings.max_calls), "--max-load", repr(settings.max_load)]
+        argv += ["--reuse-port", "--worker-index", str(index)]
         argv += ["--report", str(report), "--log-level", level, "--metrics-dir", str(metrics_dir(report.parent))]
         if settings.public_url:
             argv += ["--public-url", settings.public_url]

@@ -46,6 +46,36 @@ def fusible(element: Element) -> Core | None:
     return core if core.untimed and not core.decoupled else None
 
 
+YIELD_EVERY = 16
+"""A fused send that had nothing to wait for yields to the scheduler once in this many sends."""
+
+
+class Waits:
+    """When a fused send yields: after a send that waited anyway, and once in :data:`YIELD_EVERY` otherwise.
+
+    A channel's send always yields (a scheduling round trip, most of a frame's cost on a busy
+    loop). A fused send whose frames went straight into room downstream only checks for
+    cancellation: the task yields at its own next wait (a socket, a clock). The yield once in
+    sixteen is for a source that never waits otherwise, so it cannot hold the loop for long.
+    """
+
+    __slots__ = ("_since",)
+
+    def __init__(self) -> None:
+        self._since = 0
+
+    async def after(self, waited: bool) -> None:
+        if waited:
+            self._since = 0
+            return
+        self._since += 1
+        if self._since >= YIELD_EVERY:
+            self._since = 0
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+
 class ChainSend:
     """A send channel that runs ``cores`` in order on every frame and sends what comes out to ``tx``
     (None when the last core is the pipeline's sink).
@@ -56,7 +86,7 @@ class ChainSend:
     the runner closes ``tx`` without flushing, as a task of its own would.
     """
 
-    __slots__ = ("_closed", "_control", "_cores", "_lock", "_pending", "_single", "tx")
+    __slots__ = ("_closed", "_control", "_cores", "_lock", "_pending", "_single", "_waits", "tx")
 
     def __init__(self, cores: Sequence[Core], tx: SendChannel | None, control: CallControl | None) -> None:
         self._cores = tuple(cores)
@@ -67,6 +97,7 @@ class ChainSend:
         """What cores let go at a clear while the channel was full: sent ahead of the next frame."""
         self._closed = False
         self._lock = trio.StrictFIFOLock()
+        self._waits = Waits()
 
     def _through(self, frames: Sequence[Frame], start: int, now: float) -> list[Frame]:
         """``frames`` pushed through the cores from ``start`` on."""
@@ -106,17 +137,23 @@ class ChainSend:
                     out = single.push(frame, now)
                 except Exception as exc:
                     raise FusedCoreFailed(0, exc) from exc
-            if out:
-                await self._send_all(out)
-            else:
-                await trio.lowlevel.checkpoint()  # a send is a checkpoint, whatever the cores made of it
+            waited = await self._send_all(out) if out else False
+            await self._waits.after(waited)
         finally:
             lock.release()
 
-    async def _send_all(self, frames: Sequence[Frame]) -> None:
+    async def _send_all(self, frames: Sequence[Frame]) -> bool:
+        """Send ``frames`` on ``tx``, waiting only while it is full; whether any send waited (and so yielded)."""
+        waited = False
         for frame in frames:
-            assert self.tx is not None, "a sink's core returns no frames"
-            await self.tx.send(frame)
+            tx = self.tx
+            assert tx is not None, "a sink's core returns no frames"
+            try:
+                tx.send_nowait(frame)
+            except trio.WouldBlock:
+                await tx.send(frame)
+                waited = True
+        return waited
 
     def clear(self, reason: str) -> None:
         """A clear on the call's control path: every core drops what it holds of cleared replies."""
@@ -179,17 +216,18 @@ class Accepting:
     the stream as it would otherwise; nothing else travels on ``tx``.
     """
 
-    __slots__ = ("_accept", "_position", "tx")
+    __slots__ = ("_accept", "_position", "_waits", "tx")
 
     def __init__(self, accept: Callable[[Frame], None], tx: SendChannel, position: int) -> None:
         self._accept = accept
         self._position = position
         """The sink's place after the head of the chain (0: right after it), for :class:`FusedCoreFailed`."""
         self.tx = tx
+        self._waits = Waits()
 
     async def send(self, frame: Frame) -> None:
         self.send_nowait(frame)
-        await trio.lowlevel.checkpoint()
+        await self._waits.after(False)
 
     def send_nowait(self, frame: Frame) -> None:
         """BrokenResourceError once the sink's task has ended, as its channel would raise."""

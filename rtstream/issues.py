@@ -337,8 +337,26 @@ _STAGE_RULES = (
 
 
 def receiver_issues(where: str, report: Mapping[str, Any]) -> list[Issue]:
-    """Issues a receiving peer saw (the telephony simulator's report): jitter, gaps, bad frames."""
+    """Issues a peer saw (the telephony or caller simulator's report): failed calls, jitter, gaps, bad frames."""
     out: list[Issue] = []
+    failed = report.get("failed")
+    unserved = (
+        {k: v for k, v in failed.items() if k.startswith("http_") or k == "unreachable"}
+        if isinstance(failed, Mapping)
+        else {}
+    )
+    if unserved:  # calls the server never saw (a served call that fails is in the server's outcomes)
+        count = sum(v for v in unserved.values() if isinstance(v, int))
+        reasons = ", ".join(f"{reason} {n}" for reason, n in unserved.items())
+        out.append(
+            Issue(
+                CRITICAL,
+                "calls_failed",
+                where,
+                f"{count} of the calls it placed never began ({reasons})",
+                "an http_503 is the server refusing: see its refusals (max_calls, max_load, draining)",
+            )
+        )
     deviation = _number(report, "deviation_ms.p99")
     severity = None if deviation is None else _severity(deviation, JITTER_MS, JITTER_CRITICAL_MS)
     if severity is not None:

@@ -103,7 +103,7 @@ def status_of(monitor: Monitor) -> Status:
         )
     server = monitor.server
     calls = dict(server.active_routes) if server is not None else {}
-    return Status(tuple(rows), monitor.lag.average * 1000, monitor.lag.cpu, calls)
+    return Status(tuple(rows), monitor.load.lag * 1000, monitor.load.cpu, calls)
 
 
 def rows_from_exposition(text: str) -> Status:
@@ -127,7 +127,7 @@ def rows_from_exposition(text: str) -> Status:
                 calls[s.labels["route"]] += int(s.value)
             elif s.name == "rtstream_loop_lag_average_seconds":
                 lag, workers = max(lag, s.value), workers + 1
-            elif s.name == "rtstream_worker_load":
+            elif s.name == "rtstream_cpu_share":
                 cpu += s.value
             elif name is not None and s.name in _SUMMED:
                 sums[name, _SUMMED[s.name]] += s.value

@@ -45,6 +45,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .httpserver import Request, Response, bound_port, open_listener, serve
 from .issues import pipeline_issues
+from .load import SAMPLE_INTERVAL, Load, sample_load
 from .pipeline import Pipeline
 from .report import PipelineReport, plain
 from .runner import WATCHER, Watcher
@@ -63,40 +64,6 @@ SHARE_INTERVAL = 1.0
 """Seconds between two writes of a worker's exposition to the shared directory."""
 STALE_AFTER = 10.0
 """A worker's file older than this is a dead worker's, left out of scrapes."""
-
-
-class LoopLag:
-    """How late the trio loop runs a task that sleeps ``interval``: the process's scheduling delay.
-
-    Its moving average is the load ``/health`` reports: a loop that wakes tasks late wakes the
-    pacers late. ``cpu`` is the share of one core the process used (a moving average too).
-    """
-
-    def __init__(self, interval: float = 0.1, smoothing: float = 0.1) -> None:
-        self.interval = interval
-        self.smoothing = smoothing
-        self.average = 0.0
-        """Seconds, moving average."""
-        self.max = 0.0
-        self.cpu = 0.0
-        self.lags = Quantiles()
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        wall, cpu = time.monotonic(), time.process_time()
-        while True:
-            due = trio.current_time() + self.interval
-            await trio.sleep_until(due)
-            self.add(max(trio.current_time() - due, 0.0))
-            now_wall, now_cpu = time.monotonic(), time.process_time()
-            if now_wall > wall:
-                self.cpu += self.smoothing * ((now_cpu - cpu) / (now_wall - wall) - self.cpu)
-            wall, cpu = now_wall, now_cpu
-
-    def add(self, lag: float) -> None:
-        self.lags.add(lag)
-        self.max = max(self.max, lag)
-        self.average += self.smoothing * (lag - self.average)
 
 
 class _Labels:
@@ -335,7 +302,8 @@ class Monitor:
         self.services = dict(services or {})
         self.worker = worker
         self.shared_dir = None if shared_dir is None else Path(shared_dir)
-        self.lag = LoopLag()
+        self.load: Load = server.load if server is not None else Load()
+        """The server's (sampled by it), else the monitor's own (sampled by :meth:`run`)."""
         self.live: dict[int, Pipeline] = {}
         self.totals = Figures()
         """Everything the pipelines that ended counted."""
@@ -411,11 +379,13 @@ class Monitor:
         return current
 
     def health(self) -> dict[str, Any]:
-        """The load fields ``/health`` adds: loop lag (moving average and largest) and CPU share."""
+        """The load fields of a run's ``/health``: load, loop lag (moving average and latest) and CPU share."""
+        load = self.load.statistics()
         return {
-            "loop_lag_ms": round(self.lag.average * 1000, 3),
-            "loop_lag_max_ms": round(self.lag.max * 1000, 3),
-            "cpu": round(self.lag.cpu, 3),
+            "load": round(load.load, 3),
+            "loop_lag_ms": round(load.loop_lag_ms, 3),
+            "loop_lag_max_ms": round(load.loop_lag_max_ms, 3),
+            "cpu": round(load.cpu, 3),
         }
 
     def collect(self) -> Iterator[Metric]:
@@ -497,21 +467,30 @@ class Monitor:
         )
 
     def _process_families(self) -> Iterator[Metric]:
-        lag = self.lag
+        load = self.load
         histogram = HistogramMetricFamily(
-            "rtstream_loop_lag_seconds", "How late the trio loop woke a task that slept 100 ms."
+            "rtstream_loop_lag_seconds", f"How late the trio loop woke a task that slept {SAMPLE_INTERVAL * 1000:g} ms."
         )
-        histogram.add_metric([], _buckets(lag.lags), lag.lags.sum)
+        histogram.add_metric([], _buckets(load.lags), load.lags.sum)
         yield histogram
         yield GaugeMetricFamily(
-            "rtstream_loop_lag_average_seconds",
-            "Loop lag, moving average (the load /health reports).",
-            value=lag.average,
+            "rtstream_loop_lag_average_seconds", "Loop lag, moving average (part of the load).", value=load.lag
+        )
+        yield GaugeMetricFamily(
+            "rtstream_cpu_share",
+            "Share of one core the process used, moving average (part of the load).",
+            value=load.cpu,
         )
         yield GaugeMetricFamily(
             "rtstream_worker_load",
-            "Share of one core the process used (moving average), as LiveKit's worker load.",
-            value=lag.cpu,
+            "Load: the larger of the CPU share and the loop lag over its budget (moving averages); "
+            "calls are refused above rtstream_worker_max_load, as LiveKit's workers above their load threshold.",
+            value=load.load,
+        )
+        yield GaugeMetricFamily(
+            "rtstream_worker_max_load",
+            "The load above which calls are refused (0: never by load).",
+            value=load.max_load,
         )
 
     # -- exposition --------------------------------------------------------------------------------
@@ -535,9 +514,10 @@ class Monitor:
         return f"worker-{self.worker}.prom"
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Measure loop lag and, as one of several workers, share the exposition every second."""
+        """Measure the load (unless a server does) and, as one of several workers, share the exposition every second."""
         async with trio.open_nursery() as nursery:
-            await nursery.start(self.lag.run)
+            if self.server is None:
+                await nursery.start(sample_load, self.load)
             task_status.started()
             if self.shared_dir is not None:
                 path = self.shared_dir / self._share_name()
@@ -554,8 +534,9 @@ class Monitor:
         return WATCHER.set(self)
 
     def attach(self, server: Any) -> None:
-        """Serve ``/metrics`` and the load in ``/health`` from ``server`` (a :class:`rtstream.server.Server`)."""
+        """Serve ``/metrics`` from ``server`` (a :class:`rtstream.server.Server`), and report its load."""
         self.server = server
+        self.load = server.load
         server.monitor = self
 
 

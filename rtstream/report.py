@@ -79,8 +79,12 @@ class RunReport:
 
     @property
     def failed(self) -> bool:
+        """A pipeline or a served call failed, or a caller simulator's call did (refused before it began, say)."""
         calls = self.server["calls"] if self.server else []
-        return any(p.status == "failed" for p in self.pipelines) or any(c["outcome"] == "failed" for c in calls)
+        dialled = any(i.code == "calls_failed" for seen in self.issues.values() for i in seen)
+        return (
+            any(p.status == "failed" for p in self.pipelines) or any(c["outcome"] == "failed" for c in calls) or dialled
+        )
 
     def to_json(self) -> str:
         return json.dumps({"schema_version": SCHEMA_VERSION, **plain(self)}, indent=2, allow_nan=False)

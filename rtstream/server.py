@@ -3,12 +3,13 @@
 A route is an :class:`Endpoint` at a path. A call endpoint answers the provider's WebSocket
 upgrade and runs one call per connection; an answer endpoint answers a webhook (TwiML, Plivo
 XML) that sends the provider to a call endpoint. ``/health`` reports whether the server is
-accepting, for a load balancer's readiness probe, with the process's load when a
-:class:`rtstream.metrics.Monitor` is attached; ``/metrics`` is then its Prometheus exposition.
+accepting, for a load balancer's readiness probe, and the process's load; with a
+:class:`rtstream.metrics.Monitor` attached, ``/metrics`` is its Prometheus exposition.
 
 Admission happens before the upgrade, where refusing is cheap and the provider can try another
-host: while draining, or when ``max_calls`` calls are running, the upgrade gets HTTP 503. Every
-refusal is counted by reason.
+host: while draining, when ``max_calls`` calls are running, or when one more call would take
+the process's load (:mod:`rtstream.load`, sampled by a task of the server) above
+``max_load``, the upgrade gets HTTP 503. Every refusal is counted by reason.
 
 Stopping is two-step, like :class:`rtstream.runner.RunControl`: :meth:`Server.drain` stops
 admitting calls, lets running calls finish within the drain period, then cancels what is
@@ -20,9 +21,11 @@ teardown, which closes its WebSocket the provider's way.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -31,6 +34,7 @@ import attrs
 import trio
 
 from .httpserver import Request, Response, Upgrade, serve
+from .load import SAMPLE_INTERVAL, Load, sample_load
 from .websocket import MAX_MESSAGE_BYTES, WebSocket
 
 log = logging.getLogger(__name__)
@@ -43,9 +47,7 @@ KEPT_CALL_REPORTS = 1000
 
 
 class Monitoring(Protocol):
-    """What a metrics monitor gives the server: load for ``/health``, the ``/metrics`` text."""
-
-    def health(self) -> Mapping[str, Any]: ...
+    """What a metrics monitor gives the server: the ``/metrics`` text; it is told of each call's end."""
 
     async def exposition(self) -> bytes: ...
 
@@ -61,44 +63,62 @@ class Endpoint(Protocol):
 
 
 class Admission:
-    """Which calls may start: none while draining, at most ``max_calls`` at once."""
+    """Which calls may start: none while draining, at most ``max_calls`` at once, none without headroom.
 
-    def __init__(self, max_calls: int) -> None:
+    ``load`` is measured by the server; with its ``max_load`` 0 (the default) it never refuses.
+    """
+
+    def __init__(self, max_calls: int, load: Load | None = None) -> None:
         if max_calls < 1:
             raise ValueError(f"max_calls must be at least 1, got {max_calls}")
         self.max_calls = max_calls
+        self.load = load if load is not None else Load()
         self.active = 0
         self.admitted = 0
         self.draining = False
         self.refused: Counter[str] = Counter()
 
     def refusal(self) -> str | None:
-        """Why a new call would be refused now (``draining``, ``full``), or None."""
+        """Why a new call would be refused now (``draining``, ``full``, ``overloaded``), or None."""
         if self.draining:
             return "draining"
         if self.active >= self.max_calls:
             return "full"
+        if not self.load.room():
+            return "overloaded"
         return None
 
-    def enter(self) -> bool:
-        """Take a slot for a call; False (and the refusal counted) when none is free."""
+    def enter(self, now: float) -> str | None:
+        """Take a slot for a call starting at ``now``; the refusal (counted) when there is none."""
         reason = self.refusal()
         if reason is not None:
             self.refused[reason] += 1
-            return False
+            return reason
         self.active += 1
         self.admitted += 1
-        return True
+        self.load.reserve(now)
+        return None
 
-    def leave(self) -> None:
-        """Give back a slot taken by :meth:`enter`."""
+    def leave(self, admitted: float) -> None:
+        """Give back a slot taken by :meth:`enter` at ``admitted``."""
         self.active -= 1
+        self.load.release(admitted)
 
     def health(self) -> tuple[int, dict[str, Any]]:
-        """The ``/health`` answer: 200 while accepting, 503 when full or draining."""
+        """The ``/health`` answer: 200 while accepting, 503 when full, overloaded or draining; the load."""
         reason = self.refusal()
         status = "accepting" if reason is None else reason
-        body = {"status": status, "active_calls": self.active, "max_calls": self.max_calls}
+        load = self.load.statistics()
+        body = {
+            "status": status,
+            "active_calls": self.active,
+            "max_calls": self.max_calls,
+            "load": round(load.load, 3),
+            "max_load": load.max_load,
+            "loop_lag_ms": round(load.loop_lag_ms, 3),
+            "loop_lag_max_ms": round(load.loop_lag_max_ms, 3),
+            "cpu": round(load.cpu, 3),
+        }
         return (200 if reason is None else 503), body
 
 
@@ -123,11 +143,17 @@ class Server:
         max_calls: int,
         drain: float = 10.0,
         identity: Mapping[str, Any] | None = None,
+        load: Load | None = None,
+        sample_interval: float = SAMPLE_INTERVAL,
+        cpu_time: Callable[[], float] = time.process_time,
     ) -> None:
         self.endpoints = dict(endpoints)
         self.identity = dict(identity or {})
         """Added to every ``/health`` answer: which worker process answered (``--workers``)."""
-        self.admission = Admission(max_calls)
+        self.admission = Admission(max_calls, load)
+        self.load = self.admission.load
+        """Sampled every ``sample_interval`` seconds (CPU time from ``cpu_time``) while serving."""
+        self._sampling = functools.partial(sample_load, self.load, sample_interval, cpu_time=cpu_time)
         self.drain_period = drain
         self.requests: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
@@ -150,8 +176,6 @@ class Server:
             self.requests["health"] += 1
             status, body = self.admission.health()
             body.update(self.identity)
-            if self.monitor is not None:
-                body.update(self.monitor.health())
             return Response(status, (json.dumps(body) + "\n").encode(), content_type="application/json")
         if request.path == METRICS_PATH and self.monitor is not None:
             self.requests["metrics"] += 1
@@ -181,8 +205,9 @@ class Server:
         ``call`` runs the call on the open WebSocket and returns its outcome (``completed``,
         ``failed``…) and report; the slot is given back whether it ran or the upgrade failed.
         """
-        if not self.admission.enter():
-            reason = self.admission.refusal() or "full"
+        admitted = trio.current_time()
+        reason = self.admission.enter(admitted)
+        if reason is not None:
             log.info("%s: call on %s refused (%s)", request.peer, route, reason)
             return Response.text(503, f"not accepting calls ({reason})")
 
@@ -208,14 +233,17 @@ class Server:
                 self.calls.append(record)
                 if self.monitor is not None:
                     self.monitor.call_ended(record)
-                self._release()
+                self._release(admitted)
 
         return Upgrade(
-            session, subprotocols=tuple(subprotocols), max_message_size=max_message_size, abandoned=self._release
+            session,
+            subprotocols=tuple(subprotocols),
+            max_message_size=max_message_size,
+            abandoned=functools.partial(self._release, admitted),
         )
 
-    def _release(self) -> None:
-        self.admission.leave()
+    def _release(self, admitted: float) -> None:
+        self.admission.leave(admitted)
         self._released.set()
         self._released = trio.Event()
         if self.admission.draining and not self.admission.active:
@@ -230,13 +258,16 @@ class Server:
     async def serve(
         self, listeners: Sequence[trio.SocketListener], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Accept until drained or aborted, then return once every call has ended."""
-        async with trio.open_nursery() as calls:
-            with trio.CancelScope() as accepting:
-                self._accepting = accepting
-                if self.admission.draining and not self.admission.active:
-                    accepting.cancel()
-                await serve(listeners, self.route, handler_nursery=calls, task_status=task_status)
+        """Accept until drained or aborted, then return once every call has ended; sample the load meanwhile."""
+        async with trio.open_nursery() as sampling:
+            await sampling.start(self._sampling)
+            async with trio.open_nursery() as calls:
+                with trio.CancelScope() as accepting:
+                    self._accepting = accepting
+                    if self.admission.draining and not self.admission.active:
+                        accepting.cancel()
+                    await serve(listeners, self.route, handler_nursery=calls, task_status=task_status)
+            sampling.cancel_scope.cancel()
 
     def drain(self) -> None:
         """Admit no more calls; cancel those still running ``drain`` seconds from now; close when none is left."""
@@ -275,6 +306,7 @@ class Server:
             "admitted": self.admission.admitted,
             "active": self.admission.active,
             "refused": dict(self.admission.refused),
+            "load": attrs.asdict(self.load.statistics()),
             "requests": dict(self.requests),
             "outcomes": dict(self.outcomes),
             "calls": [attrs.asdict(c) for c in self.calls],

@@ -26,6 +26,7 @@ from .calls import CallSettings, ServerSettings, server_variables
 from .config import Config
 from .httpserver import bound_port
 from .live import open_monitoring, show_workers
+from .load import Load
 from .pipeline import Endpoints, Pipeline
 from .report import RunReport
 from .routes import call_routes
@@ -44,10 +45,16 @@ def build_server(
     settings: ServerSettings,
     *,
     identity: Mapping[str, Any] | None = None,
+    admit_by_load: bool = True,
 ) -> Server:
-    """The server for ``config``'s call templates, each call run by :func:`~rtstream.callrun.call_runner`."""
+    """The server for ``config``'s call templates, each call run by :func:`~rtstream.callrun.call_runner`.
+
+    Without ``admit_by_load`` the load is measured and reported but refuses nothing: ``rtstream
+    run`` serves beside its own simulators and pipelines, whose load is the harness's, not the calls'.
+    """
     routes = call_routes(config.calls, call_runner(config, endpoints, server), public_url=settings.public_url)
-    return Server(routes, max_calls=settings.max_calls, drain=settings.drain, identity=identity)
+    load = Load(settings.max_load if admit_by_load else 0.0, settings.lag_budget_ms / 1000)
+    return Server(routes, max_calls=settings.max_calls, drain=settings.drain, identity=identity, load=load)
 
 
 def describe_routes(calls: Mapping[str, CallSettings]) -> tuple[str, str]:

@@ -115,12 +115,18 @@ class Supervisor:
             process.send_signal(sig)
 
 
+PER_WORKER = ("load",)
+"""Server report fields that are figures of one process, not counts: listed by worker, not summed."""
+
+
 def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One server report from the workers' reports: counters summed, calls concatenated."""
+    """One server report from the workers' reports: counters summed, calls concatenated, loads listed."""
     merged: dict[str, Any] = {"workers": len(reports)}
     for report in reports:
         for key, value in report.items():
-            if isinstance(value, bool):
+            if key in PER_WORKER:
+                merged.setdefault(key, []).append(value)
+            elif isinstance(value, bool):
                 merged[key] = merged.get(key, False) or value
             elif isinstance(value, int | float):
                 merged[key] = merged.get(key, 0) + value

@@ -260,3 +260,17 @@ def test_a_late_loop_means_a_cpu_bound_process():
         )
     ]
     assert process_issues(60.0)[0].severity == "critical"
+
+
+def test_a_callers_failed_calls_are_critical_and_fail_the_run():
+    from rtstream.issues import receiver_issues
+    from rtstream.report import RunReport
+
+    (issue,) = receiver_issues("service 'caller'", {"completed": 1, "failed": {"http_503": 2, "server_closed": 1}})
+    assert (issue.severity, issue.code) == ("critical", "calls_failed")
+    assert issue.message == "2 of the calls it placed never began (http_503 2)"
+    assert receiver_issues("service 'caller'", {"completed": 3, "failed": {}}) == []
+    # a call the server ended (a stop, a drain) is the server's to report, in its outcomes
+    assert receiver_issues("service 'caller'", {"completed": 0, "failed": {"server_closed": 2}}) == []
+    assert RunReport((), issues={"caller": (issue,)}).failed
+    assert not RunReport(()).failed

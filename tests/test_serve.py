@@ -96,7 +96,19 @@ CALL = '[calls.t]\npath = "/t"\nprotocol = "twilio"\npipelines = ["a"]\n'
         (
             PIPELINES + CALL + "[server]\nprot = 1\n",
             r"^p.toml: server, key 'prot': unknown parameter 'prot' \(did you mean 'port'\?\); \[server\] takes: "
-            r"host, port, max_calls, drain, public_url$",
+            r"host, port, max_calls, max_load, lag_budget_ms, drain, public_url$",
+        ),
+        (
+            PIPELINES + CALL + "[server]\nmax_load = -0.1\n",
+            r"^p.toml: server, key 'max_load': must be between 0 and 10, got -0.1$",
+        ),
+        (
+            PIPELINES + CALL + '[server]\nmax_load = "high"\n',
+            r"^p.toml: server, key 'max_load': must be a number, got 'high' \(a string\)$",
+        ),
+        (
+            PIPELINES + CALL + "[server]\nlag_budget_ms = 0\n",
+            r"^p.toml: server, key 'lag_budget_ms': must be greater than 0 and at most 1000, got 0.0$",
         ),
         (
             PIPELINES + CALL + "[server]\nport = 70000\n",
@@ -275,7 +287,20 @@ def test_run_exits_1_when_a_call_fails(tmp_path: Path) -> None:
     assert re.search(r"^call 1 on 'twilio' from .* failed after", result.output, re.M)
 
 
-def test_serve_refuses_a_file_without_calls_and_a_port_in_use(tmp_path: Path) -> None:
+def test_run_admits_by_max_calls_only_and_exits_1_when_a_call_is_refused(tmp_path: Path) -> None:
+    # max_load so low that `serve` would refuse every call: `run` measures its load but admits by max_calls
+    loaded = SERVED.replace("drain = 20.0", "drain = 20.0\nmax_load = 0.001")
+    result = invoke("run", str(write(tmp_path, loaded + CALLER)))
+    assert result.exit_code == 0, result.output
+    full = SERVED.replace("drain = 20.0", "drain = 20.0\nmax_calls = 1")  # the caller's second call is refused
+    result = invoke("run", str(write(tmp_path, full + CALLER)))
+    assert result.exit_code == 1, result.output
+    assert "critical calls_failed at service 'caller': 1 of the calls it placed never began (http_503 1)" in (
+        " ".join(result.output.split())
+    )
+
+
+def test_serve_refuses_a_file_without_calls_a_port_in_use_and_bad_options(tmp_path: Path) -> None:
     result = invoke("serve", str(write(tmp_path, ALONE)))
     assert (result.exit_code, result.output) == (
         2,
@@ -293,6 +318,8 @@ def test_serve_refuses_a_file_without_calls_and_a_port_in_use(tmp_path: Path) ->
     result = invoke("serve", str(write(tmp_path, SERVED)), "--public-url", "ftp://x")
     assert result.exit_code == 2
     assert result.output.startswith("Error: --public-url: must be an https:// (or http://) URL")
+    result = invoke("serve", str(write(tmp_path, SERVED)), "--max-load", "-1")
+    assert (result.exit_code, result.output) == (2, "Error: --max-load: must be between 0 and 10, got -1.0\n")
 
 
 # ---------------------------------------------------------------------- the real process, signals
@@ -358,8 +385,8 @@ class HeldTwilioCall:
             self.close_code = ws.close_code
 
 
-LOAD = ("loop_lag_ms", "loop_lag_max_ms", "cpu")
-"""The load /health adds (rtstream.metrics.Monitor.health)."""
+LOAD = ("load", "max_load", "loop_lag_ms", "loop_lag_max_ms", "cpu")
+"""The load fields of /health (rtstream.server.Admission.health)."""
 
 
 def test_serve_answers_health_and_drains_a_call_on_sigterm(tmp_path: Path) -> None:
@@ -371,6 +398,7 @@ def test_serve_answers_health_and_drains_a_call_on_sigterm(tmp_path: Path) -> No
         health = json.loads(body)
         assert status == 200 and list(health) == ["status", "active_calls", "max_calls", *LOAD]
         assert (health["status"], health["active_calls"], health["max_calls"]) == ("accepting", 0, 100)
+        assert health["max_load"] == 0.7  # [server] max_load by default
         status, twiml = http(port, "POST", "/twilio/answer", "CallSid=CA1")
         assert status == 200 and b'<Stream url="ws://x/twilio">' in twiml
         call = HeldTwilioCall(f"ws://127.0.0.1:{port}/twilio")
@@ -397,8 +425,16 @@ def test_serve_answers_health_and_drains_a_call_on_sigterm(tmp_path: Path) -> No
 
 def test_workers_share_the_port_restart_when_killed_and_drain_together(tmp_path: Path) -> None:
     report_path = tmp_path / "workers.json"
-    process, port, line = start_serving(
-        write(tmp_path, SERVED), "--workers", "2", "--log-level", "info", "--report", str(report_path)
+    process, port, line = start_serving(  # admission by load off: 16 calls at once on a busy machine may be refused
+        write(tmp_path, SERVED),
+        "--workers",
+        "2",
+        "--log-level",
+        "info",
+        "--report",
+        str(report_path),
+        "--max-load",
+        "0",
     )
     assert process.stderr is not None
     try:
@@ -414,6 +450,7 @@ def test_workers_share_the_port_restart_when_killed_and_drain_together(tmp_path:
             status, body = http(port, "GET", "/health")
             assert status == 200
             answered.add(json.loads(body)["pid"])
+            assert json.loads(body)["max_load"] == 0  # passed on to each worker
             if answered == set(pids.values()):
                 break
         assert answered == set(pids.values())
@@ -444,6 +481,7 @@ def test_workers_share_the_port_restart_when_killed_and_drain_together(tmp_path:
     assert (server["workers"], server["restarts"], server["max_calls"]) == (2, 1, 200)
     assert server["outcomes"] == {"completed": 16}
     assert sorted(server["admitted_per_worker"])[0] > 0
+    assert [load["max_load"] for load in server["load"]] == [0, 0]  # one load per worker, not summed
 
 
 def test_validate_fills_call_references_as_some_call_would(tmp_path: Path) -> None:

@@ -10,14 +10,20 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as peer_connect
 
 from rtstream import websocket
 from rtstream.httpserver import Request, Response, Upgrade, bound_port, open_listener
+from rtstream.load import SAMPLE_INTERVAL, Load
+from rtstream.metrics import Monitor
 from rtstream.server import Server
 
 TIMEOUT = 10
+IDLE_LOAD = {"load": 0.0, "max_load": 0.0, "loop_lag_ms": 0.0, "loop_lag_max_ms": 0.0, "cpu": 0.0}
+"""The load fields of ``/health`` before the load's second sample (the first is taken 100 ms in)."""
 
 
 class HoldingCall:
@@ -69,10 +75,9 @@ async def test_admission_health_and_drain() -> None:
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             port = await start(server, nursery)
-            assert await trio.to_thread.run_sync(http_get, port, "/health") == (
-                200,
-                b'{"status": "accepting", "active_calls": 0, "max_calls": 2}\n',
-            )
+            status, body = await trio.to_thread.run_sync(http_get, port, "/health")
+            assert status == 200 and body.endswith(b"\n")
+            assert json.loads(body) == {"status": "accepting", "active_calls": 0, "max_calls": 2} | IDLE_LOAD
             first = await websocket.connect(f"ws://127.0.0.1:{port}/hold")
             second = await websocket.connect(f"ws://127.0.0.1:{port}/hold")
             assert [await first.receive(), await second.receive()] == ["hello", "hello"]
@@ -129,3 +134,73 @@ async def test_an_independent_client_is_refused_when_full() -> None:
             await server.wait_idle()  # the peer left, so its call ended
             server.abort()
     assert server.report()["outcomes"] == {"completed": 1}
+
+
+class CPU:
+    """A process clock for the server's load sampler: ``share`` of a core, on the trio clock."""
+
+    def __init__(self) -> None:
+        self.share = 0.0
+        self.used = 0.0
+        self.at = 0.0
+
+    def __call__(self) -> float:
+        now = trio.current_time()
+        self.used += self.share * (now - self.at)
+        self.at = now
+        return self.used
+
+
+async def test_an_overloaded_server_refuses_with_503_counts_it_and_admits_again_when_load_falls(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """Real sockets; the clock runs at real speed and the test jumps it, the sampler's CPU readings are the test's.
+
+    The lag budget is out of reach (1 s): this machine's loop lag is not what the test is about.
+    """
+    mock_clock.rate = 1.0
+    endpoint, cpu = HoldingCall(), CPU()
+    cpu.at, cpu.share = trio.current_time(), 0.9
+    server = Server({"/hold": endpoint}, max_calls=10, load=Load(0.7, lag_budget=1.0), cpu_time=cpu)
+    monitor = Monitor(server=server)
+    monitor.attach(server)
+
+    async def advance(seconds: float) -> None:
+        for _ in range(round(seconds / SAMPLE_INTERVAL)):
+            mock_clock.jump(SAMPLE_INTERVAL)
+            await trio.testing.wait_all_tasks_blocked()
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start(server, nursery)
+            await advance(0.3)
+            status, body = await trio.to_thread.run_sync(http_get, port, "/health")
+            health = json.loads(body)
+            assert (status, health["status"], health["load"], health["cpu"]) == (503, "overloaded", 0.9, 0.9)
+            with pytest.raises(websocket.HandshakeFailed, match=r"refused with HTTP 503$"):
+                await websocket.connect(f"ws://127.0.0.1:{port}/hold")
+            assert endpoint.started == 0
+            _, metrics = await trio.to_thread.run_sync(http_get, port, "/metrics")
+            samples = {
+                (s.name, tuple(s.labels.values())): s.value
+                for family in text_string_to_metric_families(metrics.decode())
+                for s in family.samples
+            }
+            assert samples["rtstream_calls_refused_total", ("overloaded",)] == 1
+            assert samples["rtstream_worker_load", ()] == pytest.approx(0.9, abs=1e-3)
+            assert samples["rtstream_cpu_share", ()] == pytest.approx(0.9, abs=1e-3)
+            assert samples["rtstream_worker_max_load", ()] == 0.7
+
+            cpu.share = 0.0
+            await advance(1.0)  # 0.9 e^-1: 0.33, room for a call again
+            status, body = await trio.to_thread.run_sync(http_get, port, "/health")
+            assert (status, json.loads(body)["status"]) == (200, "accepting")
+            ws = await websocket.connect(f"ws://127.0.0.1:{port}/hold")
+            assert await ws.receive() == "hello"
+            server.drain()
+            endpoint.release.set()
+            await server.wait_idle()
+    report = server.report()
+    assert report["refused"] == {"overloaded": 1}
+    assert (report["admitted"], report["outcomes"]) == (1, {"completed": 1})
+    assert report["load"]["peak_load"] == pytest.approx(0.9, abs=1e-3) and report["load"]["max_load"] == 0.7
