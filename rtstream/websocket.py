@@ -34,8 +34,12 @@ import trio
 
 from .wsframes import Close, FrameError, Frames, Ping
 
-RECEIVE_BYTES = 64 << 10
-"""Bytes read per receive: a burst of TTS chunks is read and parsed in one go."""
+RECEIVE_BYTES = 16 << 10
+"""Bytes read per receive: a burst of TTS chunks is read and parsed in one go.
+
+What was read stays in memory until parsed, and a stage behind on its input (the pacer holding
+back a fast TTS) reads full buffers: 16 KB (about 150 ms of 24 kHz base64 audio) rather than
+64 KB keeps that near 10 KB a connection, at a few more reads a second."""
 MAX_MESSAGE_BYTES = 1 << 20
 """Default bound on one incoming message; a larger one closes the connection with 1009."""
 CLOSE_TIMEOUT = 1.0

@@ -91,6 +91,10 @@ def _headers(opcode: int, masked: bool) -> list[bytes]:
     return [bytes((0x80 | opcode, n | bit)) for n in range(126)]
 
 
+_SHORT = {masked: {op: _headers(op, masked) for op in (TEXT, BINARY)} for masked in (False, True)}
+"""The two-byte headers of short frames, built once for the process (per connection they were 14 KB)."""
+
+
 class Frames:
     """Both directions of one connection's framing; ``client`` says which side this one is.
 
@@ -112,7 +116,7 @@ class Frames:
         self._parts: list[bytes] = []
         self._size = 0
         self._wrong_mask_bit = 0x80 if client else 0
-        self._short = {op: _headers(op, client) for op in (TEXT, BINARY)}
+        self._short = _SHORT[client]
 
     # ------------------------------------------------------------------ parsing
 
