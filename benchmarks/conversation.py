@@ -61,10 +61,8 @@ TICKS = os.sysconf("SC_CLK_TCK")
 def start_server(args: argparse.Namespace, calls: int, report: Path) -> tuple[subprocess.Popen[str], int]:
     """``rtstream serve`` on a free port, writing its report at the end: the process and its port."""
     command = [sys.executable, "-P", "-m", "rtstream", "serve", args.pipeline, "--port", "0", "--drain", "2"]
-    command += ["--report", str(report)]
-    process = subprocess.Popen(
-        [*command, "--max-calls", str(calls), "--log-level", "error"], stdout=subprocess.PIPE, text=True
-    )
+    command += ["--report", str(report), "--max-calls", str(calls), "--max-load", "0"]  # every call in: the row's N
+    process = subprocess.Popen([*command, "--log-level", "error"], stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     line = process.stdout.readline()
     if not line.startswith("serving "):
