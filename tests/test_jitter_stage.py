@@ -55,8 +55,9 @@ async def test_backpressure_holds_the_source_at_the_maximum(autojump_clock):
         report = await run_pipeline(pipeline)
         nursery.cancel_scope.cancel()
     # the source could send everything at once, but the buffer held it to 200 ms ahead (plus
-    # the chunk that filled it) until the source had nothing more to send
-    assert len(seen) == 29 and set(seen[:-2]) == {200.0, 220.0} and seen[-2:] == [180.0, 80.0]
+    # the chunk that filled it) until the source had nothing more to send; which of the two a
+    # sample sees depends on whether the watcher or the buffer runs first at that instant
+    assert len(seen) == 29 and set(seen[:-2]) <= {200.0, 220.0} and seen[-2:] == [180.0, 80.0]
     assert report.duration == pytest.approx(3.0)  # the stream ends when its last block has played
     assert report.stages[1].statistics["drops"] == {}
     assert len(collected(pipeline)) == 2 + 3 * 8000 // 160
