@@ -2,9 +2,10 @@
 
 A stage whose core never waits — no deadline, never full, not a queue (:attr:`Core.untimed`) —
 needs no task of its own: the stage before it can call the core's ``push`` as it sends, and
-send what comes out to the channel after it (nothing, when the chain ends in the sink's core). :class:`ChainSend` is that send channel. The
-upstream element sees an ordinary send channel; backpressure still comes from the one real
-channel at the chain's end, and cancellation from the upstream task. Each fused stage keeps its
+send what comes out to the channel after it (nothing, when the chain ends in the sink's core).
+:class:`ChainSend` is that send channel. The upstream element sees an ordinary send channel;
+backpressure still comes from the one real channel at the chain's end, and cancellation from
+the upstream task. Each fused stage keeps its
 element, its statistics and its report; only the task and the two channel hops per frame go.
 
 A sink whose input is a bounded queue of its own (the telephony link) can take its frames the
