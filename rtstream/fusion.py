@@ -77,7 +77,22 @@ class Waits:
             await trio.lowlevel.checkpoint_if_cancelled()
 
 
-class ChainSend:
+class _FusedSend:
+    """What an element's ``async with tx`` needs of a fused send channel; subclasses say what closing does."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> _FusedSend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ChainSend(_FusedSend):
     """A send channel that runs ``cores`` in order on every frame and sends what comes out to ``tx``
     (None when the last core is the pipeline's sink).
 
@@ -198,19 +213,13 @@ class ChainSend:
         self.close()
         await trio.lowlevel.checkpoint()
 
-    async def __aenter__(self) -> ChainSend:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
-
     def statistics(self) -> Any:
         """The statistics of the channel the chain ends in (the runner asks whether its reader left);
         None for a chain that ends in a sink's core."""
         return None if self.tx is None else self.tx.statistics()
 
 
-class Accepting:
+class Accepting(_FusedSend):
     """The send channel into a sink that accepts frames in the sender's task (``accept(frame)``).
 
     Closing it closes ``tx``, the channel the sink's own task reads, so the sink sees the end of
@@ -244,12 +253,6 @@ class Accepting:
 
     async def aclose(self) -> None:
         await self.tx.aclose()
-
-    async def __aenter__(self) -> Accepting:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
 
     def statistics(self) -> Any:
         return self.tx.statistics()

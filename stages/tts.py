@@ -722,10 +722,12 @@ class TtsElement:
             try:
                 kind, payload = events.receive_nowait()
             except trio.WouldBlock:
-                with trio.move_on_at(deadline) as listening:  # until a message, an event or the deadline
-                    self._listening = listening
-                    message = await ws.receive()
-                self._listening = None
+                try:
+                    with trio.move_on_at(deadline) as listening:  # until a message, an event or the deadline
+                        self._listening = listening
+                        message = await ws.receive()
+                finally:
+                    self._listening = None
                 now = trio.current_time()
                 if not listening.cancelled_caught:
                     last_heard = now
