@@ -32,7 +32,7 @@ import attrs
 import h11
 import trio
 
-from .wsframes import Close, FrameError, Frames, Ping
+from .wsframes import Close, FrameError, Frames, Ping, Pong
 
 RECEIVE_BYTES = 16 << 10
 """Bytes read per receive: a burst of TTS chunks is read and parsed in one go.
@@ -100,6 +100,8 @@ class WebSocket:
         self.closed: CloseReason | None = None
         self._garbled = False
         """A write was cut off mid-frame: nothing more can be framed on this stream."""
+        self._held: Ping | Close | FrameError | None = None
+        """A control frame (or the peer's protocol error) :meth:`receive_ready` parsed, for :meth:`receive`."""
         self.messages_in = 0
         self.messages_out = 0
 
@@ -118,10 +120,15 @@ class WebSocket:
         """
         frames = self._frames
         while True:
-            try:
-                item = frames.next()
-            except FrameError as exc:
-                await self._fail(exc.code, exc.reason)
+            item: object = self._held
+            self._held = None
+            if item is None:
+                try:
+                    item = frames.next()
+                except FrameError as exc:
+                    item = exc
+            if isinstance(item, FrameError):
+                await self._fail(item.code, item.reason)
                 continue
             if item is None:
                 if self.closed is not None:
@@ -145,6 +152,26 @@ class WebSocket:
                 self.closed = CloseReason(item.code, item.reason)
                 await self._close_frame(item.code, item.reason)  # the answering Close, if this side sent none
                 await self._drop()
+
+    def receive_ready(self) -> str | bytes | None:
+        """The next message if it has already been read whole, else None: no I/O, no wait.
+
+        A reader takes what one socket read brought in one go. A control frame or a protocol
+        error stops it (None); :meth:`receive` then answers it as usual.
+        """
+        if self._held is not None or self.closed is not None:
+            return None
+        try:
+            item = self._frames.next()
+        except FrameError as exc:
+            self._held = exc
+            return None
+        if isinstance(item, str | bytes):
+            self.messages_in += 1
+            return item
+        if item is not None and not isinstance(item, Pong):
+            self._held = item
+        return None
 
     def _lost(self) -> None:
         if self.closed is None:
