@@ -102,6 +102,8 @@ class WebSocket:
         self.closed: CloseReason | None = None
         self._garbled = False
         """A write was cut off mid-frame: nothing more can be framed on this stream."""
+        self._tail: memoryview | None = None
+        """What :meth:`try_send` could not write at once: the next send writes it first."""
         self._held: Ping | Close | FrameError | None = None
         """A control frame (or the peer's protocol error) :meth:`receive_ready` parsed, for :meth:`receive`."""
         self.messages_in = 0
@@ -242,6 +244,9 @@ class WebSocket:
             await trio.lowlevel.checkpoint_if_cancelled()  # cancelled here, nothing was written
             done = False
             try:
+                if self._tail is not None:
+                    tail, self._tail = self._tail, None
+                    await self._write(tail)
                 await self._write(data)
                 done = True
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -252,7 +257,44 @@ class WebSocket:
         finally:
             lock.release()
 
-    async def _write(self, data: bytes) -> None:
+    def try_send(self, message: str | bytes) -> bool:
+        """Send ``message`` from a synchronous caller if the socket takes it now; False when nothing was sent.
+
+        For a task that must not wait on a peer (the pacer handing a frame to the telephony
+        link): one write on a plain TCP socket while no other send is under way. What the
+        socket did not take of the frame stays in order, and goes out before the next
+        :meth:`send` or :meth:`flush` (:attr:`flushing` says one is owed).
+        ConnectionClosed if the connection has ended.
+        """
+        if self.closed is not None or self._frames.close_sent:
+            raise ConnectionClosed(self.closed or CloseReason(ABNORMAL, "closing"))
+        sock = self._socket
+        if sock is None or self._tail is not None or self._garbled or self._send_lock.locked():
+            return False
+        data = self._frames.encode(message)
+        try:
+            written = os.write(sock.fileno(), data)
+        except BlockingIOError:
+            return False
+        except OSError:  # reset, or closed under us
+            self._lost()
+            raise ConnectionClosed(self.closed or CloseReason(ABNORMAL)) from None
+        if written < len(data):
+            self._tail = memoryview(data)[written:]
+        self.messages_out += 1
+        return True
+
+    @property
+    def flushing(self) -> bool:
+        """Part of a frame :meth:`try_send` began is still to be written (by :meth:`flush` or the next send)."""
+        return self._tail is not None
+
+    async def flush(self) -> None:
+        """Write what :meth:`try_send` left over; ConnectionClosed if the connection has ended."""
+        if self._tail is not None:
+            await self._send_bytes(b"")
+
+    async def _write(self, data: bytes | memoryview) -> None:
         """Write all of ``data``; on a plain TCP socket, waiting only while its send buffer is full.
 
         trio's stream yields after every write; this writes with one system call and returns
