@@ -81,10 +81,11 @@ class CartesiaDialect(Dialect):
     def receive(self, message: Message, now: float) -> list[Reading]:
         response = self._wire.receive(message)
         context = response.context
+        if type(response) is Chunk:  # most messages: no pattern matching
+            decoder = self._decoders.get(context or "") if self._decoders else None
+            audio = response.audio
+            return [Heard(context, decoder.feed(audio) if decoder else audio, response.seq)]
         match response:
-            case Chunk(_, audio, seq):
-                decoder = self._decoders.get(context or "")
-                return [Heard(context, decoder.feed(audio) if decoder else audio, seq)]
             case Timestamps(_, words, starts, ends):
                 return [Timed(context, tuple(zip(words, starts, ends, strict=True)))]
             case Done():

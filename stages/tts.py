@@ -418,6 +418,8 @@ class Speech:
 
     def _heard_words(self, everything: bool = False) -> list[Frame]:
         """WordTimings for the timed words whose audio has now all arrived."""
+        if not self._unheard:
+            return []
         heard_until = self.seconds + 1e-9
         cut = len(self._unheard) if everything else sum(1 for w in self._unheard if w.end <= heard_until)
         words, self._unheard = self._unheard[:cut], self._unheard[cut:]
