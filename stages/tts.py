@@ -810,7 +810,7 @@ class TtsElement:
                 now = trio.current_time()
                 if message is not None:
                     last_heard = now
-                    messages = [message]
+                    messages, message = [message], None
                     while len(messages) < MAX_IN_HAND and (more := ws.receive_ready()) is not None:
                         messages.append(more)
                     await self._heard(dialect, state, messages, now, tx, backoff, send)
@@ -903,11 +903,14 @@ class TtsElement:
                         exc.reason,
                         message,
                     )
+        messages.clear()  # held no longer than they are needed, while the frames wait for room downstream
         speech = state.speech
         if speech is None:
             self._counts.stale += len(readings)
             return
-        for frame in speech.receive(readings, now):
+        frames = speech.receive(readings, now)
+        del readings
+        for frame in frames:
             if type(frame) is AudioChunk:
                 backoff.carried(now)
             await tx.send(frame)
