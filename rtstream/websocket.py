@@ -5,7 +5,10 @@ the socket itself, answers pings and the peer's close as it goes, and returns on
 bridge stream always has a task reading its socket (a telephony link reads marks and stops, a
 TTS link reads audio), so nothing is lost by not reading in the background, and each message
 costs no task switch and no channel hop. Sends take a lock (two tasks may send on one socket)
-and :meth:`WebSocket.send_many` frames several messages into one write.
+and :meth:`WebSocket.send_many` frames several messages into one write. On a plain TCP socket
+reads and writes are system calls made at once, with a trio wait only when the socket would
+block (trio's stream adds a yield after each); :meth:`WebSocket.receive_ready` takes a message
+already read without any I/O, and :meth:`WebSocket.try_send` sends from synchronous code.
 
 :meth:`WebSocket.close` always sends a Close frame (unless a write cut off mid-frame would
 garble it), bounded in time even against a peer that never reads, and is safe to call from a

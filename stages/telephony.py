@@ -417,12 +417,12 @@ class TelephonyStream:
                     sent = ws.try_send(message)
                 except ConnectionClosed:
                     link.lost_in_flight(kind)
-                    break  # the sender finds the connection closed, and reconnects
+                    break  # the woken sender finds the connection closed, and reconnects
                 if not sent or ws.flushing:
                     self._owed = item if not sent else (kind, None)
                     break
                 self._sent(kind, now)
-            if not link.pending:
+            if not link.pending and ws.closed is None:
                 return
         self.changed.unpark_all()
 
