@@ -814,6 +814,7 @@ class TtsElement:
                     while len(messages) < MAX_IN_HAND and (more := ws.receive_ready()) is not None:
                         messages.append(more)
                     await self._heard(dialect, state, messages, now, tx, backoff, send)
+                    last_heard = trio.current_time()  # silence counts from here: it had no room downstream till now
                     if self.config.one_stream() and state.speech is None:  # the service closes after each one
                         return state.ended and not state.waiting
                     continue
