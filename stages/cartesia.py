@@ -6,8 +6,9 @@ its own: its text is sent with speech tags stripped, ``chunk_words`` words a req
 empty ``continue: false`` request; a barge-in (``Clear``) sends ``cancel``. The key goes as
 ``X-API-Key``, ``Authorization: Bearer`` or ``?api_key=`` (``auth``), the version as
 ``Cartesia-Version``. ``pcm_s32le`` and ``pcm_f16le`` (``transport``) are asked for and turned
-into PCM16 and float32 on arrival. Responses become frames: audio (``seq`` from the simulator's
-sequence field when present), ``WordTimings`` from the timestamps once their audio has
+into PCM16 and float32 on arrival. Responses become frames: audio (the chunks one socket read
+brings merged, ``seq`` from the simulator's sequence field when present, renumbered so merged
+chunks leave no hole), ``WordTimings`` from the timestamps once their audio has
 arrived; after a lost connection or an error reply the utterance resumes on a new context from
 the first word whose audio had not all arrived. The shell is
 :class:`rtstream.stages.tts.StreamingTTS`.
