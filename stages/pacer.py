@@ -600,6 +600,10 @@ class Pacing:
     is the moment upstream may send the next frame (the pull clock of the pipeline).
     """
 
+    refill = 4
+    """Frames upstream sends per wake: its channel holds this many more and wakes it at the configured
+    capacity less one (:func:`rtstream.channel.open_refill_channel`), one source step per four frames, not per frame."""
+
     def __init__(self, core: FramePacer) -> None:
         self.core = core
 
