@@ -16,7 +16,7 @@ from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_
 
 
 class _Room:
-    __slots__ = ("low", "lot", "queued")
+    __slots__ = ("lot", "low", "queued")
 
     def __init__(self, low: int) -> None:
         self.low = low

@@ -274,9 +274,10 @@ async def _start_stages(pipeline: Pipeline, nursery: trio.Nursery, control: RunC
 
 def _channel(capacity: int, refill: int) -> tuple[Any, Any]:
     """The channel of one edge; into an element that wants ``refill`` frames per wake of its sender, a
-    :func:`~rtstream.channel.open_refill_channel` holding ``refill - 1`` more and refilled from ``capacity - 1``."""
+    :func:`~rtstream.channel.open_refill_channel` holding ``refill`` more, refilled once ``capacity`` are left
+    (where a memory channel's blocked sender would have refilled it by one)."""
     if refill > 1 and capacity > 0:
-        return open_refill_channel(capacity + refill - 1, capacity - 1)
+        return open_refill_channel(capacity + refill, capacity)
     return trio.open_memory_channel[Any](capacity)
 
 

@@ -601,8 +601,9 @@ class Pacing:
     """
 
     refill = 4
-    """Frames upstream sends per wake: its channel holds this many more and wakes it at the configured
-    capacity less one (:func:`rtstream.channel.open_refill_channel`), one source step per four frames, not per frame."""
+    """Frames upstream sends per wake: its channel holds this many more than configured and wakes it
+    when the configured capacity is left (:func:`rtstream.channel.open_refill_channel`): a faster than
+    real-time source then takes a task step per four frames, not one per frame."""
 
     def __init__(self, core: FramePacer) -> None:
         self.core = core
