@@ -134,6 +134,11 @@ class Frames:
         else:
             self._buffer, self._pos = bytearray(memoryview(buffer)[pos:]) + data, 0
 
+    @property
+    def holding(self) -> int:
+        """Bytes this parser keeps alive: what it has read and not parsed yet, once :meth:`next` returned None."""
+        return len(self._buffer)
+
     def next(self) -> Received | None:
         """The next message or control frame, None until more bytes come; FrameError when the peer broke RFC 6455."""
         buffer = self._buffer
@@ -141,7 +146,7 @@ class Frames:
             pos = self._pos
             available = len(buffer) - pos
             if available < 2:
-                return None
+                return self._more()
             b0, b1 = buffer[pos], buffer[pos + 1]
             opcode = b0 & 0x0F
             if b0 & 0x70:
@@ -167,14 +172,14 @@ class Frames:
                     self._fail(PROTOCOL_ERROR, "new message inside a fragmented one")
                 if length == 126:
                     if available < 4:
-                        return None
+                        return self._more()
                     length = (buffer[pos + 2] << 8) | buffer[pos + 3]
                     start += 2
                     if length < 126:
                         self._fail(PROTOCOL_ERROR, "payload length not in its shortest form")
                 elif length == 127:
                     if available < 10:
-                        return None
+                        return self._more()
                     length = int.from_bytes(buffer[pos + 2 : pos + 10])
                     start += 8
                     if length >> 63:
@@ -185,7 +190,7 @@ class Frames:
                     self._fail(TOO_BIG, f"message over {self.max_message_size} bytes")
             end = start + (length if self.client else length + 4)
             if end > len(buffer):
-                return None
+                return self._more()
             self._pos = end
             if self.client:
                 payload = bytes(buffer[start:end]) if isinstance(buffer, bytearray) else buffer[start:end]
@@ -203,6 +208,21 @@ class Frames:
                 whole = b"".join(self._parts)
                 opcode, self._opcode, self._parts, self._size = self._opcode, 0, [], 0
                 return self._text(whole) if opcode == TEXT else whole
+        return None
+
+    def _more(self) -> Received | None:
+        """More bytes are needed: keep only what is unparsed, not the whole last read (up to 16 KB held
+        for as long as the reader waits, which ahead of a pacer is most of a call)."""
+        buffer, pos = self._buffer, self._pos
+        if not pos:
+            return None
+        if pos == len(buffer):
+            self._buffer = b""
+        elif isinstance(buffer, bytearray):
+            del buffer[:pos]
+        else:
+            self._buffer = buffer[pos:]
+        self._pos = 0
         return None
 
     def _text(self, payload: bytes) -> str:

@@ -143,6 +143,29 @@ def test_masking_is_an_xor_with_the_repeated_key_on_both_paths(data, mask) -> No
     assert xor_mask(data, mask) == int_xor(data, mask) == numpy_xor(data, mask) == expected
 
 
+@pytest.mark.parametrize("client", [True, False])
+def test_a_parser_waiting_for_more_keeps_only_the_unparsed_bytes_of_a_read(client) -> None:
+    sender = Frames(client=not client)
+    whole = sender.encode(bytes(1000)) + sender.encode("x" * 300)
+    partial = sender.encode(bytes(2000))
+    frames = Frames(client=client)
+    frames.feed(whole + partial[:700])
+    assert [frames.next(), frames.next(), frames.next()] == [bytes(1000), "x" * 300, None]
+    assert frames.holding == 700
+    frames.feed(partial[700:])
+    assert [frames.next(), frames.next()] == [bytes(2000), None]
+    assert frames.holding == 0
+    got = []
+    for start in range(0, len(partial), 300):  # a message read in pieces
+        frames.feed(partial[start : start + 300])
+        got.append(frames.next())
+        if got[-1] is None:
+            assert frames.holding == start + 300
+    assert got == [None] * 6 + [bytes(2000)]
+    assert frames.next() is None
+    assert frames.holding == 0
+
+
 # -- malformed input, each with its close code ---------------------------------------------------
 
 
