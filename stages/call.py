@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 
 import attrs
+import numpy as np
 import trio
 
 from rtstream.calls import CURRENT_CALL, Call
@@ -71,6 +72,7 @@ class CallerStream:
     def __init__(self, fmt: AudioFormat) -> None:
         self.format = fmt
         self._frame_bytes = fmt.frame_bytes
+        self._dtype = fmt.encoding.dtype
         self.media = self.samples = self.dtmf = self.bad_payload = 0
         self.stopped = False
         self._pts = 0
@@ -86,7 +88,7 @@ class CallerStream:
         if len(payload) % self._frame_bytes:
             self.bad_payload += 1
             return None
-        data = fmt.array(payload)
+        data = np.frombuffer(payload, self._dtype)  # mono, as every call is (CallSettings.format)
         pts = self._pts
         timestamp = media.timestamp
         if timestamp is not None:

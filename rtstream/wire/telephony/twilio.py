@@ -58,6 +58,7 @@ class TwilioBridge(_Names, BridgeSide):
     def __init__(self, fmt: AudioFormat) -> None:
         super().__init__(fmt)
         self._media_head = ""
+        self._frame_bytes = fmt.frame_bytes
 
     def receive(self, message: str | bytes) -> Event:
         data = load_object(message, "event")
@@ -118,11 +119,11 @@ class TwilioBridge(_Names, BridgeSide):
             raise RemoteProtocolError("audio_before_start", "media before the stream's start")
         self._stream_of(data)
         media = member(data, "media")
+        payload = base64_payload(media, "payload")
+        if not payload or len(payload) % self._frame_bytes:
+            check_samples(payload, self.format)  # raises, naming the sizes
         return Media(
-            check_samples(base64_payload(media, "payload"), self.format),
-            sequence_number=optional_int(data, self.SEQUENCE),
-            timestamp=optional_int(media, "timestamp"),
-            chunk=optional_int(media, "chunk"),
+            payload, optional_int(data, self.SEQUENCE), optional_int(media, "timestamp"), optional_int(media, "chunk")
         )
 
     def _dtmf(self, data: dict[str, Any]) -> Event:
