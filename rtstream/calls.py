@@ -211,8 +211,7 @@ class Call:
     and the stop go to the :class:`Inlet` that ``telephony_in`` registered, in the reader's task,
     or, while that inlet has no room (or none is registered yet), to :attr:`inbound`, a bounded
     channel the inlet drains (:meth:`drain`) in order; echoes go to the :class:`Outbound` that
-    ``telephony_out`` registered. ``ws`` is None only when a
-    call is built to validate a template.
+    ``telephony_out`` registered. ``ws`` is None only when a call is built to validate a template.
     """
 
     def __init__(self, route: str, settings: CallSettings, ws: WebSocket | None) -> None:
