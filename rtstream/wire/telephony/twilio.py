@@ -8,6 +8,7 @@ is an error. :mod:`.exotel` reuses these classes with its snake_case names.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -153,7 +154,7 @@ class TwilioBridge(_Names, BridgeSide):
             raise RuntimeError("the stream has not started: no stream id to send to")
         match command:
             case SendMedia(payload):
-                return self._media_head + base64.b64encode(payload).decode("ascii") + '"}}'
+                return self._media_head + binascii.b2a_base64(payload, newline=False).decode("ascii") + '"}}'
             case SendMark(name):
                 return json.dumps({"event": "mark", self.STREAM: self.stream_id, "mark": {"name": name}})
             case SendClear():
