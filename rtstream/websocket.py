@@ -5,7 +5,10 @@ the socket itself, answers pings and the peer's close as it goes, and returns on
 bridge stream always has a task reading its socket (a telephony link reads marks and stops, a
 TTS link reads audio), so nothing is lost by not reading in the background, and each message
 costs no task switch and no channel hop. Sends take a lock (two tasks may send on one socket)
-and :meth:`WebSocket.send_many` frames several messages into one write.
+and :meth:`WebSocket.send_many` frames several messages into one write. On a plain TCP socket
+reads and writes are system calls made at once, with a trio wait only when the socket would
+block (trio's stream adds a yield after each); :meth:`WebSocket.receive_ready` takes a message
+already read without any I/O, and :meth:`WebSocket.try_send` sends from synchronous code.
 
 :meth:`WebSocket.close` always sends a Close frame (unless a write cut off mid-frame would
 garble it), bounded in time even against a peer that never reads, and is safe to call from a
@@ -32,7 +35,7 @@ import attrs
 import h11
 import trio
 
-from .wsframes import Close, FrameError, Frames, Ping
+from .wsframes import Close, FrameError, Frames, Ping, Pong
 
 RECEIVE_BYTES = 16 << 10
 """Bytes read per receive: a burst of TTS chunks is read and parsed in one go.
@@ -94,12 +97,18 @@ class WebSocket:
         subprotocol: str | None = None,
     ) -> None:
         self._stream = stream
+        self._socket = stream.socket if type(stream) is trio.SocketStream else None
+        """The plain TCP socket under ``stream``, read and written directly (:meth:`_read`, :meth:`_write`)."""
         self._frames = frames
         self._send_lock = trio.StrictFIFOLock()
         self.subprotocol = subprotocol
         self.closed: CloseReason | None = None
         self._garbled = False
         """A write was cut off mid-frame: nothing more can be framed on this stream."""
+        self._tail: memoryview | None = None
+        """What :meth:`try_send` could not write at once: the next send writes it first."""
+        self._held: Ping | Close | FrameError | None = None
+        """A control frame (or the peer's protocol error) :meth:`receive_ready` parsed, for :meth:`receive`."""
         self.messages_in = 0
         self.messages_out = 0
 
@@ -118,18 +127,20 @@ class WebSocket:
         """
         frames = self._frames
         while True:
-            try:
-                item = frames.next()
-            except FrameError as exc:
-                await self._fail(exc.code, exc.reason)
+            item: object = self._held
+            self._held = None
+            if item is None:
+                try:
+                    item = frames.next()
+                except FrameError as exc:
+                    item = exc
+            if isinstance(item, FrameError):
+                await self._fail(item.code, item.reason)
                 continue
             if item is None:
                 if self.closed is not None:
                     raise ConnectionClosed(self.closed)
-                try:
-                    data = await self._stream.receive_some(RECEIVE_BYTES)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
+                data = await self._read()
                 if data:
                     frames.feed(data)
                 else:
@@ -145,6 +156,52 @@ class WebSocket:
                 self.closed = CloseReason(item.code, item.reason)
                 await self._close_frame(item.code, item.reason)  # the answering Close, if this side sent none
                 await self._drop()
+
+    async def _read(self) -> bytes | bytearray:
+        """The next bytes from the peer, b"" once the connection is gone.
+
+        On a plain TCP socket this is one ``read`` system call, and a wait only when there is
+        nothing to read: trio's stream adds a scheduling round trip after every read that
+        found data (a task step per read, at hundreds of reads a second). Cancel-safe: a
+        cancelled wait has read nothing.
+        """
+        sock = self._socket
+        if sock is None:
+            try:
+                return await self._stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return b""
+        while True:
+            try:
+                return os.read(sock.fileno(), RECEIVE_BYTES)
+            except BlockingIOError:
+                pass
+            except OSError:  # reset, or closed under us
+                return b""
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return b""
+
+    def receive_ready(self) -> str | bytes | None:
+        """The next message if it has already been read whole, else None: no I/O, no wait.
+
+        A reader takes what one socket read brought in one go. A control frame or a protocol
+        error stops it (None); :meth:`receive` then answers it as usual.
+        """
+        if self._held is not None or self.closed is not None:
+            return None
+        try:
+            item = self._frames.next()
+        except FrameError as exc:
+            self._held = exc
+            return None
+        if isinstance(item, str | bytes):
+            self.messages_in += 1
+            return item
+        if item is not None and not isinstance(item, Pong):
+            self._held = item
+        return None
 
     def _lost(self) -> None:
         if self.closed is None:
@@ -190,7 +247,10 @@ class WebSocket:
             await trio.lowlevel.checkpoint_if_cancelled()  # cancelled here, nothing was written
             done = False
             try:
-                await self._stream.send_all(data)  # a checkpoint: it yields after writing
+                if self._tail is not None:
+                    tail, self._tail = self._tail, None
+                    await self._write(tail)
+                await self._write(data)
                 done = True
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._lost()
@@ -199,6 +259,66 @@ class WebSocket:
                 self._garbled = not done
         finally:
             lock.release()
+
+    def try_send(self, message: str | bytes) -> bool:
+        """Send ``message`` from a synchronous caller if the socket takes it now; False when nothing was sent.
+
+        For a task that must not wait on a peer (the pacer handing a frame to the telephony
+        link): one write on a plain TCP socket while no other send is under way. What the
+        socket did not take of the frame stays in order, and goes out before the next
+        :meth:`send` or :meth:`flush` (:attr:`flushing` says one is owed).
+        ConnectionClosed if the connection has ended.
+        """
+        if self.closed is not None or self._frames.close_sent:
+            raise ConnectionClosed(self.closed or CloseReason(ABNORMAL, "closing"))
+        sock = self._socket
+        if sock is None or self._tail is not None or self._garbled or self._send_lock.locked():
+            return False
+        data = self._frames.encode(message)
+        try:
+            written = os.write(sock.fileno(), data)
+        except BlockingIOError:
+            return False
+        except OSError:  # reset, or closed under us
+            self._lost()
+            raise ConnectionClosed(self.closed or CloseReason(ABNORMAL)) from None
+        if written < len(data):
+            self._tail = memoryview(data)[written:]
+        self.messages_out += 1
+        return True
+
+    @property
+    def flushing(self) -> bool:
+        """Part of a frame :meth:`try_send` began is still to be written (by :meth:`flush` or the next send)."""
+        return self._tail is not None
+
+    async def flush(self) -> None:
+        """Write what :meth:`try_send` left over; ConnectionClosed if the connection has ended."""
+        if self._tail is not None:
+            await self._send_bytes(b"")
+
+    async def _write(self, data: bytes | memoryview) -> None:
+        """Write all of ``data``; on a plain TCP socket, waiting only while its send buffer is full.
+
+        trio's stream yields after every write; this writes with one system call and returns
+        (the caller's :meth:`_send_bytes` has checked for cancellation), so a task that sends a
+        frame and then waits for the next one costs one task step per frame, not two.
+        """
+        sock = self._socket
+        if sock is None:
+            await self._stream.send_all(data)
+            return
+        view = memoryview(data)
+        while True:
+            try:
+                view = view[os.write(sock.fileno(), view) :]
+            except BlockingIOError:
+                pass
+            except OSError as exc:  # reset, or closed under us
+                raise trio.BrokenResourceError(str(exc)) from None
+            if not view:
+                return
+            await trio.lowlevel.wait_writable(sock)
 
     async def ping(self, payload: bytes = b"") -> None:
         """Send a ping (its pong is consumed by :meth:`receive`)."""

@@ -6,8 +6,9 @@ its own: its text is sent with speech tags stripped, ``chunk_words`` words a req
 empty ``continue: false`` request; a barge-in (``Clear``) sends ``cancel``. The key goes as
 ``X-API-Key``, ``Authorization: Bearer`` or ``?api_key=`` (``auth``), the version as
 ``Cartesia-Version``. ``pcm_s32le`` and ``pcm_f16le`` (``transport``) are asked for and turned
-into PCM16 and float32 on arrival. Responses become frames: audio (``seq`` from the simulator's
-sequence field when present), ``WordTimings`` from the timestamps once their audio has
+into PCM16 and float32 on arrival. Responses become frames: audio (the chunks one socket read
+brings merged, ``seq`` from the simulator's sequence field when present, renumbered so merged
+chunks leave no hole), ``WordTimings`` from the timestamps once their audio has
 arrived; after a lost connection or an error reply the utterance resumes on a new context from
 the first word whose audio had not all arrived. The shell is
 :class:`rtstream.stages.tts.StreamingTTS`.
@@ -81,10 +82,11 @@ class CartesiaDialect(Dialect):
     def receive(self, message: Message, now: float) -> list[Reading]:
         response = self._wire.receive(message)
         context = response.context
+        if type(response) is Chunk:  # most messages: no pattern matching
+            decoder = self._decoders.get(context or "") if self._decoders else None
+            audio = response.audio
+            return [Heard(context, decoder.feed(audio) if decoder else audio, response.seq)]
         match response:
-            case Chunk(_, audio, seq):
-                decoder = self._decoders.get(context or "")
-                return [Heard(context, decoder.feed(audio) if decoder else audio, seq)]
             case Timestamps(_, words, starts, ends):
                 return [Timed(context, tuple(zip(words, starts, ends, strict=True)))]
             case Done():

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
+import numpy as np
 import trio
 
 from rtstream.audio.payload import PayloadAligner
@@ -61,6 +62,10 @@ log = logging.getLogger(__name__)
 Message = str | bytes
 MAX_UTTERANCE = 4096
 """Characters in one utterance given as a parameter: a turn of a conversation, not a book."""
+MAX_RUN = 0.25
+"""Seconds of audio, at most, that the messages in hand merge into one chunk."""
+MAX_IN_HAND = 32
+"""Messages, at most, taken from what one socket read brought before the loop looks at its events."""
 
 # -- what a dialect reads ------------------------------------------------------------------------
 
@@ -228,6 +233,19 @@ class Speech:
         self._failures = 0
         self._progress = 0
         self._asked: float | None = None
+        self._run: list[np.ndarray] = []
+        """Audio of the messages in hand not yet made a chunk (:meth:`receive`)."""
+        self._run_samples = 0
+        self._run_cap = round(MAX_RUN * fmt.sample_rate)
+        self._run_pts = 0
+        self._run_seq: int | None = None
+        self._run_arrival = 0.0
+        self._after_run: list[Frame] = []
+        self._absorbed = 0
+        """Service chunk numbers of the context merged into the chunk before them."""
+        self._expected = 0
+        self._in_order = True
+        """The context's chunk numbers have all come in order from 0 (only then may numbered chunks merge)."""
 
     @property
     def finished(self) -> bool:
@@ -276,6 +294,8 @@ class Speech:
         self.context_done = self.finishing = False
         self.error = None
         self._seq_base = self.seq_next
+        self._absorbed = self._expected = 0
+        self._in_order = True
         words = self.words[self.resume_from :]
         self._sent = len(words)
         messages = dialect.start(self.context, " ".join(words) + " " if words else "", now)
@@ -314,34 +334,92 @@ class Speech:
         self._reached_at = 0.0
 
     def receive(self, readings: list[Reading], now: float) -> list[Frame]:
+        """The frames that ``readings`` (of one or more messages in hand) make.
+
+        Audio readings in a row become one chunk (at most :data:`MAX_RUN` seconds): one pass
+        downstream instead of one per message. Word timings found meanwhile follow that chunk
+        (their audio has all arrived by then); any other reading ends the run first.
+        """
         frames: list[Frame] = []
         for reading in readings:
-            if reading.context != self.context and reading.context is not None:
-                self._counts.stale += 1
+            if self.context_done or (reading.context != self.context and reading.context is not None):
+                self._counts.stale += 1  # after the context's end (or error), as for a context no longer open
                 continue
-            frames += self._HANDLERS[type(reading)](self, reading, now)
+            kind = type(reading)
+            if kind is Heard:
+                self._heard(reading, now, frames)  # type: ignore[arg-type]  # checked by type() above
+                continue
+            if kind is not Timed:
+                self._end_run(frames)
+            made = self._HANDLERS[kind](self, reading, now)
+            (self._after_run if self._run else frames).extend(made)
+        self._end_run(frames)
         return frames
 
-    def _heard(self, heard: Heard, now: float) -> list[Frame]:
+    def _heard(self, heard: Heard, now: float, frames: list[Frame]) -> None:
         counts = self._counts
         counts.chunks += 1
         if self._asked is not None:
             counts.first_chunk.add(now - self._asked)
             self._asked = None
         samples = self._aligner.feed(heard.audio)
-        seq = None if heard.seq is None else heard.seq + self._seq_base
+        seq = heard.seq
         if seq is not None:
-            self.seq_next = max(self.seq_next, seq + 1)
-        if not len(samples):
-            return []
-        frame = AudioChunk(samples, self.format, pts=self.pts, seq=seq, arrival=now, utterance=self.utterance)
-        self.pts += len(samples)
-        self._context_samples += len(samples)
-        counts.samples += len(samples)
-        return [frame, *self._heard_words()]
+            in_order = self._in_order and seq == self._expected
+            self._in_order = in_order
+            self._expected = seq + 1
+        else:
+            in_order = True
+        run = self._run
+        if (
+            run
+            and in_order
+            and (seq is None) is (self._run_seq is None)
+            and self._run_samples + len(samples) <= self._run_cap
+        ):
+            self._absorbed += seq is not None  # its number goes: the pipeline numbers the chunks it makes
+        else:
+            self._end_run(frames)
+            if seq is not None:
+                seq += self._seq_base - self._absorbed
+                self.seq_next = max(self.seq_next, seq + 1)
+            if not len(samples):
+                return
+            self._run_seq, self._run_arrival, self._run_pts = seq, now, self.pts
+        if len(samples):
+            self._run.append(samples)
+            self._run_samples += len(samples)
+            self.pts += len(samples)
+            self._context_samples += len(samples)
+            counts.samples += len(samples)
+        self._after_run.extend(self._heard_words())
+
+    def _end_run(self, frames: list[Frame]) -> None:
+        """The audio run so far as one chunk, then the word timings that waited for it."""
+        run = self._run
+        if not run:
+            return
+        data = run[0] if len(run) == 1 else np.concatenate(run)
+        frames.append(
+            AudioChunk(
+                data,
+                self.format,
+                pts=self._run_pts,
+                seq=self._run_seq,
+                arrival=self._run_arrival,
+                utterance=self.utterance,
+            )
+        )
+        run.clear()
+        self._run_samples = 0
+        if self._after_run:
+            frames.extend(self._after_run)
+            self._after_run.clear()
 
     def _heard_words(self, everything: bool = False) -> list[Frame]:
         """WordTimings for the timed words whose audio has now all arrived."""
+        if not self._unheard:
+            return []
         heard_until = self.seconds + 1e-9
         cut = len(self._unheard) if everything else sum(1 for w in self._unheard if w.end <= heard_until)
         words, self._unheard = self._unheard[:cut], self._unheard[cut:]
@@ -378,7 +456,6 @@ class Speech:
         return []
 
     _HANDLERS: ClassVar[dict[type, Callable[[Speech, Any, float], list[Frame]]]] = {
-        Heard: _heard,
         Timed: _timed_words,
         Reached: _reached_words,
         Noted: _noted,
@@ -722,16 +799,22 @@ class TtsElement:
             try:
                 kind, payload = events.receive_nowait()
             except trio.WouldBlock:
-                try:
-                    with trio.move_on_at(deadline) as listening:  # until a message, an event or the deadline
-                        self._listening = listening
-                        message = await ws.receive()
-                finally:
-                    self._listening = None
+                message = ws.receive_ready()
+                if message is None:
+                    try:
+                        with trio.move_on_at(deadline) as listening:  # until a message, an event or the deadline
+                            self._listening = listening
+                            message = await ws.receive()
+                    finally:
+                        self._listening = None
                 now = trio.current_time()
-                if not listening.cancelled_caught:
+                if message is not None:
                     last_heard = now
-                    await self._heard(dialect, state, message, now, tx, backoff, send)
+                    messages, message = [message], None
+                    while len(messages) < MAX_IN_HAND and (more := ws.receive_ready()) is not None:
+                        messages.append(more)
+                    await self._heard(dialect, state, messages, now, tx, backoff, send)
+                    last_heard = trio.current_time()  # silence counts from here: it had no room downstream till now
                     if self.config.one_stream() and state.speech is None:  # the service closes after each one
                         return state.ended and not state.waiting
                     continue
@@ -797,26 +880,38 @@ class TtsElement:
             state.waiting.clear()
 
     async def _heard(
-        self, dialect: Dialect, state: _State, message: Message, now: float, tx: Any, backoff: Backoff, send: Any
+        self,
+        dialect: Dialect,
+        state: _State,
+        messages: list[Message],
+        now: float,
+        tx: Any,
+        backoff: Backoff,
+        send: Any,
     ) -> None:
-        try:
-            readings = dialect.receive(message, now)
-        except RemoteProtocolError as exc:
-            self._counts.malformed.add(exc.reason)
-            if self._counts.malformed[exc.reason] == 1:
-                log.warning(
-                    "%s: malformed message from %s (%s, counted from now on): %.80r",
-                    self.name,
-                    self._peer,
-                    exc.reason,
-                    message,
-                )
-            return
+        """The service's messages in hand, read together (their audio in as few chunks as it fits)."""
+        readings: list[Reading] = []
+        for message in messages:
+            try:
+                readings += dialect.receive(message, now)
+            except RemoteProtocolError as exc:
+                self._counts.malformed.add(exc.reason)
+                if self._counts.malformed[exc.reason] == 1:
+                    log.warning(
+                        "%s: malformed message from %s (%s, counted from now on): %.80r",
+                        self.name,
+                        self._peer,
+                        exc.reason,
+                        message,
+                    )
+        messages.clear()  # held no longer than they are needed, while the frames wait for room downstream
         speech = state.speech
         if speech is None:
             self._counts.stale += len(readings)
             return
-        for frame in speech.receive(readings, now):
+        frames = speech.receive(readings, now)
+        del readings
+        for frame in frames:
             if type(frame) is AudioChunk:
                 backoff.carried(now)
             await tx.send(frame)

@@ -15,7 +15,7 @@ from sims import tts_server, upgrading
 
 from rtstream.cli import main
 from rtstream.errors import StageFailed
-from rtstream.frames import AudioChunk, AudioFormat, UtteranceEnd, UtteranceStart, WordTimings
+from rtstream.frames import AudioChunk, AudioFormat, UtteranceEnd, UtteranceStart, Word, WordTimings
 from rtstream.markup import strip_tags
 from rtstream.params import ParamError
 from rtstream.simulators.speech import synthesize
@@ -23,7 +23,7 @@ from rtstream.simulators.tts import TtsSession, TtsSettings, audio_of
 from rtstream.simulators.websocket import converse, serve
 from rtstream.stages.cartesia import CartesiaDialect, CartesiaTTS
 from rtstream.stages.pause_breath.script import is_spoken, read_script
-from rtstream.stages.tts import Counts, Speech
+from rtstream.stages.tts import MAX_RUN, Counts, Speech
 from rtstream.testing import run_stage
 from rtstream.websocket import WebSocket
 from rtstream.wire import RemoteProtocolError
@@ -117,6 +117,60 @@ def test_malformed_messages_are_refused_with_their_reason(message, reason):
     _, dialect = speech(max_message_bytes=1024)
     with pytest.raises(RemoteProtocolError, match=rf"^{reason}\b"):
         dialect.receive(message, 0.0)
+
+
+def hear_all(core, dialect, messages, now=0.0):
+    """The messages one socket read brought, read together as the shell reads them."""
+    return core.receive([r for m in messages for r in dialect.receive(m, now)], now)
+
+
+def test_audio_in_hand_is_one_chunk_and_the_words_it_completes_follow_it():
+    core, dialect = speech("one two three")
+    core.open(dialect, 0.0)
+    pieces = [b"\x01\x00" * 800, b"\x02\x00" * 400, b"\x03\x00" * 800]  # 0.1, 0.05, 0.1 s
+    batch = [chunk(pieces[0]), stamps("utt-1", ["one"], [0.0], [0.1]), chunk(pieces[1]), chunk(pieces[2])]
+    audio, words = hear_all(core, dialect, batch, 2.0)
+    assert isinstance(audio, AudioChunk) and audio.data.tobytes() == b"".join(pieces)
+    assert (audio.pts, audio.arrival, audio.seq) == (0, 2.0, None)
+    assert words == WordTimings("utt-1", [Word("one", 0.0, 0.1)])
+    [after] = hear_all(core, dialect, [chunk(b"\x00\x00" * 10)], 3.0)
+    assert (after.pts, core._counts.chunks, core._counts.samples) == (2000, 4, 2010)
+
+
+def test_a_merged_chunk_holds_at_most_max_run_of_audio():
+    core, dialect = speech()
+    core.open(dialect, 0.0)
+    most = round(MAX_RUN * 8000)
+    sizes = [most // 2, most // 2, 1, most]
+    out = hear_all(core, dialect, [chunk(b"\x00\x00" * n) for n in sizes])
+    assert [(c.pts, len(c.data)) for c in out] == [(0, most), (most, 1), (most + 1, most)]
+
+
+def test_numbered_chunks_merge_only_while_they_come_in_order_and_the_numbers_stay_consecutive():
+    """Merged chunks give up their numbers, so a sequencer downstream sees no loss; a real gap stays one."""
+    core, dialect = speech(sequence_field="seq")
+    core.open(dialect, 0.0)
+    two = b"\x00\x00" * 2
+    first = hear_all(core, dialect, [chunk(two, seq=0), chunk(two, seq=1), chunk(two, seq=2)])
+    second = hear_all(core, dialect, [chunk(two, seq=3)])
+    jumped = hear_all(core, dialect, [chunk(two, seq=5), chunk(two, seq=6)])  # 4 is missing: no merging from here
+    late = hear_all(core, dialect, [chunk(two, seq=4)])
+    assert [(c.seq, c.pts, len(c.data)) for c in first + second + jumped + late] == [
+        (0, 0, 6),
+        (1, 6, 2),
+        (3, 8, 2),
+        (4, 10, 2),
+        (2, 12, 2),  # the missing one takes the number left for it
+    ]
+    assert core.seq_next == 5
+
+
+def test_readings_after_the_contexts_end_in_the_same_read_are_stale():
+    core, dialect = speech()
+    core.open(dialect, 0.0)
+    done = json.dumps({"type": "done", "context_id": "utt-1"})
+    out = hear_all(core, dialect, [chunk(b"\x00\x00"), done, chunk(b"\x00\x00")])
+    assert [type(f) for f in out] == [AudioChunk] and core.finished and core._counts.stale == 1
 
 
 def test_messages_of_other_contexts_are_stale():

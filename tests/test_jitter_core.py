@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from rtstream.frames import AudioChunk, AudioFormat, Clear, Gap, UtteranceEnd, UtteranceStart, WordTimings
 from rtstream.stages.jitter.core import JitterBuffer, JitterSettings
-from rtstream.stages.jitter.decision import SpeedControl, skip_hole, urgent
+from rtstream.stages.jitter.decision import SpeedControl, band, skip_hole, stop_at, urgent
 from rtstream.stages.jitter.delay import DelayEstimator
 from rtstream.stages.jitter.timeline import Timeline
 
@@ -109,6 +109,16 @@ def test_target_covers_the_jitter_and_forgets_it():
     assert est.target == pytest.approx(est.bucket)  # one bucket (the buffer floors it at min_delay)
 
 
+def test_the_histogram_matures_after_two_seconds_of_arrivals():
+    est = DelayEstimator(max_delay=0.5)
+    ages = []
+    for k in range(150):  # 3 s of 20 ms packets
+        est.arrival(k * 0.02, k * 0.02)
+        ages.append((k * 0.02, est.settled, est.mature))
+    assert next(t for t, settled, _ in ages if settled) == pytest.approx(0.5)
+    assert next(t for t, _, mature in ages if mature) == pytest.approx(2.0)
+
+
 def test_outbound_reference_is_the_first_chunk_of_the_utterance():
     est = DelayEstimator(max_delay=0.5, reference="first")
     # a burst of 1 s of audio in 0.1 s, then a 1.5 s stall: the chunk at 1 s is 0.6 s late
@@ -133,6 +143,20 @@ def test_decisions():
     assert out.decide(0.0, 1.0, 0.1, more_coming=True) == 1.0  # never faster outbound
     assert out.decide(0.1, 0.05, 0.1, more_coming=True) == 0.95
     assert out.decide(0.2, 0.05, 0.1, more_coming=False) == 1.0
+
+
+def test_a_young_histogram_keeps_a_wide_band():
+    """A young target runs low, so the slack above it is kept until the histogram has seen enough."""
+    assert band(0.2, mature=False) == pytest.approx(0.05) and band(0.2) == pytest.approx(0.025)
+    assert band(0.08, mature=False) == band(0.08) == pytest.approx(0.02)  # never below a packet
+    assert stop_at(0.2, 1.05, mature=False) == pytest.approx(0.225) and stop_at(0.2, 1.05) == pytest.approx(0.2125)
+    assert stop_at(0.2, 0.95) == stop_at(0.2, 0.95, mature=False) == 0.2
+    young, mature = SpeedControl("inbound", 0.05), SpeedControl("inbound", 0.05)
+    assert young.decide(0.0, 0.24, 0.2, more_coming=True, mature=False) == 1.0
+    assert mature.decide(0.0, 0.24, 0.2, more_coming=True) == 1.05
+    assert mature.decide(0.1, 0.22, 0.2, more_coming=True) == 1.05  # on down to half the band
+    assert mature.decide(0.2, 0.21, 0.2, more_coming=True) == 1.0
+    assert urgent("inbound", 0.33, 0.2) and not urgent("inbound", 0.33, 0.2, mature=False)
 
 
 # ---------------------------------------------------------------- the buffer

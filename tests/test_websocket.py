@@ -23,6 +23,7 @@ from wsproto.handshake import generate_accept_token
 
 from rtstream import websocket
 from rtstream.httpserver import Request, Response, Upgrade, bound_port, open_listener, serve
+from rtstream.wsframes import Close, Frames
 
 TIMEOUT = 10
 
@@ -230,6 +231,116 @@ async def test_wss_checks_the_certificate_against_the_system_roots(tls_server) -
         ),
     ):
         await websocket.connect(f"wss://localhost:{tls_server.port}/x?key=secret")
+
+
+async def test_a_megabyte_crosses_a_plain_socket_each_way() -> None:
+    """A megabyte each way through the independent echo server (its limit), read back in many socket reads."""
+    payload = bytes(range(256)) * 4000
+    with IndependentServer() as server, trio.fail_after(TIMEOUT):
+        ws = await websocket.connect(f"ws://localhost:{server.port}/", max_message_size=8 << 20)
+        assert ws._socket is not None  # the direct path, not trio's stream
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ws.send, payload)
+            echoed = await ws.receive()
+        await ws.close()
+    assert echoed == payload
+
+
+async def test_receive_ready_takes_what_one_read_brought_and_leaves_control_frames_to_receive() -> None:
+    """Four frames in one write: receive() returns the first, receive_ready() stops at the ping, receive() pongs."""
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    pong = trio.Event()
+    got: list[bytes] = []
+
+    async def serve_frames() -> None:
+        sock, _ = await listener.accept()
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += await sock.recv(4096)
+        key = next(
+            line.split(b": ")[1] for line in request.split(b"\r\n") if line.lower().startswith(b"sec-websocket-key")
+        )
+        await sock.send(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + generate_accept_token(key) + b"\r\n\r\n"
+        )
+        await trio.sleep(0.2)  # the client reads the four frames in one go
+        await sock.send(b"\x81\x01a" + b"\x89\x02hi" + b"\x81\x01b" + b"\x81\x01c")
+        got.append(await sock.recv(64))
+        pong.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_frames)
+            ws = await websocket.connect(f"ws://127.0.0.1:{port}/")
+            first = await ws.receive()
+            before_ping = ws.receive_ready()
+            after_ping = [await ws.receive(), ws.receive_ready(), ws.receive_ready()]
+            await pong.wait()
+            nursery.cancel_scope.cancel()
+    assert (first, before_ping, after_ping) == ("a", None, ["b", "c", None])
+    assert ws.messages_in == 3
+    frame = got[0]  # the client's Pong, masked: 0x8A, 0x80 | 2, the mask, "hi" masked
+    assert frame[:2] == b"\x8a\x82" and bytes(b ^ frame[2 + i % 4] for i, b in enumerate(frame[6:8])) == b"hi"
+
+
+async def test_try_send_fills_the_socket_without_waiting_and_keeps_every_frame_whole_and_in_order() -> None:
+    """Against a peer that reads nothing at first: try_send says False once the socket is full, a frame it
+    began is finished by flush, and the peer then reads every frame try_send took, whole, in order."""
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    drain = trio.Event()
+    received: list[object] = []
+
+    async def stall_then_read() -> None:
+        sock, _ = await listener.accept()
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += await sock.recv(4096)
+        key = next(
+            line.split(b": ")[1] for line in request.split(b"\r\n") if line.lower().startswith(b"sec-websocket-key")
+        )
+        await sock.send(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + generate_accept_token(key) + b"\r\n\r\n"
+        )
+        await drain.wait()
+        frames = Frames(client=False, max_message_size=1 << 20)
+        while not any(isinstance(m, Close) for m in received):
+            data = await sock.recv(1 << 16)
+            if not data:
+                break
+            frames.feed(data)
+            while (item := frames.next()) is not None:
+                received.append(item)
+        await sock.send(b"\x88\x02\x03\xe8")  # the answering Close
+        sock.close()
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stall_then_read)
+            ws = await websocket.connect(f"ws://127.0.0.1:{port}/")
+            taken = 0
+            while taken < 2000 and ws.try_send(taken.to_bytes(4, "big") * 4096) and not ws.flushing:
+                taken += 1
+            begun = ws.flushing
+            taken += begun  # a frame the socket took part of goes out whole
+            if begun:
+                assert not ws.try_send(b"later")  # nothing overtakes the rest of that frame
+            drain.set()
+            await ws.flush()
+            await ws.send(b"end")
+            await ws.close()
+    assert 0 < taken < 2000  # the socket filled up, and try_send never waited for it
+    expected = [i.to_bytes(4, "big") * 4096 for i in range(taken)] + [b"end"]
+    assert received[:-1] == expected and isinstance(received[-1], Close)
+    assert ws.messages_out == taken + 1
 
 
 async def test_a_cancelled_task_still_sends_close() -> None:

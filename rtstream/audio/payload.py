@@ -15,11 +15,13 @@ class PayloadAligner:
     :meth:`reset` drops what is left and says how many bytes that was, for the drop counters.
     """
 
-    __slots__ = ("_carry", "format")
+    __slots__ = ("_carry", "_dtype", "_frame_bytes", "format")
 
     def __init__(self, fmt: AudioFormat) -> None:
         self.format = fmt
         self._carry = b""
+        self._frame_bytes = fmt.frame_bytes
+        self._dtype = fmt.encoding.dtype
 
     @property
     def carried(self) -> int:
@@ -30,9 +32,13 @@ class PayloadAligner:
         """The whole sample frames available after ``payload`` (possibly none)."""
         if self._carry:
             payload = self._carry + payload
-        cut = len(payload) - len(payload) % self.format.frame_bytes
-        self._carry = payload[cut:]
-        return self.format.array(payload[:cut] if cut != len(payload) else payload)
+        cut = len(payload) - len(payload) % self._frame_bytes
+        if cut != len(payload):
+            self._carry, payload = payload[cut:], payload[:cut]
+        elif self._carry:
+            self._carry = b""
+        data = np.frombuffer(payload, self._dtype)
+        return data if self.format.channels == 1 else data.reshape(-1, self.format.channels)
 
     def reset(self) -> int:
         """Drop any partial sample frame; return how many bytes were dropped."""

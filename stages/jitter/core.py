@@ -63,7 +63,7 @@ class JitterSettings:
     tick: float = 0.020
     min_delay: float = 0.020
     max_delay: float = 0.500
-    start_delay: float = 0.080
+    start_delay: float = 0.150
     quantile: float = 0.95
     forget: float = 0.983
     max_stretch: float = 0.05
@@ -490,7 +490,7 @@ class JitterBuffer:
             return False
         target = self.target()
         excess = self._delay(now) - target
-        if excess < band(target) + URGENT_EXCESS:
+        if excess < band(target, self.estimator.mature) + URGENT_EXCESS:
             return False
         n = min(round(excess * self.rate), self.timeline.end - self.timeline.start - self.tick)
         if n <= 0:
@@ -617,15 +617,15 @@ class JitterBuffer:
         merging = self.plc.active or self._splice
         speed = 1.0
         if not merging and avail >= need and self.estimator.settled:
-            delay, target = self._delay(now), self.target()
-            speed = self.speed.decide(now, delay, target, more_coming=self._more_coming())
-            at_most = max(0, round((delay - stop_at(target, speed)) * (1 if speed > 1 else -1) * self.rate))
+            delay, target, mature = self._delay(now), self.target(), self.estimator.mature
+            speed = self.speed.decide(now, delay, target, more_coming=self._more_coming(), mature=mature)
+            at_most = max(0, round((delay - stop_at(target, speed, mature)) * (1 if speed > 1 else -1) * self.rate))
             if speed != 1.0 and self.stretch.in_pause:  # a pause may take the whole difference at once
                 change = max(abs(speed - 1), min(at_most / need, self.stretch.pause_change))
                 speed = 1 + math.copysign(change, speed - 1)
         if speed != 1.0 and len(x) >= need + (self.stretch.lag_min if speed > 1 else 0):
             out = self.out.reserve(need)
-            quiet_only = not urgent(self.settings.direction, delay, target)
+            quiet_only = not urgent(self.settings.direction, delay, target, mature)
             history = self.out.history(self.stretch.lag_max)
             used = self.stretch.render(history, x, out, speed, quiet_only=quiet_only, at_most=at_most)
             n = need

@@ -28,13 +28,16 @@ URGENT_EXCESS = 0.100
 """Inbound delay this far above the band costs more (in latency) than splices inside words."""
 
 
-def band(target: float) -> float:
+def band(target: float, mature: bool = True) -> float:
     """How far above the target the inbound delay may drift before playout speeds up.
 
-    Every change of delay costs a little (PESQ hears even a pause made shorter), so the band is
-    wide: a packet, or a quarter of the target. Speeding up then goes down to half the band.
+    Every change of delay costs a little (PESQ hears even a short gap between words made
+    shorter), so the band is never narrower than a packet. While the histogram is young (see
+    :attr:`~.delay.DelayEstimator.mature`) its target still underestimates the tail, and the band
+    is a quarter of the target; once it has seen enough, an eighth, so the slack of a cautious
+    start is taken back to within a sixteenth of the target. Speeding up goes down to half the band.
     """
-    return max(0.020, target / 4)
+    return max(0.020, target / (8 if mature else 4))
 
 
 class SpeedControl:
@@ -50,39 +53,39 @@ class SpeedControl:
         self.speed = 1.0
         self._since = None
 
-    def decide(self, now: float, delay: float, target: float, *, more_coming: bool) -> float:
+    def decide(self, now: float, delay: float, target: float, *, more_coming: bool, mature: bool = True) -> float:
         """The speed for the next tick, given the controlled delay and its target (seconds)."""
-        wanted = self._wanted(delay, target, more_coming)
+        wanted = self._wanted(delay, target, more_coming, mature)
         if wanted != self.speed and (self._since is None or now - self._since >= MIN_INTERVAL - 1e-9):
             self.speed = wanted
             self._since = now
         return self.speed
 
-    def _wanted(self, delay: float, target: float, more_coming: bool) -> float:
+    def _wanted(self, delay: float, target: float, more_coming: bool, mature: bool) -> float:
         if not self.change:
             return 1.0
         if self.direction == "outbound":
             return 1 - self.change if more_coming and delay < target else 1.0
         if self.speed != 1:
-            return self.speed if (delay - stop_at(target, self.speed)) * (self.speed - 1) > 0 else 1.0
-        if delay > target + band(target):
+            return self.speed if (delay - stop_at(target, self.speed, mature)) * (self.speed - 1) > 0 else 1.0
+        if delay > target + band(target, mature):
             return 1 + self.change
         if delay < target:
             return 1 - self.change
         return 1.0
 
 
-def stop_at(target: float, speed: float) -> float:
+def stop_at(target: float, speed: float, mature: bool = True) -> float:
     """The delay at which a speed change has done its work: half the band above the target when
     speeding up, the target when slowing down."""
-    return target + band(target) / 2 if speed > 1 else target
+    return target + band(target, mature) / 2 if speed > 1 else target
 
 
-def urgent(direction: str, delay: float, target: float) -> bool:
+def urgent(direction: str, delay: float, target: float, mature: bool = True) -> bool:
     """Whether the delay is far enough off target to stretch inside speech, not only in pauses."""
     if direction == "outbound":
         return delay < target / 2
-    return delay > target + band(target) + URGENT_EXCESS
+    return delay > target + band(target, mature) + URGENT_EXCESS
 
 
 def skip_hole(direction: str, delay: float, target: float, *, waited: float, max_wait: float) -> bool:

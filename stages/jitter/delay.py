@@ -33,6 +33,8 @@ import numpy as np
 _WINDOW = 2.0
 _INTERVAL = 0.5
 _MAX_WINDOW_ENTRIES = 1024
+MATURE_UPDATES = 4
+"""Half seconds in the histogram before it is :attr:`DelayEstimator.mature`."""
 PEAK_FACTOR = 2.0
 PEAK_MIN_EXCESS = 0.060
 PEAK_JOIN = 1.0
@@ -79,6 +81,12 @@ class DelayEstimator:
         then the histogram's quantile, raised to the recent peaks' height while they recur."""
         self.last = 0.0
         """The relative delay of the latest arrival, seconds."""
+
+    @property
+    def mature(self) -> bool:
+        """The histogram has two seconds in: its quantile now reaches the tail of the delays (a
+        younger one has not yet seen the rare late packets, and its target runs low)."""
+        return self._updates >= MATURE_UPDATES
 
     @property
     def settled(self) -> bool:

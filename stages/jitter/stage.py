@@ -122,7 +122,13 @@ class JitterBufferStage(Filter):
     max_delay_ms: float = param(
         500.0, min=20, max=5000, unit="ms", help="Highest target delay, and the most audio held."
     )
-    start_delay_ms: float = param(80.0, min=0, max=5000, unit="ms", help="Audio gathered before playing starts.")
+    start_delay_ms: float = param(
+        150.0,
+        min=0,
+        max=5000,
+        unit="ms",
+        help="Audio gathered before playing starts (cautious: the jitter is not known yet).",
+    )
     quantile: float = param(0.95, gt=0, max=1, help="Share of arrivals the target delay should cover.")
     forget_factor: float = param(0.983, gt=0, max=0.9999, help="How fast the delay histogram forgets, per half second.")
     max_stretch: float = param(0.05, min=0, max=0.05, help="Largest speed change of the time-stretch (0 turns it off).")
