@@ -32,7 +32,7 @@ from rtstream.params import param
 from rtstream.registry import register
 from rtstream.stage import ReceiveChannel, SendChannel, Sink, Source
 from rtstream.stats import Quantiles, stat
-from rtstream.websocket import ConnectionClosed
+from rtstream.websocket import ConnectionClosed, WebSocket
 from rtstream.wire import RemoteProtocolError
 from rtstream.wire.telephony import Dtmf, Event, Media, Regrouper, Stop
 
@@ -187,6 +187,8 @@ class BotStream:
     caller is gone (:meth:`hung_up`); frames that arrive after that are dropped as ``hangup``.
     A clear on the call's control path drops the queue and sends the provider's clear at once;
     every frame it takes tells the control what the caller is hearing (the played position).
+    While its sender is idle, a frame goes out in the pacer's task if the socket takes it at
+    once (as ``telephony_ws`` does): the sender is woken only for what is left.
     """
 
     def __init__(self, config: TelephonyOut, link: TelephonyLink) -> None:
@@ -195,6 +197,11 @@ class BotStream:
         self.changed = trio.lowlevel.ParkingLot()
         self.gone = False
         self._control: CallControl | None = None
+        self._idle: WebSocket | None = None
+        """The socket, while the sender waits with nothing to send: :meth:`accept` may send on it itself."""
+        self._owed: tuple[str, str | bytes | None] | None = None
+        """What :meth:`accept` took from the link and did not send whole, the sender's next: (kind, the
+        message, or None when the socket took part of it and the rest is to be flushed)."""
 
     def take(self, event: Event, now: float) -> None:
         try:
@@ -250,29 +257,64 @@ class BotStream:
         elif isinstance(frame, UtteranceStart | UtteranceEnd):
             control.reply(frame.utterance, started=isinstance(frame, UtteranceStart))
         link.push(frame)
+        ws = self._idle
+        if ws is not None:
+            now = trio.current_time()
+            while self._owed is None and (item := link.pop(now)) is not None:
+                kind, message = item
+                try:
+                    sent = ws.try_send(message)
+                except ConnectionClosed:
+                    link.lost_in_flight(kind)
+                    break  # the woken sender finds the connection closed
+                if not sent or ws.flushing:
+                    self._owed = item if not sent else (kind, None)
+                    break
+                link.sent()
+            if not link.pending and ws.closed is None:
+                return
         self.changed.unpark_all()
 
     async def _send(self, call: Call) -> None:
-        """Send what the link has queued, several messages per write when they pile up."""
+        """Send what the link has queued (and what :meth:`accept` left over), several messages per write."""
         link, ws = self.link, call.ws
         assert ws is not None, "a validation call has no socket"
-        while not self.gone:
-            batch = []
-            while (item := link.pop(trio.current_time())) is not None:
-                batch.append(item)
-            if not batch:
-                await self.changed.park()
-                continue
-            try:
-                await ws.send_many(message for _, message in batch)
-            except ConnectionClosed:
-                for kind, _ in batch:
-                    link.lost_in_flight(kind)
-                self.gone = True
-                return
-            for _ in batch:
-                link.sent()
-            self.changed.unpark_all()
+        try:
+            while not self.gone:
+                owed, self._owed = self._owed, None
+                if owed is not None:
+                    kind, message = owed
+                    try:
+                        await (ws.flush() if message is None else ws.send(message))
+                    except ConnectionClosed:
+                        link.lost_in_flight(kind)
+                        self.gone = True
+                        return
+                    link.sent()
+                batch = []
+                while (item := link.pop(trio.current_time())) is not None:
+                    batch.append(item)
+                if not batch:
+                    self._idle = ws
+                    try:
+                        await self.changed.park()
+                    finally:
+                        self._idle = None
+                    continue
+                try:
+                    await ws.send_many(message for _, message in batch)
+                except ConnectionClosed:
+                    for kind, _ in batch:
+                        link.lost_in_flight(kind)
+                    self.gone = True
+                    return
+                for _ in batch:
+                    link.sent()
+                self.changed.unpark_all()
+        finally:
+            if self._owed is not None:  # taken from the link, never sent whole
+                link.lost_in_flight(self._owed[0])
+                self._owed = None
 
     @property
     def first_audio(self) -> Quantiles:
