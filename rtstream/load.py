@@ -40,10 +40,10 @@ SAMPLE_INTERVAL = 0.1
 """Seconds between two samples: a trio sleep, a clock read and a few multiplications."""
 TIME_CONSTANT = 1.0
 """Seconds over which the averages follow a change (63 % of a step after one, 95 % after three)."""
-PRIOR_CALL_LOAD = 0.04
-"""A call's load before any is measured: 40 ms of CPU per call-second, about twice what a two-way served Twilio
-call costs (``benchmarks/serve.py``: 18-20 ms at 20 calls); on a busy machine the lag makes a call cost more. Too
-low lets a storm in at a cold start; too high only slows the first seconds' admissions."""
+PRIOR_CALL_LOAD = 0.1
+"""A call's load before any is measured: 100 ms of CPU per call-second, 3-4 times what a two-way served call
+costs today; on a busy machine the lag makes a call cost more. Too low lets a storm in at a cold start; too
+high only slows the first seconds' admissions."""
 PRIOR_CALLS = 2
 """How many calls the prior weighs as, against the calls measured."""
 IDLE_AFTER = 3
