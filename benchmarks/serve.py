@@ -4,6 +4,7 @@
     python benchmarks/serve.py --workers 2              # and a row per N with two workers
     python benchmarks/serve.py --calls 100 --duration 20 --rate 10
     python benchmarks/serve.py --offer 2                # admission by headroom: 2x the capacity offered
+    python benchmarks/serve.py --served benchmarks/serve-inbound.toml   # the caller's audio in only
 
 Per row, three processes of their own, all fresh: ``rtstream serve benchmarks/serve.toml``
 (a Twilio route: the caller's audio in through telephony_in, the bot's three replies out from
@@ -107,7 +108,7 @@ def start_server(
 ):
     """``rtstream serve`` on a free loopback port (``max_load`` None: the file's): (the process, its port)."""
     env = {**os.environ, "TTS_URL": tts_url, "TTS_RATE": str(args.tts_rate), "REPLY_GAP": str(args.gap)}
-    command = [*RTSTREAM, "--log-level", "error", "serve", str(SERVED), "--port", "0", "-q"]
+    command = [*RTSTREAM, "--log-level", "error", "serve", str(args.served), "--port", "0", "-q"]
     command += ["--workers", str(workers), "--max-calls", str(max(calls, 1)), "--drain", "10"]
     if max_load is not None:
         command += ["--max-load", str(max_load)]
@@ -378,6 +379,12 @@ def main() -> None:
     parser.add_argument("--p99-ms", type=float, default=5.0, help="receiver p99 a row may have to count as carried")
     parser.add_argument("--keep", help="keep each row's three JSON reports under this folder")
     parser.add_argument(
+        "--served",
+        type=Path,
+        default=SERVED,
+        help="the served file (serve-inbound.toml beside it: the caller's audio only, no replies, no TTS)",
+    )
+    parser.add_argument(
         "--no-pin", dest="pin", action="store_false", help="let the server and the simulators share every CPU"
     )
     parser.add_argument(
@@ -401,9 +408,14 @@ def main() -> None:
     if args.workers == 2 and args.pin:
         pinning += "; two workers on CPUs 0-1, sharing CPU 1 with the simulators"
     print(
-        f"Twilio calls of {args.duration:g} s, {args.rate:g} dialled per second; three replies each from a TTS at "
-        f"{args.tts_rate} Hz (rtf {args.rtf:g}), {args.gap:g} s apart, to 20 ms mu-law frames; {pinning}; "
-        f"{os.cpu_count()} CPUs; times in ms",
+        f"Twilio calls of {args.duration:g} s, {args.rate:g} dialled per second; "
+        + (
+            f"three replies each from a TTS at {args.tts_rate} Hz (rtf {args.rtf:g}), {args.gap:g} s apart, "
+            "to 20 ms mu-law frames"
+            if args.served == SERVED
+            else f"served by {args.served.name}"
+        )
+        + f"; {pinning}; {os.cpu_count()} CPUs; times in ms",
         flush=True,
     )
     print(HEADER, flush=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from typing import Protocol as Protocol_
 from urllib.parse import urlsplit, urlunsplit
@@ -173,7 +173,25 @@ class NoStart(Exception):
 
 
 INBOUND_CAPACITY = 256
-"""Caller messages queued for ``telephony_in`` (about 5 s of 20 ms media); beyond, the newest are dropped."""
+"""Caller messages queued for ``telephony_in`` while its pipeline has no room (about 5 s of 20 ms media);
+beyond, the newest are dropped."""
+
+
+class Inlet(Protocol_):
+    """What the call's reader hands the caller's audio, DTMF and stop to (``telephony_in``), in its own task.
+
+    One task wake per message instead of two: the reader delivers straight into the caller's
+    pipeline whenever that cannot wait, and queues on :attr:`Call.inbound` (bounded) otherwise.
+    """
+
+    def ready(self) -> bool:
+        """Whether :meth:`deliver` of one message would not wait for room downstream."""
+
+    async def deliver(self, event: Event, now: float) -> bool:
+        """Pass on one message (True: it ended the stream); by the reader only while nothing is queued."""
+
+    def failed(self, exc: Exception) -> None:
+        """:meth:`deliver` raised in the reader's task: the inlet's own task ends with it."""
 
 
 class Outbound(Protocol_):
@@ -190,9 +208,10 @@ class Call:
     """One accepted provider connection: its ids, its bridge side of the protocol, its link, its counters.
 
     The call's reader (:meth:`read`) is the only task that reads the socket. Caller audio, DTMF
-    and the stop go to :attr:`inbound` (a bounded channel that ``telephony_in`` drains); echoes
-    go to the :class:`Outbound` that ``telephony_out`` registered. ``ws`` is None only when a
-    call is built to validate a template.
+    and the stop go to the :class:`Inlet` that ``telephony_in`` registered, in the reader's task,
+    or, while that inlet has no room (or none is registered yet), to :attr:`inbound`, a bounded
+    channel the inlet drains (:meth:`drain`) in order; echoes go to the :class:`Outbound` that
+    ``telephony_out`` registered. ``ws`` is None only when a call is built to validate a template.
     """
 
     def __init__(self, route: str, settings: CallSettings, ws: WebSocket | None) -> None:
@@ -202,7 +221,12 @@ class Call:
         self.bridge: BridgeSide = settings.wire.bridge(settings.format)
         self.start: Start | None = None
         self._inbound_tx, self.inbound = trio.open_memory_channel[tuple[Event, float]](INBOUND_CAPACITY)
+        self.inlet: Inlet | None = None
         self.outbound: Outbound | None = None
+        self._queued = 0
+        """Messages put on :attr:`inbound` and not yet delivered: while any are, the reader queues too (order)."""
+        self.inbound_queued = 0
+        """Caller messages that waited on :attr:`inbound` (the pipeline had no room, or had not started)."""
         self.inbound_dropped = 0
         """Caller messages dropped because ``telephony_in`` fell behind (or no pipeline reads them)."""
         self.hung_up = trio.Event()
@@ -293,11 +317,11 @@ class Call:
                     if event is None:
                         continue
                     now = trio.current_time()
-                    if isinstance(event, Media | Dtmf):
-                        self._to_inbound(event, now)
-                    elif isinstance(event, Stop):
-                        self._to_inbound(event, now)
-                        return
+                    kind = type(event)
+                    if kind is Media or kind is Dtmf or kind is Stop:
+                        await self._hand_on(event, now)
+                        if kind is Stop:
+                            return
                     elif isinstance(event, MarkEcho | ClearEcho) and self.outbound is not None:
                         self.outbound.take(event, now)
         finally:
@@ -305,11 +329,43 @@ class Call:
             if self.outbound is not None:
                 self.outbound.hung_up()
 
+    async def _hand_on(self, event: Event, now: float) -> None:
+        """To the inlet in this task when it has room and nothing is queued before it; else queued."""
+        inlet = self.inlet
+        if inlet is None or self._queued or not inlet.ready():
+            self._to_inbound(event, now)
+            return
+        try:
+            await inlet.deliver(event, now)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._inlet_gone()  # its pipeline ended: what follows is dropped, as on a closed channel
+        except Exception as exc:
+            inlet.failed(exc)
+            self._inlet_gone()
+
+    def _inlet_gone(self) -> None:
+        self.inlet = None
+        self.inbound_dropped += 1
+        self._inbound_tx.close()  # the inlet's task sees the end and ends (with the failure, if any)
+
     def _to_inbound(self, event: Event, now: float) -> None:
         try:
             self._inbound_tx.send_nowait((event, now))
-        except (trio.WouldBlock, trio.BrokenResourceError):
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             self.inbound_dropped += 1
+        else:
+            self._queued += 1
+            self.inbound_queued += 1
+
+    async def drain(self, deliver: Callable[[Event, float], Awaitable[bool]]) -> None:
+        """In the inlet's task: ``deliver`` what was queued, in order, until it returns True or the reader ends."""
+        async with self.inbound:
+            async for event, now in self.inbound:
+                try:
+                    if await deliver(event, now):
+                        return
+                finally:
+                    self._queued -= 1
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -319,6 +375,7 @@ class Call:
             "incoming": self.incoming.snapshot(),
             "malformed": self.malformed.snapshot(),
             "early_media": self.early_media,
+            "queued": self.inbound_queued,
             "inbound_dropped": self.inbound_dropped,
             "close": None if self.ws is None or self.ws.closed is None else attrs.asdict(self.ws.closed),
             "control": self.control.statistics(),

@@ -139,6 +139,10 @@ class BoundedCounter:
         self._counts: Counter[str] = Counter()
 
     def add(self, name: object, n: int = 1) -> None:
+        counts = self._counts
+        if type(name) is str and name in counts and len(name) <= self.max_key:
+            counts[name] += n  # a name already kept is on one line and short: it is its own key
+            return
         key = clip(one_line(str(name)), self.max_key)
         if key not in self._counts and len(self._counts) >= self.limit:
             key = self.OTHER

@@ -16,8 +16,10 @@ negotiation fits the rest of the pipeline to what the provider carries.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import attrs
+import numpy as np
 import trio
 
 from rtstream.calls import CURRENT_CALL, Call
@@ -30,7 +32,7 @@ from rtstream.params import param
 from rtstream.registry import register
 from rtstream.stage import ReceiveChannel, SendChannel, Sink, Source
 from rtstream.stats import Quantiles, stat
-from rtstream.websocket import ConnectionClosed
+from rtstream.websocket import ConnectionClosed, WebSocket
 from rtstream.wire import RemoteProtocolError
 from rtstream.wire.telephony import Dtmf, Event, Media, Regrouper, Stop
 
@@ -59,48 +61,94 @@ class CallerStatistics:
 
 
 class CallerStream:
-    """The running ``telephony_in``: drains the call's inbound channel into the pipeline."""
+    """The running ``telephony_in``: the call's :class:`~rtstream.calls.Inlet`.
+
+    The call's reader delivers each message into the pipeline in its own task (one task wake
+    per message); this stage's task only drains what the reader queued while the pipeline had
+    no room, and raises what a delivery in the reader's task raised, so the failure is this
+    stage's (or its fused successor's), as if it had run here.
+    """
 
     def __init__(self, fmt: AudioFormat) -> None:
         self.format = fmt
+        self._frame_bytes = fmt.frame_bytes
+        self._dtype = fmt.encoding.dtype
         self.media = self.samples = self.dtmf = self.bad_payload = 0
         self.stopped = False
         self._pts = 0
         self._first_timestamp: int | None = None
+        self._tx: SendChannel | None = None
+        self._send_nowait: Callable[[Frame], None] | None = None
+        self._failure: Exception | None = None
 
     def chunk(self, media: Media, arrival: float) -> AudioChunk | None:
         """The chunk of one media message: pts from the provider's timestamp where it gives one."""
         fmt = self.format
-        if len(media.payload) % fmt.frame_bytes:
+        payload = media.payload
+        if len(payload) % self._frame_bytes:
             self.bad_payload += 1
             return None
-        data = fmt.array(media.payload)
+        data = np.frombuffer(payload, self._dtype)  # mono, as every call is (CallSettings.format)
         pts = self._pts
-        if media.timestamp is not None:
+        timestamp = media.timestamp
+        if timestamp is not None:
             if self._first_timestamp is None:
-                self._first_timestamp = media.timestamp
-            pts = (media.timestamp - self._first_timestamp) * fmt.sample_rate // 1000
-        self._pts = pts + len(data)
+                self._first_timestamp = timestamp
+            pts = (timestamp - self._first_timestamp) * fmt.sample_rate // 1000
+        n = len(data)
+        self._pts = pts + n
         self.media += 1
-        self.samples += len(data)
+        self.samples += n
         seq = media.chunk if media.chunk is not None else media.sequence_number
-        return AudioChunk(data, fmt, pts=pts, seq=seq, arrival=arrival)
+        return AudioChunk(data, fmt, pts, seq, arrival)
+
+    def ready(self) -> bool:
+        """Whether one frame goes downstream without waiting: a reader waits there, or there is room."""
+        assert self._tx is not None, "ready before run"
+        stats = self._tx.statistics()
+        return stats is None or stats.tasks_waiting_receive > 0 or stats.current_buffer_used < stats.max_buffer_size
+
+    async def deliver(self, event: Event, arrival: float) -> bool:
+        """Pass one message on; True at the provider's stop (the end of the stream)."""
+        tx = self._tx
+        assert tx is not None, "deliver before run"
+        if type(event) is Media:
+            frame: Frame | None = self.chunk(event, arrival)
+            if frame is None:
+                return False
+        elif type(event) is Dtmf:
+            self.dtmf += 1
+            frame = DtmfFrame(event.digit, arrival)
+        else:
+            assert type(event) is Stop, "the reader hands on media, DTMF and the stop only"
+            self.stopped = True
+            return True
+        if self._send_nowait is not None:
+            try:
+                self._send_nowait(frame)  # never fails in the reader's task, which delivers only when ready()
+                return False
+            except trio.WouldBlock:
+                pass
+        await tx.send(frame)
+        return False
+
+    def failed(self, exc: Exception) -> None:
+        self._failure = exc
 
     async def run(self, tx: SendChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         call = _call("telephony_in")
-        async with tx, call.inbound:
-            task_status.started()
-            async for event, arrival in call.inbound:
-                if isinstance(event, Media):
-                    chunk = self.chunk(event, arrival)
-                    if chunk is not None:
-                        await tx.send(chunk)
-                elif isinstance(event, Dtmf):
-                    self.dtmf += 1
-                    await tx.send(DtmfFrame(event.digit, arrival))
-                elif isinstance(event, Stop):
-                    self.stopped = True
-                    return
+        self._tx = tx
+        # A memory channel (or a sink's accept) takes a frame without a yield; a fused chain is awaited.
+        self._send_nowait = getattr(tx, "send_nowait", None)
+        async with tx:
+            call.inlet = self
+            try:
+                task_status.started()
+                await call.drain(self.deliver)
+            finally:
+                call.inlet = None
+            if self._failure is not None:
+                raise self._failure
 
     def statistics(self) -> CallerStatistics:
         return CallerStatistics(
@@ -139,6 +187,8 @@ class BotStream:
     caller is gone (:meth:`hung_up`); frames that arrive after that are dropped as ``hangup``.
     A clear on the call's control path drops the queue and sends the provider's clear at once;
     every frame it takes tells the control what the caller is hearing (the played position).
+    While its sender is idle, a frame goes out in the pacer's task if the socket takes it at
+    once (as ``telephony_ws`` does): the sender is woken only for what is left.
     """
 
     def __init__(self, config: TelephonyOut, link: TelephonyLink) -> None:
@@ -147,6 +197,11 @@ class BotStream:
         self.changed = trio.lowlevel.ParkingLot()
         self.gone = False
         self._control: CallControl | None = None
+        self._idle: WebSocket | None = None
+        """The socket, while the sender waits with nothing to send: :meth:`accept` may send on it itself."""
+        self._owed: tuple[str, str | bytes | None] | None = None
+        """What :meth:`accept` took from the link and did not send whole, the sender's next: (kind, the
+        message, or None when the socket took part of it and the rest is to be flushed)."""
 
     def take(self, event: Event, now: float) -> None:
         try:
@@ -202,29 +257,64 @@ class BotStream:
         elif isinstance(frame, UtteranceStart | UtteranceEnd):
             control.reply(frame.utterance, started=isinstance(frame, UtteranceStart))
         link.push(frame)
+        ws = self._idle
+        if ws is not None:
+            now = trio.current_time()
+            while self._owed is None and (item := link.pop(now)) is not None:
+                kind, message = item
+                try:
+                    sent = ws.try_send(message)
+                except ConnectionClosed:
+                    link.lost_in_flight(kind)
+                    break  # the woken sender finds the connection closed
+                if not sent or ws.flushing:
+                    self._owed = item if not sent else (kind, None)
+                    break
+                link.sent()
+            if not link.pending and ws.closed is None:
+                return
         self.changed.unpark_all()
 
     async def _send(self, call: Call) -> None:
-        """Send what the link has queued, several messages per write when they pile up."""
+        """Send what the link has queued (and what :meth:`accept` left over), several messages per write."""
         link, ws = self.link, call.ws
         assert ws is not None, "a validation call has no socket"
-        while not self.gone:
-            batch = []
-            while (item := link.pop(trio.current_time())) is not None:
-                batch.append(item)
-            if not batch:
-                await self.changed.park()
-                continue
-            try:
-                await ws.send_many(message for _, message in batch)
-            except ConnectionClosed:
-                for kind, _ in batch:
-                    link.lost_in_flight(kind)
-                self.gone = True
-                return
-            for _ in batch:
-                link.sent()
-            self.changed.unpark_all()
+        try:
+            while not self.gone:
+                owed, self._owed = self._owed, None
+                if owed is not None:
+                    kind, message = owed
+                    try:
+                        await (ws.flush() if message is None else ws.send(message))
+                    except ConnectionClosed:
+                        link.lost_in_flight(kind)
+                        self.gone = True
+                        return
+                    link.sent()
+                batch = []
+                while (item := link.pop(trio.current_time())) is not None:
+                    batch.append(item)
+                if not batch:
+                    self._idle = ws
+                    try:
+                        await self.changed.park()
+                    finally:
+                        self._idle = None
+                    continue
+                try:
+                    await ws.send_many(message for _, message in batch)
+                except ConnectionClosed:
+                    for kind, _ in batch:
+                        link.lost_in_flight(kind)
+                    self.gone = True
+                    return
+                for _ in batch:
+                    link.sent()
+                self.changed.unpark_all()
+        finally:
+            if self._owed is not None:  # taken from the link, never sent whole
+                link.lost_in_flight(self._owed[0])
+                self._owed = None
 
     @property
     def first_audio(self) -> Quantiles:

@@ -3,7 +3,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtstream.stats import Drops, Quantiles
+from rtstream.stats import BoundedCounter, Drops, Quantiles
+from rtstream.text import clip, one_line
 
 
 def test_quantiles_match_numpy_within_the_bucket_width():
@@ -56,3 +57,20 @@ def test_merged_quantiles_equal_one_series_of_both():
     assert merged.mean == pytest.approx(whole.mean)
     with pytest.raises(ValueError, match=r"^cannot merge quantiles of resolution"):
         a.merge(Quantiles(resolution=1e-3))
+
+
+@given(
+    st.lists(
+        st.sampled_from(["media", "mark", "x" * 8, "x" * 9, "x" * 7 + "…(9 characters)", "a\nb", "a\\nb"]), max_size=60
+    )
+)
+def test_a_bounded_counter_keys_each_name_on_one_short_line_and_folds_the_rest(names):
+    counter = BoundedCounter(limit=4, max_key=8)
+    expected: dict[str, int] = {}
+    for name in names:
+        counter.add(name)
+        key = clip(one_line(name), 8)
+        if key not in expected and len(expected) >= 4:
+            key = "other"
+        expected[key] = expected.get(key, 0) + 1
+    assert counter.snapshot() == dict(sorted(expected.items()))

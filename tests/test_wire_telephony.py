@@ -207,6 +207,8 @@ def test_what_each_protocol_carries():
 BAD_FOR_TWILIO_BRIDGE = [
     (b"\x00" * 160, "binary_frame"),
     ("{oops", "bad_json"),
+    ('{"event": "stop"} x', "bad_json"),
+    ('{"event": "stop", "streamSid": "SID", "stop": ' + "[" * 100_000 + "]" * 100_000 + "}", "bad_json"),
     ("[1]", "bad_shape"),
     ('{"streamSid": "SID"}', "bad_shape"),
     ('{"event": 7}', "bad_shape"),
@@ -231,6 +233,12 @@ def test_the_twilio_bridge_side_refuses(message, reason):
     bridge, _, _ = pair("twilio", ULAW)
     with raises(reason, r".*" if reason != "partial_sample" else "0 bytes is not a whole number of .* samples"):
         bridge.receive(message.replace("SID", SID["twilio"]) if isinstance(message, str) else message)
+
+
+def test_whitespace_around_a_message_is_json_too():
+    bridge, _, _ = pair("twilio", ULAW)
+    bridge.receive(f' {{"event": "start", "start": {{"streamSid": "{SID["twilio"]}"}}}}\n')
+    assert bridge.receive(f'\t{{"event": "stop", "streamSid": "{SID["twilio"]}"}} ') == Stop()
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
+from collections.abc import Callable
+from json.scanner import make_scanner
 from typing import Any
 
 from .errors import RemoteProtocolError
+
+_scan: Callable[[str, int], tuple[Any, int]] = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+"""The C scanner behind ``json.loads``, without its two whitespace regexes: one JSON value at an index."""
 
 
 def load_object(message: str | bytes, type_key: str | None = None, *, noun: str = "message") -> dict[str, Any]:
@@ -18,9 +22,16 @@ def load_object(message: str | bytes, type_key: str | None = None, *, noun: str 
     if isinstance(message, bytes):
         raise RemoteProtocolError("binary_frame", "binary messages are not accepted; send JSON text")
     try:
-        data = json.loads(message)
-    except json.JSONDecodeError as exc:
-        raise RemoteProtocolError("bad_json", f"the {noun} is not valid JSON: {exc}") from None
+        data, end = _scan(message, 0)  # a peer's message is one object, no whitespace around it: the fast path
+    except (StopIteration, json.JSONDecodeError, RecursionError):
+        end = -1
+    if end != len(message):  # anything else: json.loads decides, and says what is wrong
+        try:
+            data = json.loads(message)
+        except json.JSONDecodeError as exc:
+            raise RemoteProtocolError("bad_json", f"the {noun} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise RemoteProtocolError("bad_json", f"the {noun} nests too deeply") from None
     if not isinstance(data, dict):
         raise RemoteProtocolError("bad_shape", f"the {noun} must be a JSON object")
     if type_key is not None and not isinstance(data.get(type_key), str):
@@ -34,6 +45,8 @@ def load_json(message: str) -> Any:
         return json.loads(message)
     except json.JSONDecodeError as exc:
         raise RemoteProtocolError("bad_json", f"the message is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RemoteProtocolError("bad_json", "the message nests too deeply") from None
 
 
 def member(data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -75,6 +88,6 @@ def base64_payload(data: dict[str, Any], key: str) -> bytes:
     """The bytes of the base64 string at ``key``."""
     encoded = text(data, key)
     try:
-        return base64.b64decode(encoded, validate=True)
+        return binascii.a2b_base64(encoded, strict_mode=True)  # b64decode(validate=True) without its regex
     except (binascii.Error, ValueError):
         raise RemoteProtocolError("bad_base64", f"{key} is not valid base64") from None

@@ -8,6 +8,7 @@ is an error. :mod:`.exotel` reuses these classes with its snake_case names.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -58,6 +59,7 @@ class TwilioBridge(_Names, BridgeSide):
     def __init__(self, fmt: AudioFormat) -> None:
         super().__init__(fmt)
         self._media_head = ""
+        self._frame_bytes = fmt.frame_bytes
 
     def receive(self, message: str | bytes) -> Event:
         data = load_object(message, "event")
@@ -118,11 +120,11 @@ class TwilioBridge(_Names, BridgeSide):
             raise RemoteProtocolError("audio_before_start", "media before the stream's start")
         self._stream_of(data)
         media = member(data, "media")
+        payload = base64_payload(media, "payload")
+        if not payload or len(payload) % self._frame_bytes:
+            check_samples(payload, self.format)  # raises, naming the sizes
         return Media(
-            check_samples(base64_payload(media, "payload"), self.format),
-            sequence_number=optional_int(data, self.SEQUENCE),
-            timestamp=optional_int(media, "timestamp"),
-            chunk=optional_int(media, "chunk"),
+            payload, optional_int(data, self.SEQUENCE), optional_int(media, "timestamp"), optional_int(media, "chunk")
         )
 
     def _dtmf(self, data: dict[str, Any]) -> Event:
@@ -152,7 +154,7 @@ class TwilioBridge(_Names, BridgeSide):
             raise RuntimeError("the stream has not started: no stream id to send to")
         match command:
             case SendMedia(payload):
-                return self._media_head + base64.b64encode(payload).decode("ascii") + '"}}'
+                return self._media_head + binascii.b2a_base64(payload, newline=False).decode("ascii") + '"}}'
             case SendMark(name):
                 return json.dumps({"event": "mark", self.STREAM: self.stream_id, "mark": {"name": name}})
             case SendClear():
