@@ -371,7 +371,7 @@ async def test_malformed_agent_messages_are_counted_by_reason_and_logged_once(
     into = ran.stats("bot", 0)
     assert into.malformed == {"audio_outside_turn": 1, "bad_json": 2, "odd_length": 1, "unknown_type": 1}
     assert ran.of(UtteranceStart) == [UtteranceStart("agent-1-0")] and len(ran.of(AudioChunk)) == 1
-    assert sum("malformed" in r.message for r in caplog.records) == 4
+    assert sum("malformed" in r.getMessage() for r in caplog.records) == 4
     assert ran.bot.status != "failed"
 
 
