@@ -445,7 +445,9 @@ async def test_audio_held_across_a_reconnect_is_bounded_and_counted(autojump_clo
     out = ran.stats("caller", -1)
     assert (out.connects, out.disconnects) == (2, 1)
     held_away = out.drops["link_down"].samples
-    assert 0.3 * 16000 < held_away < 1.0 * 16000  # most of the ~0.5-1 s down, less the 200 ms held
+    # Most of the ~0.5-1 s down, less the 200 ms held. How long it is down depends on when the
+    # loopback close is seen on the autojumping clock (0.3-0.7 s over many runs), so the bounds are wide.
+    assert 0.1 * 16000 < held_away < 1.0 * 16000
     assert out.seconds_sent * 16000 + held_away == pytest.approx(sum(len(p) for p in TWO_TURNS), abs=PACKET)
     assert ran.stats("bot", 0).replies == 2
 
