@@ -12,9 +12,11 @@ average over 2.5 s) and stop taking jobs above 0.7.
 
 A moving average lags the calls it measures: a storm of arrivals would all be admitted
 before the first of them shows. So each admitted call *reserves* its estimated load, and the
-reservation fades as the average takes the call in: ``exp(-age / time_constant)`` of it is
-still reserved, which is the part a step of load started at admission has not yet reached in
-the average. One call's load is learned from the running calls: the load above the idle
+reservation fades as the average takes the call in. A call's load does not start at its
+admission: its first second is a handshake and a wait for the bot's first reply, so the
+reservation is held whole for ``warmup`` (1 s) and then fades as
+``exp(-(age - warmup) / time_constant)``, the part a step of load started then has not yet
+reached in the average. One call's load is learned from the running calls: the load above the idle
 process's (measured while no call runs: a busy machine's loop lag is not the calls') over
 the calls the average shows, shrunk towards a prior when few run (a noisy load over one or
 two calls says little): ``(load - idle + k * prior) / (calls + k)``.
@@ -50,6 +52,8 @@ PRIOR_CALLS = 2
 """How many calls the prior weighs as, against the calls measured."""
 IDLE_AFTER = 3
 """Time constants after the last call before the load counts as the idle process's (5 % of the calls' left)."""
+WARMUP = 1.0
+"""Seconds after admission before a call costs what it will: a storm measured in its first second looks cheap."""
 FORGOTTEN = 0.01
 """A reservation whose remaining weight is below this share of a call is dropped."""
 
@@ -86,6 +90,7 @@ class Load:
         *,
         time_constant: float = TIME_CONSTANT,
         prior: float = PRIOR_CALL_LOAD,
+        warmup: float = WARMUP,
     ) -> None:
         if not max_load >= 0:
             raise ValueError(f"max_load must be 0 (off) or more, got {max_load}")
@@ -95,6 +100,7 @@ class Load:
         self.lag_budget = lag_budget
         self.time_constant = time_constant
         self.prior = prior
+        self.warmup = warmup
         self.active = 0
         """Calls running: reserved and not yet released."""
         self._cpu = 0.0
@@ -161,7 +167,7 @@ class Load:
         elif now - self._busy_at >= IDLE_AFTER * self.time_constant:
             self._idle += weight * (load - self._idle)
             self._idle_weight += weight * (1 - self._idle_weight)
-        horizon = now + self.time_constant * math.log(FORGOTTEN)
+        horizon = now - self.warmup + self.time_constant * math.log(FORGOTTEN)
         reservations = self._reservations
         while reservations and reservations[0] < horizon:
             reservations.popleft()
@@ -170,8 +176,8 @@ class Load:
         """How many admitted calls the averages do not show yet (fractions of calls)."""
         if self._at is None:
             return float(len(self._reservations))
-        at, tau = self._at, self.time_constant
-        return sum(math.exp(-max(at - t, 0.0) / tau) for t in self._reservations)
+        at, tau, warmup = self._at, self.time_constant, self.warmup
+        return sum(math.exp(-max(at - t - warmup, 0.0) / tau) for t in self._reservations)
 
     def call_load(self) -> float:
         """One call's load: the load above idle over the calls the averages show, shrunk to the prior."""

@@ -371,7 +371,7 @@ async def test_malformed_agent_messages_are_counted_by_reason_and_logged_once(
     into = ran.stats("bot", 0)
     assert into.malformed == {"audio_outside_turn": 1, "bad_json": 2, "odd_length": 1, "unknown_type": 1}
     assert ran.of(UtteranceStart) == [UtteranceStart("agent-1-0")] and len(ran.of(AudioChunk)) == 1
-    assert sum("malformed" in r.message for r in caplog.records) == 4
+    assert sum("malformed" in r.getMessage() for r in caplog.records) == 4
     assert ran.bot.status != "failed"
 
 
@@ -445,7 +445,9 @@ async def test_audio_held_across_a_reconnect_is_bounded_and_counted(autojump_clo
     out = ran.stats("caller", -1)
     assert (out.connects, out.disconnects) == (2, 1)
     held_away = out.drops["link_down"].samples
-    assert 0.3 * 16000 < held_away < 1.0 * 16000  # most of the ~0.5-1 s down, less the 200 ms held
+    # Most of the ~0.5-1 s down, less the 200 ms held. How long it is down depends on when the
+    # loopback close is seen on the autojumping clock (0.3-0.7 s over many runs), so the bounds are wide.
+    assert 0.1 * 16000 < held_away < 1.0 * 16000
     assert out.seconds_sent * 16000 + held_away == pytest.approx(sum(len(p) for p in TWO_TURNS), abs=PACKET)
     assert ran.stats("bot", 0).replies == 2
 

@@ -11,7 +11,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtstream.load import IDLE_AFTER, PRIOR_CALL_LOAD, PRIOR_CALLS, SAMPLE_INTERVAL, Load, sample_load
+from rtstream.load import IDLE_AFTER, PRIOR_CALL_LOAD, PRIOR_CALLS, SAMPLE_INTERVAL, WARMUP, Load, sample_load
 
 TAU = 1.0
 CHEAP = 0.02
@@ -21,23 +21,31 @@ TOLERANCE = 0.005
 
 
 class Process:
-    """A process whose CPU use is ``base`` plus ``per_call`` for each running call, integrated exactly."""
+    """A process whose CPU use is ``base`` plus ``per_call`` for each running call (from ``onset`` seconds
+    after its admission), integrated exactly for calls costing from the start."""
 
-    def __init__(self, load: Load, *, base: float = 0.0, per_call: float = 0.0, lag: float = 0.0) -> None:
+    def __init__(
+        self, load: Load, *, base: float = 0.0, per_call: float = 0.0, lag: float = 0.0, onset: float = 0.0
+    ) -> None:
         self.load = load
         self.base = base
         self.per_call = per_call
         self.lag = lag
+        self.onset = onset
         self.now = 0.0
         self.cpu = 0.0
         self.calls: list[float] = []
 
     @property
+    def costing(self) -> int:
+        return sum(1 for t in self.calls if self.now - t >= self.onset - 1e-12)
+
+    @property
     def true_load(self) -> float:
-        return max(self.base + self.per_call * len(self.calls), self.lag / self.load.lag_budget)
+        return max(self.base + self.per_call * self.costing, self.lag / self.load.lag_budget)
 
     def advance(self, dt: float) -> None:
-        self.cpu += (self.base + self.per_call * len(self.calls)) * dt
+        self.cpu += (self.base + self.per_call * self.costing) * dt
         self.now += dt
 
     def sample(self) -> None:
@@ -154,6 +162,8 @@ def test_reservations_fade_as_the_average_takes_the_calls_in() -> None:
     for _ in range(10):
         assert process.admit()
     assert process.load.reserved() == 10
+    process.run(1.0)  # held whole while the calls warm up
+    assert process.load.reserved() == pytest.approx(10)
     process.run(1.0)
     assert process.load.reserved() == pytest.approx(10 * math.exp(-1.0), rel=1e-9)
     process.run(4.0)  # faded below 1 %: dropped
@@ -190,7 +200,7 @@ def test_a_busy_machines_idle_lag_is_not_counted_against_the_calls() -> None:
     assert process.load.idle_load == pytest.approx(0.4)
     for _ in range(10):
         assert process.admit()
-    process.run(5.0)
+    process.run(6.0)
     # the load is still the lag's 0.4 (the calls' 0.1 of CPU is below it): nothing above idle to share out
     assert process.load.call_load() == pytest.approx(PRIOR_CALLS * CHEAP / (10 + PRIOR_CALLS))
     for _ in range(10):
@@ -227,12 +237,42 @@ def test_a_storm_of_calls_never_takes_the_true_load_over_the_threshold(
             next_sample += SAMPLE_INTERVAL
         process.admit()
         highest = max(highest, process.true_load)
-    for _ in range(50):  # then, for five seconds, calls offered at every sample until one is refused
+    for _ in range(100):  # then, for ten seconds (warmups and fades), calls offered at every sample
         process.run(SAMPLE_INTERVAL)
         while process.admit():
             highest = max(highest, process.true_load)
     assert highest <= 0.7 + TOLERANCE
     assert len(process.calls) >= 0.8 * capacity - 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(per_call=st.floats(0.01, PRIOR_CALL_LOAD), onset=st.floats(0.0, WARMUP))
+def test_a_storm_of_calls_that_cost_nothing_at_first_is_held_back_all_the_same(per_call: float, onset: float) -> None:
+    """Calls whose load starts up to the warmup after their admission (a handshake, then the bot's first
+    reply) look free to the averages meanwhile: their reservations, held whole, still keep the load below 0.7."""
+    process = Process(Load(0.7), per_call=per_call, onset=onset)
+    process.run(1.0)
+    highest = 0.0
+    for _ in range(100):  # 100 calls offered over 5 s, far more than fit
+        process.run(0.05, interval=0.05)
+        process.admit()
+        highest = max(highest, process.true_load)
+    for _ in range(30):
+        process.run(SAMPLE_INTERVAL)
+        highest = max(highest, process.true_load)
+    assert highest <= 0.7 + TOLERANCE
+    assert process.costing == len(process.calls) > 0
+
+
+def test_a_storm_of_late_costing_calls_overran_without_the_warmup() -> None:
+    """The same storm against reservations that fade from admission: the load goes past the threshold."""
+    process = Process(Load(0.7, warmup=0.0), per_call=PRIOR_CALL_LOAD / 2, onset=WARMUP)
+    process.run(1.0)
+    for _ in range(100):
+        process.run(0.05, interval=0.05)
+        process.admit()
+    process.run(3.0)
+    assert process.true_load > 0.7 + TOLERANCE
 
 
 def test_bad_settings_say_which_and_what() -> None:
