@@ -41,7 +41,6 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from .channel import open_refill_channel
 from .control import CURRENT_CONTROL
 from .errors import StageFailed
 from .fusion import Accepting, ChainSend, FusedCoreFailed, accepting, fusible
@@ -249,7 +248,7 @@ async def _start_stages(pipeline: Pipeline, nursery: trio.Nursery, control: RunC
     last = len(pipeline.stages) - 1
     cores = [fusible(element) if i > 0 and pipeline.fuse else None for i, element in enumerate(pipeline.elements)]
     ends = [
-        _channel(capacity, getattr(pipeline.elements[i + 1], "refill", 1)) if cores[i + 1] is None else None
+        trio.open_memory_channel[Any](capacity) if cores[i + 1] is None else None
         for i, capacity in enumerate(pipeline.capacities)
     ]  # no channel into a fused stage
     call = CURRENT_CONTROL.get()
@@ -270,15 +269,6 @@ async def _start_stages(pipeline: Pipeline, nursery: trio.Nursery, control: RunC
                 tx = Accepting(accept, tx, len(fused))
             outbound = (ChainSend(fused, tx, call) if fused else tx,)
         await nursery.start(_run_stage, pipeline, i, inbound + outbound, control, source)
-
-
-def _channel(capacity: int, refill: int) -> tuple[Any, Any]:
-    """The channel of one edge; into an element that wants ``refill`` frames per wake of its sender, a
-    :func:`~rtstream.channel.open_refill_channel` holding ``refill`` more, refilled once ``capacity`` are left
-    (where a memory channel's blocked sender would have refilled it by one)."""
-    if refill > 1 and capacity > 0:
-        return open_refill_channel(capacity + refill, capacity)
-    return trio.open_memory_channel[Any](capacity)
 
 
 def _end(ends: Sequence[Any], i: int) -> Any:

@@ -600,11 +600,6 @@ class Pacing:
     is the moment upstream may send the next frame (the pull clock of the pipeline).
     """
 
-    refill = 4
-    """Frames upstream sends per wake: its channel holds this many more than configured and wakes it
-    when the configured capacity is left (:func:`rtstream.channel.open_refill_channel`): a faster than
-    real-time source then takes a task step per four frames, not one per frame."""
-
     def __init__(self, core: FramePacer) -> None:
         self.core = core
 
