@@ -42,12 +42,11 @@ SAMPLE_INTERVAL = 0.1
 """Seconds between two samples: a trio sleep, a clock read and a few multiplications."""
 TIME_CONSTANT = 1.0
 """Seconds over which the averages follow a change (63 % of a step after one, 95 % after three)."""
-PRIOR_CALL_LOAD = 0.1
-"""A call's load before any is measured: 100 ms of CPU per call-second, some 7 times what a two-way served call
-costs now (13-16 ms at 20-30 calls), and kept so: a storm's calls cost little in their first second (their replies
-start later), so only the reservations at this prior hold it back. At 40 or 60 ms, ``benchmarks/serve.py --offer 2
---capacity 30`` saw all 60 calls admitted and broken; at 100 ms, 23 admitted. Too high only slows the first
-seconds' admissions."""
+PRIOR_CALL_LOAD = 0.04
+"""A call's load before any is measured: 40 ms of CPU per call-second, about three times what a two-way served
+call costs now (13-15 ms at 10-40 calls). It holds a storm back only with the warmup (:data:`WARMUP`): at 40 ms
+with reservations fading from admission, ``benchmarks/serve.py --offer 2 --capacity 30`` saw all 60 calls admitted
+and broken; with the warmup, 12 admitted and none damaged (10 of 40 at capacity 20; at 100 ms, 6)."""
 PRIOR_CALLS = 2
 """How many calls the prior weighs as, against the calls measured."""
 IDLE_AFTER = 3
