@@ -36,7 +36,7 @@ from rtstream.websocket import ConnectionClosed, WebSocket
 from rtstream.wire import RemoteProtocolError
 from rtstream.wire.telephony import Dtmf, Event, Media, Regrouper, Stop
 
-from .telephony import TelephonyLink, TelephonyStatistics
+from .telephony import Owed, TelephonyLink, TelephonyStatistics, send_at_once
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class BotStream:
         self._control: CallControl | None = None
         self._idle: WebSocket | None = None
         """The socket, while the sender waits with nothing to send: :meth:`accept` may send on it itself."""
-        self._owed: tuple[str, str | bytes | None] | None = None
+        self._owed: Owed | None = None
         """What :meth:`accept` took from the link and did not send whole, the sender's next: (kind, the
         message, or None when the socket took part of it and the rest is to be flushed)."""
 
@@ -259,21 +259,14 @@ class BotStream:
         link.push(frame)
         ws = self._idle
         if ws is not None:
-            now = trio.current_time()
-            while self._owed is None and (item := link.pop(now)) is not None:
-                kind, message = item
-                try:
-                    sent = ws.try_send(message)
-                except ConnectionClosed:
-                    link.lost_in_flight(kind)
-                    break  # the woken sender finds the connection closed
-                if not sent or ws.flushing:
-                    self._owed = item if not sent else (kind, None)
-                    break
-                link.sent()
+            if self._owed is None:  # (a closed connection: the woken sender finds it)
+                self._owed = send_at_once(link, ws, trio.current_time(), self._sent)
             if not link.pending and ws.closed is None:
                 return
         self.changed.unpark_all()
+
+    def _sent(self, kind: str, now: float) -> None:
+        self.link.sent()
 
     async def _send(self, call: Call) -> None:
         """Send what the link has queued (and what :meth:`accept` left over), several messages per write."""

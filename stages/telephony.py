@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -379,6 +380,33 @@ class TelephonySink(Sink):
         return TelephonyStream(self, self.link(fmt_in))
 
 
+Owed = tuple[str, str | bytes | None]
+"""What a sender still owes after :func:`send_at_once`: (kind, message), or (kind, None) when the
+socket took part of the message and the rest is to be flushed."""
+
+
+def send_at_once(link: TelephonyLink, ws: WebSocket, now: float, sent: Callable[[str, float], None]) -> Owed | None:
+    """Send what ``link`` has queued, from a synchronous caller, while the socket takes it without a wait.
+
+    Each message sent whole is reported to ``sent(kind, now)``; the first one the socket did not
+    take whole is returned, for the sender task. A connection found closed counts its message
+    lost in flight and sends nothing more.
+    """
+    while (item := link.pop(now)) is not None:
+        kind, message = item
+        try:
+            taken = ws.try_send(message)
+        except ConnectionClosed:
+            link.lost_in_flight(kind)
+            return None
+        if not taken:
+            return item
+        if ws.flushing:
+            return (kind, None)
+        sent(kind, now)
+    return None
+
+
 class TelephonyStream:
     """One media stream: the link, the connection that carries it, and the task that feeds it."""
 
@@ -391,7 +419,7 @@ class TelephonyStream:
         """Woken whenever the link changes: a frame queued, a message sent or received, a disconnect."""
         self._idle: WebSocket | None = None
         """The connection, while its sender waits with nothing to send: :meth:`accept` may send on it itself."""
-        self._owed: tuple[str, str | bytes | None] | None = None
+        self._owed: Owed | None = None
         """What :meth:`accept` took from the link and did not send whole, the sender's next: (kind, the
         message, or None when the socket took part of it and the rest is to be flushed)."""
         self._backoff: Backoff | None = None
@@ -410,18 +438,8 @@ class TelephonyStream:
         link.push(frame)
         ws = self._idle
         if ws is not None:
-            now = trio.current_time()
-            while self._owed is None and (item := link.pop(now)) is not None:
-                kind, message = item
-                try:
-                    sent = ws.try_send(message)
-                except ConnectionClosed:
-                    link.lost_in_flight(kind)
-                    break  # the woken sender finds the connection closed, and reconnects
-                if not sent or ws.flushing:
-                    self._owed = item if not sent else (kind, None)
-                    break
-                self._sent(kind, now)
+            if self._owed is None:  # (a closed connection: the woken sender finds it, and reconnects)
+                self._owed = send_at_once(link, ws, trio.current_time(), self._sent)
             if not link.pending and ws.closed is None:
                 return
         self.changed.unpark_all()
@@ -515,7 +533,7 @@ class TelephonyStream:
             nursery.start_soon(read, nursery.cancel_scope)
             try:
                 while True:
-                    item: tuple[str, str | bytes | None] | None = self._owed or link.pop(trio.current_time())
+                    item: Owed | None = self._owed or link.pop(trio.current_time())
                     self._owed = None
                     if item is None:
                         if self.closing:
