@@ -339,7 +339,7 @@ def main() -> None:
     )
     for protocol, calls in ((p, int(n)) for p in protocols for n in args.calls.split(",")):
         command = [sys.executable, __file__, *own, f"--tts={protocol}", "--one", str(calls)]
-        if args.profile:  # pip install py-spy; open the file in speedscope.app
+        if args.profile:  # py-spy comes with the bench extra; open the file in speedscope.app
             Path("out").mkdir(exist_ok=True)
             command = [
                 str(Path(sys.executable).with_name("py-spy")),
