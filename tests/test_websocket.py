@@ -246,28 +246,36 @@ async def test_a_megabyte_crosses_a_plain_socket_each_way() -> None:
     assert echoed == payload
 
 
-async def test_receive_ready_takes_what_one_read_brought_and_leaves_control_frames_to_receive() -> None:
-    """Four frames in one write: receive() returns the first, receive_ready() stops at the ping, receive() pongs."""
+async def raw_listener() -> tuple[trio.socket.SocketType, int]:
+    """A bare TCP listener on loopback for a hand-written peer, and its port."""
     listener = trio.socket.socket()
     await listener.bind(("127.0.0.1", 0))
     listener.listen()
-    port = listener.getsockname()[1]
+    return listener, listener.getsockname()[1]
+
+
+async def accept_upgrade(listener: trio.socket.SocketType) -> trio.socket.SocketType:
+    """Accept one connection and answer its WebSocket upgrade by hand; the socket, ready for frames."""
+    sock, _ = await listener.accept()
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += await sock.recv(4096)
+    key = next(line.split(b": ")[1] for line in request.split(b"\r\n") if line.lower().startswith(b"sec-websocket-key"))
+    await sock.send(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + generate_accept_token(key) + b"\r\n\r\n"
+    )
+    return sock
+
+
+async def test_receive_ready_takes_what_one_read_brought_and_leaves_control_frames_to_receive() -> None:
+    """Four frames in one write: receive() returns the first, receive_ready() stops at the ping, receive() pongs."""
+    listener, port = await raw_listener()
     pong = trio.Event()
     got: list[bytes] = []
 
     async def serve_frames() -> None:
-        sock, _ = await listener.accept()
-        request = b""
-        while b"\r\n\r\n" not in request:
-            request += await sock.recv(4096)
-        key = next(
-            line.split(b": ")[1] for line in request.split(b"\r\n") if line.lower().startswith(b"sec-websocket-key")
-        )
-        await sock.send(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + generate_accept_token(key) + b"\r\n\r\n"
-        )
-        await trio.sleep(0.2)  # the client reads the four frames in one go
+        sock = await accept_upgrade(listener)
         await sock.send(b"\x81\x01a" + b"\x89\x02hi" + b"\x81\x01b" + b"\x81\x01c")
         got.append(await sock.recv(64))
         pong.set()
@@ -291,25 +299,12 @@ async def test_receive_ready_takes_what_one_read_brought_and_leaves_control_fram
 async def test_try_send_fills_the_socket_without_waiting_and_keeps_every_frame_whole_and_in_order() -> None:
     """Against a peer that reads nothing at first: try_send says False once the socket is full, a frame it
     began is finished by flush, and the peer then reads every frame try_send took, whole, in order."""
-    listener = trio.socket.socket()
-    await listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    port = listener.getsockname()[1]
+    listener, port = await raw_listener()
     drain = trio.Event()
     received: list[object] = []
 
     async def stall_then_read() -> None:
-        sock, _ = await listener.accept()
-        request = b""
-        while b"\r\n\r\n" not in request:
-            request += await sock.recv(4096)
-        key = next(
-            line.split(b": ")[1] for line in request.split(b"\r\n") if line.lower().startswith(b"sec-websocket-key")
-        )
-        await sock.send(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + generate_accept_token(key) + b"\r\n\r\n"
-        )
+        sock = await accept_upgrade(listener)
         await drain.wait()
         frames = Frames(client=False, max_message_size=1 << 20)
         while not any(isinstance(m, Close) for m in received):
@@ -355,25 +350,11 @@ async def test_a_cancelled_task_still_sends_close() -> None:
 
 async def test_close_gives_up_on_a_peer_that_never_reads(autojump_clock) -> None:
     """The peer accepts the upgrade, then reads nothing: our sends fill the socket, close() still returns."""
-    listener = trio.socket.socket()
-    await listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    port = listener.getsockname()[1]
+    listener, port = await raw_listener()
 
     async def accept_and_stall() -> None:
-        sock, _ = await listener.accept()
-        request = b""
-        while b"\r\n\r\n" not in request:
-            request += await sock.recv(4096)
-        key = next(
-            line.split(b": ")[1] for line in request.split(b"\r\n") if line.lower().startswith(b"sec-websocket-key")
-        )
-        accept = generate_accept_token(key)
-        await sock.send(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
-        await trio.sleep_forever()  # holding the socket open, reading nothing
+        with await accept_upgrade(listener):
+            await trio.sleep_forever()  # holding the socket open, reading nothing
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(accept_and_stall)
