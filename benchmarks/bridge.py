@@ -100,7 +100,7 @@ def call_stages(tts_url: str, phone_url: str, args: argparse.Namespace) -> list:
         ),
         Converter(quality=args.quality),
         Chunker(frame_ms=FRAME_MS),
-        Pacer(frame_ms=FRAME_MS, lead=args.lead),
+        Pacer(frame_ms=FRAME_MS, lead=args.lead, align_ms=args.align_ms),
         TelephonySink(url=phone_url, protocol="raw", drain_timeout=5.0),
     ]
 
@@ -274,6 +274,9 @@ def main() -> None:
     )
     parser.add_argument("--lead", type=int, default=0, help="the pacer's lead (prebuffer) in frames")
     parser.add_argument(
+        "--align-ms", type=float, default=5.0, help="the pacer's align_ms (0: each call's clock from its first frame)"
+    )
+    parser.add_argument(
         "--tts", default="cartesia", help="comma-separated TTS protocols, a row each: cartesia, elevenlabs, deepgram"
     )
     parser.add_argument(
@@ -322,12 +325,14 @@ def main() -> None:
             f"--tts-rate={args.tts_rate}",
             f"--quality={args.quality}",
             f"--lead={args.lead}",
+            f"--align-ms={args.align_ms}",
             f"--chunk-scale={args.chunk_scale}",
         ]
     )
     print(
         f"{args.turns} turns per call from a TTS at {args.tts_rate} Hz (rtf 3), {args.quality} resampling to 8 kHz, "
-        f"60 ms raw frames, lead {args.lead}; {args.arrivals:g} calls arrive per second; times in ms"
+        f"60 ms raw frames, lead {args.lead}, align {args.align_ms:g} ms; {args.arrivals:g} calls arrive per second; "
+        "times in ms"
     )
     print(
         f"{'tts':>10} {'calls':>5} {'fail':>4} | {'receiver p50':>12} {'p99':>6} {'max':>6} {'gaps':>5} {'bad':>4} | "

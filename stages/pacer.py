@@ -2,8 +2,9 @@
 
 The pacer is the pull clock of a pipeline. It takes a frame from its input only when one is
 due, so the bounded channels hold everything upstream back (backpressure), and it computes
-every deadline from the anchor ``t0`` (the arrival of the first frame): a late wake-up never
-shifts the frames after it, and nothing accumulates over an hour-long call.
+every deadline from the anchor ``t0`` (the arrival of the first frame, snapped to a clock grid
+shared by the pacers of the process): a late wake-up never shifts the frames after it, and
+nothing accumulates over an hour-long call.
 
 :class:`FramePacer` is the synchronous core: the grid, the policies and the counters, with
 the time and a non-blocking ``take`` passed in. The stage is the loop that sleeps until the
@@ -35,6 +36,9 @@ Slots and policies (every case counted in :class:`PacerStatistics`):
   a millisecond early centres that error on the deadline at no CPU cost (see
   ``benchmarks/pacing.py``). The pacers of a process share one timer
   (:func:`rtstream.timers.sleep_until`).
+- **align**: ``t0`` snaps up to the next multiple of ``align_ms`` (or the finest step that
+  divides the period too), so calls whose clocks fall on the same phase wake together: one
+  timer wake-up for all of them (:func:`shared_grid`).
 - A frame whose size is not ``frame_ms`` (no chunker upstream?) is dropped, reason
   ``frame_size`` (``format`` for another format), with one warning; events pass through at
   once, in order.
@@ -109,6 +113,7 @@ class FramePacer:
         late_after: float = 0.01,
         noise_level: float = -60.0,
         seed: int = 0,
+        grid: float = 0.0,
     ) -> None:
         for name, value, allowed in (
             ("underrun", underrun, UNDERRUN_POLICIES),
@@ -126,6 +131,7 @@ class FramePacer:
         self.idle = idle
         self.max_burst = max_burst if late == "burst" else 0
         self.late_after = late_after
+        self.grid = grid
         self._silence = fmt.silence(frame_samples)
         self._silence.flags.writeable = False
         needs_noise = "comfort_noise" in (underrun, idle)
@@ -133,7 +139,7 @@ class FramePacer:
         self._noise_next = 0
 
         self.anchor: float | None = None
-        """t0: when the first frame arrived; slot k is due at anchor + k × period."""
+        """t0: when the first frame arrived, snapped up to ``grid``; slot k is due at anchor + k × period."""
         self.slot = 0
         """The next slot to fill."""
         self.waiting = True
@@ -423,7 +429,7 @@ class FramePacer:
     def _resume(self, now: float) -> None:
         """Audio after idle: t0 for the first frame, else the first slot not yet passed."""
         if self.anchor is None:
-            self.anchor = now
+            self.anchor = math.ceil(now / self.grid - 1e-9) * self.grid if self.grid else now
             return
         slot = math.ceil((now - self.anchor) / self.period - 1e-9)
         if slot > self.slot:
@@ -540,6 +546,14 @@ class Pacer(Filter):
     margin_ms: float = param(
         0.5, min=0, max=10, unit="ms", help="Wake and send this much before each deadline (timer rounding)."
     )
+    align_ms: float = param(
+        5.0,
+        min=0,
+        max=100,
+        unit="ms",
+        help="Put t0 on a clock grid this fine (finer where frame_ms is no multiple of it), so the pacers "
+        "of a process share their wake-ups; 0: t0 is the first frame's arrival.",
+    )
     underrun: str = param(
         "silence",
         choices=UNDERRUN_POLICIES,
@@ -583,8 +597,23 @@ class Pacer(Filter):
                 late_after=self.late_ms / 1000,
                 noise_level=self.noise_level,
                 seed=self.seed,
+                grid=shared_grid(self.frame_ms, self.align_ms),
             )
         )
+
+
+def shared_grid(frame_ms: float, align_ms: float) -> float:
+    """The grid (seconds) that t0 snaps to: the finest step both ``align_ms`` and the period are multiples of.
+
+    Slots then fall on that grid for the whole call, so every pacer of the process whose t0 fell
+    on the same phase wakes at the same instant: one timer wake-up serves them all, where
+    anchors at arbitrary arrival times would each cost one (most of a pacer's CPU per frame at
+    a hundred calls, ``benchmarks/bridge.py``). It costs the first frame of a call at most
+    ``align_ms`` of latency, and nothing after: every slot stays on the grid.
+    """
+    if not align_ms:
+        return 0.0
+    return math.gcd(round(frame_ms * 1000), round(align_ms * 1000)) / 1_000_000
 
 
 def faded(frame: AudioChunk) -> AudioChunk:

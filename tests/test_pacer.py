@@ -16,7 +16,7 @@ from rtstream.pipeline import assemble
 from rtstream.runner import RunControl, run_pipeline
 from rtstream.stages.chunker import Chunker
 from rtstream.stages.null import NullSink
-from rtstream.stages.pacer import Pacer
+from rtstream.stages.pacer import FramePacer, Pacer, shared_grid
 from rtstream.stages.tone import Tone
 from rtstream.testing import CollectingSink, ScriptedSource, collected, run_stage, run_stages, run_virtual
 
@@ -79,6 +79,36 @@ async def test_the_margin_sends_that_much_early(autojump_clock):
     out = await run_stage(pacer, frames(20))
     assert [t for t, _ in sent(out)] == [0.0] + [pytest.approx(n * P - 0.0005, abs=1e-9) for n in range(1, 20)]
     assert stats_of(out.report).lateness_ms.p50 == pytest.approx(-0.5, rel=0.02)
+
+
+async def test_t0_snaps_to_the_shared_grid_and_every_slot_stays_on_it(autojump_clock):
+    out = await run_stage(Pacer(margin_ms=0), [(0.0123, frame(0)), *frames(4, start=1)])
+    assert [t for t, _ in sent(out)] == [pytest.approx(0.015 + n * P, abs=1e-9) for n in range(5)]
+    assert stats_of(out.report).lateness_ms.max == pytest.approx(0, abs=1e-6)
+
+
+async def test_align_0_starts_the_clock_at_the_first_frame(autojump_clock):
+    out = await run_stage(Pacer(margin_ms=0, align_ms=0), [(0.0123, frame(0)), *frames(4, start=1)])
+    assert [t for t, _ in sent(out)] == [pytest.approx(0.0123 + n * P, abs=1e-9) for n in range(5)]
+
+
+def test_pacers_started_apart_share_their_wake_ups():
+    a, b = (FramePacer(PCM8K, 480, grid=shared_grid(60, 5)) for _ in range(2))
+    a.push(frame(0), 10.0007)
+    b.push(frame(0), 10.0648)  # 64.1 ms later: the same 5 ms phase of the 60 ms period
+    wakes = set()
+    for pacer in (a, b):
+        for _ in range(50):
+            wakes.add(round(pacer.deadline, 9))
+            pacer.poll(pacer.deadline, lambda: frame(1))
+    assert len(wakes) == 51  # one slot in every 60 ms from 10.005 on, shared by both
+
+
+@pytest.mark.parametrize(
+    ("frame_ms", "align_ms", "grid"), [(60, 5, 0.005), (20, 5, 0.005), (22.5, 5, 0.0025), (7, 5, 0.001), (60, 0, 0.0)]
+)
+def test_the_grid_divides_the_period(frame_ms, align_ms, grid):
+    assert shared_grid(frame_ms, align_ms) == pytest.approx(grid)
 
 
 @pytest.mark.parametrize("policy", ["silence", "comfort_noise", "skip"])
