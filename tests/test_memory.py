@@ -69,7 +69,7 @@ def kept(monitor: Monitor, control: CallControl) -> dict[str, int]:
         "live": len(monitor.live),
         "counters": len(totals.counters),
         "histograms": len(totals.histograms),
-        "buckets": sum(len(q._buckets) for q in totals.histograms.values()),
+        "buckets": sum(q.buckets for q in totals.histograms.values()),
         "finished": len(monitor.finished),
         "issues": len(monitor.issues),
         "labels": sum(len(v) for v in monitor._label._seen.values()),

@@ -1,3 +1,6 @@
+import math
+import tracemalloc
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -28,6 +31,31 @@ def test_quantiles_stay_within_the_range_and_keep_sign(values):
         assert min(values) <= q.percentile(p) <= max(values)
     if all(v < -1e-6 for v in values):
         assert q.percentile(50) < 0
+
+
+@given(st.lists(st.floats(-1, 1, allow_nan=False) | st.sampled_from([0.0, 1e-9, -3e-8]), min_size=1, max_size=300))
+def test_every_percentile_is_the_bucket_of_that_rank_whatever_the_order_and_sign(values):
+    q = Quantiles()
+    for v in values:
+        q.add(v)
+    ordered = sorted(values)
+    for p in (0, 1, 25, 50, 75, 99, 100):
+        truth = ordered[math.floor(p / 100 * (len(values) - 1))]
+        assert q.percentile(p) == pytest.approx(truth, rel=0.023, abs=2e-7)
+
+
+def test_a_lateness_series_is_held_in_a_few_kilobytes():
+    values = np.random.default_rng(7).lognormal(-7, 1.2, 20000) * np.where(np.arange(20000) % 5, 1, -1)
+    tracemalloc.start()
+    try:
+        q = Quantiles()
+        for v in values:
+            q.add(float(v))
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert q.buckets > 600  # a dict of counts held these in 40 KB
+    assert held < 10_000
 
 
 def test_empty_quantiles():
