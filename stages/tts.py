@@ -797,36 +797,38 @@ class TtsElement:
                 if speech.finishing:
                     deadline = min(deadline, last_heard + self.config.response_timeout)
             try:
-                kind, payload = events.receive_nowait()
+                item: _Item | None = events.receive_nowait()
             except trio.WouldBlock:
-                message = ws.receive_ready()
-                if message is None:
-                    try:
-                        with trio.move_on_at(deadline) as listening:  # until a message, an event or the deadline
-                            self._listening = listening
-                            message = await ws.receive()
-                    finally:
-                        self._listening = None
-                now = trio.current_time()
-                if message is not None:
-                    last_heard = now
-                    messages, message = [message], None
-                    while len(messages) < MAX_IN_HAND and (more := ws.receive_ready()) is not None:
-                        messages.append(more)
-                    await self._heard(dialect, state, messages, now, tx, backoff, send)
-                    last_heard = trio.current_time()  # silence counts from here: it had no room downstream till now
-                    if self.config.one_stream() and state.speech is None:  # the service closes after each one
-                        return state.ended and not state.waiting
-                    continue
-                if now < deadline:
-                    continue  # an event came: the loop takes it
-            else:
+                item = None  # (the wait below is outside the handler: no exception held through it)
+            if item is not None:
+                kind, payload = item
                 now = trio.current_time()
                 if kind == "input":
                     await self._input(dialect, state, payload, now, tx, send)
                 elif kind == "end":
                     state.ended = True
                 continue
+            message = ws.receive_ready()
+            if message is None:
+                try:
+                    with trio.move_on_at(deadline) as listening:  # until a message, an event or the deadline
+                        self._listening = listening
+                        message = await ws.receive()
+                finally:
+                    self._listening = None
+            now = trio.current_time()
+            if message is not None:
+                last_heard = now
+                messages, message = [message], None
+                while len(messages) < MAX_IN_HAND and (more := ws.receive_ready()) is not None:
+                    messages.append(more)
+                await self._heard(dialect, state, messages, now, tx, backoff, send)
+                last_heard = trio.current_time()  # silence counts from here: it had no room downstream till now
+                if self.config.one_stream() and state.speech is None:  # the service closes after each one
+                    return state.ended and not state.waiting
+                continue
+            if now < deadline:
+                continue  # an event came: the loop takes it
             # a deadline passed
             await send(dialect.due(now))
             if speech is not None and speech.finishing and now >= last_heard + self.config.response_timeout:
