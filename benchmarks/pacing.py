@@ -1,12 +1,12 @@
 """Pacing on the real clock, through real loopback WebSockets: lateness, jitter and drift.
 
-The bridge side (this process) is a WebSocket server, as for Twilio or TeleCMI, which dial
-the bridge: each call that connects runs a real pipeline — a TTS-like source (random chunk
-sizes, streaming faster than real time after a first-byte delay) -> chunker -> pacer -> a
-sink that sends each 60 ms frame (960 bytes of 8 kHz PCM16) as one binary message. All
-calls share this process and its one trio loop. The telephony side is a minimal client in a
-separate process (so it does not share the sender's GIL) that dials the calls and
-timestamps every message.
+The bridge side (this process) is a WebSocket server (rtstream's own, as ``rtstream serve``
+runs), as for Twilio or TeleCMI, which dial the bridge: each call that connects runs a real
+pipeline — a TTS-like source (random chunk sizes, streaming faster than real time after a
+first-byte delay) -> chunker -> pacer -> a sink that sends each 60 ms frame (960 bytes of
+8 kHz PCM16) as one binary message. All calls share this process and its one trio loop. The
+telephony side is a minimal trio-websocket client in a separate process (so it does not share
+the sender's GIL) that dials the calls and timestamps every message.
 
 Figures, per scenario (times in ms):
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import math
 import multiprocessing
 import os
@@ -53,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rtstream.caps import Caps, StreamFormat
 from rtstream.frames import AudioChunk, AudioFormat, Encoding, UtteranceEnd, UtteranceStart
+from rtstream.httpserver import Request, Upgrade, bound_port, open_listener, serve
 from rtstream.pipeline import assemble
 from rtstream.realtime import quiet_gc
 from rtstream.runner import run_pipeline
@@ -60,6 +62,7 @@ from rtstream.stage import Filter, ReceiveChannel, SendChannel, Sink, Source
 from rtstream.stages.chunker import Chunker
 from rtstream.stages.pacer import Pacer
 from rtstream.stats import Quantiles
+from rtstream.websocket import WebSocket
 
 FORMAT = AudioFormat(Encoding.PCM_S16LE, 8000)
 PERIOD = 0.06
@@ -131,20 +134,24 @@ class NaivePacer(Filter):
 
 @attrs.frozen(kw_only=True)
 class WebSocketSink(Sink):
-    """Sends each audio frame as one binary message on the call's connection."""
+    """Sends each audio frame as one binary message on the call's connection (rtstream's own WebSocket)."""
 
-    ws: trio_websocket.WebSocketConnection = attrs.field(eq=False, repr=False)
+    ws: WebSocket = attrs.field(eq=False, repr=False)
 
     def open(self, fmt_in: AudioFormat | None, fmt_out: AudioFormat | None) -> WebSocketSink:
         return self  # it keeps nothing of a run but the call's connection it was given
 
     async def run(self, rx: ReceiveChannel, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        send = self.ws.send_message
+        ws = self.ws
         async with rx:
             task_status.started()
             async for frame in rx:
                 if type(frame) is AudioChunk:
-                    await send(frame.data.tobytes())
+                    data = frame.data.tobytes()
+                    if not ws.try_send(data):  # the socket takes it now, or the send waits for room
+                        await ws.send(data)
+                    elif ws.flushing:
+                        await ws.flush()
 
     def statistics(self) -> dict[str, int]:
         return {}
@@ -223,8 +230,7 @@ async def serve_calls(streams: int, seconds: float, *, pacer: str, margin_ms: fl
     reports = []
     ctx = multiprocessing.get_context("spawn")
 
-    async def handler(request: trio_websocket.WebSocketRequest) -> None:
-        ws = await request.accept()
+    async def session(ws: WebSocket) -> None:
         i = len(reports)
         pacing = NaivePacer() if pacer == "naive" else Pacer(margin_ms=margin_ms)
         stages = [
@@ -235,16 +241,16 @@ async def serve_calls(streams: int, seconds: float, *, pacer: str, margin_ms: fl
         ]
         reports.append(None)
         reports[i] = await run_pipeline(assemble(f"call{i}", stages, instance=i + 1))
-        await ws.aclose()
+
+    async def route(request: Request) -> Upgrade:
+        return Upgrade(session)
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            lambda task_status: trio_websocket.serve_websocket(
-                handler, "127.0.0.1", 0, None, message_queue_size=0, task_status=task_status
-            )
-        )
+        listener = await open_listener("127.0.0.1", 0)
+        port = bound_port(listener)
+        await nursery.start(functools.partial(serve, [listener], route, handler_nursery=nursery))
         receiver = ctx.Process(
-            target=receiver_main, args=(f"ws://127.0.0.1:{server.port}/", streams, aligned, conn), daemon=True
+            target=receiver_main, args=(f"ws://127.0.0.1:{port}/", streams, aligned, conn), daemon=True
         )
         receiver.start()
         while len(reports) < streams or None in reports:
