@@ -146,14 +146,15 @@ class JitterBuffer:
         self._bridge_buf = np.zeros((6 * self.plc.frame, fmt.channels), dtype=np.float32)
         self._bridge: tuple[int, int, int] | None = None
         """A hole being concealed from both sides: its start, its end and the backward part's length."""
-        self.stretch = TimeStretch(rate, fmt.channels, max_change=s.max_stretch)
+        self.stretch = TimeStretch(rate, fmt.channels, max_change=s.max_stretch, long_pauses=s.direction == "inbound")
         self.hold = self.plc.hold
         self.max_level = round(s.max_delay * rate)
         room = self.tick + self.hold + self.stretch.lag_max
         self.timeline = Timeline(self.max_level + room + self.stretch.lookahead, fmt.channels)
         self.out = OutputQueue(max(self.plc.history_len, self.stretch.lag_max), room, fmt.channels)
         self._scratch = np.zeros(
-            (max(room + self.stretch.lookahead, self.plc.history_len), fmt.channels), dtype=np.float32
+            (max(room + self.stretch.lookahead + self.stretch.horizon, self.plc.history_len), fmt.channels),
+            dtype=np.float32,
         )
         self.estimator = DelayEstimator(
             max_delay=s.max_delay,
@@ -611,7 +612,7 @@ class JitterBuffer:
         """Produce from the audio at the play position: merged, stretched or as it is."""
         c = self._c
         avail = self.timeline.available()
-        x = self.timeline.read(need + self.stretch.lookahead, self._scratch)
+        x = self.timeline.read(need + self.stretch.lookahead + self.stretch.horizon, self._scratch)
         start = self.out.produced
         self._out_arrivals.append((start, self._arrivals[0][1] if self._arrivals else None))
         merging = self.plc.active or self._splice
