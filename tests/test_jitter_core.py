@@ -220,6 +220,20 @@ def test_a_pause_too_short_to_splice_is_left_alone_and_a_long_one_takes_the_slac
     assert s.concealment_events == 0
 
 
+def test_playout_starts_on_the_delay_when_the_newest_audio_is_late():
+    x = speech(2.0)
+    delays = np.full(len(x) // P, 0.19)
+    delays[0] = 0.0  # the first packet on time, all the others 190 ms late: the target is 190 ms
+    jb = inbound()
+    frames = run(jb, packetize(x, delays=delays), until=3.0)
+    s = jb.statistics()
+    # started once the first packet had waited 1.5 x the target (a tick late at most), with
+    # only ~100 ms of audio in; waiting for 1.5 x the target of audio would add 190 ms more
+    assert 1.5 * 0.19 <= jb.delay_series.snapshot()["v"][0] <= 1.5 * 0.195 + 0.02
+    assert s.concealment_events == 0 and s.late_losses == 0
+    assert len(audio(frames)) >= len(x) - round(s.accelerate_rate * s.samples_out)
+
+
 def test_a_lost_packet_is_concealed_once_and_merged():
     x = speech(2.0)
     jb = inbound()
