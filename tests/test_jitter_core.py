@@ -191,6 +191,49 @@ def test_excess_delay_is_drained_in_pauses_only():
     np.testing.assert_array_equal(out[out != 0][: len(voiced)], voiced[: np.count_nonzero(out)])
 
 
+def phrases(*parts: float, rate: int = 8000) -> np.ndarray:
+    """Speech and pauses taking turns, ``parts`` seconds each (speech first), whole packets."""
+    t = np.arange(round(sum(parts) * rate)) / rate
+    wave = np.sin(2 * np.pi * 140 * t) + 0.5 * np.sin(4 * np.pi * 140 * t)
+    edges = np.cumsum(np.round(np.array(parts) * rate).astype(int))
+    voiced = np.searchsorted(edges, np.arange(len(t)), side="right") % 2 == 0
+    return (6000 * wave * voiced).astype(np.int16)
+
+
+def silences(y: np.ndarray) -> list[int]:
+    """Lengths of the runs of exact silence inside ``y`` (10 ms or more: not zero crossings)."""
+    edges = np.diff(np.concatenate(([0], (y == 0).astype(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [int(e - s) for s, e in zip(starts, ends, strict=True) if e - s >= 80]
+
+
+def test_a_pause_too_short_to_splice_is_left_alone_and_a_long_one_takes_the_slack():
+    x = phrases(0.5, 0.14, 0.5, 0.14, 0.5, 0.4, 1.0)
+    jb = inbound(start_delay=0.12)  # 100 ms over target: drained in pauses, not urgently
+    out = audio(run(jb, packetize(x), until=4.0))
+    s = jb.statistics()
+    first, second, long = silences(out)
+    assert first == second == round(0.14 * 8000)  # between words: untouched, though the delay is high
+    removed = round(0.4 * 8000) - long
+    assert removed == round(s.accelerate_rate * s.samples_out) >= 0.06 * 8000  # the slack, in one pause
+    assert long >= 0.12 * 8000  # which stays a pause
+    assert s.concealment_events == 0
+
+
+def test_playout_starts_on_the_delay_when_the_newest_audio_is_late():
+    x = speech(2.0)
+    delays = np.full(len(x) // P, 0.19)
+    delays[0] = 0.0  # the first packet on time, all the others 190 ms late: the target is 190 ms
+    jb = inbound()
+    frames = run(jb, packetize(x, delays=delays), until=3.0)
+    s = jb.statistics()
+    # started once the first packet had waited 1.5 x the target (a tick late at most), with
+    # only ~100 ms of audio in; waiting for 1.5 x the target of audio would add 190 ms more
+    assert 1.5 * 0.19 <= jb.delay_series.snapshot()["v"][0] <= 1.5 * 0.195 + 0.02
+    assert s.concealment_events == 0 and s.late_losses == 0
+    assert len(audio(frames)) >= len(x) - round(s.accelerate_rate * s.samples_out)
+
+
 def test_a_lost_packet_is_concealed_once_and_merged():
     x = speech(2.0)
     jb = inbound()

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from rtstream.audio.plc import Concealer, crossfade
 from rtstream.audio.similarity import similarity
-from rtstream.audio.stretch import TimeStretch
+from rtstream.audio.stretch import KEEP_PAUSE, TimeStretch
 
 
 def voiced(f0: float, rate: int, seconds: float, level: float = 0.3, channels: int = 1) -> np.ndarray:
@@ -117,7 +117,7 @@ def stretch_all(x: np.ndarray, speed: float, rate: int, *, quiet_only: bool = Fa
         block = out[produced : produced + tick]
         pos += st_.render(
             out[max(0, produced - 500) : produced],
-            x[pos : pos + tick + st_.lookahead],
+            x[pos : pos + tick + st_.lookahead + st_.horizon],  # the input ahead shows how long a pause is
             block,
             speed,
             quiet_only=quiet_only,
@@ -169,6 +169,33 @@ def test_quiet_only_waits_for_a_pause():
     assert used > len(y)
     i = len(x)
     np.testing.assert_array_equal(y[:i], x[:i])  # the speech before the pause is untouched
+
+
+def quiet_runs(y: np.ndarray) -> list[int]:
+    """Lengths (samples) of the runs of exact silence inside ``y``, in order."""
+    edges = np.diff(np.concatenate(([0], (y[:, 0] == 0).astype(np.int8), [0])))
+    return list(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1))
+
+
+def test_a_calm_splice_waits_for_a_pause_known_to_be_long():
+    rate = 8000
+    x = voiced(140, rate, 0.5)
+
+    def pause(seconds: float) -> np.ndarray:
+        return np.zeros((round(seconds * rate), 1), np.float32)
+
+    # 150 ms between words: quiet for 80 ms, but the input ahead shows it ends too soon
+    y, used = stretch_all(np.concatenate([x, pause(0.15), x, pause(0.15), x]), 1.75, rate, quiet_only=True)
+    assert used == len(y) and quiet_runs(y) == [1200, 1200]
+    # between phrases: taken in large splices, yet never shorter than KEEP_PAUSE
+    for seconds, removed in ((0.4, 0.1), (0.25, 0.03)):
+        y, used = stretch_all(np.concatenate([x, pause(seconds), x]), 1.75, rate, quiet_only=True)
+        (kept,) = quiet_runs(y)
+        assert used - len(y) == round(seconds * rate) - kept >= removed * rate
+        assert kept >= KEEP_PAUSE * rate
+        np.testing.assert_array_equal(y[: len(x)], x)  # the speech on both sides is untouched
+        after = y[len(x) + kept :]
+        np.testing.assert_array_equal(after, x[: len(after)])
 
 
 def test_stretch_rejects_a_change_above_5_percent():

@@ -9,13 +9,19 @@ period, so splices do not bunch up. A splice is made only where the two periods 
 elsewhere the audio passes untouched and the budget waits for a better place. Cross-fades over
 a full period of matching waveform leave no click.
 
-A splice in a pause costs nothing audible, one inside a word a little, so a caller that is in
-no hurry asks for ``quiet_only`` splices: the budget then waits (up to one longest period) for
-a pause of 80 ms or more (between phrases, not between words), which takes it whole and keeps
-taking 5 % while the pause lasts. Quiet means
-30 dB below the recent peak level (a peak that decays 6 dB/s) or below -60 dBFS.
+A splice in a long pause costs nothing audible, one in a short gap between words or inside a
+word a little (PESQ hears a gap of 80-90 ms made shorter or longer as it hears a stretched
+word), so a caller that is in no hurry asks for ``quiet_only`` splices: the budget then waits
+(up to one longest period) for a pause, which takes it whole and keeps taking while the pause
+lasts. Slowing down needs only 80 ms of quiet (a buffer running low sees no audio ahead, and
+running dry costs more than a longer gap); speeding up, with ``long_pauses``, a pause known to
+last :data:`LONG_PAUSE` (210 ms) or more, and it leaves :data:`KEEP_PAUSE` (120 ms) of it. A
+pause is known by the quiet seen so far (80 ms at least) plus the quiet input ahead: a caller
+that holds audio beyond the block passes up to :attr:`TimeStretch.horizon` more of it, and a
+pause whose end is not in sight yet counts only as far as it can see.
+Quiet means 30 dB below the recent peak level (a peak that decays 6 dB/s) or below -60 dBFS.
 
-In a pause of 80 ms or more the stretcher may go further than ±5 %, up to ``pause_change``
+In a pause (80 ms of quiet or more) the stretcher may go further than ±5 %, up to ``pause_change``
 (75 %, one longest period per block at most): silence made a little longer or shorter between
 phrases is not heard, so a buffer can reach its target there in a few blocks instead of
 stretching words for seconds.
@@ -43,13 +49,29 @@ _QUIET_RATIO = 10 ** (-30 / 10)
 _PEAK_DECAY_DB_PER_S = 6.0
 _PAUSE = 0.080
 """A calm splice waits until the signal has been quiet this long: between sentences, not words."""
+LONG_PAUSE = 0.210
+"""A calm speed-up is made only in a pause at least this long, counting the quiet input ahead.
+PESQ hears 5 ms taken out anywhere in a gap of 60-90 ms (up to 0.15 MOS), and in the last
+60 ms of a 200 ms pause; in the middle of a pause of 300 ms or more, nothing. On the jitter
+traces (benchmarks/quality.py) 180-200 ms measured a few hundredths worse; above 210 ms, a
+speaker whose pauses all last about 220 ms gives no chance to drain a fast sender's clock."""
+KEEP_PAUSE = 0.120
+"""A calm splice leaves the pause it shortens at least this long."""
+_WINDOW_AHEAD = 0.005
+"""The input ahead is judged quiet or not in windows this long."""
 
 
 class TimeStretch:
     """Renders output blocks from input at a speed in [1 - max_change, 1 + max_change]."""
 
     def __init__(
-        self, rate: int, channels: int = 1, *, max_change: float = MAX_CHANGE, pause_change: float = PAUSE_CHANGE
+        self,
+        rate: int,
+        channels: int = 1,
+        *,
+        max_change: float = MAX_CHANGE,
+        pause_change: float = PAUSE_CHANGE,
+        long_pauses: bool = True,
     ) -> None:
         if not 0 <= max_change <= MAX_CHANGE:
             raise ValueError(f"max_change must be between 0 and {MAX_CHANGE}, got {max_change}")
@@ -63,12 +85,21 @@ class TimeStretch:
         self.window = round(0.010 * rate)
         self.lookahead = 2 * self.lag_max + self.window
         """Input beyond the block that lets a speed-up find any period."""
+        self.horizon = round(LONG_PAUSE * rate)
+        """Input beyond the block (and :attr:`lookahead`) in which a calm splice looks for the pause's end."""
         self.budget = 0.0
         """Samples that may be removed (positive) or inserted (negative) at the next match."""
         self._peak = 0.0
         self._quiet_only = False
         self._quiet_run = 0
         self._pause = round(_PAUSE * rate)
+        self.long_pauses = long_pauses
+        """Calm speed-ups only in pauses known to be long (else in any pause, 80 ms of quiet)."""
+        self._long = round(LONG_PAUSE * rate)
+        self._keep = round(KEEP_PAUSE * rate)
+        self._w_ahead = max(1, round(_WINDOW_AHEAD * rate))
+        self._room = 0
+        """Samples a calm speed-up may take out of the pause here."""
         self._decay = 10 ** (-_PEAK_DECAY_DB_PER_S / 10 / rate)
 
     def render(
@@ -83,15 +114,24 @@ class TimeStretch:
     ) -> int:
         """Fill ``out`` from ``x`` (the input that follows ``history``, the output so far).
 
-        ``x`` must hold at least ``len(out)`` samples. Returns how many samples of ``x`` were
-        used: ``len(out)`` plus the period removed, or minus the period inserted. With
-        ``quiet_only`` a splice is made only in a pause. Inside a pause ``speed`` may differ from
-        1 by up to ``pause_change``, elsewhere by ``max_change``; ``at_most`` caps what the
-        budget may hold (samples), so a caller near its goal does not overshoot it.
+        ``x`` must hold at least ``len(out)`` samples (and :attr:`lookahead` more to find any
+        period); any more input in it, up to :attr:`horizon`, shows how long a pause lasts.
+        Returns how many samples of ``x`` were used: ``len(out)`` plus the period removed, or
+        minus the period inserted. With ``quiet_only`` a splice is made only in a pause (with
+        :attr:`long_pauses`, a speed-up only in one known to last :data:`LONG_PAUSE`, which
+        keeps :data:`KEEP_PAUSE`). Inside a pause ``speed`` may differ from 1 by up to
+        ``pause_change``, elsewhere by ``max_change``; ``at_most`` caps what the budget may hold
+        (samples), so a caller near its goal does not overshoot it.
         """
         n = len(out)
         self._quiet_only = quiet_only
+        before = self._quiet_run
         self.observe(x[:n])
+        if quiet_only:
+            if not self.in_pause:
+                self._room = 0
+            else:
+                self._room = self._pause_room(before, x) if self.long_pauses else self.lag_max
         limit = self.pause_change if self.in_pause else self.max_change
         speed = min(max(speed, 1 - limit), 1 + limit)
         change = (speed - 1) * n
@@ -119,6 +159,24 @@ class TimeStretch:
             self._peak = max(power, self._peak * self._decay ** len(x))
             self._quiet_run = self._quiet_run + len(x) if self._quiet(power) else 0
 
+    def _pause_room(self, before: int, x: np.ndarray) -> int:
+        """How much a calm speed-up may take out of the pause that ``x`` starts in (0: none).
+
+        ``before`` is the quiet output before ``x``; the quiet run at the head of ``x`` (judged
+        in short windows against the same level) is what is known to follow. Only a pause
+        known to last :data:`LONG_PAUSE` is touched, and it keeps :data:`KEEP_PAUSE`.
+        """
+        w = self._w_ahead
+        m = len(x) // w
+        if not m:
+            return 0
+        head = x[: m * w].reshape(m, -1)
+        power = np.einsum("ij,ij->i", head, head) / head.shape[1]
+        loud = power >= max(_SILENCE_POWER, self._peak * _QUIET_RATIO)
+        ahead = (int(np.argmax(loud)) if loud.any() else m) * w
+        total = before + ahead
+        return total - self._keep if total >= self._long else 0
+
     @property
     def in_pause(self) -> bool:
         """The signal observed last has been quiet for a pause's length (80 ms) or more."""
@@ -130,14 +188,17 @@ class TimeStretch:
     def _mono(self, x: np.ndarray) -> np.ndarray:
         return x[:, 0] if self.channels == 1 else x.mean(axis=1)
 
-    def _pick(self, span: np.ndarray, template: np.ndarray, region: np.ndarray, *, if_quiet: int) -> int | None:
+    def _pick(
+        self, span: np.ndarray, template: np.ndarray, region: np.ndarray, *, if_quiet: int, calm: bool
+    ) -> int | None:
         """Index of the best-matching window of ``region`` (None if none matches).
 
         ``span`` is every sample the splice may touch; when it is all pause, ``if_quiet``.
+        ``calm``: whether a calm splice may be made in this pause.
         """
         quiet = self._quiet(float(np.vdot(span, span)) / max(span.size, 1))
         if self._quiet_only:
-            return if_quiet if quiet and self.in_pause else None
+            return if_quiet if quiet and self.in_pause and calm else None
         if quiet:
             return if_quiet
         score = similarity(template, region)
@@ -147,10 +208,14 @@ class TimeStretch:
     def _remove(self, x: np.ndarray, out: np.ndarray) -> int:
         n, w = len(out), self.window
         hi = min(self.lag_max, int(self.budget), n, len(x) - n, len(x) - w)
+        if self._quiet_only:
+            hi = min(hi, self._room)
         if hi < self.lag_min:
             return 0
         mono = self._mono(x[: max(hi + w, 2 * hi)])
-        k = self._pick(mono[: 2 * hi], mono[:w], mono[self.lag_min : hi + w], if_quiet=hi - self.lag_min)
+        k = self._pick(
+            mono[: 2 * hi], mono[:w], mono[self.lag_min : hi + w], if_quiet=hi - self.lag_min, calm=self._room > 0
+        )
         if k is None:
             return 0
         lag = self.lag_min + k
@@ -165,7 +230,7 @@ class TimeStretch:
         if hi < self.lag_min or w < self.lag_min:
             return 0
         joined = self._mono(np.concatenate((history[len(history) - hi :], x[: max(w, hi)])))
-        k = self._pick(joined[: 2 * hi], joined[hi : hi + w], joined[: hi - self.lag_min + w], if_quiet=0)
+        k = self._pick(joined[: 2 * hi], joined[hi : hi + w], joined[: hi - self.lag_min + w], if_quiet=0, calm=True)
         if k is None:
             return 0
         lag = hi - k

@@ -8,7 +8,8 @@ target delay by time-stretch within ±5 % (``rtstream.audio.stretch``), and the 
 audio after a concealment or a skip is merged in with a cross-fade.
 
 Life of a stream: *idle* (nothing to play) → *buffering* (until ``start_delay`` of audio is in,
-or the target when that is larger) → *playing* → back to idle when the input ends or, outbound,
+or the target when that is larger; inbound, until the first sample has waited 1.5 times the
+target, see :data:`START_MARGIN`) → *playing* → back to idle when the input ends or, outbound,
 when an utterance has been played to its ``UtteranceEnd``. Events keep their place: each is
 pinned to the timeline position where it arrived, then to the output sample where that
 position is played. ``Clear`` (barge-in) flushes the audio at once and goes out ahead of
@@ -44,8 +45,11 @@ MAX_WAIT = 0.120
 """The longest a hole is waited for inbound before it is given up: with the last tick of
 concealment that may follow, the run stays below an interruption."""
 START_MARGIN = 1.5
-"""Inbound playout starts once this many times the target is buffered: the first packets show
-only part of the jitter, and growing the delay later costs concealment or stretched speech."""
+"""Inbound playout starts once the first sample has waited this many times the target (with at
+least ``start_delay`` of audio in), or once that much audio is in: the first packets show only
+part of the jitter, and growing the delay later costs concealment or stretched speech. The
+wait, not the audio in, is what covers the jitter: when the newest packets are the late ones,
+the audio in falls short of the wait, and waiting for it would start far above the target."""
 RESTART_RUN = 5
 """This many chunks in a row from further back than the maximum delay: the sender restarted."""
 _MAX_PENDING_LEVELS = 4
@@ -146,14 +150,15 @@ class JitterBuffer:
         self._bridge_buf = np.zeros((6 * self.plc.frame, fmt.channels), dtype=np.float32)
         self._bridge: tuple[int, int, int] | None = None
         """A hole being concealed from both sides: its start, its end and the backward part's length."""
-        self.stretch = TimeStretch(rate, fmt.channels, max_change=s.max_stretch)
+        self.stretch = TimeStretch(rate, fmt.channels, max_change=s.max_stretch, long_pauses=s.direction == "inbound")
         self.hold = self.plc.hold
         self.max_level = round(s.max_delay * rate)
         room = self.tick + self.hold + self.stretch.lag_max
         self.timeline = Timeline(self.max_level + room + self.stretch.lookahead, fmt.channels)
         self.out = OutputQueue(max(self.plc.history_len, self.stretch.lag_max), room, fmt.channels)
         self._scratch = np.zeros(
-            (max(room + self.stretch.lookahead, self.plc.history_len), fmt.channels), dtype=np.float32
+            (max(room + self.stretch.lookahead + self.stretch.horizon, self.plc.history_len), fmt.channels),
+            dtype=np.float32,
         )
         self.estimator = DelayEstimator(
             max_delay=s.max_delay,
@@ -429,7 +434,7 @@ class JitterBuffer:
             frames.extend(e for _, e in self._events)
             self._events.clear()
         block = self.tick
-        if self.state == "buffering" and self._ready_to_start():
+        if self.state == "buffering" and self._ready_to_start(now):
             self.state = "playing"
             if self.settings.direction == "inbound":
                 # Playout starts as a packet arrives, so a clock pulling every tick from here
@@ -452,11 +457,13 @@ class JitterBuffer:
             self._reset_playout()
         return frames
 
-    def _ready_to_start(self) -> bool:
+    def _ready_to_start(self, now: float) -> bool:
         s = self.settings
         margin = START_MARGIN if s.direction == "inbound" else 1.0
         wanted = max(s.start_delay, margin * self.target())
         level = self._write_end - self.timeline.start
+        if s.direction == "inbound" and level >= round(s.start_delay * self.rate) and self._delay(now) >= wanted:
+            return True  # the first sample has waited long enough, though later audio is still missing
         return level >= min(round(wanted * self.rate), self.max_level) or self.full or not self._more_coming()
 
     def _produce(self, now: float) -> None:
@@ -611,7 +618,7 @@ class JitterBuffer:
         """Produce from the audio at the play position: merged, stretched or as it is."""
         c = self._c
         avail = self.timeline.available()
-        x = self.timeline.read(need + self.stretch.lookahead, self._scratch)
+        x = self.timeline.read(need + self.stretch.lookahead + self.stretch.horizon, self._scratch)
         start = self.out.produced
         self._out_arrivals.append((start, self._arrivals[0][1] if self._arrivals else None))
         merging = self.plc.active or self._splice

@@ -16,9 +16,18 @@ The two directions differ in their physics:
   is never waited for.
 
 Speed changes are at least 50 ms apart, like NetEq's time-scale decisions. A delay change
-inside a word is heard (and costs PESQ points), one in a pause much less: unless the delay is
-far above target, the stretcher only splices in pauses, and there it may take the whole
-difference at once (up to the point where the change stops, :func:`stop_at`).
+inside a word is heard (and costs PESQ points), and so is one in a short gap between words (a
+gap of 80-90 ms made shorter or longer costs as much as a stretched word, 0.2-0.3 MOS); one in
+the middle of a long pause costs nothing. So, unless the delay is far above target
+(:func:`urgent`), the stretcher only splices in pauses, and inbound it speeds up only in pauses
+known to be long: the quiet seen so far plus the quiet audio already buffered ahead must reach
+210 ms, and the pause keeps 120 ms at least (``rtstream.audio.stretch``). There it may take the
+whole difference at once (up to the point where the change stops, :func:`stop_at`), in a few
+large splices rather than many small ones. Until such a pause comes, speeding up waits: the
+slack of a cautious start is held a second or two, not trimmed from words. Slowing down needs
+only a pause of 80 ms (a buffer below its target has little audio ahead to judge a pause by,
+and running dry costs more), and outbound keeps that rule for both: its slowing down spreads
+what is buffered over a stall that may come, and the stricter rule measured worse there.
 """
 
 from __future__ import annotations
